@@ -1,0 +1,364 @@
+"""Every cryptographic primitive mydrive uses; the only module that imports ``cryptography``.
+
+Byte layouts and versions are documented in docs/keys-and-encryption.md. Failures of
+authenticated decryption all become ``DecryptionFailed`` without saying which check failed,
+so a tampering peer learns nothing from the error.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from mydrive.errors import BadRequest, DecryptionFailed
+
+RandomBytes = Callable[[int], bytes]
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+# Argon2id costs are RFC 9106 section 4's second recommended option (t=3, 64 MiB, p=4,
+# 128-bit salt) for machines without 2 GiB to spare; that is above OWASP's minimum (19 MiB,
+# t=2, p=1). Unlock runs once per login, so ~0.1 s is affordable. See docs/keys-and-encryption.md.
+DEFAULT_TIME_COST = 3
+DEFAULT_MEMORY_KIB = 64 * 1024
+DEFAULT_PARALLELISM = 4
+KDF_ALGORITHM = "argon2id"
+SALT_BYTES = 16
+
+MIN_MEMORY_KIB = 8 * 1024
+MAX_MEMORY_KIB = 4 * 1024 * 1024
+MIN_TIME_COST, MAX_TIME_COST = 1, 20
+MIN_PARALLELISM, MAX_PARALLELISM = 1, 16
+MIN_SALT_BYTES, MAX_SALT_BYTES = 16, 64
+MAX_PASSPHRASE_CHARS = 1024
+
+WRAP_VERSION = 0x01
+NAME_VERSION = 0x01
+NAME_AAD = b"mydrive-name-v1"
+MAX_NAME_BYTES = 4096
+CHUNK_AAD_PREFIX = b"mydrive-chunk-v1"
+MAX_FILE_ID_BYTES = 64
+MAX_CHUNK_COUNT = 2**32 - 1
+HKDF_INFO_PREFIX = b"mydrive/v1/"
+
+ED25519_PUBLIC_BYTES = 32
+ED25519_SIGNATURE_BYTES = 64
+
+_KDF_FIELDS = frozenset({"algorithm", "time_cost", "memory_kib", "parallelism", "salt"})
+
+
+def _check_int(field: str, value: object, low: int, high: int) -> int:
+    # bool is an int subclass; "time_cost": true is malformed, not 1.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(f"KDF parameter {field} must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise BadRequest(f"KDF parameter {field}={value} is out of range {low}..{high}")
+    return value
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id parameters and salt, stored next to the wrapped master key.
+
+    Construction validates, so every ``KdfParams`` in the program has sane costs: a peer's
+    replicated user document cannot make us spend 1 TiB of memory or skip the work.
+    """
+
+    time_cost: int
+    memory_kib: int
+    parallelism: int
+    salt: bytes
+    algorithm: str = KDF_ALGORITHM
+
+    def __post_init__(self) -> None:
+        if self.algorithm != KDF_ALGORITHM:
+            raise BadRequest(
+                f"unsupported KDF algorithm {self.algorithm!r:.40}; only {KDF_ALGORITHM!r}"
+            )
+        _check_int("time_cost", self.time_cost, MIN_TIME_COST, MAX_TIME_COST)
+        _check_int("memory_kib", self.memory_kib, MIN_MEMORY_KIB, MAX_MEMORY_KIB)
+        _check_int("parallelism", self.parallelism, MIN_PARALLELISM, MAX_PARALLELISM)
+        if not isinstance(self.salt, bytes):
+            raise BadRequest("KDF salt must be bytes")
+        if not MIN_SALT_BYTES <= len(self.salt) <= MAX_SALT_BYTES:
+            raise BadRequest(
+                f"KDF salt is {len(self.salt)} bytes; it must be "
+                f"{MIN_SALT_BYTES}..{MAX_SALT_BYTES} bytes"
+            )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "algorithm": self.algorithm,
+            "time_cost": self.time_cost,
+            "memory_kib": self.memory_kib,
+            "parallelism": self.parallelism,
+            "salt": self.salt.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, object]) -> KdfParams:
+        """Parse and validate; BadRequest names the first thing that is wrong."""
+        if not isinstance(d, Mapping):
+            raise BadRequest("KDF parameters must be a JSON object")
+        missing = _KDF_FIELDS.difference(d.keys())
+        extra = set(d.keys()).difference(_KDF_FIELDS)
+        if missing:
+            raise BadRequest(f"KDF parameters lack {', '.join(sorted(missing))}")
+        if extra:
+            # An unknown field may change the meaning of the rest; refuse rather than guess.
+            raise BadRequest(f"unknown KDF parameter(s): {', '.join(sorted(map(str, extra)))}")
+        algorithm, salt_hex = d["algorithm"], d["salt"]
+        if not isinstance(algorithm, str):
+            raise BadRequest("KDF algorithm must be a string")
+        if not isinstance(salt_hex, str):
+            raise BadRequest("KDF salt must be a hex string")
+        try:
+            salt = bytes.fromhex(salt_hex)
+        except ValueError:
+            raise BadRequest("KDF salt is not valid hex") from None
+        return cls(
+            time_cost=_check_int("time_cost", d["time_cost"], MIN_TIME_COST, MAX_TIME_COST),
+            memory_kib=_check_int("memory_kib", d["memory_kib"], MIN_MEMORY_KIB, MAX_MEMORY_KIB),
+            parallelism=_check_int(
+                "parallelism", d["parallelism"], MIN_PARALLELISM, MAX_PARALLELISM
+            ),
+            salt=salt,
+            algorithm=algorithm,
+        )
+
+
+def _random(random_bytes: RandomBytes, n: int) -> bytes:
+    out = random_bytes(n)
+    assert isinstance(out, bytes) and len(out) == n, "random_bytes returned the wrong length"
+    return out
+
+
+def new_kdf_params(
+    random_bytes: RandomBytes = os.urandom,
+    *,
+    time_cost: int = DEFAULT_TIME_COST,
+    memory_kib: int = DEFAULT_MEMORY_KIB,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> KdfParams:
+    """Fresh parameters with a new random 16-byte salt."""
+    return KdfParams(
+        time_cost=time_cost,
+        memory_kib=memory_kib,
+        parallelism=parallelism,
+        salt=_random(random_bytes, SALT_BYTES),
+    )
+
+
+def derive_passphrase_key(passphrase: str, params: KdfParams) -> bytes:
+    """Argon2id(passphrase, params) -> 32-byte key-encryption key."""
+    if not isinstance(passphrase, str) or not passphrase:
+        raise BadRequest("passphrase must not be empty")
+    if len(passphrase) > MAX_PASSPHRASE_CHARS:
+        raise BadRequest(f"passphrase is longer than {MAX_PASSPHRASE_CHARS} characters")
+    # NFC: the same passphrase typed on macOS (decomposed) and Windows (composed) must match.
+    secret = unicodedata.normalize("NFC", passphrase).encode("utf-8")
+    kdf = Argon2id(
+        salt=params.salt,
+        length=KEY_BYTES,
+        iterations=params.time_cost,
+        lanes=params.parallelism,
+        memory_cost=params.memory_kib,
+    )
+    return kdf.derive(secret)
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    assert len(key) == KEY_BYTES, "AES-256 keys are 32 bytes"
+    return AESGCM(key)
+
+
+def _seal(
+    version: int, key: bytes, plaintext: bytes, aad: bytes, random_bytes: RandomBytes
+) -> bytes:
+    nonce = _random(random_bytes, NONCE_BYTES)
+    return bytes([version]) + nonce + _aesgcm(key).encrypt(nonce, plaintext, aad)
+
+
+def _open(version: int, key: bytes, blob: bytes, aad: bytes, what: str) -> bytes:
+    # One message for every cause: the caller should not learn which check failed.
+    failed = DecryptionFailed(f"{what} failed authentication (wrong key or tampered data)")
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise failed
+    if len(blob) < 1 + NONCE_BYTES + TAG_BYTES or blob[0] != version:
+        raise failed
+    nonce, sealed = bytes(blob[1 : 1 + NONCE_BYTES]), blob[1 + NONCE_BYTES :]
+    try:
+        return _aesgcm(key).decrypt(nonce, sealed, aad)
+    except InvalidTag:
+        raise failed from None
+
+
+def wrap_key(kek: bytes, key: bytes, aad: bytes, random_bytes: RandomBytes = os.urandom) -> bytes:
+    """AES-256-GCM wrap: 0x01 || nonce (12) || ciphertext || tag (16)."""
+    return _seal(WRAP_VERSION, kek, key, aad, random_bytes)
+
+
+def unwrap_key(kek: bytes, wrapped: bytes, aad: bytes) -> bytes:
+    """Inverse of ``wrap_key``; DecryptionFailed on any mismatch."""
+    return _open(WRAP_VERSION, kek, wrapped, aad, "key unwrap")
+
+
+def hkdf_subkey(master_key: bytes, purpose: str, length: int = KEY_BYTES) -> bytes:
+    """HKDF-SHA256 subkey with info = b"mydrive/v1/" + purpose (one purpose, one key)."""
+    assert len(master_key) == KEY_BYTES
+    assert purpose and purpose.isascii(), "HKDF purposes are fixed ASCII labels"
+    assert 1 <= length <= 255 * 32
+    # No salt: the master key is already uniformly random, so HKDF-Extract adds nothing.
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=length,
+        salt=None,
+        info=HKDF_INFO_PREFIX + purpose.encode("ascii"),
+    )
+    return hkdf.derive(master_key)
+
+
+class IdentityKey:
+    """A user's Ed25519 signing key; repr shows only the public half."""
+
+    __slots__ = ("_private", "_public")
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._private = private_key
+        self._public = private_key.public_key().public_bytes_raw()
+
+    @classmethod
+    def from_seed(cls, seed: bytes) -> IdentityKey:
+        if not isinstance(seed, bytes) or len(seed) != KEY_BYTES:
+            raise BadRequest("an Ed25519 seed is exactly 32 bytes")
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def public_bytes(self) -> bytes:
+        return self._public
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IdentityKey):
+            return NotImplemented
+        return hmac.compare_digest(self._public, other._public)
+
+    def __hash__(self) -> int:
+        return hash(self._public)
+
+    def __repr__(self) -> str:
+        return f"IdentityKey(public={self._public.hex()})"
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True iff ``signature`` is a valid Ed25519 signature; False on any malformed input."""
+    if not (
+        isinstance(public_key, bytes)
+        and isinstance(message, bytes)
+        and isinstance(signature, bytes)
+        and len(public_key) == ED25519_PUBLIC_BYTES
+        and len(signature) == ED25519_SIGNATURE_BYTES
+    ):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def chunk_nonce(index: int) -> bytes:
+    """12-byte GCM nonce for chunk ``index``: 4 zero bytes || index (u64 BE).
+
+    Safe only because every file (and every new version of one) has its own key.
+    """
+    assert 0 <= index < 2**32
+    return bytes(4) + index.to_bytes(8, "big")
+
+
+def _check_chunk_position(file_id: bytes, index: int, count: int) -> None:
+    # These come from metadata replicated by other peers, so they are outside input.
+    if not isinstance(file_id, bytes) or not 1 <= len(file_id) <= MAX_FILE_ID_BYTES:
+        raise BadRequest(f"file id must be 1..{MAX_FILE_ID_BYTES} bytes")
+    if isinstance(index, bool) or isinstance(count, bool):
+        raise BadRequest("chunk index and count must be integers")
+    if not 1 <= count <= MAX_CHUNK_COUNT:
+        raise BadRequest(f"chunk count {count} is out of range 1..{MAX_CHUNK_COUNT}")
+    if not 0 <= index < count:
+        raise BadRequest(f"chunk index {index} is out of range 0..{count - 1}")
+
+
+def chunk_aad(file_id: bytes, index: int, count: int) -> bytes:
+    """b"mydrive-chunk-v1" || file_id || index (u32 BE) || count (u32 BE).
+
+    index and count are fixed-width at the end, so the encoding is unambiguous.
+    """
+    _check_chunk_position(file_id, index, count)
+    return CHUNK_AAD_PREFIX + file_id + index.to_bytes(4, "big") + count.to_bytes(4, "big")
+
+
+def encrypt_chunk(
+    file_key: bytes, file_id: bytes, index: int, count: int, plaintext: bytes | memoryview
+) -> bytes:
+    """AES-256-GCM: ciphertext || tag, 16 bytes longer than the plaintext."""
+    aad = chunk_aad(file_id, index, count)
+    return _aesgcm(file_key).encrypt(chunk_nonce(index), plaintext, aad)
+
+
+def decrypt_chunk(
+    file_key: bytes, file_id: bytes, index: int, count: int, ciphertext: bytes | memoryview
+) -> bytes:
+    """Inverse of ``encrypt_chunk``; DecryptionFailed if the chunk is not exactly that chunk."""
+    aad = chunk_aad(file_id, index, count)
+    failed = DecryptionFailed(
+        f"chunk {index} of {count} failed authentication (wrong key, tampered or misplaced)"
+    )
+    if len(ciphertext) < TAG_BYTES:
+        raise failed
+    try:
+        return _aesgcm(file_key).decrypt(chunk_nonce(index), ciphertext, aad)
+    except InvalidTag:
+        raise failed from None
+
+
+def encrypt_name(name_key: bytes, name: str, random_bytes: RandomBytes = os.urandom) -> bytes:
+    """0x01 || nonce (12) || AES-256-GCM(UTF-8 name, AAD b"mydrive-name-v1")."""
+    data = name.encode("utf-8")
+    if len(data) > MAX_NAME_BYTES:
+        raise BadRequest(f"name is {len(data)} bytes of UTF-8; the limit is {MAX_NAME_BYTES}")
+    return _seal(NAME_VERSION, name_key, data, NAME_AAD, random_bytes)
+
+
+def decrypt_name(name_key: bytes, blob: bytes) -> str:
+    data = _open(NAME_VERSION, name_key, blob, NAME_AAD, "name decryption")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Authentic but not UTF-8 means a writer bug or a compromised key; treat as failure.
+        raise DecryptionFailed("decrypted name is not valid UTF-8") from None
+
+
+def name_tag(mac_key: bytes, name: str) -> str:
+    """Deterministic HMAC-SHA256 lookup tag (hex) for a name; meaningless without the key."""
+    assert len(mac_key) == KEY_BYTES
+    return hmac.new(mac_key, name.encode("utf-8"), "sha256").hexdigest()
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
