@@ -174,16 +174,17 @@ class PendingChunk:
             return
         assert not self.missing()
         store, cid = self.store, self.header.chunk_id
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.seek(0)
+        part = self._file
+        assert part is not None
+        part.flush()
+        os.fsync(part.fileno())
+        part.seek(0)
         hasher = Hasher()
-        for block in iter(lambda: self._file.read(1024 * 1024), b""):
+        for block in iter(lambda: part.read(1024 * 1024), b""):
             hasher.update(block)
         if not digests_equal(hasher.digest(), cid):
             raise DataLoss("segments verified but the whole chunk does not match its id")
-        self._file.close()
+        part.close()
         final = store._chunk_path(cid)
         final.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(store._meta_path(cid), json.dumps(self.header.to_json()).encode())

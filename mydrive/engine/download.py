@@ -12,6 +12,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -93,10 +94,9 @@ def _write(out: BinaryIO, plaintext: bytes, progress: Progress | None) -> None:
 
 
 def _remove_if_empty(path: Path) -> None:
-    try:
+    # Another download may be using it, or it holds something: then leave it.
+    with suppress(OSError):
         path.rmdir()
-    except OSError:
-        pass  # another download is using it, or it holds something: leave it
 
 
 def _fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerAddress],

@@ -1,0 +1,336 @@
+"""The ``mydrive`` command line. Every command that acts for a user takes ``--peer DIR``
+(or MYDRIVE_PEER) and ``--user NAME``; the passphrase comes from MYDRIVE_PASSPHRASE or a
+prompt. ``--json`` output is stable and documented in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import BadRequest, MydriveError
+
+PASSPHRASE_ENV = "MYDRIVE_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+
+
+def _fail(exc: MydriveError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except MydriveError as exc:
+        _fail(exc)
+
+
+def _passphrase(confirm: bool) -> str:
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise BadRequest(f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal")
+    text: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
+    return text
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+peer_option = click.option("--peer", "peer_dir", envvar="MYDRIVE_PEER", required=True,
+                           type=click.Path(path_type=Path, file_okay=False),
+                           help="peer directory to act on (or MYDRIVE_PEER)")
+user_option = click.option("--user", "user", envvar="MYDRIVE_USER", required=True,
+                           help="user name (or MYDRIVE_USER)")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log more")
+def cli(verbose: bool) -> None:
+    """mydrive: a peer-to-peer encrypted file store."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+# ---- peers and services --------------------------------------------------------------
+@cli.group()
+def peer() -> None:
+    """Peer directories."""
+
+
+@peer.command("init")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", help="a human name for the peer (default: the directory name)")
+@click.option("--capacity-bytes", type=int, default=None, help="space offered to others")
+@click.option("--replicas", type=int, default=2, show_default=True)
+def peer_init(directory: Path, name: str | None, capacity_bytes: int | None,
+              replicas: int) -> None:
+    """Create a peer directory with a fresh id and free loopback ports."""
+    from .peerdir import init_peer
+
+    overrides: dict[str, Any] = {"replicas": replicas}
+    if capacity_bytes is not None:
+        overrides["capacity_bytes"] = capacity_bytes
+    with _errors():
+        p = init_peer(directory, name=name, **overrides)
+        click.echo(f"peer {p.config.name} ({p.config.peer_id}) in {directory}: receiver "
+                   f"{p.config.receiver_address}, sender {p.config.sender_address}")
+
+
+@cli.command()
+@click.argument("service", type=click.Choice(["sender", "receiver"]))
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+def serve(service: str, directory: Path) -> None:
+    """Run one service of a peer in the foreground."""
+    from .services.server import serve as run
+
+    logging.getLogger().setLevel(logging.INFO)
+    with _errors():
+        run(service, directory)
+
+
+# ---- local network -------------------------------------------------------------------
+@cli.group()
+def cluster() -> None:
+    """A local network of N peers as separate processes on loopback."""
+
+
+home_option = click.option("--home", type=click.Path(path_type=Path, file_okay=False),
+                           required=True, help="directory holding the peers")
+
+
+@cluster.command("up")
+@home_option
+@click.option("--peers", type=int, default=5, show_default=True)
+@click.option("--replicas", type=int, default=2, show_default=True)
+@click.option("--detach", is_flag=True, help="return once healthy, leave the peers running")
+def cluster_up(home: Path, peers: int, replicas: int, detach: bool) -> None:
+    """Create (or reuse) N peers under HOME and start their services."""
+    import time
+
+    from . import cluster as local
+
+    with _errors():
+        local.create(home, peers, replicas=replicas)
+        local.start(home)
+        _print_status(home, as_json=False)
+        if detach:
+            click.echo(f"running; stop with: mydrive cluster down --home {home}")
+            return
+        click.echo("running; Ctrl-C stops the network")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            click.echo("stopping")
+        finally:
+            local.stop(home)
+
+
+@cluster.command("status")
+@home_option
+@click.option("--json", "as_json", is_flag=True)
+def cluster_status(home: Path, as_json: bool) -> None:
+    """Show every peer's services: PID, address, health."""
+    with _errors():
+        healthy = _print_status(home, as_json=as_json)
+    sys.exit(0 if healthy else 1)
+
+
+def _print_status(home: Path, *, as_json: bool) -> bool:
+    from . import cluster as local
+
+    peers = local.status(home)
+    ok = all(s.healthy for p in peers for s in p["services"])
+    if as_json:
+        _print_json({"healthy": ok, "peers": [
+            {"name": p["name"], "peer_id": p["peer_id"], "dir": p["dir"],
+             "services": {s.kind: {"pid": s.pid, "alive": s.alive, "healthy": s.healthy,
+                                   "address": s.address, "metrics_url": s.metrics_url}
+                          for s in p["services"]}} for p in peers]})
+        return ok
+    for p in peers:
+        parts = [f"{s.kind} {s.address} {'healthy' if s.healthy else 'DOWN'}"
+                 for s in p["services"]]
+        click.echo(f"{p['name']:<8} {p['peer_id']}  " + "  ".join(parts))
+    return ok
+
+
+@cluster.command("down")
+@home_option
+def cluster_down(home: Path) -> None:
+    """Stop every service this tool started for the network in HOME."""
+    from . import cluster as local
+
+    with _errors():
+        local.stop(home)
+        click.echo("stopped")
+
+
+# ---- users and files -----------------------------------------------------------------
+@cli.group()
+def user() -> None:
+    """User accounts."""
+
+
+@user.command("create")
+@peer_option
+@user_option
+def user_create(peer_dir: Path, user: str) -> None:
+    """Create a user on this peer (asks for the passphrase twice)."""
+    from .client import PeerClient
+
+    with _errors():
+        client = PeerClient(peer_dir)
+        try:
+            record = client.create_user(user, _passphrase(confirm=True))
+        finally:
+            client.close()
+        click.echo(f"created user {record.name} ({record.user_id})")
+
+
+@contextmanager
+def _session(peer_dir: Path, user: str) -> Iterator[tuple[Any, Any]]:
+    from .client import PeerClient
+
+    client = PeerClient(peer_dir)
+    try:
+        keys = client.login(user, _passphrase(confirm=False))
+        yield client, keys
+    finally:
+        client.close()
+
+
+@contextmanager
+def _progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=None, transient=False) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@cli.command()
+@peer_option
+@user_option
+@click.argument("local", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("remote", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def put(peer_dir: Path, user: str, local: Path, remote: str | None, as_json: bool) -> None:
+    """Encrypt LOCAL and store it on other peers as REMOTE (default: /NAME)."""
+    with _errors(), _session(peer_dir, user) as (client, keys):
+        size = local.stat().st_size
+        with _progress(f"put {local.name}", size, enabled=not as_json) as progress:
+            record = client.put(keys, local, remote, progress=progress)
+        info = client.inspect(keys, client._decrypted_path(keys, record))
+        if as_json:
+            _print_json(info)
+        else:
+            click.echo(f"stored {info['path']}: {size} bytes in {info['chunk_count']} chunks "
+                       f"on {len(info['chunks_per_peer'])} peers")
+
+
+@cli.command("ls")
+@peer_option
+@user_option
+@click.option("--json", "as_json", is_flag=True)
+def ls(peer_dir: Path, user: str, as_json: bool) -> None:
+    """List your files."""
+    with _errors(), _session(peer_dir, user) as (client, keys):
+        entries = client.list_files(keys)
+        if as_json:
+            _print_json({"files": [e.to_json() for e in entries]})
+            return
+        for e in entries:
+            click.echo(f"{e.size_bytes:>14}  {e.path}")
+
+
+@cli.command()
+@peer_option
+@user_option
+@click.argument("remote")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="directory to write into (default: the peer's download directory)")
+@click.option("--overwrite", is_flag=True, help="replace an existing local file")
+@click.option("--json", "as_json", is_flag=True)
+def get(peer_dir: Path, user: str, remote: str, out_dir: Path | None, overwrite: bool,
+        as_json: bool) -> None:
+    """Fetch REMOTE back from the peers, verify and decrypt it."""
+    with _errors(), _session(peer_dir, user) as (client, keys):
+        record = client.find(keys, remote)
+        with _progress(f"get {remote}", record.size_bytes, enabled=not as_json) as progress:
+            path, ledger = client.get(keys, remote, out_dir=out_dir, overwrite=overwrite,
+                                      progress=progress)
+        if as_json:
+            _print_json({"path": str(path), "size_bytes": record.size_bytes,
+                         "transfer": ledger.to_json()})
+        else:
+            click.echo(f"wrote {path}")
+
+
+@cli.command()
+@peer_option
+@user_option
+@click.argument("remote")
+@click.option("--json", "as_json", is_flag=True)
+def inspect(peer_dir: Path, user: str, remote: str, as_json: bool) -> None:
+    """Chunks, segments, replica peers and transfer accounting of one of your files."""
+    with _errors(), _session(peer_dir, user) as (client, keys):
+        info = client.inspect(keys, remote)
+        if as_json:
+            _print_json(info)
+            return
+        click.echo(f"{info['path']}: {info['size_bytes']} bytes, {info['chunk_count']} chunks")
+        for c in info["chunks"]:
+            click.echo(f"  chunk {c['index']:>4} {c['chunk_id'][:16]}  {c['segments']} segments"
+                       f"  on {', '.join(c['replicas'])}")
+        totals = info["transfer"].get("upload", {}).get("totals", {})
+        if totals:
+            click.echo(f"  upload: {totals['segments_sent']} segments sent, "
+                       f"{totals['segments_rejected']} rejected, "
+                       f"{totals['segments_resent']} resent")
+
+
+@cli.command()
+@peer_option
+def metrics(peer_dir: Path) -> None:
+    """Print the Prometheus metrics of this peer's running services."""
+    import urllib.request
+
+    from .peerdir import PeerDir
+
+    with _errors():
+        cfg = PeerDir(peer_dir).config
+        for port in (cfg.receiver_metrics_port, cfg.sender_metrics_port):
+            try:
+                url = f"http://{cfg.host}:{port}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310
+                    click.echo(r.read().decode(), nl=False)
+            except OSError as exc:
+                click.echo(f"# {url}: {exc}", err=True)
+
+
+def main() -> None:
+    cli(prog_name="mydrive")

@@ -1,0 +1,203 @@
+"""What a user does with their own peer: users, put, ls, get, inspect.
+
+The CLI (and later the UI) call these; the transfer engine runs in this process, so the
+user's unwrapped keys never cross a socket (docs/architecture.md explains the choice).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import crypto
+from .accounting import TransferLedger
+from .clock import Clock, SystemClock
+from .digest import DIGEST_ALG
+from .engine.download import download_file
+from .engine.upload import PeerInfo, Progress, upload_file
+from .errors import (
+    BadRequest,
+    Conflict,
+    DecryptionFailed,
+    FileExists,
+    UnknownFile,
+    UnknownUser,
+    UserExists,
+)
+from .faults import FaultPlan, FaultPoints
+from .filerecord import FileRecord
+from .keys import UserKeys, UserRecord, create_user, unlock, validate_username
+from .paths import local_destination, normalize_remote_path
+from .peerdir import PeerDir
+from .transport import PeerAddress, Transport
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size_bytes: int
+    created_ms: int
+    chunk_count: int
+    file_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size_bytes": self.size_bytes, "created_ms": self.created_ms,
+                "chunk_count": self.chunk_count, "file_id": self.file_id}
+
+
+class PeerClient:
+    def __init__(self, peer_dir: Path, *, transport: Transport | None = None,
+                 clock: Clock | None = None, faults: FaultPlan | None = None,
+                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        self.peer = PeerDir(peer_dir)
+        self.store = self.peer.open_metadata()
+        if transport is None:
+            from .grpc_transport import GrpcTransport
+
+            transport = GrpcTransport(rpc_timeout_s=self.peer.config.rpc_timeout_s)
+        self.transport = transport
+        self.clock = clock or SystemClock()
+        self.faults = FaultPoints(faults if faults is not None else FaultPlan.from_env())
+        self.random_bytes = random_bytes
+
+    def close(self) -> None:
+        self.store.close()
+        close = getattr(self.transport, "close", None)
+        if close is not None:
+            close()
+
+    # ---- users -------------------------------------------------------------------------
+    def create_user(self, name: str, passphrase: str) -> UserRecord:
+        name = validate_username(name)
+        if self.store.get(f"user:{name}") is not None:
+            raise UserExists(f"user {name!r} already exists")
+        record, _ = create_user(name, passphrase, random_bytes=self.random_bytes)
+        try:
+            self.store.put(f"user:{name}", dict(record.to_doc()), create_only=True)
+        except Conflict:
+            raise UserExists(f"user {name!r} already exists") from None
+        return record
+
+    def user_record(self, name: str) -> UserRecord:
+        doc = self.store.get(f"user:{validate_username(name)}")
+        if doc is None:
+            raise UnknownUser(f"no user {name!r} on this peer")
+        return UserRecord.from_doc(doc)
+
+    def login(self, name: str, passphrase: str) -> UserKeys:
+        return unlock(self.user_record(name), passphrase)
+
+    # ---- peers -------------------------------------------------------------------------
+    def known_peers(self) -> list[PeerInfo]:
+        peers = []
+        for _, doc in self.store.list_prefix("peer:"):
+            try:
+                address = PeerAddress(peer_id=str(doc["peer_id"]),
+                                      receiver_address=str(doc["receiver_address"]),
+                                      sender_address=str(doc["sender_address"]))
+                peers.append(PeerInfo(address=address, capacity_bytes=int(doc["capacity_bytes"])))
+            except (KeyError, TypeError, ValueError):
+                continue  # a malformed peer document is skipped, not fatal
+        return peers
+
+    # ---- files -------------------------------------------------------------------------
+    def _records(self, keys: UserKeys) -> list[FileRecord]:
+        records = []
+        for _, doc in self.store.list_prefix("file:"):
+            if doc.get("owner_id") != keys.user_id:
+                continue
+            records.append(FileRecord.from_doc(doc))
+        return records
+
+    def _decrypted_path(self, keys: UserKeys, record: FileRecord) -> str:
+        try:
+            return crypto.decrypt_name(keys.name_key, record.encrypted_path)
+        except DecryptionFailed as exc:
+            raise DecryptionFailed(f"file {record.file_id.hex()}: its name does not decrypt "
+                                   f"(metadata tampered with?)") from exc
+
+    def find(self, keys: UserKeys, remote_path: str) -> FileRecord:
+        canonical = normalize_remote_path(remote_path)
+        tag = crypto.name_tag(keys.name_mac_key, canonical)
+        for record in self._records(keys):
+            if crypto.constant_time_equal(record.path_tag.encode(), tag.encode()):
+                return record
+        raise UnknownFile(f"no file {canonical!r} for this user")
+
+    def list_files(self, keys: UserKeys) -> list[FileEntry]:
+        entries = [FileEntry(path=self._decrypted_path(keys, r), size_bytes=r.size_bytes,
+                             created_ms=r.created_ms, chunk_count=r.plan.chunk_count,
+                             file_id=r.file_id.hex())
+                   for r in self._records(keys)]
+        return sorted(entries, key=lambda e: e.path)
+
+    def put(self, keys: UserKeys, local: Path, remote_path: str | None = None, *,
+            progress: Progress | None = None) -> FileRecord:
+        if not local.is_file():
+            raise BadRequest(f"{local} is not a readable file")
+        raw = remote_path or "/"
+        if raw.endswith("/"):  # a folder: keep the local file's name
+            raw += local.name
+        canonical = normalize_remote_path(raw)
+        tag = crypto.name_tag(keys.name_mac_key, canonical)
+        try:
+            self.find(keys, canonical)
+            raise FileExists(f"{canonical!r} already exists; remove it first or pick "
+                             f"another name")
+        except UnknownFile:
+            pass
+        result = upload_file(local, keys=keys, owner_peer_id=self.peer.config.peer_id,
+                             peers=self.known_peers(),
+                             settings=self.peer.config.transfer_settings(),
+                             transport=self.transport, clock=self.clock, faults=self.faults,
+                             random_bytes=self.random_bytes, progress=progress)
+        record = FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag=tag,
+                            encrypted_path=crypto.encrypt_name(keys.name_key, canonical,
+                                                               self.random_bytes),
+                            plan=result.plan, wrapped_file_key=result.wrapped_file_key,
+                            digest_alg=DIGEST_ALG, created_ms=self.clock.now_ms(),
+                            chunks=result.chunks, transfer={"upload": result.ledger.to_json()})
+        # The file exists for its owner only once this document is written: acknowledged.
+        self.store.put(record.doc_id, record.to_doc(), create_only=True)
+        return record
+
+    def get(self, keys: UserKeys, remote_path: str, *, out_dir: Path | None = None,
+            overwrite: bool = False,
+            progress: Progress | None = None) -> tuple[Path, TransferLedger]:
+        record = self.find(keys, remote_path)
+        base = out_dir if out_dir is not None else self.peer.download_dir
+        base.mkdir(parents=True, exist_ok=True)
+        stored_path = self._decrypted_path(keys, record)
+        destination = local_destination(base, stored_path)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        peers = {p.peer_id: p.address for p in self.known_peers()}
+        ledger = download_file(record, destination, keys=keys, peers=peers,
+                               settings=self.peer.config.transfer_settings(),
+                               transport=self.transport, clock=self.clock, overwrite=overwrite,
+                               random_bytes=self.random_bytes, progress=progress)
+        return destination, ledger
+
+    def inspect(self, keys: UserKeys, remote_path: str) -> dict[str, Any]:
+        record = self.find(keys, remote_path)
+        per_peer: dict[str, int] = {}
+        for chunk in record.chunks:
+            for peer_id in chunk.replicas:
+                per_peer[peer_id] = per_peer.get(peer_id, 0) + 1
+        return {
+            "path": self._decrypted_path(keys, record),
+            "file_id": record.file_id.hex(),
+            "size_bytes": record.size_bytes,
+            "created_ms": record.created_ms,
+            "chunk_count": record.plan.chunk_count,
+            "chunk_size_bytes": record.plan.chunk_size_bytes,
+            "segment_size_bytes": record.plan.segment_size_bytes,
+            "digest_alg": record.digest_alg,
+            "chunks": [{"index": c.index, "chunk_id": c.chunk_id.hex(),
+                        "size_bytes": c.size_bytes, "segments": len(c.segment_digests),
+                        "replicas": list(c.replicas)} for c in record.chunks],
+            "chunks_per_peer": dict(sorted(per_peer.items())),
+            "transfer": record.transfer,
+        }

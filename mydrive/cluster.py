@@ -1,0 +1,219 @@
+"""A local network of N peers, each service a separate OS process on loopback ports.
+
+State lives in ``HOME/cluster.json`` (peer directories and the PIDs this tool started);
+``down`` ends only those PIDs, after checking each still runs ``mydrive serve``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import closing, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadRequest, PeerUnavailable
+from .fsutil import atomic_write_bytes
+from .peerdir import CONFIG_NAME, PeerDir, init_peer, register_peer
+from .services.server import SERVICES
+
+STATE_NAME = "cluster.json"
+MAX_PEERS = 256
+HEALTH_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    kind: str
+    pid: int | None
+    alive: bool
+    healthy: bool
+    address: str
+    metrics_url: str
+
+
+def peer_dirs(home: Path) -> list[Path]:
+    state = _read_state(home)
+    return [Path(p["dir"]) for p in state.get("peers", [])]
+
+
+def _read_state(home: Path) -> dict[str, Any]:
+    path = home / STATE_NAME
+    if not path.exists():
+        return {"peers": []}
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except ValueError as exc:
+        raise BadRequest(f"{path} is malformed: {exc}") from exc
+    return state
+
+
+def _write_state(home: Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(home / STATE_NAME, json.dumps(state, indent=2).encode())
+
+
+def create(home: Path, peers: int, *, replicas: int = 2, **overrides: Any) -> list[PeerDir]:
+    """Make (or reuse) N peer directories under HOME and make every peer know every other."""
+    if not 1 <= peers <= MAX_PEERS:
+        raise BadRequest(f"--peers must be between 1 and {MAX_PEERS}, got {peers}")
+    home.mkdir(parents=True, exist_ok=True)
+    dirs = []
+    for i in range(peers):
+        root = home / f"peer-{i}"
+        if (root / CONFIG_NAME).exists():
+            dirs.append(PeerDir(root))
+        else:
+            dirs.append(init_peer(root, name=f"peer-{i}", replicas=replicas, **overrides))
+    for peer in dirs:
+        with closing(peer.open_metadata()) as store:
+            for other in dirs:
+                register_peer(store, other.config)
+    state = _read_state(home)
+    known = {p["dir"]: p for p in state.get("peers", [])}
+    state["peers"] = [known.get(str(d.root), {"dir": str(d.root), "name": d.config.name,
+                                             "pids": {}}) for d in dirs]
+    _write_state(home, state)
+    return dirs
+
+
+def start(home: Path, *, env: dict[str, str] | None = None,
+          only: list[str] | None = None) -> None:
+    """Start the services of every peer (or of the named peers) that are not running."""
+    state = _read_state(home)
+    if not state["peers"]:
+        raise BadRequest(f"no cluster in {home}; run: mydrive cluster up --home {home}")
+    for entry in state["peers"]:
+        if only is not None and entry["name"] not in only:
+            continue
+        for kind in SERVICES:
+            pid = entry["pids"].get(kind)
+            if pid is not None and _is_our_process(pid):
+                continue
+            entry["pids"][kind] = _spawn(Path(entry["dir"]), kind, env)
+    _write_state(home, state)
+    wait_healthy(home, only=only)
+
+
+def _spawn(peer_dir: Path, kind: str, env: dict[str, str] | None) -> int:
+    logs = peer_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    with open(logs / f"{kind}.log", "ab") as log:
+        kwargs: dict[str, Any] = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True  # Ctrl-C in the shell stops them via `down`
+        else:
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mydrive", "serve", kind, str(peer_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            env={**os.environ, **(env or {})}, **kwargs)
+    return proc.pid
+
+
+def _is_our_process(pid: int) -> bool:
+    """True if ``pid`` runs and is a ``mydrive serve`` we started (guards PID reuse)."""
+    if os.name != "posix":
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        args = cmdline.read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return False  # a zombie is dead for our purposes
+    return b"mydrive" in args and b"serve" in args
+
+
+def wait_healthy(home: Path, *, timeout_s: float = HEALTH_TIMEOUT_S,
+                 only: list[str] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        bad = [f"{p['name']}/{s.kind}" for p in status(home) for s in p["services"]
+               if (only is None or p["name"] in only) and not s.healthy]
+        if not bad:
+            return
+        if time.monotonic() > deadline:
+            raise PeerUnavailable(f"services not healthy after {timeout_s:.0f} s: "
+                                  f"{', '.join(bad)} (see their logs/ directories)")
+        time.sleep(0.2)
+
+
+def status(home: Path) -> list[dict[str, Any]]:
+    out = []
+    for entry in _read_state(home)["peers"]:
+        peer = PeerDir(Path(entry["dir"]))
+        cfg = peer.config
+        services = []
+        for kind in SERVICES:
+            pid = entry["pids"].get(kind)
+            alive = pid is not None and _is_our_process(pid)
+            port = cfg.receiver_metrics_port if kind == "receiver" else cfg.sender_metrics_port
+            url = f"http://{cfg.host}:{port}/metrics"
+            address = cfg.receiver_address if kind == "receiver" else cfg.sender_address
+            services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
+                                          healthy=alive and _healthz(cfg.host, port),
+                                          address=address, metrics_url=url))
+        out.append({"name": entry["name"], "peer_id": cfg.peer_id, "dir": entry["dir"],
+                    "services": services})
+    return out
+
+
+def _healthz(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def stop(home: Path, *, only: list[str] | None = None, hard: bool = False,
+         timeout_s: float = 10.0) -> None:
+    """SIGTERM (or SIGKILL with ``hard``) the services this tool started, and wait."""
+    state = _read_state(home)
+    pids = []
+    for entry in state["peers"]:
+        if only is not None and entry["name"] not in only:
+            continue
+        for kind in list(entry["pids"]):
+            pid = entry["pids"].pop(kind)
+            if _is_our_process(pid):
+                pids.append(pid)
+                _signal(pid, hard)
+    _write_state(home, state)
+    deadline = time.monotonic() + timeout_s
+    for pid in pids:
+        while _is_our_process(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.05)
+        if _is_our_process(pid):
+            _signal(pid, hard=True)
+        _reap(pid)
+
+
+def _signal(pid: int, hard: bool) -> None:
+    try:
+        if hard and os.name == "posix":
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    # Children of this process must be reaped or they linger as zombies.
+    if os.name != "posix":
+        return
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

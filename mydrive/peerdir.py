@@ -1,0 +1,134 @@
+"""A peer is a directory: its config (peer.json), metadata, chunk store, downloads and logs.
+
+  PEER_DIR/peer.json          this file's PeerConfig (docs/peer-directory.md)
+  PEER_DIR/metadata.sqlite3   embedded metadata store (default backend)
+  PEER_DIR/store/             chunks held for other peers (mydrive.chunkstore)
+  PEER_DIR/downloads/         where fetched files land (configurable)
+  PEER_DIR/logs/              service logs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from contextlib import closing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .chunkplan import DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_SEGMENT_SIZE_BYTES
+from .engine.settings import TransferSettings
+from .errors import BadRequest
+from .fsutil import atomic_write_bytes
+from .store.base import MetadataStore
+from .store.sqlite import SqliteStore
+from .transport import PeerAddress
+
+CONFIG_NAME = "peer.json"
+DEFAULT_CAPACITY_BYTES = 100 * 1024**3
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    peer_id: str
+    name: str
+    host: str
+    receiver_port: int
+    sender_port: int
+    receiver_metrics_port: int
+    sender_metrics_port: int
+    download_dir: str = "downloads"
+    capacity_bytes: int = DEFAULT_CAPACITY_BYTES
+    chunk_size_bytes: int = DEFAULT_CHUNK_SIZE_BYTES
+    segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES
+    replicas: int = 2
+    max_inflight_chunks: int = 4
+    rpc_timeout_s: float = 120.0
+    metadata: str = "sqlite"
+
+    @property
+    def receiver_address(self) -> str:
+        return f"{self.host}:{self.receiver_port}"
+
+    @property
+    def sender_address(self) -> str:
+        return f"{self.host}:{self.sender_port}"
+
+    def address(self) -> PeerAddress:
+        return PeerAddress(peer_id=self.peer_id, receiver_address=self.receiver_address,
+                           sender_address=self.sender_address)
+
+    def transfer_settings(self) -> TransferSettings:
+        return TransferSettings(chunk_size_bytes=self.chunk_size_bytes,
+                                segment_size_bytes=self.segment_size_bytes,
+                                replicas=self.replicas,
+                                max_inflight_chunks=self.max_inflight_chunks)
+
+
+class PeerDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        config_path = root / CONFIG_NAME
+        if not config_path.exists():
+            raise BadRequest(f"{root} is not a peer directory (no {CONFIG_NAME}); "
+                             f"create one with: mydrive peer init {root}")
+        try:
+            raw: dict[str, Any] = json.loads(config_path.read_text())
+            known = {f.name for f in fields(PeerConfig)}
+            self.config = PeerConfig(**{k: v for k, v in raw.items() if k in known})
+        except (ValueError, TypeError) as exc:
+            raise BadRequest(f"{config_path} is malformed: {exc}") from exc
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def download_dir(self) -> Path:
+        path = Path(self.config.download_dir)
+        return path if path.is_absolute() else self.root / path
+
+    def open_metadata(self) -> MetadataStore:
+        if self.config.metadata != "sqlite":
+            raise BadRequest(f"metadata backend {self.config.metadata!r} is not available")
+        return SqliteStore(self.root / "metadata.sqlite3")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now on ``host`` (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
+              **overrides: Any) -> PeerDir:
+    """Create a peer directory with a fresh id and free loopback ports."""
+    if (root / CONFIG_NAME).exists():
+        raise BadRequest(f"{root} is already a peer directory")
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("store", "downloads", "logs"):
+        (root / sub).mkdir(exist_ok=True)
+    config = PeerConfig(peer_id=os.urandom(8).hex(), name=name or root.name, host=host,
+                        receiver_port=free_port(host), sender_port=free_port(host),
+                        receiver_metrics_port=free_port(host),
+                        sender_metrics_port=free_port(host), **overrides)
+    atomic_write_bytes(root / CONFIG_NAME, json.dumps(asdict(config), indent=2).encode())
+    peer = PeerDir(root)
+    with closing(peer.open_metadata()) as store:
+        register_peer(store, config)
+    return peer
+
+
+def register_peer(store: MetadataStore, config: PeerConfig) -> None:
+    """Record a peer (ours or another) in a metadata store: the ``peer:<id>`` document."""
+    store.put(f"peer:{config.peer_id}", {
+        "type": "peer", "version": 1, "peer_id": config.peer_id, "name": config.name,
+        "receiver_address": config.receiver_address, "sender_address": config.sender_address,
+        "capacity_bytes": config.capacity_bytes,
+    })

@@ -1,0 +1,77 @@
+"""gRPC Receiver servicer: translates StoreChunk/ChunkStatus to mydrive.receiving."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from ..chunkmeta import ChunkHeader
+from ..chunkstore import ChunkStore
+from ..errors import BadRequest, MydriveError
+from ..metrics import Metrics
+from ..receiving import ReceiverSession
+from ..wire import mydrive_pb2 as pb
+from ..wire import mydrive_pb2_grpc as pb_grpc
+from .status import abort
+
+
+def header_from_pb(msg: pb.ChunkHeader) -> ChunkHeader:
+    return ChunkHeader(chunk_id=bytes(msg.chunk_id), digest_alg=msg.digest_alg,
+                       owner_public_key=bytes(msg.owner_public_key),
+                       chunk_size_bytes=msg.chunk_size_bytes,
+                       segment_size_bytes=msg.segment_size_bytes,
+                       segment_digests=tuple(bytes(d) for d in msg.segment_digests))
+
+
+def header_to_pb(header: ChunkHeader) -> pb.ChunkHeader:
+    return pb.ChunkHeader(chunk_id=header.chunk_id, digest_alg=header.digest_alg,
+                          owner_public_key=header.owner_public_key,
+                          chunk_size_bytes=header.chunk_size_bytes,
+                          segment_size_bytes=header.segment_size_bytes,
+                          segment_digests=list(header.segment_digests))
+
+
+class ReceiverServicer(pb_grpc.ReceiverServicer):
+    def __init__(self, store: ChunkStore, metrics: Metrics) -> None:
+        self.store = store
+        self.metrics = metrics
+
+    def StoreChunk(self, request_iterator: Iterator[pb.StoreMsg],
+                   context: grpc.ServicerContext) -> Iterator[pb.StoreAck]:
+        session = ReceiverSession(self.store, self.metrics)
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("msg") != "header":
+                raise BadRequest("the first StoreChunk message must be the chunk header")
+            held = session.start(header_from_pb(first.header))
+            yield pb.StoreAck(held=pb.SegmentsHeld(indices=sorted(held.indices),
+                                                   committed=held.committed))
+            if held.committed:
+                return  # re-sending a committed chunk is a no-op
+            for msg in request_iterator:
+                kind = msg.WhichOneof("msg")
+                if kind == "segment":
+                    session.segment(msg.segment.index, bytes(msg.segment.data))
+                elif kind == "round_end":
+                    bad = session.end_round()
+                    if not bad:
+                        yield pb.StoreAck(committed=pb.Committed())
+                        return
+                    yield pb.StoreAck(bad=pb.BadSegments(indices=bad))
+                else:
+                    raise BadRequest(f"unexpected StoreChunk message {kind!r}")
+        except MydriveError as exc:
+            abort(context, exc)
+        finally:
+            session.close()
+
+    def ChunkStatus(self, request: pb.ChunkRef, context: grpc.ServicerContext) -> pb.SegmentsHeld:
+        chunk_id = bytes(request.chunk_id)
+        if self.store.has(chunk_id):
+            try:
+                count = self.store.header(chunk_id).segment_count
+            except MydriveError as exc:
+                abort(context, exc)
+            return pb.SegmentsHeld(indices=list(range(count)), committed=True)
+        return pb.SegmentsHeld(committed=False)

@@ -1,0 +1,50 @@
+"""Shared test helpers: an in-memory network of peers driving the real engine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mydrive.clock import ManualClock
+from mydrive.crypto import new_kdf_params
+from mydrive.engine.settings import TransferSettings
+from mydrive.engine.upload import PeerInfo
+from mydrive.keys import UserKeys, create_user
+from mydrive.memtransport import MemoryTransport
+
+FAST_KDF = {"time_cost": 1, "memory_kib": 8 * 1024, "parallelism": 1}
+SMALL_SETTINGS = TransferSettings(chunk_size_bytes=64 * 1024, segment_size_bytes=4 * 1024,
+                                  replicas=2, max_inflight_chunks=3)
+
+
+def fast_user(name: str = "alice", passphrase: str = "correct horse") -> UserKeys:
+    _, keys = create_user(name, passphrase, kdf_params=new_kdf_params(**FAST_KDF))
+    return keys
+
+
+@dataclass
+class MemNetwork:
+    transport: MemoryTransport
+    peers: list[PeerInfo]
+    clock: ManualClock
+
+    @property
+    def addresses(self) -> dict[str, object]:
+        return {p.peer_id: p.address for p in self.peers}
+
+
+def mem_network(root: Path, n: int, *, capacity_bytes: int = 2**40) -> MemNetwork:
+    clock = ManualClock()
+    transport = MemoryTransport()
+    peers = []
+    for i in range(n):
+        address = transport.add_peer(f"p{i}", root / f"p{i}", clock=clock,
+                                     capacity_bytes=capacity_bytes)
+        peers.append(PeerInfo(address=address, capacity_bytes=capacity_bytes))
+    return MemNetwork(transport=transport, peers=peers, clock=clock)
+
+
+def random_file(path: Path, size: int) -> Path:
+    path.write_bytes(os.urandom(size))
+    return path
