@@ -108,7 +108,9 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
     size = source.stat().st_size
     eligible = [p for p in peers if p.peer_id != owner_peer_id]
     min_chunks = min_chunks_for_placement(len(eligible), settings.replicas)
-    plan = plan_chunks(size, chunk_size_bytes=settings.chunk_size_bytes,
+    # chunk_size_bytes is what a peer stores; the GCM tag takes 16 of it, so a full chunk's
+    # ciphertext is exactly chunk_size_bytes and splits into whole segments.
+    plan = plan_chunks(size, chunk_size_bytes=settings.chunk_size_bytes - GCM_TAG_BYTES,
                        segment_size_bytes=settings.segment_size_bytes, min_chunks=min_chunks)
     file_id = random_bytes(FILE_ID_BYTES)
     file_key = random_bytes(crypto.KEY_BYTES)
