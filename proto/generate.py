@@ -43,6 +43,10 @@ def generate(out_dir: Path) -> None:
     (out_dir / "__init__.py").write_text(HEADER)
 
 
+def _same(a: Path, b: Path) -> bool:
+    return b.exists() and filecmp.cmp(a, b, shallow=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if mydrive/wire is stale")
@@ -56,10 +60,7 @@ def main() -> int:
         fresh = Path(tmp)
         generate(fresh)
         names = sorted(p.name for p in fresh.iterdir())
-        stale = [
-            n for n in names
-            if not (WIRE_DIR / n).exists() or not filecmp.cmp(fresh / n, WIRE_DIR / n, shallow=False)
-        ]
+        stale = [n for n in names if not _same(fresh / n, WIRE_DIR / n)]
         if stale:
             print(f"mydrive/wire is stale ({', '.join(stale)}): run python proto/generate.py")
             return 1
