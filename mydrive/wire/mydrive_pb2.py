@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rmydrive.proto\x12\nmydrive.v1\"\x9c\x01\n\x0b\x43hunkHeader\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x12\n\ndigest_alg\x18\x02 \x01(\t\x12\x18\n\x10owner_public_key\x18\x03 \x01(\x0c\x12\x18\n\x10\x63hunk_size_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12segment_size_bytes\x18\x05 \x01(\r\x12\x17\n\x0fsegment_digests\x18\x06 \x03(\x0c\"&\n\x07Segment\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\n\n\x08RoundEnd\"\x8f\x01\n\x08StoreMsg\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.mydrive.v1.ChunkHeaderH\x00\x12&\n\x07segment\x18\x02 \x01(\x0b\x32\x13.mydrive.v1.SegmentH\x00\x12)\n\tround_end\x18\x03 \x01(\x0b\x32\x14.mydrive.v1.RoundEndH\x00\x42\x05\n\x03msg\"2\n\x0cSegmentsHeld\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x11\n\tcommitted\x18\x02 \x01(\x08\"\x1e\n\x0b\x42\x61\x64Segments\x12\x0f\n\x07indices\x18\x01 \x03(\r\"\x0b\n\tCommitted\"\x8f\x01\n\x08StoreAck\x12(\n\x04held\x18\x01 \x01(\x0b\x32\x18.mydrive.v1.SegmentsHeldH\x00\x12&\n\x03\x62\x61\x64\x18\x02 \x01(\x0b\x32\x17.mydrive.v1.BadSegmentsH\x00\x12*\n\tcommitted\x18\x03 \x01(\x0b\x32\x15.mydrive.v1.CommittedH\x00\x42\x05\n\x03\x61\x63k\"\x1c\n\x08\x43hunkRef\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\"v\n\x0c\x46\x65tchRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x16\n\x0etarget_peer_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x17\n\x0fsegment_indices\x18\x05 \x03(\r\"1\n\x0bSignedFetch\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x32\x87\x01\n\x08Receiver\x12<\n\nStoreChunk\x12\x14.mydrive.v1.StoreMsg\x1a\x14.mydrive.v1.StoreAck(\x01\x30\x01\x12=\n\x0b\x43hunkStatus\x12\x14.mydrive.v1.ChunkRef\x1a\x18.mydrive.v1.SegmentsHeld2F\n\x06Sender\x12<\n\nFetchChunk\x12\x17.mydrive.v1.SignedFetch\x1a\x13.mydrive.v1.Segment0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rmydrive.proto\x12\nmydrive.v1\"\x9c\x01\n\x0b\x43hunkHeader\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x12\n\ndigest_alg\x18\x02 \x01(\t\x12\x18\n\x10owner_public_key\x18\x03 \x01(\x0c\x12\x18\n\x10\x63hunk_size_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12segment_size_bytes\x18\x05 \x01(\r\x12\x17\n\x0fsegment_digests\x18\x06 \x03(\x0c\"&\n\x07Segment\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\n\n\x08RoundEnd\"\x8f\x01\n\x08StoreMsg\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.mydrive.v1.ChunkHeaderH\x00\x12&\n\x07segment\x18\x02 \x01(\x0b\x32\x13.mydrive.v1.SegmentH\x00\x12)\n\tround_end\x18\x03 \x01(\x0b\x32\x14.mydrive.v1.RoundEndH\x00\x42\x05\n\x03msg\"2\n\x0cSegmentsHeld\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x11\n\tcommitted\x18\x02 \x01(\x08\"\x1e\n\x0b\x42\x61\x64Segments\x12\x0f\n\x07indices\x18\x01 \x03(\r\"\x0b\n\tCommitted\"\x8f\x01\n\x08StoreAck\x12(\n\x04held\x18\x01 \x01(\x0b\x32\x18.mydrive.v1.SegmentsHeldH\x00\x12&\n\x03\x62\x61\x64\x18\x02 \x01(\x0b\x32\x17.mydrive.v1.BadSegmentsH\x00\x12*\n\tcommitted\x18\x03 \x01(\x0b\x32\x15.mydrive.v1.CommittedH\x00\x42\x05\n\x03\x61\x63k\"\x1c\n\x08\x43hunkRef\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\"_\n\rDeleteRequest\x12\x11\n\tchunk_ids\x18\x01 \x03(\x0c\x12\x16\n\x0etarget_peer_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"2\n\x0cSignedDelete\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\".\n\x0b\x44\x65leteReply\x12\x0f\n\x07removed\x18\x01 \x03(\x0c\x12\x0e\n\x06\x61\x62sent\x18\x02 \x03(\x0c\"v\n\x0c\x46\x65tchRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x16\n\x0etarget_peer_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x17\n\x0fsegment_indices\x18\x05 \x03(\r\"1\n\x0bSignedFetch\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x32\xca\x01\n\x08Receiver\x12<\n\nStoreChunk\x12\x14.mydrive.v1.StoreMsg\x1a\x14.mydrive.v1.StoreAck(\x01\x30\x01\x12=\n\x0b\x43hunkStatus\x12\x14.mydrive.v1.ChunkRef\x1a\x18.mydrive.v1.SegmentsHeld\x12\x41\n\x0c\x44\x65leteChunks\x12\x18.mydrive.v1.SignedDelete\x1a\x17.mydrive.v1.DeleteReply2F\n\x06Sender\x12<\n\nFetchChunk\x12\x17.mydrive.v1.SignedFetch\x1a\x13.mydrive.v1.Segment0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,12 +50,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOREACK']._serialized_end=627
   _globals['_CHUNKREF']._serialized_start=629
   _globals['_CHUNKREF']._serialized_end=657
-  _globals['_FETCHREQUEST']._serialized_start=659
-  _globals['_FETCHREQUEST']._serialized_end=777
-  _globals['_SIGNEDFETCH']._serialized_start=779
-  _globals['_SIGNEDFETCH']._serialized_end=828
-  _globals['_RECEIVER']._serialized_start=831
-  _globals['_RECEIVER']._serialized_end=966
-  _globals['_SENDER']._serialized_start=968
-  _globals['_SENDER']._serialized_end=1038
+  _globals['_DELETEREQUEST']._serialized_start=659
+  _globals['_DELETEREQUEST']._serialized_end=754
+  _globals['_SIGNEDDELETE']._serialized_start=756
+  _globals['_SIGNEDDELETE']._serialized_end=806
+  _globals['_DELETEREPLY']._serialized_start=808
+  _globals['_DELETEREPLY']._serialized_end=854
+  _globals['_FETCHREQUEST']._serialized_start=856
+  _globals['_FETCHREQUEST']._serialized_end=974
+  _globals['_SIGNEDFETCH']._serialized_start=976
+  _globals['_SIGNEDFETCH']._serialized_end=1025
+  _globals['_RECEIVER']._serialized_start=1028
+  _globals['_RECEIVER']._serialized_end=1230
+  _globals['_SENDER']._serialized_start=1232
+  _globals['_SENDER']._serialized_end=1302
 # @@protoc_insertion_point(module_scope)

@@ -79,6 +79,34 @@ class ChunkRef(_message.Message):
     chunk_id: bytes
     def __init__(self, chunk_id: _Optional[bytes] = ...) -> None: ...
 
+class DeleteRequest(_message.Message):
+    __slots__ = ("chunk_ids", "target_peer_id", "timestamp_ms", "nonce")
+    CHUNK_IDS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    chunk_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    target_peer_id: str
+    timestamp_ms: int
+    nonce: bytes
+    def __init__(self, chunk_ids: _Optional[_Iterable[bytes]] = ..., target_peer_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ...) -> None: ...
+
+class SignedDelete(_message.Message):
+    __slots__ = ("request", "signature")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    request: bytes
+    signature: bytes
+    def __init__(self, request: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class DeleteReply(_message.Message):
+    __slots__ = ("removed", "absent")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ABSENT_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[bytes]
+    absent: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, removed: _Optional[_Iterable[bytes]] = ..., absent: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class FetchRequest(_message.Message):
     __slots__ = ("chunk_id", "target_peer_id", "timestamp_ms", "nonce", "segment_indices")
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]

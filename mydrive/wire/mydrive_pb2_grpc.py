@@ -45,6 +45,11 @@ class ReceiverStub:
                 request_serializer=mydrive__pb2.ChunkRef.SerializeToString,
                 response_deserializer=mydrive__pb2.SegmentsHeld.FromString,
                 _registered_method=True)
+        self.DeleteChunks = channel.unary_unary(
+                '/mydrive.v1.Receiver/DeleteChunks',
+                request_serializer=mydrive__pb2.SignedDelete.SerializeToString,
+                response_deserializer=mydrive__pb2.DeleteReply.FromString,
+                _registered_method=True)
 
 
 class ReceiverServicer:
@@ -62,6 +67,13 @@ class ReceiverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteChunks(self, request, context):
+        """owner-signed
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReceiverServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +86,11 @@ def add_ReceiverServicer_to_server(servicer, server):
                     servicer.ChunkStatus,
                     request_deserializer=mydrive__pb2.ChunkRef.FromString,
                     response_serializer=mydrive__pb2.SegmentsHeld.SerializeToString,
+            ),
+            'DeleteChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteChunks,
+                    request_deserializer=mydrive__pb2.SignedDelete.FromString,
+                    response_serializer=mydrive__pb2.DeleteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +147,33 @@ class Receiver:
             '/mydrive.v1.Receiver/ChunkStatus',
             mydrive__pb2.ChunkRef.SerializeToString,
             mydrive__pb2.SegmentsHeld.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Receiver/DeleteChunks',
+            mydrive__pb2.SignedDelete.SerializeToString,
+            mydrive__pb2.DeleteReply.FromString,
             options,
             channel_credentials,
             insecure,
