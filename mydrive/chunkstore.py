@@ -74,9 +74,12 @@ class ChunkStore:
         if not 0 <= index < header.segment_count:
             raise BadRequest(f"segment {index} out of range 0..{header.segment_count - 1}")
         start, end = header.segment_range(index)
-        with open(self._chunk_path(chunk_id), "rb") as f:
-            f.seek(start)
-            return f.read(end - start)
+        try:
+            with open(self._chunk_path(chunk_id), "rb") as f:
+                f.seek(start)
+                return f.read(end - start)
+        except FileNotFoundError:  # deleted by its owner since the header was read
+            raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
 
     def chunk_ids(self) -> Iterator[bytes]:
         for path in sorted(self._chunks.glob("*/*.chunk")):
@@ -85,6 +88,32 @@ class ChunkStore:
     def chunk_file(self, chunk_id: bytes) -> Path:
         """Path of a committed chunk file (the test-bed flips bytes in it for bit-rot)."""
         return self._chunk_path(chunk_id)
+
+    # ---- deletes (owner-signed, checked by mydrive.deleting) --------------------------
+    def remove(self, chunk_id: bytes) -> bool:
+        """Remove a committed chunk and any half-received copy; True if it was committed here.
+
+        Unlinking ``.chunk`` is the commit point of a delete: afterwards ``has`` is False and
+        fetches get ChunkNotFound; a crash before the ``.meta`` unlink leaves a stray header
+        that nothing reads (``header`` checks ``has`` first) and the next delete removes.
+        """
+        path = self._chunk_path(chunk_id)
+        with self._lock:
+            try:
+                size_bytes = path.stat().st_size
+                path.unlink()
+                removed = True
+                self._used_bytes -= size_bytes
+            except FileNotFoundError:
+                removed = False
+            busy = chunk_id in self._busy
+        self._meta_path(chunk_id).unlink(missing_ok=True)
+        if not busy:  # a running upload owns its .part; it is not committed, so not held
+            self._part_path(chunk_id).unlink(missing_ok=True)
+            self._hdr_path(chunk_id).unlink(missing_ok=True)
+        if removed:
+            fsync_dir(path.parent)
+        return removed
 
     # ---- uploads ---------------------------------------------------------------------
     def begin(self, header: ChunkHeader) -> PendingChunk:

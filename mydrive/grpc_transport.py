@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 import grpc
 
 from .chunkmeta import MAX_SEGMENT_SIZE_BYTES, ChunkHeader
+from .deleteauth import DeleteOutcome, SignedDelete
 from .errors import BadRequest
 from .fetchauth import SignedFetch
 from .services.receiver import header_to_pb
@@ -61,6 +62,16 @@ class GrpcTransport:
                 yield segment.index, bytes(segment.data)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, peer.peer_id) from None
+
+    def delete_chunks(self, peer: PeerAddress, signed: SignedDelete) -> DeleteOutcome:
+        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
+        request = pb.SignedDelete(request=signed.request, signature=signed.signature)
+        try:
+            reply = stub.DeleteChunks(request, timeout=self.rpc_timeout_s)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, peer.peer_id) from None
+        return DeleteOutcome(removed=tuple(bytes(c) for c in reply.removed),
+                             absent=tuple(bytes(c) for c in reply.absent))
 
     def close(self) -> None:
         with self._lock:

@@ -13,6 +13,8 @@ from pathlib import Path
 from .chunkmeta import ChunkHeader
 from .chunkstore import ChunkStore
 from .clock import Clock
+from .deleteauth import DeleteOutcome, SignedDelete
+from .deleting import ChunkDeleter
 from .errors import PeerUnavailable
 from .faults import FaultPlan, FaultPoints
 from .fetchauth import ReplayGuard, SignedFetch
@@ -27,6 +29,7 @@ class MemoryPeer:
     store: ChunkStore
     server: ChunkServer
     metrics: Metrics = field(default_factory=Metrics)
+    deleter: ChunkDeleter | None = None
 
 
 class MemoryTransport:
@@ -40,7 +43,10 @@ class MemoryTransport:
         metrics = Metrics()
         server = ChunkServer(store, peer_id=peer_id, clock=clock, replay_guard=ReplayGuard(),
                              metrics=metrics, faults=FaultPoints(faults or FaultPlan()))
-        self.peers[peer_id] = MemoryPeer(store=store, server=server, metrics=metrics)
+        deleter = ChunkDeleter(store, peer_id=peer_id, clock=clock, replay_guard=ReplayGuard(),
+                               metrics=metrics)
+        self.peers[peer_id] = MemoryPeer(store=store, server=server, metrics=metrics,
+                                         deleter=deleter)
         return PeerAddress(peer_id=peer_id, receiver_address=f"mem:{peer_id}",
                            sender_address=f"mem:{peer_id}")
 
@@ -66,6 +72,11 @@ class MemoryTransport:
             if peer.peer_id in self.down:  # died mid-stream
                 raise PeerUnavailable(f"peer {peer.peer_id} went away during the fetch")
             yield item
+
+    def delete_chunks(self, peer: PeerAddress, signed: SignedDelete) -> DeleteOutcome:
+        deleter = self._peer(peer).deleter
+        assert deleter is not None
+        return deleter.delete(signed)
 
 
 class _MemoryStoreSession:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .chunkmeta import ChunkHeader
+from .deleteauth import DeleteOutcome, SignedDelete
 from .fetchauth import SignedFetch
 
 
@@ -52,4 +53,8 @@ class Transport(Protocol):
 
     def fetch(self, peer: PeerAddress, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
         """Stream (segment index, data) of a chunk; the caller verifies every segment."""
+        ...
+
+    def delete_chunks(self, peer: PeerAddress, signed: SignedDelete) -> DeleteOutcome:
+        """Ask a peer's receiver to remove chunks (owner-signed; docs/deletion.md)."""
         ...

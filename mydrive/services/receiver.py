@@ -8,6 +8,8 @@ import grpc
 
 from ..chunkmeta import ChunkHeader
 from ..chunkstore import ChunkStore
+from ..deleteauth import SignedDelete
+from ..deleting import ChunkDeleter
 from ..errors import BadRequest, MydriveError
 from ..metrics import Metrics
 from ..receiving import ReceiverSession
@@ -33,9 +35,11 @@ def header_to_pb(header: ChunkHeader) -> pb.ChunkHeader:
 
 
 class ReceiverServicer(pb_grpc.ReceiverServicer):
-    def __init__(self, store: ChunkStore, metrics: Metrics) -> None:
+    def __init__(self, store: ChunkStore, metrics: Metrics, *,
+                 deleter: ChunkDeleter | None = None) -> None:
         self.store = store
         self.metrics = metrics
+        self.deleter = deleter
 
     def StoreChunk(self, request_iterator: Iterator[pb.StoreMsg],
                    context: grpc.ServicerContext) -> Iterator[pb.StoreAck]:
@@ -75,3 +79,14 @@ class ReceiverServicer(pb_grpc.ReceiverServicer):
                 abort(context, exc)
             return pb.SegmentsHeld(indices=list(range(count)), committed=True)
         return pb.SegmentsHeld(committed=False)
+
+    def DeleteChunks(self, request: pb.SignedDelete,
+                     context: grpc.ServicerContext) -> pb.DeleteReply:
+        try:
+            if self.deleter is None:
+                raise BadRequest("this receiver does not accept deletes")
+            outcome = self.deleter.delete(SignedDelete(request=bytes(request.request),
+                                                       signature=bytes(request.signature)))
+        except MydriveError as exc:
+            abort(context, exc)
+        return pb.DeleteReply(removed=list(outcome.removed), absent=list(outcome.absent))

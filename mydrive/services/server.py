@@ -17,6 +17,7 @@ import grpc
 
 from ..chunkstore import ChunkStore
 from ..clock import SystemClock
+from ..deleting import ChunkDeleter, describe_delete_metrics
 from ..errors import BadRequest
 from ..faults import FaultPlan, FaultPoints
 from ..fetchauth import ReplayGuard
@@ -42,7 +43,11 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics) -> tuple[grpc.Serve
                          maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
     if kind == "receiver":
         describe_receiver_metrics(metrics)
-        pb_grpc.add_ReceiverServicer_to_server(ReceiverServicer(store, metrics), server)
+        describe_delete_metrics(metrics)
+        deleter = ChunkDeleter(store, peer_id=config.peer_id, clock=SystemClock(),
+                               replay_guard=ReplayGuard(), metrics=metrics)
+        pb_grpc.add_ReceiverServicer_to_server(ReceiverServicer(store, metrics, deleter=deleter),
+                                               server)
         address = config.receiver_address
     elif kind == "sender":
         describe_sender_metrics(metrics)
