@@ -66,11 +66,15 @@ class FaultPoints:
         draw = int.from_bytes(digest(material)[:8], "big") / 2**64
         return draw < rate
 
-    def upload_segment(self, data: bytes, *, chunk_id: bytes, segment_index: int,
-                       peer_id: str, attempt: int) -> bytes:
-        """Maybe corrupt a segment on its way to a receiver, after its digest was announced."""
+    def upload_segment(self, data: bytes, *, chunk_id: bytes, chunk_index: int,
+                       segment_index: int, replica: int, peer_id: str, attempt: int) -> bytes:
+        """Maybe corrupt a segment on its way to a receiver, after its digest was announced.
+
+        The choice depends on the seed and on positions only (chunk, segment, replica slot),
+        not on random file ids, so one seed corrupts the same segments on every run.
+        """
         if attempt > 0 or not self._chosen("upload", self.plan.corrupt_upload_rate,
-                                           chunk_id, segment_index, peer_id):
+                                           chunk_index, segment_index, replica):
             return data
         self._record("upload", chunk_id, segment_index, peer_id)
         return _flip_first_byte(data)

@@ -128,8 +128,8 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
 
     def store_all_replicas(chunk: _EncryptedChunk) -> None:
         try:
-            for peer_id in list(replicas.assigned[chunk.index]):
-                _store_with_failover(chunk, peer_id)
+            for slot, peer_id in enumerate(list(replicas.assigned[chunk.index])):
+                _store_with_failover(chunk, peer_id, slot)
             records[chunk.index] = ChunkRecord(
                 index=chunk.index, chunk_id=chunk.header.chunk_id,
                 size_bytes=chunk.header.chunk_size_bytes,
@@ -141,13 +141,13 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
         finally:
             inflight.release()
 
-    def _store_with_failover(chunk: _EncryptedChunk, peer_id: str) -> None:
+    def _store_with_failover(chunk: _EncryptedChunk, peer_id: str, slot: int) -> None:
         while True:
             try:
                 if peer_id in replicas.failed:
                     # Don't wait out a timeout again for a peer another chunk found dead.
                     raise PeerUnavailable(f"peer {peer_id} failed earlier in this upload")
-                _store_one(chunk, by_id[peer_id], settings, transport, faults, ledger)
+                _store_one(chunk, by_id[peer_id], slot, settings, transport, faults, ledger)
                 return
             except (PeerUnavailable, TooLarge, DataLoss) as exc:
                 ledger.failed(peer_id)
@@ -199,7 +199,8 @@ def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, fil
     return _EncryptedChunk(index=index, header=header, ciphertext=ciphertext)
 
 
-def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, settings: TransferSettings,
+def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
+               settings: TransferSettings,
                transport: Transport, faults: FaultPoints, ledger: TransferLedger) -> None:
     """Send one chunk to one receiver; resend exactly the segments it reports bad."""
     header = chunk.header
@@ -216,9 +217,9 @@ def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, settings: TransferSett
                 out = []
                 for i in indices:
                     a, b = header.segment_range(i)
-                    data = faults.upload_segment(chunk.ciphertext[a:b], chunk_id=header.chunk_id,
-                                                 segment_index=i, peer_id=peer.peer_id,
-                                                 attempt=attempt)
+                    data = faults.upload_segment(
+                        chunk.ciphertext[a:b], chunk_id=header.chunk_id, chunk_index=chunk.index,
+                        segment_index=i, replica=slot, peer_id=peer.peer_id, attempt=attempt)
                     ledger.sent(peer.peer_id, chunk.index, i, b - a, resend=attempt > 0)
                     out.append((i, data))
                 return out

@@ -1,0 +1,68 @@
+"""Fixtures that run real mydrive peers as processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mydrive import cluster
+
+PASSPHRASE = "integration passphrase 1"
+
+
+@dataclass
+class LocalNetwork:
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def peer_dir(self, i: int) -> Path:
+        return self.home / f"peer-{i}"
+
+    def mydrive(self, *args: str, peer: int = 0, user: str | None = "alice",
+                env: dict[str, str] | None = None, check: bool = True,
+                passphrase: str = PASSPHRASE) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI as a user would."""
+        full_env = {**os.environ, "MYDRIVE_PEER": str(self.peer_dir(peer)),
+                    "MYDRIVE_PASSPHRASE": passphrase, **(env or {})}
+        if "MYDRIVE_FAULTS" not in (env or {}):
+            full_env.pop("MYDRIVE_FAULTS", None)  # fault points only where a test asks
+        if user is not None:
+            full_env["MYDRIVE_USER"] = user
+        result = subprocess.run([sys.executable, "-m", "mydrive", *args], env=full_env,
+                                capture_output=True, text=True, timeout=600,
+                                stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"mydrive {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def json(self, *args: str, **kwargs: Any) -> Any:
+        return json.loads(self.mydrive(*args, "--json", **kwargs).stdout)
+
+
+def start_network(home: Path, peers: int, **overrides: Any) -> LocalNetwork:
+    cluster.create(home, peers, **overrides)
+    cluster.start(home)
+    return LocalNetwork(home=home)
+
+
+@pytest.fixture
+def network_factory(tmp_path: Path) -> Iterator[Any]:
+    homes: list[Path] = []
+
+    def make(peers: int = 5, name: str = "net", **overrides: Any) -> LocalNetwork:
+        home = tmp_path / name
+        homes.append(home)
+        return start_network(home, peers, **overrides)
+
+    yield make
+    for home in homes:
+        cluster.stop(home, hard=True)
