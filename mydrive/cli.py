@@ -19,6 +19,7 @@ import click
 from .errors import BadRequest, MydriveError
 
 PASSPHRASE_ENV = "MYDRIVE_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+NEW_PASSPHRASE_ENV = "MYDRIVE_NEW_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 
 def _fail(exc: MydriveError) -> None:
@@ -200,6 +201,33 @@ def user_create(peer_dir: Path, user: str) -> None:
         click.echo(f"created user {record.name} ({record.user_id})")
 
 
+@user.command("rotate-passphrase")
+@peer_option
+@user_option
+def user_rotate_passphrase(peer_dir: Path, user: str) -> None:
+    """Change your passphrase: re-wraps one key, re-encrypts and re-sends nothing.
+
+    The current passphrase comes from MYDRIVE_PASSPHRASE or a prompt, the new one from
+    MYDRIVE_NEW_PASSPHRASE or a prompt (asked twice).
+    """
+    from .client import PeerClient
+
+    with _errors():
+        current = _passphrase(confirm=False)
+        new = os.environ.get(NEW_PASSPHRASE_ENV)
+        if not new:
+            if not sys.stdin.isatty():
+                raise BadRequest(f"no new passphrase: set {NEW_PASSPHRASE_ENV} or run in a "
+                                 f"terminal")
+            new = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True)
+        client = PeerClient(peer_dir)
+        try:
+            record = client.rotate_passphrase(user, current, str(new))
+        finally:
+            client.close()
+        click.echo(f"passphrase of user {record.name} changed; no file data was re-encrypted")
+
+
 @contextmanager
 def _session(peer_dir: Path, user: str) -> Iterator[tuple[Any, Any]]:
     from .client import PeerClient
@@ -311,6 +339,50 @@ def inspect(peer_dir: Path, user: str, remote: str, as_json: bool) -> None:
             click.echo(f"  upload: {totals['segments_sent']} segments sent, "
                        f"{totals['segments_rejected']} rejected, "
                        f"{totals['segments_resent']} resent")
+
+
+def _print_gc(report: Any) -> None:
+    if report.pending:
+        for file_id, peers in sorted(report.pending.items()):
+            click.echo(f"  file {file_id[:16]}: chunks still on {', '.join(peers)} "
+                       f"(unreachable now; run `mydrive gc` later)")
+    for error in report.errors:
+        click.echo(f"  note: {error}", err=True)
+
+
+@cli.command("rm")
+@peer_option
+@user_option
+@click.argument("remote")
+@click.option("-r", "--recursive", is_flag=True, help="remove every file under a folder")
+@click.option("--json", "as_json", is_flag=True)
+def rm(peer_dir: Path, user: str, remote: str, recursive: bool, as_json: bool) -> None:
+    """Delete REMOTE from the metadata and its chunks from every replica peer."""
+    with _errors(), _session(peer_dir, user) as (client, keys):
+        result = client.remove(keys, remote, recursive=recursive)
+        if as_json:
+            _print_json(result.to_json())
+            return
+        for path in result.paths:
+            click.echo(f"removed {path}")
+        click.echo(f"{result.gc.chunks_removed} chunk replica(s) deleted from peers")
+        _print_gc(result.gc)
+
+
+@cli.command("gc")
+@peer_option
+@user_option
+@click.option("--json", "as_json", is_flag=True)
+def gc(peer_dir: Path, user: str, as_json: bool) -> None:
+    """Retry deleting chunks of removed files from peers that were down (owner-signed)."""
+    with _errors(), _session(peer_dir, user) as (client, keys):
+        report = client.collect_garbage(keys)
+        if as_json:
+            _print_json(report.to_json())
+            return
+        click.echo(f"{report.tombstones} pending deletion(s): {report.chunks_removed} chunk "
+                   f"replica(s) deleted, {report.tombstones_done} finished")
+        _print_gc(report)
 
 
 @cli.command()

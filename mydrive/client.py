@@ -1,4 +1,4 @@
-"""What a user does with their own peer: users, put, ls, get, inspect.
+"""What a user does with their own peer: users, put, ls, get, inspect, rm, gc, rotation.
 
 The CLI (and later the UI) call these; the transfer engine runs in this process, so the
 user's unwrapped keys never cross a socket (docs/architecture.md explains the choice).
@@ -7,7 +7,7 @@ user's unwrapped keys never cross a socket (docs/architecture.md explains the ch
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from .errors import (
 )
 from .faults import FaultPlan, FaultPoints
 from .filerecord import FileRecord
-from .keys import UserKeys, UserRecord, create_user, unlock, validate_username
+from .keys import UserKeys, UserRecord, create_user, rotate_passphrase, unlock, validate_username
 from .paths import local_destination, normalize_remote_path
 from .peerdir import PeerDir
+from .tombstones import GcReport, bury, collect
 from .transport import PeerAddress, Transport
 
 
@@ -48,10 +49,22 @@ class FileEntry:
                 "chunk_count": self.chunk_count, "file_id": self.file_id}
 
 
+@dataclass(frozen=True)
+class RemoveResult:
+    """What ``rm`` did: the files whose documents are gone, and the deletion pass after it."""
+
+    paths: tuple[str, ...]
+    gc: GcReport
+
+    def to_json(self) -> dict[str, Any]:
+        return {"removed": list(self.paths), "gc": self.gc.to_json()}
+
+
 class PeerClient:
     def __init__(self, peer_dir: Path, *, transport: Transport | None = None,
                  clock: Clock | None = None, faults: FaultPlan | None = None,
-                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+                 random_bytes: Callable[[int], bytes] = os.urandom,
+                 kdf_costs: Mapping[str, int] | None = None) -> None:
         self.peer = PeerDir(peer_dir)
         self.store = self.peer.open_metadata()
         if transport is None:
@@ -62,6 +75,8 @@ class PeerClient:
         self.clock = clock or SystemClock()
         self.faults = FaultPoints(faults if faults is not None else FaultPlan.from_env())
         self.random_bytes = random_bytes
+        # Argon2id costs for new users and rotations (None: the documented defaults).
+        self.kdf_costs = dict(kdf_costs or {})
 
     def close(self) -> None:
         self.store.close()
@@ -74,7 +89,9 @@ class PeerClient:
         name = validate_username(name)
         if self.store.get(f"user:{name}") is not None:
             raise UserExists(f"user {name!r} already exists")
-        record, _ = create_user(name, passphrase, random_bytes=self.random_bytes)
+        record, _ = create_user(name, passphrase, random_bytes=self.random_bytes,
+                                kdf_params=crypto.new_kdf_params(self.random_bytes,
+                                                                 **self.kdf_costs))
         try:
             self.store.put(f"user:{name}", dict(record.to_doc()), create_only=True)
         except Conflict:
@@ -89,6 +106,22 @@ class PeerClient:
 
     def login(self, name: str, passphrase: str) -> UserKeys:
         return unlock(self.user_record(name), passphrase)
+
+    def rotate_passphrase(self, name: str, current: str, new: str) -> UserRecord:
+        """Re-wrap the user's master key under ``new`` (fresh salt); no file data changes.
+
+        Atomic: the whole change is one write of the ``user:<name>`` document (one SQLite
+        transaction), and old and new documents wrap the same master key, so a crash leaves
+        either the old passphrase working or the new one (docs/security.md).
+        """
+        if new == current:
+            raise BadRequest("the new passphrase is the same as the current one")
+        record = self.user_record(name)
+        rotated = rotate_passphrase(record, current, new, random_bytes=self.random_bytes,
+                                    kdf_params=crypto.new_kdf_params(self.random_bytes,
+                                                                     **self.kdf_costs))
+        self.store.put(f"user:{record.name}", dict(rotated.to_doc()))
+        return rotated
 
     # ---- peers -------------------------------------------------------------------------
     def known_peers(self) -> list[PeerInfo]:
@@ -114,10 +147,15 @@ class PeerClient:
 
     def _decrypted_path(self, keys: UserKeys, record: FileRecord) -> str:
         try:
-            return crypto.decrypt_name(keys.name_key, record.encrypted_path)
+            path = crypto.decrypt_name(keys.name_key, record.encrypted_path)
         except DecryptionFailed as exc:
             raise DecryptionFailed(f"file {record.file_id.hex()}: its name does not decrypt "
                                    f"(metadata tampered with?)") from exc
+        tag = crypto.name_tag(keys.name_mac_key, path)
+        if not crypto.constant_time_equal(record.path_tag.encode(), tag.encode()):
+            raise DecryptionFailed(f"file {record.file_id.hex()}: its lookup tag does not "
+                                   f"match its name (metadata tampered with?)")
+        return path
 
     def find(self, keys: UserKeys, remote_path: str) -> FileRecord:
         canonical = normalize_remote_path(remote_path)
@@ -179,6 +217,43 @@ class PeerClient:
                                transport=self.transport, clock=self.clock, overwrite=overwrite,
                                random_bytes=self.random_bytes, progress=progress)
         return destination, ledger
+
+    def select(self, keys: UserKeys, remote_path: str, *,
+               recursive: bool = False) -> list[tuple[str, FileRecord]]:
+        """The file at ``remote_path``, or with ``recursive`` every file under that folder."""
+        canonical = normalize_remote_path(remote_path)
+        named = [(self._decrypted_path(keys, r), r) for r in self._records(keys)]
+        exact = [(p, r) for p, r in named if p == canonical]
+        if exact:
+            return exact
+        inside = sorted(((p, r) for p, r in named if p.startswith(canonical + "/")),
+                        key=lambda pr: pr[0])
+        if not inside:
+            raise UnknownFile(f"no file or folder {canonical!r} for this user")
+        if not recursive:
+            raise BadRequest(f"{canonical!r} is a folder with {len(inside)} file(s); "
+                             f"use --recursive to remove them all")
+        return inside
+
+    def remove(self, keys: UserKeys, remote_path: str, *,
+               recursive: bool = False) -> RemoveResult:
+        """Delete a file (or a folder's files) from the metadata and from every replica.
+
+        Each file's tombstone is written before its document is deleted; then one collection
+        pass sends owner-signed deletes. Peers that are down stay pending in the tombstones
+        and a later ``rm`` or ``collect_garbage`` retries them (docs/deletion.md).
+        """
+        selected = self.select(keys, remote_path, recursive=recursive)
+        for _, record in selected:
+            bury(self.store, keys, record, self.clock.now_ms())
+        return RemoveResult(paths=tuple(p for p, _ in selected),
+                            gc=self.collect_garbage(keys))
+
+    def collect_garbage(self, keys: UserKeys) -> GcReport:
+        """Retry the pending deletes of this user's removed files (``mydrive gc``)."""
+        peers = {p.peer_id: p.address for p in self.known_peers()}
+        return collect(self.store, keys, peers=peers, transport=self.transport,
+                       clock=self.clock, random_bytes=self.random_bytes)
 
     def inspect(self, keys: UserKeys, remote_path: str) -> dict[str, Any]:
         record = self.find(keys, remote_path)
