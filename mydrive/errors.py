@@ -69,9 +69,11 @@ class TooFewPeers(MydriveError):
         self.replicas = replicas
         self.chunks = chunks
         detail = f": {reason}" if reason else ""
+        # chunks == 0 means "whatever the chunk count" (raised before a file is cut).
+        chunk_text = f" and {chunks} chunk(s)" if chunks > 0 else ""
         super().__init__(
-            f"too few peers: {eligible_peers} eligible peer(s) (owner's own peer excluded), "
-            f"{replicas} replica(s) per chunk and {chunks} chunk(s) need at least "
+            f"too few peers: {eligible_peers} eligible peer(s) (owner's own peer excluded); "
+            f"{replicas} replica(s) per chunk{chunk_text} need at least "
             f"{replicas + 1} eligible peers so that no peer holds every chunk{detail}"
         )
 
@@ -80,6 +82,10 @@ class PermissionDenied(MydriveError):
     """A request not signed by the owner, stale, replayed, or aimed at another peer."""
 
     exit_code = 6
+
+
+class NotLoggedIn(PermissionDenied):
+    """No valid login session: unknown id, expired after inactivity, or logged out."""
 
 
 class DataLoss(MydriveError):
