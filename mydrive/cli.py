@@ -330,10 +330,13 @@ def inspect(peer_dir: Path, user: str, remote: str, as_json: bool) -> None:
         if as_json:
             _print_json(info)
             return
+        names = {pid: str(doc.get("name", pid)) for pid, doc in
+                 ((d.get("peer_id"), d) for _, d in client.store.list_prefix("peer:"))}
         click.echo(f"{info['path']}: {info['size_bytes']} bytes, {info['chunk_count']} chunks")
         for c in info["chunks"]:
-            click.echo(f"  chunk {c['index']:>4} {c['chunk_id'][:16]}  {c['segments']} segments"
-                       f"  on {', '.join(c['replicas'])}")
+            where = ", ".join(names.get(p, p) for p in c["replicas"])
+            click.echo(f"  chunk {c['index']:>4} {c['chunk_id'][:16]}  {c['segments']:>4} "
+                       f"segments  on {where}")
         totals = info["transfer"].get("upload", {}).get("totals", {})
         if totals:
             click.echo(f"  upload: {totals['segments_sent']} segments sent, "
