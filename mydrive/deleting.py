@@ -15,7 +15,7 @@ from .deleteauth import (
     check_target_and_time,
     parse_delete,
 )
-from .errors import ChunkNotFound
+from .errors import ChunkNotFound, PermissionDenied
 from .fetchauth import ReplayGuard
 from .metrics import Metrics
 
@@ -47,10 +47,18 @@ class ChunkDeleter:
                 except ChunkNotFound:
                     continue
             if not held:
-                # Nothing here to protect, and no key to check the signature with: the
-                # key-free checks still run so a misdirected request is refused alike.
+                # Nothing here to protect and no key to check the signature with. The
+                # key-free checks still run, and the nonce is remembered, so a replay of a
+                # delete that already took effect is refused like any other replay. (Random
+                # nonces can't be guessed, so remembering unverified ones blocks no owner.)
                 check_target_and_time(request, my_peer_id=self.peer_id, clock=self.clock,
                                       window_ms=self.replay_guard.window_ms)
+                try:
+                    self.replay_guard.check_and_remember(request.nonce, request.timestamp_ms,
+                                                         self.clock.now_ms())
+                except PermissionDenied:
+                    raise PermissionDenied("replayed delete request (nonce already used)") \
+                        from None
             else:
                 authorize(signed, request, owner_public_keys=owners, my_peer_id=self.peer_id,
                           clock=self.clock, replay_guard=self.replay_guard)
