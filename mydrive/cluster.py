@@ -178,14 +178,19 @@ def _healthz(host: str, port: int) -> bool:
 
 
 def stop(home: Path, *, only: list[str] | None = None, hard: bool = False,
-         timeout_s: float = 10.0) -> None:
-    """SIGTERM (or SIGKILL with ``hard``) the services this tool started, and wait."""
+         timeout_s: float = 10.0, kinds: tuple[str, ...] | None = None) -> None:
+    """SIGTERM (or SIGKILL with ``hard``) the services this tool started, and wait.
+
+    ``only`` limits it to the named peers and ``kinds`` to some services (e.g. ``("sender",)``).
+    """
     state = _read_state(home)
     pids = []
     for entry in state["peers"]:
         if only is not None and entry["name"] not in only:
             continue
         for kind in list(entry["pids"]):
+            if kinds is not None and kind not in kinds:
+                continue
             pid = entry["pids"].pop(kind)
             if _is_our_process(pid):
                 pids.append(pid)

@@ -1,0 +1,138 @@
+"""The local-process backend: mydrive.cluster's peers on loopback, linked through Toxiproxy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mydrive import cluster as local
+from mydrive.peerdir import PeerDir
+
+from .cluster import SERVICE_KINDS, ChaosPeer
+from .network import LinkNetwork
+from .toxiproxy import Toxic, ToxiproxyServer
+
+
+class LocalCluster:
+    """N peers as OS processes on 127.0.0.1, every link through its own Toxiproxy proxy."""
+
+    def __init__(self, home: Path, peers: int, *, seed: int, replicas: int = 2,
+                 service_env: dict[str, str] | None = None,
+                 peer_env: dict[str, dict[str, str]] | None = None, **overrides: Any) -> None:
+        self.home = home
+        self.count = peers
+        self.replicas = replicas
+        self.seed = seed
+        self.service_env = dict(service_env or {})
+        self.peer_env = dict(peer_env or {})  # extra environment of one peer's services
+        self.overrides = overrides
+        self.toxiproxy = ToxiproxyServer(home / "toxiproxy.log", seed=seed)
+        self.network: LinkNetwork | None = None
+        self._dirs: dict[str, Path] = {}
+        self._peers: list[ChaosPeer] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        dirs = local.create(self.home, self.count, replicas=self.replicas, **self.overrides)
+        self._dirs = {d.config.name: d.root for d in dirs}
+        self._peers = [ChaosPeer(name=d.config.name, peer_id=d.config.peer_id,
+                                 receiver_address=d.config.receiver_address,
+                                 sender_address=d.config.sender_address) for d in dirs]
+        try:
+            # Services first: their ports are then taken, so the proxies' OS-chosen listen
+            # ports can't collide with them. Services never dial other peers, so they need
+            # not see the proxy addresses; the clients read them from the metadata.
+            plain = [name for name in self._dirs if name not in self.peer_env]
+            if plain:
+                local.start(self.home, env=self.service_env, only=plain)
+            for name in self.peer_env:
+                self.resume(name)
+            self.network = LinkNetwork(self.toxiproxy.start(), self._peers)
+            self.network.create()
+            self.network.publish(self._dirs)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        try:
+            if self._dirs:
+                local.stop(self.home)
+        finally:
+            self.toxiproxy.stop()
+
+    def kill(self, peer: str, service: str | None = None) -> None:
+        kinds = None if service is None else (service,)
+        local.stop(self.home, only=[peer], hard=True, kinds=kinds)
+
+    def restart(self, peer: str, *, graceful: bool = True) -> None:
+        local.stop(self.home, only=[peer], hard=not graceful)
+        self.resume(peer)
+
+    def resume(self, peer: str) -> None:
+        local.start(self.home, env={**self.service_env, **self.peer_env.get(peer, {})},
+                    only=[peer])
+
+    # ---- network -----------------------------------------------------------------------
+    def _net(self) -> LinkNetwork:
+        assert self.network is not None, "cluster not started"
+        return self.network
+
+    def isolate(self, peer: str) -> None:
+        self._net().isolate(peer)
+
+    def cut(self, source: str, target: str) -> None:
+        self._net().set_link(source, target, False)
+
+    def set_down(self, peer: str, down: bool) -> None:
+        self._net().set_down(peer, down)
+
+    def add_toxic(self, target: str, toxic: Toxic, *, source: str | None = None,
+                  service: str | None = None) -> None:
+        self._net().add_toxic(target, toxic, source=source, service=service)
+
+    def remove_toxic(self, target: str, name: str) -> None:
+        self._net().remove_toxic(target, name)
+
+    def heal(self) -> None:
+        self._net().heal()
+
+    # ---- what is where -----------------------------------------------------------------
+    def peers(self) -> list[ChaosPeer]:
+        return list(self._peers)
+
+    def dialed_address(self, source: str, target: str, service: str) -> str:
+        assert service in SERVICE_KINDS
+        return self._net().listen[(source, target, service)]
+
+    def running(self, peer: str) -> bool:
+        for entry in local.status(self.home):
+            if entry["name"] == peer:
+                return all(s.healthy for s in entry["services"])
+        raise KeyError(peer)
+
+    def running_services(self) -> dict[str, bool]:
+        return {entry["name"]: all(s.alive for s in entry["services"])
+                for entry in local.status(self.home)}
+
+    def reachable(self, source: str, target: str) -> bool:
+        return self.running(target) and self._net().link_open(source, target)
+
+    def peer_dir(self, peer: str) -> Path:
+        return self._dirs[peer]
+
+    def peer_config(self, peer: str) -> PeerDir:
+        return PeerDir(self._dirs[peer])
+
+    def run_cli(self, peer: str, args: list[str], *, env: dict[str, str],
+                log_path: Path) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "mydrive", *args[:1], "--peer", str(self._dirs[peer]),
+                 *args[1:]],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                env={**os.environ, **env})

@@ -1,0 +1,106 @@
+"""Per-link Toxiproxy proxies between peers.
+
+Every directed link (source peer → target peer, service) gets its own proxy, and each source
+peer's metadata lists the *proxy* addresses of the others (``peer:<id>`` documents), while
+the services still bind their own ports. So one link can be cut, slowed or reset without
+touching the others: a partition is a set of disabled proxies. N peers make N·(N−1)·2
+proxies (40 for 5 peers), which Toxiproxy handles easily.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mydrive.peerdir import PeerDir
+
+from .cluster import SERVICE_KINDS, ChaosPeer
+from .toxiproxy import Toxic, ToxiproxyClient
+
+
+def proxy_name(source: str, target: str, service: str) -> str:
+    return f"{source}__{target}__{service}"
+
+
+@dataclass
+class LinkNetwork:
+    client: ToxiproxyClient
+    peers: list[ChaosPeer]
+    host: str = "127.0.0.1"
+    listen: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    cut_links: set[tuple[str, str]] = field(default_factory=set)
+    toxic_count: int = 0
+
+    def create(self) -> None:
+        for src in self.peers:
+            for dst in self.peers:
+                if src.name == dst.name:
+                    continue
+                for service in SERVICE_KINDS:
+                    upstream = (dst.receiver_address if service == "receiver"
+                                else dst.sender_address)
+                    proxy = self.client.create_proxy(
+                        proxy_name(src.name, dst.name, service),
+                        listen=f"{self.host}:0", upstream=upstream)
+                    self.listen[(src.name, dst.name, service)] = proxy.listen
+
+    def publish(self, peer_dirs: dict[str, Path]) -> None:
+        """Point each peer's ``peer:<id>`` documents for the others at its own proxies."""
+        by_name = {p.name: p for p in self.peers}
+        for src, root in peer_dirs.items():
+            with closing(PeerDir(root).open_metadata()) as store:
+                for dst in self.peers:
+                    if dst.name == src:
+                        continue
+                    doc_id = f"peer:{dst.peer_id}"
+                    doc = store.get(doc_id)
+                    assert doc is not None, f"{src} does not know {dst.name}"
+                    doc["receiver_address"] = self.listen[(src, dst.name, "receiver")]
+                    doc["sender_address"] = self.listen[(src, dst.name, "sender")]
+                    store.put(doc_id, doc)
+            assert src in by_name
+
+    def _links(self, *, source: str | None = None, target: str | None = None,
+               service: str | None = None) -> list[tuple[str, str, str]]:
+        return [k for k in self.listen
+                if (source is None or k[0] == source) and (target is None or k[1] == target)
+                and (service is None or k[2] == service)]
+
+    def set_link(self, source: str, target: str, enabled: bool) -> None:
+        for key in self._links(source=source, target=target):
+            self.client.set_enabled(proxy_name(*key), enabled)
+        if enabled:
+            self.cut_links.discard((source, target))
+        else:
+            self.cut_links.add((source, target))
+
+    def isolate(self, peer: str) -> None:
+        for other in self.peers:
+            if other.name != peer:
+                self.set_link(other.name, peer, False)
+                self.set_link(peer, other.name, False)
+
+    def set_down(self, peer: str, down: bool) -> None:
+        for other in self.peers:
+            if other.name != peer:
+                self.set_link(other.name, peer, not down)
+
+    def add_toxic(self, target: str, toxic: Toxic, *, source: str | None = None,
+                  service: str | None = None) -> None:
+        for key in self._links(source=source, target=target, service=service):
+            self.client.add_toxic(proxy_name(*key), toxic)
+        self.toxic_count += 1
+
+    def remove_toxic(self, target: str, name: str) -> None:
+        for key in self._links(target=target):
+            if any(t.name == name for t in self.client.toxics(proxy_name(*key))):
+                self.client.remove_toxic(proxy_name(*key), name)
+
+    def heal(self) -> None:
+        self.client.reset()
+        self.cut_links.clear()
+        self.toxic_count = 0
+
+    def link_open(self, source: str, target: str) -> bool:
+        return (source, target) not in self.cut_links
