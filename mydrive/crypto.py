@@ -7,14 +7,18 @@ so a tampering peer learns nothing from the error.
 
 from __future__ import annotations
 
+import datetime
 import hmac
+import ipaddress
 import os
 import unicodedata
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -22,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mydrive.errors import BadRequest, DecryptionFailed
 
@@ -362,3 +367,104 @@ def name_tag(mac_key: bytes, name: str) -> str:
 
 def constant_time_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
+
+
+# ---- Network PKI (X.509 for TLS between peers; docs/tls.md) ----------------------------
+
+CA_VALID_DAYS = 3650
+PEER_CERT_VALID_DAYS = 825  # the longest validity browsers and CAB rules still accept
+
+
+@dataclass(frozen=True)
+class CertificateBundle:
+    """A private key and its certificate, both PEM. The key is a secret: write it 0600."""
+
+    key_pem: bytes = field(repr=False)
+    cert_pem: bytes
+
+
+def _new_tls_key() -> ec.EllipticCurvePrivateKey:
+    # P-256: supported by every TLS stack involved (nginx/OpenSSL, gRPC/BoringSSL, browsers).
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def new_certificate_authority(name: str, *, valid_days: int = CA_VALID_DAYS,
+                              now: datetime.datetime | None = None) -> CertificateBundle:
+    """A self-signed CA for one mydrive network (signs only peer certificates)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    key = _new_tls_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CertificateBundle(key_pem=_key_pem(key),
+                             cert_pem=cert.public_bytes(serialization.Encoding.PEM))
+
+
+def issue_certificate(ca: CertificateBundle, common_name: str, *, dns_names: Sequence[str] = (),
+                      ip_addresses: Sequence[str] = (), valid_days: int = PEER_CERT_VALID_DAYS,
+                      not_before: datetime.datetime | None = None,
+                      not_after: datetime.datetime | None = None) -> CertificateBundle:
+    """A peer certificate signed by ``ca``, good for TLS server and client authentication."""
+    try:
+        ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+        ips = [ipaddress.ip_address(a) for a in ip_addresses]
+    except ValueError as exc:
+        raise BadRequest(f"cannot issue certificate: {exc}") from exc
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise BadRequest("the network CA key must be an EC key")
+    now = datetime.datetime.now(datetime.UTC)
+    start = not_before or now - datetime.timedelta(minutes=5)
+    end = not_after or now + datetime.timedelta(days=valid_days)
+    key = _new_tls_key()
+    san: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+    san += [x509.IPAddress(ip) for ip in ips]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return CertificateBundle(key_pem=_key_pem(key),
+                             cert_pem=cert.public_bytes(serialization.Encoding.PEM))
+
+
+def certificate_fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 of the DER certificate, hex: what peers pin and publish in metadata."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise BadRequest(f"not a PEM certificate: {exc}") from exc
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def certificate_not_after(cert_pem: bytes) -> datetime.datetime:
+    try:
+        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+    except ValueError as exc:
+        raise BadRequest(f"not a PEM certificate: {exc}") from exc
