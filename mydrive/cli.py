@@ -407,5 +407,51 @@ def metrics(peer_dir: Path) -> None:
                 click.echo(f"# {url}: {exc}", err=True)
 
 
+# ---- chaos test-bed (chaos/, imported lazily: the product never imports it) -------------
+@cli.group()
+def chaos() -> None:
+    """Run fault scenarios on a local cluster and check the guarantees (docs/chaos.md)."""
+
+
+@chaos.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def chaos_list(as_json: bool) -> None:
+    """Show the scenario catalog."""
+    from chaos.scenario import catalog
+
+    scenarios = catalog()
+    if as_json:
+        _print_json({"scenarios": [{"name": s.name, "summary": s.summary,
+                                    "steps": len(s.steps)} for s in scenarios]})
+        return
+    for s in scenarios:
+        click.echo(f"{s.name:<28} {s.summary}")
+
+
+@chaos.command("run")
+@click.argument("scenario")
+@click.option("--peers", type=int, default=5, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--keep", is_flag=True, help="keep the work directory even when all passed")
+def chaos_run(scenario: str, peers: int, seed: int, as_json: bool, keep: bool) -> None:
+    """Run SCENARIO (a catalog name or a .toml file) from SEED; exit 1 if a guarantee broke."""
+    from chaos.runner import format_report, run_scenario
+    from chaos.scenario import ScenarioError, find
+    from chaos.toxiproxy import ToxiproxyError
+
+    if not 3 <= peers <= 64:
+        _fail(BadRequest(f"--peers must be between 3 and 64, got {peers}"))
+    try:
+        report = run_scenario(find(scenario), peers=peers, seed=seed, keep=keep)
+    except (ScenarioError, ToxiproxyError) as exc:
+        _fail(BadRequest(str(exc)))
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        click.echo(format_report(report))
+    sys.exit(0 if report.ok else 1)
+
+
 def main() -> None:
     cli(prog_name="mydrive")
