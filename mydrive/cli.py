@@ -73,20 +73,42 @@ def peer() -> None:
 @peer.command("init")
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--name", help="a human name for the peer (default: the directory name)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address other peers reach this one at (goes into its certificate)")
+@click.option("--network", "network_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="network CA directory (mydrive pki init): issue a certificate, run behind "
+                   "nginx with mutual TLS")
 @click.option("--capacity-bytes", type=int, default=None, help="space offered to others")
 @click.option("--replicas", type=int, default=2, show_default=True)
-def peer_init(directory: Path, name: str | None, capacity_bytes: int | None,
-              replicas: int) -> None:
-    """Create a peer directory with a fresh id and free loopback ports."""
+def peer_init(directory: Path, name: str | None, host: str, network_dir: Path | None,
+              capacity_bytes: int | None, replicas: int) -> None:
+    """Create a peer directory with a fresh id and free ports."""
     from .peerdir import init_peer
 
     overrides: dict[str, Any] = {"replicas": replicas}
     if capacity_bytes is not None:
         overrides["capacity_bytes"] = capacity_bytes
     with _errors():
-        p = init_peer(directory, name=name, **overrides)
+        p = init_peer(directory, name=name, host=host, network_dir=network_dir, **overrides)
         click.echo(f"peer {p.config.name} ({p.config.peer_id}) in {directory}: receiver "
                    f"{p.config.receiver_address}, sender {p.config.sender_address}")
+
+
+@cli.group()
+def pki() -> None:
+    """The network's certificate authority (TLS between peers)."""
+
+
+@pki.command("init")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--name", default="mydrive network", show_default=True)
+def pki_init(directory: Path, name: str) -> None:
+    """Create a network CA in DIRECTORY (ca.key stays there, 0600; ca.crt is public)."""
+    from .pki import init_network
+
+    with _errors():
+        cert = init_network(directory, name=name)
+        click.echo(f"network CA written: {cert} (keep {directory / 'ca.key'} private)")
 
 
 @cli.command()
@@ -115,15 +137,17 @@ home_option = click.option("--home", type=click.Path(path_type=Path, file_okay=F
 @home_option
 @click.option("--peers", type=int, default=5, show_default=True)
 @click.option("--replicas", type=int, default=2, show_default=True)
+@click.option("--tls/--no-tls", default=True, show_default=True,
+              help="put each peer behind its own nginx with mutual TLS")
 @click.option("--detach", is_flag=True, help="return once healthy, leave the peers running")
-def cluster_up(home: Path, peers: int, replicas: int, detach: bool) -> None:
+def cluster_up(home: Path, peers: int, replicas: int, tls: bool, detach: bool) -> None:
     """Create (or reuse) N peers under HOME and start their services."""
     import time
 
     from . import cluster as local
 
     with _errors():
-        local.create(home, peers, replicas=replicas)
+        local.create(home, peers, replicas=replicas, tls=tls)
         local.start(home)
         _print_status(home, as_json=False)
         if detach:
@@ -400,7 +424,7 @@ def metrics(peer_dir: Path) -> None:
         cfg = PeerDir(peer_dir).config
         for port in (cfg.receiver_metrics_port, cfg.sender_metrics_port):
             try:
-                url = f"http://{cfg.host}:{port}/metrics"
+                url = f"http://{cfg.service_host}:{port}/metrics"
                 with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310
                     click.echo(r.read().decode(), nl=False)
             except OSError as exc:

@@ -70,7 +70,12 @@ class PeerClient:
         if transport is None:
             from .grpc_transport import GrpcTransport
 
-            transport = GrpcTransport(rpc_timeout_s=self.peer.config.rpc_timeout_s)
+            tls = None
+            if self.peer.config.tls:
+                from .pki import tls_files
+
+                tls = tls_files(self.peer.tls_dir).read()
+            transport = GrpcTransport(rpc_timeout_s=self.peer.config.rpc_timeout_s, tls=tls)
         self.transport = transport
         self.clock = clock or SystemClock()
         self.faults = FaultPoints(faults if faults is not None else FaultPlan.from_env())

@@ -58,18 +58,31 @@ def _write_state(home: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(home / STATE_NAME, json.dumps(state, indent=2).encode())
 
 
-def create(home: Path, peers: int, *, replicas: int = 2, **overrides: Any) -> list[PeerDir]:
-    """Make (or reuse) N peer directories under HOME and make every peer know every other."""
+def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
+           **overrides: Any) -> list[PeerDir]:
+    """Make (or reuse) N peer directories under HOME and make every peer know every other.
+
+    With ``tls`` the network gets a CA in HOME/pki and every peer sits behind its own nginx
+    with mutual TLS (what ``mydrive cluster up`` does by default).
+    """
     if not 1 <= peers <= MAX_PEERS:
         raise BadRequest(f"--peers must be between 1 and {MAX_PEERS}, got {peers}")
     home.mkdir(parents=True, exist_ok=True)
+    network_dir = None
+    if tls:
+        from .pki import CA_KEY, init_network
+
+        network_dir = home / "pki"
+        if not (network_dir / CA_KEY).exists():
+            init_network(network_dir, name=f"mydrive network {home.name}")
     dirs = []
     for i in range(peers):
         root = home / f"peer-{i}"
         if (root / CONFIG_NAME).exists():
             dirs.append(PeerDir(root))
         else:
-            dirs.append(init_peer(root, name=f"peer-{i}", replicas=replicas, **overrides))
+            dirs.append(init_peer(root, name=f"peer-{i}", replicas=replicas,
+                                  network_dir=network_dir, **overrides))
     for peer in dirs:
         with closing(peer.open_metadata()) as store:
             for other in dirs:
@@ -91,13 +104,18 @@ def start(home: Path, *, env: dict[str, str] | None = None,
     for entry in state["peers"]:
         if only is not None and entry["name"] not in only:
             continue
-        for kind in SERVICES:
+        for kind in kinds_of(PeerDir(Path(entry["dir"]))):
             pid = entry["pids"].get(kind)
             if pid is not None and _is_our_process(pid):
                 continue
             entry["pids"][kind] = _spawn(Path(entry["dir"]), kind, env)
     _write_state(home, state)
     wait_healthy(home, only=only)
+
+
+def kinds_of(peer: PeerDir) -> tuple[str, ...]:
+    """The processes one peer runs: its services, and nginx in front when TLS is on."""
+    return (*SERVICES, "nginx") if peer.config.tls else SERVICES
 
 
 def _spawn(peer_dir: Path, kind: str, env: dict[str, str] | None) -> int:
@@ -109,8 +127,14 @@ def _spawn(peer_dir: Path, kind: str, env: dict[str, str] | None) -> int:
             kwargs["start_new_session"] = True  # Ctrl-C in the shell stops them via `down`
         else:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        if kind == "nginx":
+            from .nginx import command
+
+            args = command(PeerDir(peer_dir))
+        else:
+            args = [sys.executable, "-m", "mydrive", "serve", kind, str(peer_dir)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mydrive", "serve", kind, str(peer_dir)],
+            args,
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             env={**os.environ, **(env or {})}, **kwargs)
     return proc.pid
@@ -132,7 +156,10 @@ def _is_our_process(pid: int) -> bool:
         return False
     if stat.rsplit(")", 1)[1].split()[0] == "Z":
         return False  # a zombie is dead for our purposes
-    return b"mydrive" in args and b"serve" in args
+    if b"mydrive" in args and b"serve" in args:
+        return True
+    # nginx rewrites its title to "nginx: master process <binary> -p <prefix> ..."
+    return args[0].startswith(b"nginx: master process") and b"/nginx" in args[0]
 
 
 def wait_healthy(home: Path, *, timeout_s: float = HEALTH_TIMEOUT_S,
@@ -155,14 +182,21 @@ def status(home: Path) -> list[dict[str, Any]]:
         peer = PeerDir(Path(entry["dir"]))
         cfg = peer.config
         services = []
-        for kind in SERVICES:
+        for kind in kinds_of(peer):
             pid = entry["pids"].get(kind)
             alive = pid is not None and _is_our_process(pid)
+            if kind == "nginx":
+                from .nginx import healthy
+
+                services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
+                                              healthy=alive and healthy(peer),
+                                              address=cfg.nginx_address, metrics_url=""))
+                continue
             port = cfg.receiver_metrics_port if kind == "receiver" else cfg.sender_metrics_port
-            url = f"http://{cfg.host}:{port}/metrics"
+            url = f"http://{cfg.service_host}:{port}/metrics"
             address = cfg.receiver_address if kind == "receiver" else cfg.sender_address
             services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
-                                          healthy=alive and _healthz(cfg.host, port),
+                                          healthy=alive and _healthz(cfg.service_host, port),
                                           address=address, metrics_url=url))
         out.append({"name": entry["name"], "peer_id": cfg.peer_id, "dir": entry["dir"],
                     "services": services})
@@ -208,11 +242,13 @@ def stop(home: Path, *, only: list[str] | None = None, hard: bool = False,
 
 def _signal(pid: int, hard: bool) -> None:
     try:
-        if hard and os.name == "posix":
-            os.kill(pid, signal.SIGKILL)
+        if os.name == "posix":
+            # Each process we start leads its own session; signalling the group also ends
+            # its children (nginx's workers), which would otherwise keep the ports.
+            os.killpg(pid, signal.SIGKILL if hard else signal.SIGTERM)
         else:
             os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 

@@ -29,8 +29,16 @@ CHANNEL_OPTIONS = [
 
 
 class GrpcTransport:
-    def __init__(self, *, rpc_timeout_s: float = 120.0) -> None:
+    def __init__(self, *, rpc_timeout_s: float = 120.0,
+                 tls: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """``tls`` = (network CA certificate, own key, own certificate), PEM: every call then
+        goes over mutual TLS to the target peer's nginx."""
         self.rpc_timeout_s = rpc_timeout_s
+        self._credentials = None
+        if tls is not None:
+            ca_pem, key_pem, cert_pem = tls
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
@@ -38,7 +46,11 @@ class GrpcTransport:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                if self._credentials is not None:
+                    channel = grpc.secure_channel(address, self._credentials,
+                                                  options=CHANNEL_OPTIONS)
+                else:
+                    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
                 self._channels[address] = channel
             return channel
 

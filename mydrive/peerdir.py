@@ -46,16 +46,35 @@ class PeerConfig:
     max_inflight_chunks: int = 4
     rpc_timeout_s: float = 120.0
     metadata: str = "sqlite"
+    # TLS front (issue 4): with tls on, other peers reach this one only through nginx.
+    tls: bool = False
+    nginx_port: int = 0        # mutual-TLS listener for peer traffic (gRPC, /couchdb/)
+    ui_port: int = 0           # nginx TLS listener for the browser UI (localhost only)
+    ui_backend_port: int = 0   # the UI's own WSGI server on loopback
+
+    @property
+    def service_host(self) -> str:
+        # Behind nginx the services are for nginx only: loopback. Without TLS (local test
+        # networks) they listen on the peer's host themselves.
+        return "127.0.0.1" if self.tls else self.host
 
     @property
     def receiver_address(self) -> str:
-        return f"{self.host}:{self.receiver_port}"
+        return f"{self.service_host}:{self.receiver_port}"
 
     @property
     def sender_address(self) -> str:
-        return f"{self.host}:{self.sender_port}"
+        return f"{self.service_host}:{self.sender_port}"
+
+    @property
+    def nginx_address(self) -> str:
+        return f"{self.host}:{self.nginx_port}"
 
     def address(self) -> PeerAddress:
+        """Where other peers dial this one: its nginx when TLS is on, else the services."""
+        if self.tls:
+            return PeerAddress(peer_id=self.peer_id, receiver_address=self.nginx_address,
+                               sender_address=self.nginx_address)
         return PeerAddress(peer_id=self.peer_id, receiver_address=self.receiver_address,
                            sender_address=self.sender_address)
 
@@ -85,6 +104,10 @@ class PeerDir:
         return self.root / "store"
 
     @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
@@ -107,17 +130,31 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
-              **overrides: Any) -> PeerDir:
-    """Create a peer directory with a fresh id and free loopback ports."""
+              network_dir: Path | None = None, **overrides: Any) -> PeerDir:
+    """Create a peer directory with a fresh id and free ports.
+
+    With ``network_dir`` (a network CA, see mydrive.pki) the peer gets a certificate and
+    runs behind nginx with mutual TLS; its services then listen on loopback only.
+    """
     if (root / CONFIG_NAME).exists():
         raise BadRequest(f"{root} is already a peer directory")
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("store", "downloads", "logs"):
         (root / sub).mkdir(exist_ok=True)
-    config = PeerConfig(peer_id=os.urandom(8).hex(), name=name or root.name, host=host,
-                        receiver_port=free_port(host), sender_port=free_port(host),
-                        receiver_metrics_port=free_port(host),
-                        sender_metrics_port=free_port(host), **overrides)
+    name = name or root.name
+    loopback = "127.0.0.1"
+    if network_dir is not None:
+        from .pki import issue_peer_certificate
+
+        hosts = sorted({host, loopback, "localhost"})
+        issue_peer_certificate(network_dir, root / "tls", peer_name=name, hosts=hosts)
+        overrides = {"tls": True, "nginx_port": free_port(host), "ui_port": free_port(host),
+                     **overrides}
+    overrides.setdefault("ui_backend_port", free_port(loopback))
+    config = PeerConfig(peer_id=os.urandom(8).hex(), name=name, host=host,
+                        receiver_port=free_port(loopback), sender_port=free_port(loopback),
+                        receiver_metrics_port=free_port(loopback),
+                        sender_metrics_port=free_port(loopback), **overrides)
     atomic_write_bytes(root / CONFIG_NAME, json.dumps(asdict(config), indent=2).encode())
     peer = PeerDir(root)
     with closing(peer.open_metadata()) as store:
@@ -129,6 +166,7 @@ def register_peer(store: MetadataStore, config: PeerConfig) -> None:
     """Record a peer (ours or another) in a metadata store: the ``peer:<id>`` document."""
     store.put(f"peer:{config.peer_id}", {
         "type": "peer", "version": 1, "peer_id": config.peer_id, "name": config.name,
-        "receiver_address": config.receiver_address, "sender_address": config.sender_address,
+        "receiver_address": config.address().receiver_address,
+        "sender_address": config.address().sender_address, "tls": config.tls,
         "capacity_bytes": config.capacity_bytes,
     })

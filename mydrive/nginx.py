@@ -1,0 +1,82 @@
+"""Render and run a peer's nginx (TLS termination and routing; docs/tls.md).
+
+The template is nginx/peer.conf.template; the rendered config, pid file, logs and temp
+directories live in PEER_DIR/nginx/, the prefix nginx is started with.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import string
+import urllib.request
+from pathlib import Path
+
+from .errors import BadRequest
+from .fsutil import atomic_write_bytes
+from .peerdir import PeerDir
+from .pki import tls_files
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "peer.conf.template"
+NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in NGINX_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    raise BadRequest("nginx is not installed: run scripts/setup.sh "
+                     "(it installs Debian's nginx-light)")
+
+
+def prefix(peer: PeerDir) -> Path:
+    return peer.root / "nginx"
+
+
+def render(peer: PeerDir) -> Path:
+    """Write PEER_DIR/nginx/nginx.conf for this peer's ports and certificates."""
+    cfg = peer.config
+    if not cfg.tls:
+        raise BadRequest(f"peer {cfg.name} has no TLS configured (create it with a network CA)")
+    base = prefix(peer)
+    for sub in ("logs", "tmp"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    files = tls_files(peer.tls_dir)
+    couchdb_port = int(getattr(cfg, "couchdb_port", 0) or 0)
+    couchdb_route = (f"proxy_pass http://127.0.0.1:{couchdb_port}/; proxy_buffering off; "
+                     f"proxy_request_buffering off; proxy_read_timeout 3600s;"
+                     if couchdb_port else "return 404;")
+    text = string.Template(TEMPLATE.read_text()).substitute(
+        prefix=base.resolve().as_posix(), peer_id=cfg.peer_id, listen_host=cfg.host,
+        peer_port=cfg.nginx_port, ui_port=cfg.ui_port, ui_backend_port=cfg.ui_backend_port,
+        receiver_port=cfg.receiver_port, sender_port=cfg.sender_port,
+        cert=files.cert.resolve().as_posix(), key=files.key.resolve().as_posix(),
+        ca_cert=files.ca_cert.resolve().as_posix(), couchdb_route=couchdb_route)
+    path = base / "nginx.conf"
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+def command(peer: PeerDir) -> list[str]:
+    """The foreground nginx command line for this peer (renders the config first)."""
+    conf = render(peer)
+    base = prefix(peer).resolve()
+    return [nginx_binary(), "-p", str(base), "-c", str(conf.resolve()),
+            "-e", str(base / "logs" / "error.log")]
+
+
+def healthy(peer: PeerDir, *, timeout_s: float = 2.0) -> bool:
+    """GET /healthz over mutual TLS with the peer's own certificate."""
+    cfg = peer.config
+    files = tls_files(peer.tls_dir)
+    try:
+        context = ssl.create_default_context(cafile=str(files.ca_cert))
+        context.load_cert_chain(str(files.cert), str(files.key))
+        url = f"https://{cfg.nginx_address}/healthz"
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except (OSError, ssl.SSLError):
+        return False
