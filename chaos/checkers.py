@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mydrive.chunkstore import ChunkStore
-from mydrive.clock import SystemClock
+from mydrive.clock import Clock, SystemClock
 from mydrive.digest import digest, digests_equal
 from mydrive.engine.download import PARTIAL_DIR_NAME
 from mydrive.errors import MydriveError, PermissionDenied
@@ -51,15 +51,11 @@ def _verdict(name: str, problems: list[str], detail: str) -> Verdict:
 
 @dataclass(frozen=True)
 class PeerView:
-    """What the checkers need of one peer: its id, name and directory."""
+    """What the checkers need of one peer: its name, id and chunk store directory."""
 
     name: str
     peer_id: str
-    root: Path
-
-    @property
-    def store_dir(self) -> Path:
-        return self.root / "store"
+    store_dir: Path
 
 
 def committed_chunks(peer: PeerView) -> set[bytes]:
@@ -164,10 +160,11 @@ def check_downloads(records: Iterable[FileRecord], expected: Mapping[str, bytes]
 # ---- 4. owner only ---------------------------------------------------------------------------
 def check_owner_only(records: Iterable[FileRecord], peers: Iterable[PeerView], *,
                      owner: UserKeys, intruder: UserKeys, transport: Transport,
-                     address_of: Callable[[str], PeerAddress | None]) -> Verdict:
+                     address_of: Callable[[str], PeerAddress | None],
+                     clock: Clock | None = None) -> Verdict:
     """A fetch signed by another identity is refused with PERMISSION_DENIED by every peer
     holding a chunk, while the owner's own signed fetch of that chunk is served."""
-    clock = SystemClock()
+    clock = clock or SystemClock()
     problems, skipped, tested = [], [], 0
     wanted = {c.chunk_id for r in records for c in r.chunks}
     for peer in peers:

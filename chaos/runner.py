@@ -33,11 +33,11 @@ from mydrive.transport import PeerAddress
 from . import checkers
 from .checkers import PeerView, Verdict
 from .local import LocalCluster
-from .scenario import Scenario, Step
+from .scenario import SCENARIO_DIR, Scenario, Step
 from .toxiproxy import Toxic
 
 USER, PASSPHRASE = "chaos-owner", "chaos-passphrase"  # noqa: S105 - a throwaway test user
-FAST_KDF = {"time_cost": 1, "memory_kib": 8 * 1024, "parallelism": 1}
+FAST_KDF: dict[str, Any] = {"time_cost": 1, "memory_kib": 8 * 1024, "parallelism": 1}
 CHAOS_OVERRIDES: dict[str, Any] = {"chunk_size_bytes": 256 * 1024,
                                    "segment_size_bytes": 16 * 1024,
                                    "rpc_timeout_s": 15.0, "max_inflight_chunks": 4}
@@ -91,6 +91,7 @@ class Report:
     verdicts: list[Verdict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     workdir: str = ""
+    scenario_ref: str = ""  # what `mydrive chaos run` takes: the name, or the file's path
 
     @property
     def ok(self) -> bool:
@@ -98,7 +99,7 @@ class Report:
 
     @property
     def replay(self) -> str:
-        return replay_command(self.scenario, self.peers, self.seed)
+        return replay_command(self.scenario_ref or self.scenario, self.peers, self.seed)
 
     def to_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "seed": self.seed, "peers": self.peers,
@@ -116,6 +117,8 @@ class Run:
         self.seed = seed
         self.work = work
         self.report = Report(scenario.name, seed, peers, workdir=str(work))
+        if scenario.path is not None and scenario.path.parent != SCENARIO_DIR:
+            self.report.scenario_ref = str(scenario.path)
         names = [f"peer-{i}" for i in range(peers)]
         self.owner = self.rng.choice(names)
         self.victim = self.rng.choice([n for n in names if n != self.owner])
@@ -384,7 +387,7 @@ class Run:
     def check(self) -> list[Verdict]:
         assert self.keys is not None
         keys = self.keys
-        peers = [PeerView(p.name, p.peer_id, self.cluster.peer_dir(p.name))
+        peers = [PeerView(p.name, p.peer_id, self.cluster.peer_dir(p.name) / "store")
                  for p in self.cluster.peers()]
         by_id = {p.peer_id: p.name for p in peers}
         owner_id = next(p.peer_id for p in peers if p.name == self.owner)

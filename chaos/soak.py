@@ -36,8 +36,8 @@ def summary_line(report: Report) -> dict[str, Any]:
 def run(seeds: int, first_seed: int, peers: int, out: Path, only: list[str]) -> int:
     done = set()
     if out.exists():
-        for line in out.read_text().splitlines():
-            d = json.loads(line)
+        for raw in out.read_text().splitlines():
+            d = json.loads(raw)
             done.add((d["scenario"], d["seed"], d["peers"]))
     failures = 0
     for seed in range(first_seed, first_seed + seeds):
