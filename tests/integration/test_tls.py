@@ -35,11 +35,11 @@ def tls_net(network_factory):
 def _tls_handshake_and_request(host: str, port: int, context: ssl.SSLContext,
                                source: str | None = None) -> bytes:
     """Open TLS, send a GET, return the reply (raises on handshake/alert failures)."""
-    with socket.create_connection((host, port), timeout=5,
-                                  source_address=(source, 0) if source else None) as raw:
-        with context.wrap_socket(raw, server_hostname=host) as tls:
-            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return tls.recv(4096)
+    raw = socket.create_connection((host, port), timeout=5,
+                                   source_address=(source, 0) if source else None)
+    with raw, context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return tls.recv(4096)
 
 
 def _client_context(ca_pem: bytes, bundle=None, tmp: Path | None = None) -> ssl.SSLContext:
