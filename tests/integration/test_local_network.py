@@ -24,7 +24,7 @@ def _chunks_on_disk(peer_dir: Path) -> set[str]:
 
 def _receiver_metric(peer_dir: Path, name: str) -> float:
     cfg = PeerDir(peer_dir).config
-    url = f"http://{cfg.host}:{cfg.receiver_metrics_port}/metrics"
+    url = f"http://{cfg.service_host}:{cfg.receiver_metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310
         for line in r.read().decode().splitlines():
             if line.startswith(f"mydrive_{name} ") or line.startswith(f"mydrive_{name}{{"):
