@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from mydrive import cluster as local
+from mydrive.errors import PeerUnavailable
 from mydrive.peerdir import PeerDir
 
 from .cluster import SERVICE_KINDS, ChaosPeer
 from .network import LinkNetwork
 from .toxiproxy import Toxic, ToxiproxyServer
+
+START_ATTEMPTS = 3
 
 
 class LocalCluster:
@@ -33,6 +36,7 @@ class LocalCluster:
         self.network: LinkNetwork | None = None
         self._dirs: dict[str, Path] = {}
         self._peers: list[ChaosPeer] = []
+        self.start_retries = 0
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -47,7 +51,7 @@ class LocalCluster:
             # not see the proxy addresses; the clients read them from the metadata.
             plain = [name for name in self._dirs if name not in self.peer_env]
             if plain:
-                local.start(self.home, env=self.service_env, only=plain)
+                self._start_group(plain, self.service_env)
             for name in self.peer_env:
                 self.resume(name)
             self.network = LinkNetwork(self.toxiproxy.start(), self._peers)
@@ -73,8 +77,20 @@ class LocalCluster:
         self.resume(peer)
 
     def resume(self, peer: str) -> None:
-        local.start(self.home, env={**self.service_env, **self.peer_env.get(peer, {})},
-                    only=[peer])
+        self._start_group([peer], {**self.service_env, **self.peer_env.get(peer, {})})
+
+    def _start_group(self, names: list[str], env: dict[str, str]) -> None:
+        for attempt in range(START_ATTEMPTS):
+            try:
+                local.start(self.home, env=env, only=names)
+                return
+            except PeerUnavailable:
+                # Its port was taken meanwhile by some process's outgoing connection (the
+                # ports are chosen at creation and bound at start); such sockets are short-
+                # lived, so starting again is the remedy.
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                self.start_retries += 1
 
     # ---- network -----------------------------------------------------------------------
     def _net(self) -> LinkNetwork:

@@ -46,8 +46,13 @@ def run(seeds: int, first_seed: int, peers: int, out: Path, only: list[str]) -> 
                 continue
             if (scenario.name, seed, peers) in done:
                 continue
-            report = run_scenario(scenario, peers=peers, seed=seed)
-            line = summary_line(report)
+            try:
+                report = run_scenario(scenario, peers=peers, seed=seed)
+                line = summary_line(report)
+            except Exception as exc:  # a harness breakdown is recorded, the soak goes on
+                report = Report(scenario.name, seed, peers,
+                                problems=[f"harness error: {type(exc).__name__}: {exc}"])
+                line = summary_line(report)
             failures += not report.ok
             with open(out, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line, sort_keys=True) + "\n")
