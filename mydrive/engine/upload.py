@@ -126,20 +126,38 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
     inflight = threading.BoundedSemaphore(settings.max_inflight_chunks)
     workers = settings.max_inflight_chunks * settings.replicas
 
-    def store_all_replicas(chunk: _EncryptedChunk) -> None:
+    def chunk_done(chunk: _EncryptedChunk, replica_futures: list[Future[None]]) -> None:
+        """Runs once every replica of ``chunk`` finished, whatever the outcome."""
         try:
-            for slot, peer_id in enumerate(list(replicas.assigned[chunk.index])):
-                _store_with_failover(chunk, peer_id, slot)
-            records[chunk.index] = ChunkRecord(
-                index=chunk.index, chunk_id=chunk.header.chunk_id,
-                size_bytes=chunk.header.chunk_size_bytes,
-                segment_size_bytes=chunk.header.segment_size_bytes,
-                segment_digests=chunk.header.segment_digests,
-                replicas=tuple(replicas.assigned[chunk.index]))
-            if progress is not None:
-                progress(plan.plaintext_length(chunk.index))
+            if all(f.exception() is None for f in replica_futures):
+                records[chunk.index] = ChunkRecord(
+                    index=chunk.index, chunk_id=chunk.header.chunk_id,
+                    size_bytes=chunk.header.chunk_size_bytes,
+                    segment_size_bytes=chunk.header.segment_size_bytes,
+                    segment_digests=chunk.header.segment_digests,
+                    replicas=tuple(replicas.assigned[chunk.index]))
+                if progress is not None:
+                    progress(plan.plaintext_length(chunk.index))
         finally:
             inflight.release()
+
+    def store_replicas(chunk: _EncryptedChunk) -> list[Future[None]]:
+        # Each replica streams on its own thread, so the R peers receive in parallel.
+        replica_futures = [pool.submit(_store_with_failover, chunk, peer_id, slot)
+                           for slot, peer_id in enumerate(list(replicas.assigned[chunk.index]))]
+        remaining = [len(replica_futures)]
+        lock = threading.Lock()
+
+        def one_done(_: Future[None]) -> None:
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                chunk_done(chunk, replica_futures)
+
+        for fut in replica_futures:
+            fut.add_done_callback(one_done)
+        return replica_futures
 
     def _store_with_failover(chunk: _EncryptedChunk, peer_id: str, slot: int) -> None:
         while True:
@@ -171,8 +189,7 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
             except BaseException:
                 inflight.release()
                 raise
-            # Each replica runs on its own thread, so R peers receive in parallel.
-            futures.append(pool.submit(store_all_replicas, chunk))
+            futures.extend(store_replicas(chunk))
         for fut in futures:
             fut.result()  # re-raises the first failure
     return UploadResult(file_id=file_id, plan=plan,
