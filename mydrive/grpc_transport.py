@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
 from .chunkmeta import MAX_SEGMENT_SIZE_BYTES, ChunkHeader
 from .deleteauth import DeleteOutcome, SignedDelete
-from .errors import BadRequest
+from .errors import BadRequest, MydriveError
 from .fetchauth import SignedFetch
 from .services.receiver import header_to_pb
 from .services.status import error_from_rpc
@@ -54,16 +54,28 @@ class GrpcTransport:
                 self._channels[address] = channel
             return channel
 
+    def _failed(self, address: str, exc: grpc.RpcError, peer_id: str) -> MydriveError:
+        """Map the error; after UNAVAILABLE forget the channel. A channel that failed to
+        connect waits out gRPC's reconnect backoff (seconds, growing to minutes) and fails
+        every call meanwhile, even once the peer is back; a fresh channel dials at once.
+        The old one is not closed: other threads may still be using it."""
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            with self._lock:
+                self._channels.pop(address, None)
+        return error_from_rpc(exc, peer_id)
+
     def open_store(self, peer: PeerAddress) -> _GrpcStoreSession:
         stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
-        return _GrpcStoreSession(stub, peer, self.rpc_timeout_s)
+        return _GrpcStoreSession(stub, peer, self.rpc_timeout_s,
+                                 on_error=lambda exc: self._failed(peer.receiver_address, exc,
+                                                                   peer.peer_id))
 
     def chunk_status(self, peer: PeerAddress, chunk_id: bytes) -> Held:
         stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
         try:
             reply = stub.ChunkStatus(pb.ChunkRef(chunk_id=chunk_id), timeout=self.rpc_timeout_s)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, peer.peer_id) from None
+            raise self._failed(peer.receiver_address, exc, peer.peer_id) from None
         return Held(indices=frozenset(reply.indices), committed=reply.committed)
 
     def fetch(self, peer: PeerAddress, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
@@ -73,7 +85,7 @@ class GrpcTransport:
             for segment in stub.FetchChunk(request, timeout=self.rpc_timeout_s):
                 yield segment.index, bytes(segment.data)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, peer.peer_id) from None
+            raise self._failed(peer.sender_address, exc, peer.peer_id) from None
 
     def delete_chunks(self, peer: PeerAddress, signed: SignedDelete) -> DeleteOutcome:
         stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
@@ -81,7 +93,7 @@ class GrpcTransport:
         try:
             reply = stub.DeleteChunks(request, timeout=self.rpc_timeout_s)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, peer.peer_id) from None
+            raise self._failed(peer.receiver_address, exc, peer.peer_id) from None
         return DeleteOutcome(removed=tuple(bytes(c) for c in reply.removed),
                              absent=tuple(bytes(c) for c in reply.absent))
 
@@ -98,8 +110,10 @@ _END = object()
 class _GrpcStoreSession:
     """A bidirectional StoreChunk call driven step by step (header, then rounds)."""
 
-    def __init__(self, stub: pb_grpc.ReceiverStub, peer: PeerAddress, timeout_s: float) -> None:
+    def __init__(self, stub: pb_grpc.ReceiverStub, peer: PeerAddress, timeout_s: float,
+                 on_error: Callable[[grpc.RpcError], MydriveError]) -> None:
         self.peer = peer
+        self._on_error = on_error
         self._outbox: queue.Queue[object] = queue.Queue()
         self._call = stub.StoreChunk(self._requests(), timeout=timeout_s)
 
@@ -117,7 +131,7 @@ class _GrpcStoreSession:
         except StopIteration:
             raise BadRequest(f"peer {self.peer.peer_id} ended the upload early") from None
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, self.peer.peer_id) from None
+            raise self._on_error(exc) from None
         return ack
 
     def start(self, header: ChunkHeader) -> Held:
