@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -94,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", default=[], help="only these")
     parser.add_argument("--table", action="store_true", help="summarize --out and exit")
     args = parser.parse_args(argv)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so the running scenario stops the processes it started
+
+    signal.signal(signal.SIGTERM, interrupt)
     if args.table:
         print(table(args.out))
         return 0
