@@ -116,3 +116,13 @@ class Conflict(MydriveError):
     """A metadata document changed underneath a write (revision mismatch)."""
 
     exit_code = 9
+
+
+class MetadataUnavailable(MydriveError):
+    """The metadata server (CouchDB) could not be reached or answered with a server error."""
+
+    exit_code = 10
+
+
+class MetadataAuthFailed(MetadataUnavailable):
+    """The metadata server refused this peer's credentials."""

@@ -11,8 +11,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from ..errors import BadRequest, Conflict, TooLarge
-from .base import MAX_DOCUMENT_BYTES, Document
+from ..errors import Conflict
+from .base import Document, encode_document
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -43,11 +43,7 @@ class SqliteStore:
         return doc
 
     def put(self, doc_id: str, doc: Document, *, create_only: bool = False) -> None:
-        _check_id(doc_id)
-        body = json.dumps(doc, sort_keys=True, separators=(",", ":"))
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise TooLarge(f"metadata document {doc_id!r} is {len(body)} bytes, "
-                           f"limit {MAX_DOCUMENT_BYTES}")
+        body = encode_document(doc_id, doc)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -83,7 +79,3 @@ class SqliteStore:
         with self._lock:
             self._db.close()
 
-
-def _check_id(doc_id: str) -> None:
-    if not doc_id or len(doc_id) > 512 or ":" not in doc_id:
-        raise BadRequest(f"bad document id {doc_id!r}: expected 'kind:key', at most 512 chars")
