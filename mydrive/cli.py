@@ -112,13 +112,22 @@ def pki_init(directory: Path, name: str) -> None:
 
 
 @cli.command()
-@click.argument("service", type=click.Choice(["sender", "receiver"]))
+@click.argument("service", type=click.Choice(["sender", "receiver", "ui"]))
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
-def serve(service: str, directory: Path) -> None:
-    """Run one service of a peer in the foreground."""
+@click.option("--server", "ui_server", type=click.Choice(["auto", "gunicorn", "waitress"]),
+              envvar="MYDRIVE_UI_SERVER", default="auto", show_default=True,
+              help="ui only: WSGI server (auto: gunicorn on Linux/macOS, waitress elsewhere)")
+def serve(service: str, directory: Path, ui_server: str) -> None:
+    """Run one service of a peer in the foreground (ui: the browser UI on loopback)."""
+    logging.getLogger().setLevel(logging.INFO)
+    if service == "ui":
+        from .ui.serve import run as run_ui
+
+        with _errors():
+            run_ui(directory, server=ui_server)
+        return
     from .services.server import serve as run
 
-    logging.getLogger().setLevel(logging.INFO)
     with _errors():
         run(service, directory)
 
@@ -150,6 +159,10 @@ def cluster_up(home: Path, peers: int, replicas: int, tls: bool, detach: bool) -
         local.create(home, peers, replicas=replicas, tls=tls)
         local.start(home)
         _print_status(home, as_json=False)
+        for p in local.status(home):
+            for s in p["services"]:
+                if s.kind == "ui":
+                    click.echo(f"UI of {p['name']}: {s.address}")
         if detach:
             click.echo(f"running; stop with: mydrive cluster down --home {home}")
             return

@@ -114,8 +114,8 @@ def start(home: Path, *, env: dict[str, str] | None = None,
 
 
 def kinds_of(peer: PeerDir) -> tuple[str, ...]:
-    """The processes one peer runs: its services, and nginx in front when TLS is on."""
-    return (*SERVICES, "nginx") if peer.config.tls else SERVICES
+    """The processes one peer runs: its services, its UI, and nginx in front when TLS is on."""
+    return (*SERVICES, "ui", "nginx") if peer.config.tls else (*SERVICES, "ui")
 
 
 def _spawn(peer_dir: Path, kind: str, env: dict[str, str] | None) -> int:
@@ -191,6 +191,13 @@ def status(home: Path) -> list[dict[str, Any]]:
                 services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
                                               healthy=alive and healthy(peer),
                                               address=cfg.nginx_address, metrics_url=""))
+                continue
+            if kind == "ui":
+                from .ui.address import LOOPBACK, ui_url
+
+                services.append(ServiceStatus(
+                    kind=kind, pid=pid, alive=alive, address=ui_url(cfg), metrics_url="",
+                    healthy=alive and _healthz(LOOPBACK, cfg.ui_backend_port)))
                 continue
             port = cfg.receiver_metrics_port if kind == "receiver" else cfg.sender_metrics_port
             url = f"http://{cfg.service_host}:{port}/metrics"

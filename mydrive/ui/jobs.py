@@ -1,0 +1,172 @@
+"""Background transfers (uploads to the peers, downloads of a basket) with per-file progress.
+
+A job is a list of files worked through in order on a small thread pool; the page polls its
+progress as JSON. Jobs belong to one user and are only shown to that user. Bounded: at most
+``max_queued`` unfinished jobs in all, and at most ``max_per_user`` kept per user (the oldest
+finished ones are forgotten first).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import Clock
+from ..errors import MydriveError, TooLarge, UnknownFile
+from .problems import problem_for
+
+log = logging.getLogger("mydrive.ui.jobs")
+
+Progress = Callable[[int], None]
+# Does one file's work, reporting bytes as they are done; returns where the file landed.
+Work = Callable[["JobFile", Progress], str]
+
+
+@dataclass
+class JobFile:
+    remote_path: str
+    size_bytes: int
+    done_bytes: int = 0
+    state: str = "queued"        # queued | running | done | failed
+    error_kind: str = ""
+    error: str = ""
+    local_path: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.remote_path, "size_bytes": self.size_bytes,
+                "done_bytes": self.done_bytes, "state": self.state,
+                "error_kind": self.error_kind, "error": self.error,
+                "local_path": self.local_path}
+
+
+@dataclass
+class Job:
+    job_id: str
+    user_id: str
+    kind: str                    # upload | download
+    files: list[JobFile]
+    created_ms: int
+    target: str = ""             # the folder uploaded into, or the download directory
+    state: str = "queued"        # queued | running | done | failed
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed")
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            files = [f.to_json() for f in self.files]
+            return {"id": self.job_id, "kind": self.kind, "state": self.state,
+                    "target": self.target, "created_ms": self.created_ms,
+                    "files": files,
+                    "size_bytes": sum(f.size_bytes for f in self.files),
+                    "done_bytes": sum(f.done_bytes for f in self.files)}
+
+
+class JobBoard:
+    def __init__(self, *, clock: Clock, workers: int, max_queued: int, max_per_user: int,
+                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+        assert workers >= 1 and max_queued >= 1 and max_per_user >= 1
+        self.clock = clock
+        self.max_queued = max_queued
+        self.max_per_user = max_per_user
+        self.random_bytes = random_bytes
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ui-job")
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, user_id: str, kind: str, files: list[JobFile], work: Work, *,
+               target: str = "", cleanup: Callable[[], None] | None = None) -> Job:
+        """Queue a job; ``cleanup`` runs once it has finished (or if it can't be queued)."""
+        assert files
+        job = Job(job_id=self.random_bytes(16).hex(), user_id=user_id, kind=kind, files=files,
+                  created_ms=self.clock.now_ms(), target=target)
+        try:
+            with self._lock:
+                unfinished = sum(1 for j in self._jobs.values() if not j.finished)
+                if unfinished >= self.max_queued:
+                    raise TooLarge(f"{unfinished} transfers are already waiting; try again "
+                                   f"when some have finished")
+                self._forget_old_locked(user_id)
+                self._jobs[job.job_id] = job
+            self._pool.submit(self._run, job, work, cleanup)
+        except BaseException:
+            if cleanup is not None:
+                cleanup()
+            raise
+        return job
+
+    def get(self, user_id: str, job_id: str) -> Job:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or job.user_id != user_id:
+            raise UnknownFile("no such transfer (it may have been forgotten)")
+        return job
+
+    def of_user(self, user_id: str) -> list[Job]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if j.user_id == user_id]
+        return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _forget_old_locked(self, user_id: str) -> None:
+        mine = sorted((j for j in self._jobs.values() if j.user_id == user_id),
+                      key=lambda j: j.created_ms)
+        excess = len(mine) + 1 - self.max_per_user
+        for job in mine:
+            if excess <= 0:
+                break
+            if job.finished:
+                del self._jobs[job.job_id]
+                excess -= 1
+        # unfinished jobs are never forgotten; max_queued bounds them
+
+    def _run(self, job: Job, work: Work, cleanup: Callable[[], None] | None) -> None:
+        try:
+            with job._lock:
+                job.state = "running"
+            for item in job.files:
+                self._run_file(job, item, work)
+            with job._lock:
+                job.state = "failed" if any(f.state == "failed" for f in job.files) \
+                    else "done"
+        finally:
+            if cleanup is not None:
+                try:
+                    cleanup()
+                except OSError as exc:
+                    log.warning("cleaning up after %s job %s: %s", job.kind, job.job_id, exc)
+
+    def _run_file(self, job: Job, item: JobFile, work: Work) -> None:
+        def progress(delta_bytes: int) -> None:
+            with job._lock:
+                item.done_bytes = min(item.size_bytes, item.done_bytes + delta_bytes)
+
+        with job._lock:
+            item.state = "running"
+        try:
+            local_path = work(item, progress)
+        except MydriveError as exc:
+            problem = problem_for(exc)
+            log.info("%s job %s: a file failed: %s", job.kind, job.job_id, problem.kind)
+            with job._lock:
+                item.state, item.error_kind = "failed", problem.kind
+                item.error = f"{problem.title}: {exc}"
+            return
+        except Exception:
+            log.exception("%s job %s: unexpected error", job.kind, job.job_id)
+            with job._lock:
+                item.state, item.error_kind = "failed", "internal"
+                item.error = "unexpected error on this peer; see its logs/ui.log"
+            return
+        with job._lock:
+            item.state, item.local_path = "done", local_path
+            item.done_bytes = item.size_bytes
