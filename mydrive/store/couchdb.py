@@ -17,7 +17,6 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -36,7 +35,6 @@ LIST_PAGE_DOCS = 500
 MAX_LIST_DOCS = 1_000_000
 MAX_WRITE_ATTEMPTS = 16  # 409s from concurrent writers of one document, then Conflict
 MAX_WRITE_BACKOFF_S = 0.25
-MAX_CHANGE_LINE_BYTES = 32 * 1024 * 1024
 # Highest BMP code point that CouchDB and PouchDB collate after every printable id character.
 _HIGH_KEY = "\ufff0"
 # Sent on every request: CouchDB and pouchdb-server then answer JSON (never multipart) and
@@ -98,8 +96,9 @@ class CouchStore:
             self.ensure_database()
 
     # ---- HTTP ---------------------------------------------------------------------------
-    def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
+    def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                  body: Any = None, ok: tuple[int, ...] = (200, 201, 202)) -> httpx.Response:
+        """One HTTP request to this server; a status outside ``ok`` raises a mydrive error."""
         content = None
         headers = {}
         if body is not None:
@@ -148,18 +147,18 @@ class CouchStore:
 
     def ensure_database(self) -> None:
         """Create the database (and restrict it to admins) unless it exists."""
-        response = self._request("GET", f"/{self.db}", ok=(200, 404))
+        response = self.request("GET", f"/{self.db}", ok=(200, 404))
         if response.status_code == 404:
-            self._request("PUT", f"/{self.db}", ok=(201, 202, 412))  # 412: created meanwhile
-            self._request("PUT", f"/{self.db}/_security", body=_SECURITY)
+            self.request("PUT", f"/{self.db}", ok=(201, 202, 412))  # 412: created meanwhile
+            self.request("PUT", f"/{self.db}/_security", body=_SECURITY)
 
     def server_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = self._json(self._request("GET", "/"))
+        info: dict[str, Any] = self._json(self.request("GET", "/"))
         return info
 
     # ---- documents ----------------------------------------------------------------------
     def _get_raw(self, doc_id: str) -> Document | None:
-        response = self._request("GET", self._doc_path(doc_id), params={"conflicts": "true"},
+        response = self.request("GET", self._doc_path(doc_id), params={"conflicts": "true"},
                                  ok=(200, 404))
         if response.status_code == 404:
             return None
@@ -181,7 +180,7 @@ class CouchStore:
         body = encode_document(doc_id, doc)
         if create_only:
             try:
-                self._request("PUT", self._doc_path(doc_id), body=body, ok=(201, 202))
+                self.request("PUT", self._doc_path(doc_id), body=body, ok=(201, 202))
             except Conflict:
                 raise Conflict(f"document {doc_id!r} already exists") from None
             return
@@ -192,7 +191,7 @@ class CouchStore:
             if current is not None:
                 payload["_rev"] = current["_rev"]
             try:
-                self._request("PUT", self._doc_path(doc_id), body=payload, ok=(201, 202))
+                self.request("PUT", self._doc_path(doc_id), body=payload, ok=(201, 202))
             except Conflict:
                 # Another writer got in first: back off (jittered, so writers spread out),
                 # read its revision and write again.
@@ -211,7 +210,7 @@ class CouchStore:
             if current is None:
                 return False
             try:
-                self._request("DELETE", self._doc_path(doc_id),
+                self.request("DELETE", self._doc_path(doc_id),
                               params={"rev": current["_rev"]}, ok=(200, 202))
             except Conflict:
                 self._backoff(attempt)
@@ -230,7 +229,7 @@ class CouchStore:
                   "limit": str(self.list_page_docs),
                   "startkey": json.dumps(prefix), "endkey": json.dumps(prefix + _HIGH_KEY)}
         while True:
-            page = self._json(self._request("GET", f"/{self.db}/_all_docs", params=params))
+            page = self._json(self.request("GET", f"/{self.db}/_all_docs", params=params))
             rows = page.get("rows") if isinstance(page, dict) else None
             if not isinstance(rows, list):
                 raise MetadataUnavailable(f"{self._where} sent a malformed _all_docs page")
@@ -277,7 +276,7 @@ class CouchStore:
     # ---- conflicts ----------------------------------------------------------------------
     def leaves(self, doc_id: str) -> list[Leaf]:
         """Every live leaf revision of ``doc_id`` on this server."""
-        response = self._request("GET", self._doc_path(doc_id), params={"open_revs": "all"},
+        response = self.request("GET", self._doc_path(doc_id), params={"open_revs": "all"},
                                  ok=(200, 404))
         if response.status_code == 404:
             return []
@@ -312,7 +311,7 @@ class CouchStore:
             return
         docs = [{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in revs]
         try:
-            self._request("POST", f"/{self.db}/_bulk_docs", body={"docs": docs})
+            self.request("POST", f"/{self.db}/_bulk_docs", body={"docs": docs})
         except (Conflict, BadRequest) as exc:
             # Another peer resolved the same conflict first; its deletions replicate here.
             log.info("%s: deleting losing revisions of %r: %s", self._where, doc_id, exc)
@@ -322,47 +321,12 @@ class CouchStore:
         """One page of the ``_changes`` feed after ``since``: (changes, last_seq)."""
         params = {"since": since, "limit": str(limit), "style": "all_docs",
                   "include_docs": "true", "conflicts": "true"}
-        page = self._json(self._request("GET", f"/{self.db}/_changes", params=params))
+        page = self._json(self.request("GET", f"/{self.db}/_changes", params=params))
         results = page.get("results") if isinstance(page, dict) else None
         if not isinstance(results, list):
             raise MetadataUnavailable(f"{self._where} sent a malformed _changes page")
         out = [c for c in (self._parse_change(r) for r in results) if c is not None]
         return out, _seq(page.get("last_seq", since))
-
-    def follow(self, since: str, stop: threading.Event, *,
-               heartbeat_ms: int = 1000) -> Iterator[Change]:
-        """The continuous ``_changes`` feed from ``since`` until ``stop`` is set."""
-        params = {"since": since, "feed": "continuous", "heartbeat": str(heartbeat_ms),
-                  "style": "all_docs", "include_docs": "true", "conflicts": "true"}
-        timeout = httpx.Timeout(5.0, read=heartbeat_ms / 1000 * 5)
-        try:
-            with self._http.stream("GET", f"/{self.db}/_changes", params=params,
-                                   timeout=timeout) as response:
-                if response.status_code != 200:
-                    response.read()
-                    self._raise_for(response, "GET", f"/{self.db}/_changes")
-                for line in response.iter_lines():
-                    if stop.is_set() or self._closed.is_set():
-                        return
-                    if not line.strip():
-                        continue  # heartbeat
-                    if len(line) > MAX_CHANGE_LINE_BYTES:
-                        log.warning("%s: skipping a %d-byte change", self._where, len(line))
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        log.warning("%s: skipping a malformed change line %.200r",
-                                    self._where, line)
-                        continue
-                    change = self._parse_change(row)
-                    if change is not None:
-                        yield change
-        except httpx.TimeoutException:
-            raise MetadataUnavailable(f"{self._where}: _changes feed went silent") from None
-        except httpx.HTTPError as exc:
-            raise MetadataUnavailable(f"{self._where}: _changes feed failed "
-                                      f"({type(exc).__name__}: {exc})") from None
 
     def _parse_change(self, row: Any) -> Change | None:
         if not isinstance(row, dict):
