@@ -17,6 +17,7 @@ from .network import LinkNetwork
 from .toxiproxy import Toxic, ToxiproxyServer
 
 START_ATTEMPTS = 3
+START_TIMEOUT_S = 15.0
 
 
 class LocalCluster:
@@ -82,7 +83,7 @@ class LocalCluster:
     def _start_group(self, names: list[str], env: dict[str, str]) -> None:
         for attempt in range(START_ATTEMPTS):
             try:
-                local.start(self.home, env=env, only=names)
+                local.start(self.home, env=env, only=names, timeout_s=START_TIMEOUT_S)
                 return
             except PeerUnavailable:
                 # Its port was taken meanwhile by some process's outgoing connection (the

@@ -24,6 +24,7 @@ from typing import Any
 
 from mydrive.client import PeerClient
 from mydrive.crypto import new_kdf_params
+from mydrive.errors import PeerUnavailable
 from mydrive.faults import ENV_VAR as FAULTS_ENV
 from mydrive.faults import read_fault_log
 from mydrive.filerecord import FileRecord
@@ -179,7 +180,17 @@ class Run:
 
     # ---- set-up ------------------------------------------------------------------------
     def setup(self) -> None:
-        self.cluster.start()
+        try:
+            self.cluster.start()
+        except PeerUnavailable as exc:
+            # A port chosen at creation was taken by another process before the service
+            # bound it: build the cluster again with fresh ports, once.
+            self.cluster.stop()
+            self.fault("setup-retried", reason=str(exc)[:200])
+            shutil.rmtree(self.cluster.home, ignore_errors=True)
+            self.cluster = LocalCluster(self.cluster.home, self.cluster.count, seed=self.seed,
+                                        peer_env=self.cluster.peer_env, **CHAOS_OVERRIDES)
+            self.cluster.start()
         record, keys = create_user(USER, PASSPHRASE, kdf_params=new_kdf_params(**FAST_KDF))
         with closing(self.cluster.peer_config(self.owner).open_metadata()) as store:
             store.put(f"user:{USER}", dict(record.to_doc()), create_only=True)

@@ -96,7 +96,7 @@ def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
 
 
 def start(home: Path, *, env: dict[str, str] | None = None,
-          only: list[str] | None = None) -> None:
+          only: list[str] | None = None, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
     """Start the services of every peer (or of the named peers) that are not running."""
     state = _read_state(home)
     if not state["peers"]:
@@ -110,7 +110,7 @@ def start(home: Path, *, env: dict[str, str] | None = None,
                 continue
             entry["pids"][kind] = _spawn(Path(entry["dir"]), kind, env)
     _write_state(home, state)
-    wait_healthy(home, only=only)
+    wait_healthy(home, only=only, timeout_s=timeout_s)
 
 
 def kinds_of(peer: PeerDir) -> tuple[str, ...]:
