@@ -148,15 +148,20 @@ home_option = click.option("--home", type=click.Path(path_type=Path, file_okay=F
 @click.option("--replicas", type=int, default=2, show_default=True)
 @click.option("--tls/--no-tls", default=True, show_default=True,
               help="put each peer behind its own nginx with mutual TLS")
+@click.option("--metadata", type=click.Choice(["sqlite", "couchdb"]), default="sqlite",
+              show_default=True,
+              help="metadata backend; couchdb runs one pouchdb-server per peer, replicating "
+                   "master-master (docs/metadata.md)")
 @click.option("--detach", is_flag=True, help="return once healthy, leave the peers running")
-def cluster_up(home: Path, peers: int, replicas: int, tls: bool, detach: bool) -> None:
+def cluster_up(home: Path, peers: int, replicas: int, tls: bool, metadata: str,
+               detach: bool) -> None:
     """Create (or reuse) N peers under HOME and start their services."""
     import time
 
     from . import cluster as local
 
     with _errors():
-        local.create(home, peers, replicas=replicas, tls=tls)
+        local.create(home, peers, replicas=replicas, tls=tls, metadata=metadata)
         local.start(home)
         _print_status(home, as_json=False)
         for p in local.status(home):

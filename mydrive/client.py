@@ -6,6 +6,7 @@ user's unwrapped keys never cross a socket (docs/architecture.md explains the ch
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ class PeerClient:
                                 kdf_params=crypto.new_kdf_params(self.random_bytes,
                                                                  **self.kdf_costs))
         try:
-            self.store.put(f"user:{name}", dict(record.to_doc()), create_only=True)
+            self.store.put(f"user:{name}", {**record.to_doc(), "updated_ms": self.clock.now_ms()},
+                           create_only=True)
         except Conflict:
             raise UserExists(f"user {name!r} already exists") from None
         return record
@@ -125,7 +127,9 @@ class PeerClient:
         rotated = rotate_passphrase(record, current, new, random_bytes=self.random_bytes,
                                     kdf_params=crypto.new_kdf_params(self.random_bytes,
                                                                      **self.kdf_costs))
-        self.store.put(f"user:{record.name}", dict(rotated.to_doc()))
+        # updated_ms decides between rotations made on two partitioned peers (docs/metadata.md)
+        self.store.put(f"user:{record.name}",
+                       {**rotated.to_doc(), "updated_ms": self.clock.now_ms()})
         return rotated
 
     # ---- peers -------------------------------------------------------------------------
@@ -144,10 +148,14 @@ class PeerClient:
     # ---- files -------------------------------------------------------------------------
     def _records(self, keys: UserKeys) -> list[FileRecord]:
         records = []
-        for _, doc in self.store.list_prefix("file:"):
+        for doc_id, doc in self.store.list_prefix("file:"):
             if doc.get("owner_id") != keys.user_id:
                 continue
-            records.append(FileRecord.from_doc(doc))
+            try:
+                records.append(FileRecord.from_doc(doc))
+            except BadRequest as exc:  # e.g. garbage replicated from another peer
+                logging.getLogger("mydrive.client").warning(
+                    "skipping malformed file document %r: %s", doc_id, exc)
         return records
 
     def _decrypted_path(self, keys: UserKeys, record: FileRecord) -> str:

@@ -75,6 +75,10 @@ def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
         network_dir = home / "pki"
         if not (network_dir / CA_KEY).exists():
             init_network(network_dir, name=f"mydrive network {home.name}")
+    if overrides.get("metadata") == "couchdb":
+        from .store.couchserver import shared_credentials
+
+        overrides = {**shared_credentials(home), **overrides}
     dirs = []
     for i in range(peers):
         root = home / f"peer-{i}"
@@ -83,21 +87,30 @@ def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
         else:
             dirs.append(init_peer(root, name=f"peer-{i}", replicas=replicas,
                                   network_dir=network_dir, **overrides))
-    for peer in dirs:
-        with closing(peer.open_metadata()) as store:
-            for other in dirs:
-                register_peer(store, other.config)
     state = _read_state(home)
     known = {p["dir"]: p for p in state.get("peers", [])}
     state["peers"] = [known.get(str(d.root), {"dir": str(d.root), "name": d.config.name,
                                              "pids": {}}) for d in dirs]
     _write_state(home, state)
+    if any(d.config.metadata == "couchdb" for d in dirs):
+        start(home, kinds=("couchdb",))  # their metadata servers must run to register
+    for peer in dirs:
+        with closing(peer.open_metadata()) as store:
+            for other in dirs:
+                register_peer(store, other.config)
+        if peer.config.metadata == "couchdb":
+            from .store.replication import ensure_for_peer
+
+            ensure_for_peer(peer)
     return dirs
 
 
 def start(home: Path, *, env: dict[str, str] | None = None,
-          only: list[str] | None = None, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
-    """Start the services of every peer (or of the named peers) that are not running."""
+          only: list[str] | None = None, timeout_s: float = HEALTH_TIMEOUT_S,
+          kinds: tuple[str, ...] | None = None) -> None:
+    """Start the services of every peer (or of the named peers) that are not running.
+
+    ``kinds`` limits it to some services (e.g. ``("couchdb",)``)."""
     state = _read_state(home)
     if not state["peers"]:
         raise BadRequest(f"no cluster in {home}; run: mydrive cluster up --home {home}")
@@ -106,16 +119,20 @@ def start(home: Path, *, env: dict[str, str] | None = None,
             continue
         for kind in kinds_of(PeerDir(Path(entry["dir"]))):
             pid = entry["pids"].get(kind)
-            if pid is not None and _is_our_process(pid):
+            if kinds is not None and kind not in kinds or (
+                    pid is not None and _is_our_process(pid)):
                 continue
             entry["pids"][kind] = _spawn(Path(entry["dir"]), kind, env)
     _write_state(home, state)
-    wait_healthy(home, only=only, timeout_s=timeout_s)
+    wait_healthy(home, only=only, timeout_s=timeout_s, kinds=kinds)
 
 
 def kinds_of(peer: PeerDir) -> tuple[str, ...]:
-    """The processes one peer runs: its services, its UI, and nginx in front when TLS is on."""
-    return (*SERVICES, "ui", "nginx") if peer.config.tls else (*SERVICES, "ui")
+    """The processes one peer runs: its services, its UI, nginx in front when TLS is on, and
+    first its CouchDB-protocol server when its metadata is on CouchDB."""
+    couchdb = ("couchdb",) if peer.config.metadata == "couchdb" else ()
+    nginx = ("nginx",) if peer.config.tls else ()
+    return (*couchdb, *SERVICES, "ui", *nginx)
 
 
 def _spawn(peer_dir: Path, kind: str, env: dict[str, str] | None) -> int:
@@ -131,6 +148,12 @@ def _spawn(peer_dir: Path, kind: str, env: dict[str, str] | None) -> int:
             from .nginx import command
 
             args = command(PeerDir(peer_dir))
+        elif kind == "couchdb":
+            from .store.couchserver import peer_command
+
+            c = PeerDir(peer_dir).config
+            args = peer_command(peer_dir / "couchdb", port=c.couchdb_port, user=c.couchdb_user,
+                                password=c.couchdb_password)
         else:
             args = [sys.executable, "-m", "mydrive", "serve", kind, str(peer_dir)]
         proc = subprocess.Popen(
@@ -158,16 +181,21 @@ def _is_our_process(pid: int) -> bool:
         return False  # a zombie is dead for our purposes
     if b"mydrive" in args and b"serve" in args:
         return True
+    from .store.couchserver import is_pouchdb_cmdline
+
+    if is_pouchdb_cmdline(args):
+        return True
     # nginx rewrites its title to "nginx: master process <binary> -p <prefix> ..."
     return args[0].startswith(b"nginx: master process") and b"/nginx" in args[0]
 
 
 def wait_healthy(home: Path, *, timeout_s: float = HEALTH_TIMEOUT_S,
-                 only: list[str] | None = None) -> None:
+                 only: list[str] | None = None, kinds: tuple[str, ...] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         bad = [f"{p['name']}/{s.kind}" for p in status(home) for s in p["services"]
-               if (only is None or p["name"] in only) and not s.healthy]
+               if (only is None or p["name"] in only) and (kinds is None or s.kind in kinds)
+               and not s.healthy]
         if not bad:
             return
         if time.monotonic() > deadline:
@@ -191,6 +219,13 @@ def status(home: Path) -> list[dict[str, Any]]:
                 services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
                                               healthy=alive and healthy(peer),
                                               address=cfg.nginx_address, metrics_url=""))
+                continue
+            if kind == "couchdb":
+                from .store.couchserver import is_ready
+
+                services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
+                                              healthy=alive and is_ready(cfg.couchdb_url),
+                                              address=cfg.couchdb_public_url, metrics_url=""))
                 continue
             if kind == "ui":
                 from .ui.address import LOOPBACK, ui_url

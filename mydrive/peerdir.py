@@ -51,12 +51,28 @@ class PeerConfig:
     nginx_port: int = 0        # mutual-TLS listener for peer traffic (gRPC, /couchdb/)
     ui_port: int = 0           # nginx TLS listener for the browser UI (localhost only)
     ui_backend_port: int = 0   # the UI's own WSGI server on loopback
+    # CouchDB metadata (metadata == "couchdb", docs/metadata.md): this peer's own server.
+    couchdb_port: int = 0
+    couchdb_db: str = "mydrive"
+    couchdb_user: str = ""
+    couchdb_password: str = ""
+    couchdb_advertise_url: str = ""  # how other peers' servers reach it (default host:port)
 
     @property
     def service_host(self) -> str:
         # Behind nginx the services are for nginx only: loopback. Without TLS (local test
         # networks) they listen on the peer's host themselves.
         return "127.0.0.1" if self.tls else self.host
+
+    @property
+    def couchdb_url(self) -> str:
+        """This peer's own CouchDB server, as the peer's processes reach it."""
+        return f"http://127.0.0.1:{self.couchdb_port}"
+
+    @property
+    def couchdb_public_url(self) -> str:
+        """Where the other peers' servers pull from (recorded in the peer document)."""
+        return self.couchdb_advertise_url or f"http://{self.host}:{self.couchdb_port}"
 
     @property
     def receiver_address(self) -> str:
@@ -117,8 +133,15 @@ class PeerDir:
         return path if path.is_absolute() else self.root / path
 
     def open_metadata(self) -> MetadataStore:
+        if self.config.metadata == "couchdb":
+            from .store.couchdb import CouchStore
+
+            c = self.config
+            return CouchStore(c.couchdb_url, c.couchdb_db, user=c.couchdb_user,
+                              password=c.couchdb_password)
         if self.config.metadata != "sqlite":
-            raise BadRequest(f"metadata backend {self.config.metadata!r} is not available")
+            raise BadRequest(f"metadata backend {self.config.metadata!r} is not available; "
+                             f"expected 'sqlite' or 'couchdb'")
         return SqliteStore(self.root / "metadata.sqlite3")
 
 
@@ -151,12 +174,16 @@ def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
         overrides = {"tls": True, "nginx_port": free_port(host), "ui_port": free_port(host),
                      **overrides}
     overrides.setdefault("ui_backend_port", free_port(loopback))
+    if overrides.get("metadata") == "couchdb":
+        overrides.setdefault("couchdb_port", free_port(loopback))
     config = PeerConfig(peer_id=os.urandom(8).hex(), name=name, host=host,
                         receiver_port=free_port(loopback), sender_port=free_port(loopback),
                         receiver_metrics_port=free_port(loopback),
                         sender_metrics_port=free_port(loopback), **overrides)
     atomic_write_bytes(root / CONFIG_NAME, json.dumps(asdict(config), indent=2).encode())
     peer = PeerDir(root)
+    if config.metadata == "couchdb":
+        return peer  # its server is not running yet: whoever starts it registers the peer
     with closing(peer.open_metadata()) as store:
         register_peer(store, config)
     return peer
@@ -169,4 +196,5 @@ def register_peer(store: MetadataStore, config: PeerConfig) -> None:
         "receiver_address": config.address().receiver_address,
         "sender_address": config.address().sender_address, "tls": config.tls,
         "capacity_bytes": config.capacity_bytes,
+        **({"couchdb_url": config.couchdb_public_url} if config.metadata == "couchdb" else {}),
     })

@@ -104,6 +104,11 @@ def serve(kind: str, peer_dir: Path) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if kind == "receiver" and peer.config.metadata == "couchdb":
+        from ..store.replication import supervise_peer
+
+        threading.Thread(target=supervise_peer, args=(peer, stop), daemon=True,
+                         name="replication").start()
     try:
         while not stop.wait(1.0):
             pass

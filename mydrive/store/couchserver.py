@@ -95,3 +95,23 @@ def wait_ready(url: str, *, timeout_s: float = READY_TIMEOUT_S,
             raise MetadataUnavailable(f"pouchdb-server at {url} not ready after "
                                       f"{timeout_s:.0f} s")
         time.sleep(0.1)
+
+
+def peer_command(data_dir: Path, *, port: int, user: str, password: str) -> list[str]:
+    """Write the config and give the command line of one peer's pouchdb-server."""
+    write_config(data_dir, user, password)
+    return command(data_dir, "127.0.0.1", port)
+
+
+def shared_credentials(home: Path, user: str = "mydrive") -> dict[str, str]:
+    """The admin credentials every CouchDB peer of a local network shares (replication uses
+    them to reach the other peers' servers): an existing peer's, or new ones."""
+    for config_path in sorted(home.glob("peer-*/peer.json")):
+        try:
+            raw = json.loads(config_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if raw.get("couchdb_user") and raw.get("couchdb_password"):
+            return {"couchdb_user": str(raw["couchdb_user"]),
+                    "couchdb_password": str(raw["couchdb_password"])}
+    return {"couchdb_user": user, "couchdb_password": os.urandom(16).hex()}

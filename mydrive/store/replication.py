@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -28,6 +28,9 @@ import httpx
 from ..errors import MydriveError
 from .base import Document
 from .couchdb import Change, CouchStore, redact_url
+
+if TYPE_CHECKING:
+    from ..peerdir import PeerDir
 
 log = logging.getLogger("mydrive.store.replication")
 
@@ -247,3 +250,36 @@ def _probe(url: str) -> bool:
         return httpx.get(url + "/", timeout=PROBE_TIMEOUT_S).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _open(peer: PeerDir) -> tuple[CouchStore, Replicator]:
+    c = peer.config
+    store = peer.open_metadata()
+    assert isinstance(store, CouchStore), "peer is not on CouchDB metadata"
+    return store, Replicator(store, user=c.couchdb_user, password=c.couchdb_password)
+
+
+def ensure_for_peer(peer: PeerDir) -> None:
+    """Set up (or correct) a CouchDB peer's pulls from every peer it knows."""
+    store, replicator = _open(peer)
+    try:
+        replicator.ensure(remote_peers(store, local_peer_id=peer.config.peer_id))
+    finally:
+        store.close()
+
+
+def supervise_peer(peer: PeerDir, stop: threading.Event, *, interval_s: float = 1.0) -> None:
+    """Run a CouchDB peer's replication supervisor until ``stop``; never raises."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    while not stop.is_set():
+        try:
+            store, replicator = _open(peer)
+        except MydriveError as exc:
+            log.warning("replication supervisor waits for the metadata server: %s", exc)
+            stop.wait(interval_s)
+            continue
+        try:
+            ReplicationSupervisor(store, replicator, local_peer_id=peer.config.peer_id).run(
+                stop, interval_s=interval_s)
+        finally:
+            store.close()
