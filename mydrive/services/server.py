@@ -93,8 +93,8 @@ def serve(kind: str, peer_dir: Path) -> None:
     server, address = build_server(kind, peer, metrics)
     port = (peer.config.receiver_metrics_port if kind == "receiver"
             else peer.config.sender_metrics_port)
+    server.start()  # before /healthz answers: healthy must mean the gRPC port serves
     httpd = _metrics_http(metrics, peer.config.service_host, port)
-    server.start()
     log.info("%s of peer %s (%s) listening on %s, metrics on %s:%d", kind, peer.config.name,
              peer.config.peer_id, address, peer.config.service_host, port)
     stop = threading.Event()

@@ -1,0 +1,59 @@
+"""A service reports healthy only once its gRPC server has started."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mydrive.peerdir import init_peer
+from mydrive.services import server as server_mod
+
+
+def test_serve_healthz_answers_only_after_grpc_started(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """/healthz never says ok while the gRPC server is still starting (a restart race that
+    the chaos rolling-restart scenario hit: 'healthy' peers refusing calls)."""
+    peer = init_peer(tmp_path / "p")
+    started = threading.Event()
+
+    class SlowServer:
+        def start(self) -> None:
+            time.sleep(0.5)
+            started.set()
+
+        def stop(self, grace: float) -> threading.Event:
+            done = threading.Event()
+            done.set()
+            return done
+
+    handlers: dict[int, object] = {}
+    monkeypatch.setattr(server_mod, "build_server",
+                        lambda kind, p, metrics: (SlowServer(), "unused"))
+    monkeypatch.setattr(server_mod.signal, "signal",
+                        lambda signum, handler: handlers.__setitem__(signum, handler))
+    seen: list[bool] = []
+
+    def poll() -> None:
+        url = f"http://{peer.config.service_host}:{peer.config.sender_metrics_port}/healthz"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        seen.append(started.is_set())
+                        break
+            except OSError:
+                time.sleep(0.01)
+        while server_mod.signal.SIGTERM not in handlers:
+            time.sleep(0.01)
+        handlers[server_mod.signal.SIGTERM](server_mod.signal.SIGTERM, None)  # type: ignore[operator]
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    server_mod.serve("sender", peer.root)
+    poller.join()
+    assert seen == [True]
