@@ -46,7 +46,7 @@ def create_app(peer_dir: Path, *, settings: UiSettings | None = None,
     upload_dir = prepare_upload_dir(client.peer.root / "tmp" / "ui-uploads")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,  # a text field; also bounds the parser's buffer
         MAX_FORM_PARTS=settings.max_upload_files + 16,
         TRUSTED_HOSTS=TRUSTED_HOSTS,  # only loopback names: no DNS-rebinding visitors
         TEMPLATES_AUTO_RELOAD=False,

@@ -28,7 +28,7 @@
     ["Weak", "Too easy to guess. Add more words or characters."],
     ["Fair", "Could be stronger: add another word."],
     ["Good", "Good. One more word makes it strong."],
-    ["Strong", "Strong passphrase."],
+    ["Strong", "Hard to guess. Keep it somewhere safe: it can't be recovered."],
   ];
 
   function strengthLevel(p) {
