@@ -45,14 +45,16 @@ def render(peer: PeerDir) -> Path:
     for sub in ("logs", "tmp"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     files = tls_files(peer.tls_dir)
-    couchdb_port = int(getattr(cfg, "couchdb_port", 0) or 0)
-    couchdb_route = (f"proxy_pass http://127.0.0.1:{couchdb_port}/; proxy_buffering off; "
+    if not cfg.egress_port:
+        raise BadRequest(f"peer {cfg.name} predates the egress listener: create it again")
+    couchdb_route = (f"proxy_pass http://127.0.0.1:{cfg.couchdb_port}/; proxy_buffering off; "
                      f"proxy_request_buffering off; proxy_read_timeout 3600s;"
-                     if couchdb_port else "return 404;")
+                     if cfg.couchdb_port else "return 404;")
     text = string.Template(TEMPLATE.read_text()).substitute(
         prefix=base.resolve().as_posix(), peer_id=cfg.peer_id, listen_host=cfg.host,
         peer_port=cfg.nginx_port, ui_port=cfg.ui_port, ui_backend_port=cfg.ui_backend_port,
         receiver_port=cfg.receiver_port, sender_port=cfg.sender_port,
+        egress_port=cfg.egress_port,
         cert=files.cert.resolve().as_posix(), key=files.key.resolve().as_posix(),
         ca_cert=files.ca_cert.resolve().as_posix(), couchdb_route=couchdb_route)
     path = base / "nginx.conf"

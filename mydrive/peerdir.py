@@ -16,6 +16,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .chunkplan import DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_SEGMENT_SIZE_BYTES
 from .engine.settings import TransferSettings
@@ -51,6 +52,7 @@ class PeerConfig:
     nginx_port: int = 0        # mutual-TLS listener for peer traffic (gRPC, /couchdb/)
     ui_port: int = 0           # nginx TLS listener for the browser UI (localhost only)
     ui_backend_port: int = 0   # the UI's own WSGI server on loopback
+    egress_port: int = 0       # loopback: nginx adds mutual TLS to CouchDB pulls from others
     # CouchDB metadata (metadata == "couchdb", docs/metadata.md): this peer's own server.
     couchdb_port: int = 0
     couchdb_db: str = "mydrive"
@@ -72,7 +74,26 @@ class PeerConfig:
     @property
     def couchdb_public_url(self) -> str:
         """Where the other peers' servers pull from (recorded in the peer document)."""
-        return self.couchdb_advertise_url or f"http://{self.host}:{self.couchdb_port}"
+        if self.couchdb_advertise_url:
+            return self.couchdb_advertise_url
+        if self.tls:  # other peers come in through nginx's mutual-TLS /couchdb/ route
+            return f"https://{self.host}:{self.nginx_port}/couchdb"
+        return f"http://{self.host}:{self.couchdb_port}"
+
+    def reach_couchdb(self, url: str, peer_id: str) -> str:
+        """The URL this peer's CouchDB dials to pull from ``url``, peer ``peer_id``'s server.
+
+        CouchDB's replicator can't present our client certificate, so with TLS on it goes
+        through our nginx's loopback egress listener, which makes the mutual-TLS call and
+        checks the remote certificate names that peer (``peer_tls_name``).
+        """
+        parts = urlsplit(url)
+        if not self.tls or parts.scheme != "https" or not parts.hostname:
+            return url
+        port = parts.port or 443
+        path = parts.path.removeprefix("/couchdb")
+        return (f"http://127.0.0.1:{self.egress_port}/remote/{parts.hostname}/{port}/"
+                f"{peer_id}{path}")
 
     @property
     def receiver_address(self) -> str:
@@ -145,6 +166,15 @@ class PeerDir:
         return SqliteStore(self.root / "metadata.sqlite3")
 
 
+def peer_tls_name(peer_id: str) -> str:
+    """A DNS name in every peer certificate that names the peer itself.
+
+    nginx checks upstream certificates by DNS name only (not IP SANs), so peer-to-peer
+    calls nginx makes (CouchDB pulls) verify this name.
+    """
+    return f"{peer_id}.peer.mydrive"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free right now on ``host`` (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -166,17 +196,18 @@ def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
         (root / sub).mkdir(exist_ok=True)
     name = name or root.name
     loopback = "127.0.0.1"
+    peer_id = os.urandom(8).hex()
     if network_dir is not None:
         from .pki import issue_peer_certificate
 
-        hosts = sorted({host, loopback, "localhost"})
+        hosts = sorted({host, loopback, "localhost", peer_tls_name(peer_id)})
         issue_peer_certificate(network_dir, root / "tls", peer_name=name, hosts=hosts)
         overrides = {"tls": True, "nginx_port": free_port(host), "ui_port": free_port(host),
-                     **overrides}
+                     "egress_port": free_port(loopback), **overrides}
     overrides.setdefault("ui_backend_port", free_port(loopback))
     if overrides.get("metadata") == "couchdb":
         overrides.setdefault("couchdb_port", free_port(loopback))
-    config = PeerConfig(peer_id=os.urandom(8).hex(), name=name, host=host,
+    config = PeerConfig(peer_id=peer_id, name=name, host=host,
                         receiver_port=free_port(loopback), sender_port=free_port(loopback),
                         receiver_metrics_port=free_port(loopback),
                         sender_metrics_port=free_port(loopback), **overrides)

@@ -57,8 +57,13 @@ def with_credentials(url: str, user: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def remote_peers(store: CouchStore, *, local_peer_id: str) -> list[RemotePeer]:
-    """The other peers that run a metadata server, from the ``peer:`` documents."""
+def remote_peers(store: CouchStore, *, local_peer_id: str,
+                 reach: Callable[[str, str], str] | None = None) -> list[RemotePeer]:
+    """The other peers that run a metadata server, from the ``peer:`` documents.
+
+    ``reach`` turns a peer's published URL into the one this peer dials (behind nginx:
+    through the local egress listener, which adds mutual TLS; see docs/tls.md).
+    """
     out = []
     for doc_id, doc in store.list_prefix("peer:"):
         peer_id, url = doc.get("peer_id"), doc.get("couchdb_url")
@@ -72,7 +77,9 @@ def remote_peers(store: CouchStore, *, local_peer_id: str) -> list[RemotePeer]:
                         doc_id, peer_id, url)
             continue
         if peer_id != local_peer_id:
-            out.append(RemotePeer(peer_id=peer_id, couchdb_url=url.rstrip("/")))
+            url = url.rstrip("/")
+            out.append(RemotePeer(peer_id=peer_id,
+                                  couchdb_url=reach(url, peer_id) if reach else url))
     if len(out) > MAX_REMOTE_PEERS:
         log.warning("%d peers with a metadata server; replicating with the first %d",
                     len(out), MAX_REMOTE_PEERS)
@@ -191,7 +198,9 @@ class ReplicationSupervisor:
     its metadata server or the replicas send."""
 
     def __init__(self, store: CouchStore, replicator: Replicator, *, local_peer_id: str,
-                 probe: Callable[[str], bool] | None = None) -> None:
+                 probe: Callable[[str], bool] | None = None,
+                 reach: Callable[[str, str], str] | None = None) -> None:
+        self.reach = reach
         self.store = store
         self.replicator = replicator
         self.local_peer_id = local_peer_id
@@ -202,7 +211,7 @@ class ReplicationSupervisor:
 
     def step(self) -> None:
         """One round: ensure pulls, kick the peers that came back, resolve conflicts."""
-        remotes = remote_peers(self.store, local_peer_id=self.local_peer_id)
+        remotes = remote_peers(self.store, local_peer_id=self.local_peer_id, reach=self.reach)
         self.replicator.ensure(remotes)
         for remote in remotes:
             up = self._probe(remote.couchdb_url)
@@ -263,7 +272,8 @@ def ensure_for_peer(peer: PeerDir) -> None:
     """Set up (or correct) a CouchDB peer's pulls from every peer it knows."""
     store, replicator = _open(peer)
     try:
-        replicator.ensure(remote_peers(store, local_peer_id=peer.config.peer_id))
+        replicator.ensure(remote_peers(store, local_peer_id=peer.config.peer_id,
+                                       reach=peer.config.reach_couchdb))
     finally:
         store.close()
 
@@ -279,7 +289,8 @@ def supervise_peer(peer: PeerDir, stop: threading.Event, *, interval_s: float = 
             stop.wait(interval_s)
             continue
         try:
-            ReplicationSupervisor(store, replicator, local_peer_id=peer.config.peer_id).run(
-                stop, interval_s=interval_s)
+            ReplicationSupervisor(store, replicator, local_peer_id=peer.config.peer_id,
+                                  reach=peer.config.reach_couchdb).run(stop,
+                                                                       interval_s=interval_s)
         finally:
             store.close()
