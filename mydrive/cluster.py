@@ -228,11 +228,11 @@ def status(home: Path) -> list[dict[str, Any]]:
                                               address=cfg.couchdb_public_url, metrics_url=""))
                 continue
             if kind == "ui":
-                from .ui.address import LOOPBACK, ui_url
+                from .ui.address import ui_healthy, ui_url
 
-                services.append(ServiceStatus(
-                    kind=kind, pid=pid, alive=alive, address=ui_url(cfg), metrics_url="",
-                    healthy=alive and _healthz(LOOPBACK, cfg.ui_backend_port)))
+                services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
+                                              healthy=alive and ui_healthy(cfg),
+                                              address=ui_url(cfg), metrics_url=""))
                 continue
             port = cfg.receiver_metrics_port if kind == "receiver" else cfg.sender_metrics_port
             url = f"http://{cfg.service_host}:{port}/metrics"

@@ -84,6 +84,10 @@ def _gunicorn(peer_dir: Path, port: int, settings: Any) -> None:
                 "preload_app": False,     # build the app (and its keys) in the worker
             }.items():
                 self.cfg.set(key, value)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 25 opens a control socket at one path per user ($HOME/.gunicorn):
+                # every peer's UI would fight over it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             from .app import create_app

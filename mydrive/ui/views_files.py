@@ -14,6 +14,7 @@ from ..errors import BadRequest, PathTraversal, TooLarge
 from ..paths import normalize_remote_path
 from ..sessions import Session
 from . import forms
+from .address import health_body
 from .basket import BasketItem
 from .jobs import JobFile, Progress
 from .state import require_session, ui_state
@@ -29,7 +30,7 @@ bp = Blueprint("files", __name__)
 @bp.get("/healthz")
 @public
 def healthz() -> Response:
-    return Response("ok\n", mimetype="text/plain")
+    return Response(health_body(ui_state().client.peer.config.peer_id), mimetype="text/plain")
 
 
 @bp.get("/files")
