@@ -254,7 +254,8 @@ def test_ui_another_user_sees_none_of_the_first_users_files(
     page.wait_for_url("**/files?notice=welcome")
     expect(page.locator(".empty").first).to_contain_text("No files yet")
     content = page.content()
-    for name in ("report.bin", "notes.txt", "cat.jpg", "/docs", "/photos"):
+    for name in ("report.bin", "notes.txt", "cat.jpg", 'data-path="/docs',
+                 'data-path="/photos'):
         assert name not in content, f"bob's page shows {name!r}"
     page.goto(memo["alice_job_url"])
     expect(page.locator("[data-problem=unknown-file]")).to_be_visible()
