@@ -18,7 +18,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..errors import MydriveError, TooLarge, UnknownFile
-from .problems import problem_for
+from .problems import INTERNAL, problem_for
 
 log = logging.getLogger("mydrive.ui.jobs")
 
@@ -34,13 +34,16 @@ class JobFile:
     done_bytes: int = 0
     state: str = "queued"        # queued | running | done | failed
     error_kind: str = ""
-    error: str = ""
+    error_title: str = ""        # what happened, for people ("Peers unavailable")
+    error_advice: str = ""       # what to do about it
+    error: str = ""              # the precise reason (mydrive's error message)
     local_path: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.remote_path, "size_bytes": self.size_bytes,
                 "done_bytes": self.done_bytes, "state": self.state,
-                "error_kind": self.error_kind, "error": self.error,
+                "error_kind": self.error_kind, "error_title": self.error_title,
+                "error_advice": self.error_advice, "error": self.error,
                 "local_path": self.local_path}
 
 
@@ -159,13 +162,15 @@ class JobBoard:
             log.info("%s job %s: a file failed: %s", job.kind, job.job_id, problem.kind)
             with job._lock:
                 item.state, item.error_kind = "failed", problem.kind
-                item.error = f"{problem.title}: {exc}"
+                item.error_title, item.error_advice = problem.title, problem.advice
+                item.error = str(exc)
             return
         except Exception:
             log.exception("%s job %s: unexpected error", job.kind, job.job_id)
             with job._lock:
                 item.state, item.error_kind = "failed", "internal"
-                item.error = "unexpected error on this peer; see its logs/ui.log"
+                item.error_title, item.error_advice = INTERNAL.title, INTERNAL.advice
+                item.error = "unexpected error"
             return
         with job._lock:
             item.state, item.local_path = "done", local_path

@@ -129,6 +129,22 @@
     tick();
   }
 
+  // A failed file: what happened and what to do, the precise reason folded away.
+  function errorParts(f) {
+    const frag = document.createDocumentFragment();
+    const span = document.createElement("span");
+    span.className = "job-error";
+    span.textContent = f.error_title + ".";
+    frag.append(span, " " + f.error_advice);
+    const why = document.createElement("details");
+    why.className = "why";
+    const summary = document.createElement("summary");
+    summary.textContent = "Details";
+    why.append(summary, f.error);
+    frag.append(why);
+    return frag;
+  }
+
   // Upload: send with XMLHttpRequest (progress of the browser -> peer leg), then follow the
   // job that encrypts and stores the files on the other peers.
   const uploadForm = $("form[data-upload-form]");
@@ -175,8 +191,22 @@
             setTimeout(function () { window.location.assign("/files?folder=" + encodeURIComponent(job.target)); }, 600);
           } else if (job.state === "failed") {
             const failed = job.files.filter(function (f) { return f.state === "failed"; });
-            text.textContent = "Not stored: " + failed.map(function (f) { return f.path + " (" + f.error + ")"; }).join("; ");
-            text.className = "bad";
+            text.textContent = "";
+            text.className = "";
+            failed.forEach(function (f) {
+              const line = document.createElement("div");
+              const what = document.createElement("span");
+              what.className = "job-error";
+              what.textContent = "Not stored: " + f.path + " (" + f.error_title + ").";
+              line.append(what, " " + f.error_advice);
+              const why = document.createElement("details");
+              why.className = "why";
+              const summary = document.createElement("summary");
+              summary.textContent = "Details";
+              why.append(summary, f.error);
+              line.append(why);
+              text.append(line);
+            });
             button.disabled = false;
           } else {
             text.textContent = "Encrypting and storing on other peers: " + Math.round(100 * pct) + "%";
@@ -219,10 +249,7 @@
           code.textContent = f.local_path;
           detail.append(code);
         } else if (f.state === "failed") {
-          const span = document.createElement("span");
-          span.className = "job-error";
-          span.textContent = f.error;
-          detail.append(span);
+          detail.append(errorParts(f));
         } else if (f.state === "running" && f.size_bytes) {
           detail.textContent = Math.round(100 * f.done_bytes / f.size_bytes) + "%";
         }
