@@ -3,7 +3,8 @@
 # Installs, only when missing, and says so:
 #   apt:  python3-venv (virtualenvs)
 #   pip:  mydrive and its dev/test tools into ./.venv (grpcio, cryptography, blake3, click,
-#         rich, pytest, hypothesis, mypy, ruff; see pyproject.toml)
+#         rich, flask, waitress, gunicorn, pytest, hypothesis, mypy, ruff, playwright;
+#         see pyproject.toml)
 # Idempotent: running it again only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
