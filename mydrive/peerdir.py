@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields
@@ -175,9 +176,36 @@ def peer_tls_name(peer_id: str) -> str:
     return f"{peer_id}.peer.mydrive"
 
 
+# Listening ports are chosen below the kernel's ephemeral range: a port picked there is
+# bound only later (at start), and meanwhile any outgoing connection may take it.
+_LISTEN_PORT_RANGE = (20000, 32767)
+_PORT_ATTEMPTS = 200
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux default; Windows uses 49152-65535
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now on ``host`` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port free right now on ``host``, outside the ephemeral range when possible."""
+    low, high = _LISTEN_PORT_RANGE
+    eph_low, eph_high = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(_PORT_ATTEMPTS):
+        port = rng.randint(low, high)
+        if eph_low <= port <= eph_high:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # let the OS pick
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
