@@ -9,6 +9,7 @@ disable, delete), toxics (add, remove) and reset. See docs/chaos.md.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -99,7 +100,7 @@ class ToxiproxyClient:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace").strip()
             raise ToxiproxyError(f"{method} {path}: HTTP {exc.code} {detail}") from None
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ToxiproxyError(f"{method} {path}: {exc}") from None
         return json.loads(raw) if raw.strip() else None
 

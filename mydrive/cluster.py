@@ -6,6 +6,7 @@ State lives in ``HOME/cluster.json`` (peer directories and the PIDs this tool st
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -249,7 +250,9 @@ def _healthz(host: str, port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as r:  # noqa: S310
             return bool(r.status == 200)
-    except OSError:
+    except (OSError, http.client.HTTPException):
+        # HTTPException (e.g. BadStatusLine): something else answered on that port, such as
+        # a gRPC server that took it while our service was down. Not healthy either.
         return False
 
 

@@ -57,3 +57,26 @@ def test_serve_healthz_answers_only_after_grpc_started(tmp_path: Path,
     server_mod.serve("sender", peer.root)
     poller.join()
     assert seen == [True]
+
+
+def test_cluster_healthz_treats_a_non_http_answer_as_unhealthy() -> None:
+    """A port answered by something that is not our HTTP server is 'not healthy', no crash."""
+    import socket
+
+    from mydrive import cluster
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def answer_garbage() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"\x00\x00\x12\x04garbage-not-http\r\n\r\n")
+
+        t = threading.Thread(target=answer_garbage)
+        t.start()
+        assert cluster._healthz("127.0.0.1", port) is False
+        t.join()
