@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import string
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +18,20 @@ from .fsutil import atomic_write_bytes
 from .peerdir import PeerDir
 from .pki import tls_files
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "nginx" / "peer.conf.template"
+# In a source checkout (editable install) the template is nginx/ in the tree; a plain install
+# (the docker image) has it in PREFIX/share/mydrive/nginx/ (pyproject data-files).
+TEMPLATE_CANDIDATES = (
+    Path(__file__).resolve().parent.parent / "nginx" / "peer.conf.template",
+    Path(sys.prefix) / "share" / "mydrive" / "nginx" / "peer.conf.template",
+)
+
+
+def template_path() -> Path:
+    for candidate in TEMPLATE_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise BadRequest(f"nginx config template not found (looked at "
+                     f"{', '.join(str(c) for c in TEMPLATE_CANDIDATES)}); reinstall mydrive")
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
 
@@ -36,8 +50,24 @@ def prefix(peer: PeerDir) -> Path:
     return peer.root / "nginx"
 
 
-def render(peer: PeerDir) -> Path:
-    """Write PEER_DIR/nginx/nginx.conf for this peer's ports and certificates."""
+# Local processes: the UI listener admits this machine's loopback only.
+LOOPBACK_UI_ACCESS = "allow 127.0.0.1;\n        allow ::1;\n        deny all;"
+# In a container the browser's connection arrives from Docker's port forwarding, never from
+# 127.0.0.1; the compose file publishes the UI port on the host's 127.0.0.1 only instead.
+CONTAINER_UI_ACCESS = "# access: the host publishes this port on 127.0.0.1 only (docker/)"
+# Docker's embedded DNS: the egress proxy_pass names its target in a variable, which nginx
+# resolves at request time (peer hosts are names like peer-1 in a compose network).
+CONTAINER_RESOLVER = "resolver 127.0.0.11 ipv6=off valid=30s;"
+
+
+def render(peer: PeerDir, *, container: bool = False) -> Path:
+    """Write PEER_DIR/nginx/nginx.conf for this peer's ports and certificates.
+
+    ``container``: nginx runs in the peer's container network namespace (docker/, shared
+    with the services, which stay on its loopback): it listens on every address there,
+    leaves the UI's host restriction to the port publishing, and resolves names with
+    Docker's DNS.
+    """
     cfg = peer.config
     if not cfg.tls:
         raise BadRequest(f"peer {cfg.name} has no TLS configured (create it with a network CA)")
@@ -50,8 +80,11 @@ def render(peer: PeerDir) -> Path:
     couchdb_route = (f"proxy_pass http://127.0.0.1:{cfg.couchdb_port}/; proxy_buffering off; "
                      f"proxy_request_buffering off; proxy_read_timeout 3600s;"
                      if cfg.couchdb_port else "return 404;")
-    text = string.Template(TEMPLATE.read_text()).substitute(
-        prefix=base.resolve().as_posix(), peer_id=cfg.peer_id, listen_host=cfg.host,
+    text = string.Template(template_path().read_text()).substitute(
+        prefix=base.resolve().as_posix(), peer_id=cfg.peer_id,
+        listen_host="0.0.0.0" if container else cfg.host,  # noqa: S104 - the pod's own netns
+        ui_access=CONTAINER_UI_ACCESS if container else LOOPBACK_UI_ACCESS,
+        resolver=CONTAINER_RESOLVER if container else "",
         peer_port=cfg.nginx_port, ui_port=cfg.ui_port, ui_backend_port=cfg.ui_backend_port,
         receiver_port=cfg.receiver_port, sender_port=cfg.sender_port,
         egress_port=cfg.egress_port,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import socket
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields
@@ -28,6 +29,9 @@ from .store.sqlite import SqliteStore
 from .transport import PeerAddress
 
 CONFIG_NAME = "peer.json"
+# Environment variables that, when set, replace peer.json's CouchDB credentials.
+COUCHDB_CREDENTIAL_ENV = {"couchdb_user": "MYDRIVE_COUCHDB_USER",
+                          "couchdb_password": "MYDRIVE_COUCHDB_PASSWORD"}
 DEFAULT_CAPACITY_BYTES = 100 * 1024**3
 
 
@@ -133,7 +137,13 @@ class PeerDir:
         try:
             raw: dict[str, Any] = json.loads(config_path.read_text())
             known = {f.name for f in fields(PeerConfig)}
-            self.config = PeerConfig(**{k: v for k, v in raw.items() if k in known})
+            values = {k: v for k, v in raw.items() if k in known}
+            # Containers pass the network's CouchDB credentials in the environment (from
+            # their env file) rather than in peer.json (docs/deploy.md).
+            for key, env in COUCHDB_CREDENTIAL_ENV.items():
+                if os.environ.get(env):
+                    values[key] = os.environ[env]
+            self.config = PeerConfig(**values)
         except (ValueError, TypeError) as exc:
             raise BadRequest(f"{config_path} is malformed: {exc}") from exc
 
@@ -230,8 +240,12 @@ def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
 
         hosts = sorted({host, loopback, "localhost", peer_tls_name(peer_id)})
         issue_peer_certificate(network_dir, root / "tls", peer_name=name, hosts=hosts)
-        overrides = {"tls": True, "nginx_port": free_port(host), "ui_port": free_port(host),
-                     "egress_port": free_port(loopback), **overrides}
+        overrides = {"tls": True, **overrides}
+        # Only probe ports that were not given: ``host`` may be another machine's address
+        # (a peer made on the CA machine) or a container name, where nothing can be bound.
+        for key, where in (("nginx_port", host), ("ui_port", host), ("egress_port", loopback)):
+            if not overrides.get(key):
+                overrides[key] = free_port(where)
     overrides.setdefault("ui_backend_port", free_port(loopback))
     if overrides.get("metadata") == "couchdb":
         overrides.setdefault("couchdb_port", free_port(loopback))
@@ -248,12 +262,49 @@ def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
     return peer
 
 
-def register_peer(store: MetadataStore, config: PeerConfig) -> None:
-    """Record a peer (ours or another) in a metadata store: the ``peer:<id>`` document."""
-    store.put(f"peer:{config.peer_id}", {
+def peer_document(config: PeerConfig) -> dict[str, Any]:
+    """A peer's ``peer:<id>`` document: how other peers reach it (no secrets)."""
+    return {
         "type": "peer", "version": 1, "peer_id": config.peer_id, "name": config.name,
         "receiver_address": config.address().receiver_address,
         "sender_address": config.address().sender_address, "tls": config.tls,
         "capacity_bytes": config.capacity_bytes,
         **({"couchdb_url": config.couchdb_public_url} if config.metadata == "couchdb" else {}),
-    })
+    }
+
+
+def register_peer(store: MetadataStore, config: PeerConfig) -> None:
+    """Record a peer (ours or another) in a metadata store: the ``peer:<id>`` document."""
+    store.put(f"peer:{config.peer_id}", peer_document(config))
+
+
+_PEER_ID_RE = re.compile(r"[0-9a-f]{16}")
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,253}:[0-9]{1,5}")
+MAX_PEER_DOCUMENT_BYTES = 64 * 1024
+
+
+def check_peer_document(doc: Any) -> dict[str, Any]:
+    """Check a ``peer:`` document that came from outside (a file another machine exported).
+
+    Raises BadRequest naming the field; returns the document unchanged when it is sound.
+    """
+    if not isinstance(doc, dict) or doc.get("type") != "peer":
+        raise BadRequest("not a peer document (expected a JSON object with type \"peer\"; "
+                         "make one with: mydrive peer doc PEER_DIR)")
+    if len(json.dumps(doc)) > MAX_PEER_DOCUMENT_BYTES:
+        raise BadRequest(f"peer document larger than {MAX_PEER_DOCUMENT_BYTES} bytes")
+    peer_id = doc.get("peer_id")
+    if not isinstance(peer_id, str) or _PEER_ID_RE.fullmatch(peer_id) is None:
+        raise BadRequest(f"peer document: peer_id must be 16 hex digits, got {peer_id!r:.40}")
+    for key in ("receiver_address", "sender_address"):
+        value = doc.get(key)
+        if not isinstance(value, str) or _ADDRESS_RE.fullmatch(value) is None:
+            raise BadRequest(f"peer document: {key} must be host:port, got {value!r:.80}")
+    url = doc.get("couchdb_url")
+    if url is not None:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.username or parts.password):
+            raise BadRequest("peer document: couchdb_url must be an http(s) URL without "
+                             "credentials")
+    return doc
