@@ -179,6 +179,8 @@ def peer_register(directory: Path, docs: tuple[Path, ...], wait_s: float) -> Non
         while True:
             try:
                 with closing(peer.open_metadata()) as store:
+                    if peer.config.metadata == "couchdb":
+                        _ensure_couch_system_dbs(store)
                     for doc in found:
                         store.put(f"peer:{doc['peer_id']}", doc)
                 break
@@ -189,6 +191,13 @@ def peer_register(directory: Path, docs: tuple[Path, ...], wait_s: float) -> Non
         for doc in found:
             click.echo(f"registered peer {doc.get('name', '?')} ({doc['peer_id']}) at "
                        f"{doc['receiver_address']}")
+
+
+def _ensure_couch_system_dbs(store: Any) -> None:
+    # A fresh single-node CouchDB 3 (the couchdb:3 image) has no _replicator (our pulls live
+    # there) nor _users until someone creates them; 412 means it exists.
+    for db in ("_users", "_replicator"):
+        store.request("PUT", f"/{db}", ok=(201, 202, 412))
 
 
 @peer.command("health")

@@ -70,10 +70,12 @@ class GrpcTransport:
                                  on_error=lambda exc: self._failed(peer.receiver_address, exc,
                                                                    peer.peer_id))
 
-    def chunk_status(self, peer: PeerAddress, chunk_id: bytes) -> Held:
+    def chunk_status(self, peer: PeerAddress, chunk_id: bytes, *,
+                     timeout_s: float | None = None) -> Held:
         stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
         try:
-            reply = stub.ChunkStatus(pb.ChunkRef(chunk_id=chunk_id), timeout=self.rpc_timeout_s)
+            reply = stub.ChunkStatus(pb.ChunkRef(chunk_id=chunk_id),
+                                     timeout=timeout_s or self.rpc_timeout_s)
         except grpc.RpcError as exc:
             raise self._failed(peer.receiver_address, exc, peer.peer_id) from None
         return Held(indices=frozenset(reply.indices), committed=reply.committed)

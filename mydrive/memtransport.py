@@ -59,7 +59,8 @@ class MemoryTransport:
         target = self._peer(peer)
         return _MemoryStoreSession(self, peer, ReceiverSession(target.store, target.metrics))
 
-    def chunk_status(self, peer: PeerAddress, chunk_id: bytes) -> Held:
+    def chunk_status(self, peer: PeerAddress, chunk_id: bytes, *,
+                     timeout_s: float | None = None) -> Held:
         store = self._peer(peer).store
         if store.has(chunk_id):
             count = store.header(chunk_id).segment_count

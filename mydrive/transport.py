@@ -49,7 +49,10 @@ class StoreSession(Protocol):
 class Transport(Protocol):
     def open_store(self, peer: PeerAddress) -> StoreSession: ...
 
-    def chunk_status(self, peer: PeerAddress, chunk_id: bytes) -> Held: ...
+    def chunk_status(self, peer: PeerAddress, chunk_id: bytes, *,
+                     timeout_s: float | None = None) -> Held:
+        """What the peer holds of a chunk (resume); also the cheap "are you there" probe."""
+        ...
 
     def fetch(self, peer: PeerAddress, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
         """Stream (segment index, data) of a chunk; the caller verifies every segment."""

@@ -9,6 +9,7 @@ file decrypted and verified, so a failed or interrupted download leaves nothing 
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,7 +47,8 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys,
                   peers: Mapping[str, PeerAddress], settings: TransferSettings,
                   transport: Transport, clock: Clock, overwrite: bool = False,
                   random_bytes: Callable[[int], bytes] = os.urandom,
-                  progress: Progress | None = None) -> TransferLedger:
+                  progress: Progress | None = None,
+                  sleep: Callable[[float], None] = time.sleep) -> TransferLedger:
     """Fetch ``record`` into ``destination`` (a full file path); returns the accounting."""
     if destination.exists() and not overwrite:
         raise FileExists(f"{destination} already exists (use --overwrite to replace it)")
@@ -58,7 +60,8 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys,
 
     def fetch_and_decrypt(chunk: ChunkRecord) -> bytes:
         ciphertext = _fetch_chunk(chunk, keys=keys, peers=peers, transport=transport,
-                                  clock=clock, random_bytes=random_bytes, ledger=ledger)
+                                  clock=clock, random_bytes=random_bytes, ledger=ledger,
+                                  settings=settings, sleep=sleep)
         return crypto.decrypt_chunk(file_key, record.file_id, chunk.index,
                                     record.plan.chunk_count, ciphertext)
 
@@ -101,11 +104,38 @@ def _remove_if_empty(path: Path) -> None:
 
 def _fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerAddress],
                  transport: Transport, clock: Clock, random_bytes: Callable[[int], bytes],
-                 ledger: TransferLedger) -> bytes:
+                 ledger: TransferLedger, settings: TransferSettings,
+                 sleep: Callable[[float], None]) -> bytes:
     count = len(chunk.segment_digests)
     got: dict[int, bytes] = {}
     problems: list[str] = []
-    for peer_id in chunk.replicas:
+    to_ask = list(chunk.replicas)
+    for attempt in range(settings.fetch_passes):
+        if attempt > 0:
+            sleep(settings.fetch_retry_pause_s)
+        to_ask = _fetch_pass(chunk, to_ask, got, keys=keys, peers=peers, transport=transport,
+                             clock=clock, random_bytes=random_bytes, ledger=ledger,
+                             problems=problems)
+        if len(got) == count or not to_ask:
+            break
+    missing = [i for i in range(count) if i not in got]
+    if missing:
+        raise DataLoss(f"chunk {chunk.index}: segments {missing} could not be fetched intact "
+                       f"from any replica ({'; '.join(problems) or 'bad data everywhere'})")
+    ciphertext = b"".join(got[i] for i in range(count))
+    if not digests_equal(digest(ciphertext), chunk.chunk_id):
+        raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
+    return ciphertext
+
+
+def _fetch_pass(chunk: ChunkRecord, replicas: list[str], got: dict[int, bytes], *,
+                keys: UserKeys, peers: Mapping[str, PeerAddress], transport: Transport,
+                clock: Clock, random_bytes: Callable[[int], bytes], ledger: TransferLedger,
+                problems: list[str]) -> list[str]:
+    """Ask each replica in turn for what is still missing; returns the unreachable ones."""
+    count = len(chunk.segment_digests)
+    unreachable: list[str] = []
+    for peer_id in replicas:
         need = [i for i in range(count) if i not in got]
         if not need:
             break
@@ -127,12 +157,8 @@ def _fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, Peer
                     got[index] = data
         except _FETCH_ERRORS as exc:
             ledger.failed(peer_id)
-            problems.append(f"{peer_id}: {exc}")
-    missing = [i for i in range(count) if i not in got]
-    if missing:
-        raise DataLoss(f"chunk {chunk.index}: segments {missing} could not be fetched intact "
-                       f"from any replica ({'; '.join(problems) or 'bad data everywhere'})")
-    ciphertext = b"".join(got[i] for i in range(count))
-    if not digests_equal(digest(ciphertext), chunk.chunk_id):
-        raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
-    return ciphertext
+            if len(problems) < 32:
+                problems.append(f"{peer_id}: {exc}")
+            if isinstance(exc, PeerUnavailable):
+                unreachable.append(peer_id)
+    return unreachable

@@ -24,8 +24,8 @@ from ..digest import DIGEST_ALG, digest
 from ..errors import (
     BadRequest,
     DataLoss,
+    MydriveError,
     PeerUnavailable,
-    TooFewPeers,
     TooLarge,
 )
 from ..faults import FaultPoints
@@ -86,11 +86,14 @@ class _Replicas:
             for peers in self.assigned:
                 for p in peers:
                     counts[p] = counts.get(p, 0) + 1
-            # Deterministic order: a hash of (file, chunk, peer), like the placement itself.
+            # The least loaded live peer first, so a dead peer's chunks spread out instead of
+            # filling one or two peers up to the "not every chunk" limit; ties broken by a
+            # hash of (file, chunk, peer), deterministic like the placement itself.
             candidates = sorted(
                 (p for p in self.eligible if p not in current and p not in self.failed
                  and counts.get(p, 0) + 1 < self.chunk_count),
-                key=lambda p: digest(self.file_id + chunk_index.to_bytes(4, "big") + p.encode()),
+                key=lambda p: (counts.get(p, 0),
+                               digest(self.file_id + chunk_index.to_bytes(4, "big") + p.encode())),
             )
             current.remove(failed_peer)
             if not candidates:
@@ -106,8 +109,14 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
                 progress: Progress | None = None) -> UploadResult:
     del clock  # uploads need no time today; kept so callers pass one engine-wide clock
     size = source.stat().st_size
-    eligible = [p for p in peers if p.peer_id != owner_peer_id]
+    eligible = _reachable([p for p in peers if p.peer_id != owner_peer_id], transport,
+                          settings.probe_timeout_s)
     min_chunks = min_chunks_for_placement(len(eligible), settings.replicas)
+    if len(eligible) - 1 >= settings.replicas + 1:
+        # Slack for one peer dying mid-upload: cut enough chunks that the survivors can
+        # still take its replicas without one of them ending up with every chunk.
+        min_chunks = max(min_chunks,
+                         min_chunks_for_placement(len(eligible) - 1, settings.replicas))
     # chunk_size_bytes is what a peer stores; the GCM tag takes 16 of it, so a full chunk's
     # ciphertext is exactly chunk_size_bytes and splits into whole segments.
     plan = plan_chunks(size, chunk_size_bytes=settings.chunk_size_bytes - GCM_TAG_BYTES,
@@ -171,9 +180,12 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
                 ledger.failed(peer_id)
                 substitute = replicas.substitute(chunk.index, peer_id)
                 if substitute is None:
-                    raise TooFewPeers(len(eligible), settings.replicas, plan.chunk_count,
-                                      f"chunk {chunk.index} lost its replica peer "
-                                      f"{peer_id} ({exc}) and no other peer may take it") from exc
+                    live = len(eligible) - len(replicas.failed)
+                    raise PeerUnavailable(
+                        f"chunk {chunk.index} lost its replica peer {peer_id} ({exc}); none of "
+                        f"the {live} live peers (of {len(eligible)} eligible) can take it: each "
+                        f"holds it already or would then hold all {plan.chunk_count} chunks "
+                        f"of the file") from exc
                 peer_id = substitute
 
     futures: list[Future[None]] = []
@@ -196,6 +208,26 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
                         wrapped_file_key=wrap_file_key(keys, file_id, file_key),
                         chunks=tuple(records[i] for i in range(plan.chunk_count)),
                         ledger=ledger)
+
+
+def _reachable(peers: list[PeerInfo], transport: Transport, timeout_s: float) -> list[PeerInfo]:
+    """The peers that answer a ChunkStatus probe now, probed in parallel, order kept."""
+    if not peers:
+        return peers
+    probe_id = bytes(32)  # no chunk has this id; any answer at all means "up"
+
+    def up(peer: PeerInfo) -> bool:
+        try:
+            transport.chunk_status(peer.address, probe_id, timeout_s=timeout_s)
+        except PeerUnavailable:
+            return False
+        except MydriveError:
+            return True  # it answered, even if with an error
+        return True
+
+    with ThreadPoolExecutor(max_workers=min(16, len(peers)), thread_name_prefix="probe") as pool:
+        answers = list(pool.map(up, peers))
+    return [p for p, ok in zip(peers, answers, strict=True) if ok]
 
 
 def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, file_key: bytes,

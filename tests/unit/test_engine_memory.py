@@ -95,3 +95,80 @@ def test_engine_refuses_too_few_peers(tmp_path: Path) -> None:
         upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                     settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
                     faults=FaultPoints(FaultPlan()))
+
+
+def test_engine_download_retries_replicas_that_come_back(tmp_path: Path) -> None:
+    """Every replica of a chunk down for the first pass: the pause brings one back, it works."""
+    net = mem_network(tmp_path / "peers", 5)
+    keys = fast_user()
+    src = random_file(tmp_path / "src.bin", 100_000)
+    result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
+                         settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
+                         faults=FaultPoints(FaultPlan()))
+    replicas = set(result.chunks[0].replicas)
+    net.transport.down.update(replicas)
+    pauses: list[float] = []
+
+    def restart_during_pause(seconds: float) -> None:
+        pauses.append(seconds)
+        net.transport.down.difference_update(replicas)  # the peers finished restarting
+
+    out = tmp_path / "out.bin"
+    download_file(_record(result, keys), out, keys=keys, peers=net.addresses,
+                  settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
+                  sleep=restart_during_pause)
+    assert out.read_bytes() == src.read_bytes()
+    assert pauses == [SMALL_SETTINGS.fetch_retry_pause_s]
+
+
+class _PeerDiesMidUpload:
+    """The in-memory transport, with one peer dying at its ``after``-th store stream."""
+
+    def __init__(self, inner, victim: str, after: int) -> None:
+        self.inner, self.victim, self.after, self.streams = inner, victim, after, 0
+
+    def open_store(self, peer):
+        self.streams += 1
+        if self.streams == self.after:
+            self.inner.down.add(self.victim)
+        return self.inner.open_store(peer)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_engine_upload_survives_a_peer_dying_mid_upload(tmp_path: Path, seed: int) -> None:
+    """A replica peer dies during the upload: its chunks move to live peers, the upload
+    succeeds with R distinct replicas, and no peer holds every chunk (small files too)."""
+    import random
+
+    rng = random.Random(seed)
+    peers = rng.randint(5, 7)
+    net = mem_network(tmp_path / "peers", peers)
+    victim = f"p{rng.randint(1, peers - 1)}"
+    transport = _PeerDiesMidUpload(net.transport, victim, rng.randint(1, 6))
+    keys = fast_user()
+    src = random_file(tmp_path / "src.bin", rng.randint(1, 14) * 60_000)
+    result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
+                         settings=SMALL_SETTINGS, transport=transport, clock=net.clock,
+                         faults=FaultPoints(FaultPlan()), random_bytes=rng.randbytes)
+    counts: dict[str, int] = {}
+    for chunk in result.chunks:
+        assert len(set(chunk.replicas)) == 2, f"seed {seed}"
+        for p in chunk.replicas:
+            counts[p] = counts.get(p, 0) + 1
+    assert max(counts.values()) < len(result.chunks), f"seed {seed}: {counts}"
+
+
+def test_engine_upload_leaves_out_unreachable_peers(tmp_path: Path) -> None:
+    """A peer already down is probed out before placement: nothing is planned for it."""
+    net = mem_network(tmp_path / "peers", 5)
+    net.transport.down.add("p2")
+    keys = fast_user()
+    src = random_file(tmp_path / "src.bin", 10)
+    result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
+                         settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
+                         faults=FaultPoints(FaultPlan()))
+    assert all("p2" not in c.replicas for c in result.chunks)
+    assert result.ledger.totals().failures == 0  # never even tried
