@@ -34,6 +34,7 @@ from mydrive.transport import PeerAddress
 from . import checkers
 from .checkers import PeerView, Verdict
 from .local import LocalCluster
+from .netns import NetnsCluster
 from .scenario import SCENARIO_DIR, Scenario, Step
 from .toxiproxy import Toxic
 
@@ -51,8 +52,22 @@ def derive_seed(scenario: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{scenario}|{seed}".encode()).digest()[:8], "big")
 
 
-def replay_command(scenario: str, peers: int, seed: int) -> str:
-    return f"mydrive chaos run {scenario} --peers {peers} --seed {seed}"
+BACKENDS = ("local", "netns")
+
+
+def replay_command(scenario: str, peers: int, seed: int, backend: str = "local") -> str:
+    extra = "" if backend == "local" else f" --backend {backend}"
+    return f"mydrive chaos run {scenario} --peers {peers} --seed {seed}{extra}"
+
+
+def make_cluster(backend: str, home: Path, peers: int, *, seed: int,
+                 peer_env: dict[str, dict[str, str]]) -> LocalCluster | NetnsCluster:
+    """A cluster of the chosen backend (``local`` processes on loopback, or ``netns``)."""
+    if backend == "netns":
+        return NetnsCluster(home, peers, seed=seed, peer_env=peer_env, **CHAOS_OVERRIDES)
+    if backend != "local":
+        raise ValueError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
+    return LocalCluster(home, peers, seed=seed, peer_env=peer_env, **CHAOS_OVERRIDES)
 
 
 @dataclass
@@ -92,6 +107,7 @@ class Report:
     verdicts: list[Verdict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     workdir: str = ""
+    backend: str = "local"
     scenario_ref: str = ""  # what `mydrive chaos run` takes: the name, or the file's path
 
     @property
@@ -100,7 +116,8 @@ class Report:
 
     @property
     def replay(self) -> str:
-        return replay_command(self.scenario_ref or self.scenario, self.peers, self.seed)
+        return replay_command(self.scenario_ref or self.scenario, self.peers, self.seed,
+                              self.backend)
 
     def to_json(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "seed": self.seed, "peers": self.peers,
@@ -108,16 +125,18 @@ class Report:
                 "faults": self.faults, "operations": [o.to_json() for o in self.ops],
                 "problems": self.problems, "checkers": [v.to_json() for v in self.verdicts],
                 "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-                "replay": self.replay, "workdir": self.workdir}
+                "replay": self.replay, "workdir": self.workdir, "backend": self.backend}
 
 
 class Run:
-    def __init__(self, scenario: Scenario, *, peers: int, seed: int, work: Path) -> None:
+    def __init__(self, scenario: Scenario, *, peers: int, seed: int, work: Path,
+                 backend: str = "local") -> None:
         self.scenario = scenario
+        self.backend = backend
         self.rng = random.Random(derive_seed(scenario.name, seed))
         self.seed = seed
         self.work = work
-        self.report = Report(scenario.name, seed, peers, workdir=str(work))
+        self.report = Report(scenario.name, seed, peers, workdir=str(work), backend=backend)
         if scenario.path is not None and scenario.path.parent != SCENARIO_DIR:
             self.report.scenario_ref = str(scenario.path)
         names = [f"peer-{i}" for i in range(peers)]
@@ -140,8 +159,8 @@ class Run:
                 {"seed": seed, "corrupt_serve_rate": serve, "log": str(self.fault_log)})}
             targets = names if scenario.corrupt_serve_peers == "*" else [self.victim]
             peer_env = {n: serve_env for n in targets}
-        self.cluster = LocalCluster(work / "cluster", peers, seed=seed, peer_env=peer_env,
-                                    **CHAOS_OVERRIDES)
+        self.cluster = make_cluster(backend, work / "cluster", peers, seed=seed,
+                                    peer_env=peer_env)
         self.download_dir = work / "downloads"
         self.sources: dict[str, bytes] = {}       # logical file -> bytes
         self.expected: dict[str, bytes] = {}      # acknowledged remote path -> bytes
@@ -188,8 +207,8 @@ class Run:
             self.cluster.stop()
             self.fault("setup-retried", reason=str(exc)[:200])
             shutil.rmtree(self.cluster.home, ignore_errors=True)
-            self.cluster = LocalCluster(self.cluster.home, self.cluster.count, seed=self.seed,
-                                        peer_env=self.cluster.peer_env, **CHAOS_OVERRIDES)
+            self.cluster = make_cluster(self.backend, self.cluster.home, self.cluster.count,
+                                        seed=self.seed, peer_env=self.cluster.peer_env)
             self.cluster.start()
         record, keys = create_user(USER, PASSPHRASE, kdf_params=new_kdf_params(**FAST_KDF))
         with closing(self.cluster.peer_config(self.owner).open_metadata()) as store:
@@ -442,12 +461,12 @@ class Run:
 
 
 def run_scenario(scenario: Scenario, *, peers: int, seed: int, workdir: Path | None = None,
-                 keep: bool = False) -> Report:
+                 keep: bool = False, backend: str = "local") -> Report:
     """Run ``scenario`` on a fresh ``peers``-peer cluster from ``seed``; never raises for a
     failed guarantee (the report says), only for a broken harness."""
     work = workdir or Path(tempfile.mkdtemp(prefix=f"mydrive-chaos-{scenario.name}-"))
     work.mkdir(parents=True, exist_ok=True)
-    run = Run(scenario, peers=peers, seed=seed, work=work)
+    run = Run(scenario, peers=peers, seed=seed, work=work, backend=backend)
     report = run.report
     t_start = time.monotonic()
     try:
@@ -485,6 +504,7 @@ def run_scenario(scenario: Scenario, *, peers: int, seed: int, workdir: Path | N
 
 def format_report(report: Report) -> str:
     lines = [f"scenario {report.scenario}  peers {report.peers}  seed {report.seed}  "
+             f"backend {report.backend}  "
              f"owner {report.owner}  victim {report.victim}",
              f"rates: upload corruption {report.rates.get('corrupt_upload_rate', 0):.2%}, "
              f"serve corruption {report.rates.get('corrupt_serve_rate', 0):.2%}",

@@ -149,10 +149,14 @@ def _proxy(doc: dict[str, Any]) -> Proxy:
 class ToxiproxyServer:
     """A toxiproxy server process on a free loopback port, started and stopped by us."""
 
-    def __init__(self, log_path: Path, *, seed: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, log_path: Path, *, seed: int, host: str = "127.0.0.1",
+                 port: int | None = None, prefix: tuple[str, ...] = ()) -> None:
         self.binary = find_server_binary()
         self.host = host
-        self.port = free_port(host)
+        # ``port`` must be given when ``host`` is not an address of this namespace (the netns
+        # backend runs the server inside a peer's namespace through ``prefix``).
+        self.port = port if port is not None else free_port(host)
+        self.prefix = prefix
         self.seed = seed
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
@@ -167,7 +171,7 @@ class ToxiproxyServer:
             # -seed: Toxiproxy's own dice (used only with toxicity < 1 or jitter, which we
             # never set) still come from the scenario seed.
             self._proc = subprocess.Popen(
-                [str(self.binary), "-host", self.host, "-port", str(self.port),
+                [*self.prefix, str(self.binary), "-host", self.host, "-port", str(self.port),
                  "-seed", str(self.seed)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         client = self.client

@@ -604,8 +604,14 @@ def chaos_list(as_json: bool) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--keep", is_flag=True, help="keep the work directory even when all passed")
-def chaos_run(scenario: str, peers: int, seed: int, as_json: bool, keep: bool) -> None:
+@click.option("--backend", type=click.Choice(["local", "netns"]), default="local",
+              show_default=True,
+              help="local: processes on loopback; netns: each peer in its own network "
+                   "namespace (root on Linux)")
+def chaos_run(scenario: str, peers: int, seed: int, as_json: bool, keep: bool,
+              backend: str) -> None:
     """Run SCENARIO (a catalog name or a .toml file) from SEED; exit 1 if a guarantee broke."""
+    from chaos.netns import NetnsUnavailable
     from chaos.runner import format_report, run_scenario
     from chaos.scenario import ScenarioError, find
     from chaos.toxiproxy import ToxiproxyError
@@ -613,8 +619,9 @@ def chaos_run(scenario: str, peers: int, seed: int, as_json: bool, keep: bool) -
     if not 3 <= peers <= 64:
         _fail(BadRequest(f"--peers must be between 3 and 64, got {peers}"))
     try:
-        report = run_scenario(find(scenario), peers=peers, seed=seed, keep=keep)
-    except (ScenarioError, ToxiproxyError) as exc:
+        report = run_scenario(find(scenario), peers=peers, seed=seed, keep=keep,
+                              backend=backend)
+    except (ScenarioError, ToxiproxyError, NetnsUnavailable) as exc:
         _fail(BadRequest(str(exc)))
     if as_json:
         _print_json(report.to_json())

@@ -1,0 +1,415 @@
+"""The network-namespace backend: each peer's processes in its own Linux network namespace.
+
+Root on Linux only (``ip netns``, veth, a bridge, ``nft``; kernel netem is not available).
+
+    bridge mdb<tag> 10.215.X.1/24 (the harness, in the root namespace)
+      ├─ veth ─ namespace mdc-<tag>-0: peer-0 at 10.215.X.10 (receiver, sender, toxiproxy)
+      ├─ veth ─ namespace mdc-<tag>-1: peer-1 at 10.215.X.11
+      └─ …
+
+Every peer's ``PeerConfig.host`` is its namespace address; its receiver and sender run as
+``ip netns exec NS python -m mydrive serve …`` and so do the harness's ``mydrive put/get``
+acting for a peer. Traffic between peers crosses the bridge with the source namespace's
+address. Each target namespace runs its own Toxiproxy with one proxy per (source, service) in
+front of its services (for latency/bandwidth/reset toxics, which need a proxy without netem);
+the source's ``peer:<id>`` documents point at those proxies.
+
+Cuts are nftables ``reject with tcp reset`` rules in the *target* namespace (table
+``inet mydrive_chaos``): a cut link ``S → T`` rejects every TCP packet from S's address, and
+every packet to the two proxy ports reserved for S (so the harness, which acts for the owner
+from the root namespace when it checks, is cut along with the owner). Established
+connections get reset too. Health probes from the harness (metrics ports, from the bridge
+address) are never cut, so ``running`` stays true for a cut-off peer, as on the local backend.
+
+What the backend creates it records in ``HOME/netns.json`` and removes in ``stop`` (only
+those namespaces, that bridge, the processes it started).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import closing, suppress
+from pathlib import Path
+from typing import Any
+
+from mydrive.errors import PeerUnavailable
+from mydrive.peerdir import PeerDir, init_peer, register_peer
+from mydrive.services.server import SERVICES
+
+from .cluster import SERVICE_KINDS, ChaosPeer
+from .toxiproxy import Toxic, ToxiproxyClient, ToxiproxyServer
+
+STATE_NAME = "netns.json"
+SUBNET_PREFIX = "10.215"
+HOST_OCTET, FIRST_PEER_OCTET = 1, 10
+MAX_PEERS = 64
+TOXIPROXY_API_PORT = 8474
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+NFT_TABLE = "mydrive_chaos"
+CMD_TIMEOUT_S = 20.0
+
+
+class NetnsUnavailable(Exception):
+    """This machine can't run the netns backend (not root, not Linux, a tool missing)."""
+
+
+def unavailable_reason() -> str | None:
+    """Why the netns backend can't run here, or None if it can."""
+    if sys.platform != "linux":
+        return f"the netns backend needs Linux (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "the netns backend needs root (ip netns, veth, nft)"
+    for tool in ("ip", "nft"):
+        if shutil.which(tool) is None:
+            hint = " (run scripts/setup.d/40-nftables.sh)" if tool == "nft" else ""
+            return f"the netns backend needs `{tool}` on PATH{hint}"
+    return None
+
+
+def _run(*args: str, stdin: str | None = None) -> None:
+    proc = subprocess.run(list(args), input=stdin, capture_output=True, text=True,
+                          timeout=CMD_TIMEOUT_S, check=False)
+    if proc.returncode != 0:
+        raise NetnsUnavailable(f"`{' '.join(args)}` failed: {proc.stderr.strip()}")
+
+
+def _healthz(host: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def _used_subnets() -> set[int]:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                         timeout=CMD_TIMEOUT_S, check=False).stdout
+    used = set()
+    for word in out.split():
+        if word.startswith(SUBNET_PREFIX + "."):
+            used.add(int(word.split(".")[2]))
+    return used
+
+
+class NetnsCluster:
+    """N peers, each in its own network namespace behind a bridge; cuts with nftables."""
+
+    def __init__(self, home: Path, peers: int, *, seed: int, replicas: int = 2,
+                 service_env: dict[str, str] | None = None,
+                 peer_env: dict[str, dict[str, str]] | None = None, **overrides: Any) -> None:
+        reason = unavailable_reason()
+        if reason:
+            raise NetnsUnavailable(reason)
+        if not 1 <= peers <= MAX_PEERS:
+            raise ValueError(f"peers must be between 1 and {MAX_PEERS}, got {peers}")
+        self.home = home
+        self.count = peers
+        self.replicas = replicas
+        self.seed = seed
+        self.service_env = dict(service_env or {})
+        self.peer_env = dict(peer_env or {})
+        self.overrides = overrides
+        self.start_retries = 0
+        tag = f"{os.getpid() % 10000:04d}{random.SystemRandom().randrange(36 ** 2):03x}"[-6:]
+        self.tag = tag
+        self.bridge = f"mdb{tag}"  # interface names: at most 15 characters
+        self.subnet = -1
+        self._netns: dict[str, str] = {}  # peer name -> namespace
+        self._ip: dict[str, str] = {}
+        self._dirs: dict[str, Path] = {}
+        self._peers: list[ChaosPeer] = []
+        self._pids: dict[str, dict[str, subprocess.Popen[bytes]]] = {}
+        self._toxiproxy: dict[str, ToxiproxyServer] = {}
+        self._clients: dict[str, ToxiproxyClient] = {}
+        self.listen: dict[tuple[str, str, str], str] = {}
+        self.cut_links: set[tuple[str, str]] = set()
+
+    # ---- network set-up ----------------------------------------------------------------
+    @property
+    def host_ip(self) -> str:
+        return f"{SUBNET_PREFIX}.{self.subnet}.{HOST_OCTET}"
+
+    def _record(self) -> None:
+        state = {"bridge": self.bridge, "namespaces": sorted(self._netns.values()),
+                 "subnet": f"{SUBNET_PREFIX}.{self.subnet}.0/24",
+                 "pids": {p: {k: proc.pid for k, proc in kinds.items()}
+                          for p, kinds in self._pids.items()}}
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / STATE_NAME).write_text(json.dumps(state, indent=2))
+
+    def _make_network(self) -> None:
+        free = sorted(set(range(1, 255)) - _used_subnets())
+        if not free:
+            raise NetnsUnavailable(f"no free {SUBNET_PREFIX}.X.0/24 subnet")
+        self.subnet = random.Random(self.seed).choice(free)
+        names = [f"peer-{i}" for i in range(self.count)]
+        self._netns = {n: f"mdc-{self.tag}-{i}" for i, n in enumerate(names)}
+        self._ip = {n: f"{SUBNET_PREFIX}.{self.subnet}.{FIRST_PEER_OCTET + i}"
+                    for i, n in enumerate(names)}
+        self._record()  # before creating anything, so stop() can clean a half-made network
+        _run("ip", "link", "add", self.bridge, "type", "bridge")
+        _run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        for i, name in enumerate(names):
+            ns = self._netns[name]
+            host_if, ns_if = f"mdh{self.tag}{i}", f"mdn{self.tag}{i}"
+            _run("ip", "netns", "add", ns)
+            _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+            _run("ip", "link", "set", ns_if, "netns", ns)
+            _run("ip", "link", "set", host_if, "master", self.bridge)
+            _run("ip", "link", "set", host_if, "up")
+            _run("ip", "-n", ns, "addr", "add", f"{self._ip[name]}/24", "dev", ns_if)
+            _run("ip", "-n", ns, "link", "set", ns_if, "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            self._apply_rules(name)
+
+    def _in_ns(self, peer: str) -> list[str]:
+        return ["ip", "netns", "exec", self._netns[peer]]
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self._make_network()
+            dirs = []
+            for name in self._netns:
+                dirs.append(init_peer(self.home / name, name=name, host=self._ip[name],
+                                      replicas=self.replicas, **self.overrides))
+            for peer in dirs:
+                with closing(peer.open_metadata()) as store:
+                    for other in dirs:
+                        register_peer(store, other.config)
+            self._dirs = {d.config.name: d.root for d in dirs}
+            self._peers = [ChaosPeer(name=d.config.name, peer_id=d.config.peer_id,
+                                     receiver_address=d.config.receiver_address,
+                                     sender_address=d.config.sender_address) for d in dirs]
+            for name in self._dirs:
+                self._spawn_services(name)
+            self._wait_healthy(list(self._dirs))
+            self._make_proxies()
+            self._publish()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _make_proxies(self) -> None:
+        for target in self._peers:
+            t = target.name
+            server = ToxiproxyServer(self.home / f"toxiproxy-{t}.log", seed=self.seed,
+                                     host=self._ip[t], port=TOXIPROXY_API_PORT,
+                                     prefix=tuple(self._in_ns(t)))
+            self._toxiproxy[t] = server
+            client = server.start()
+            self._clients[t] = client
+            for source in self._peers:
+                if source.name == t:
+                    continue
+                for service in SERVICE_KINDS:
+                    upstream = (target.receiver_address if service == "receiver"
+                                else target.sender_address)
+                    proxy = client.create_proxy(f"{source.name}__{t}__{service}",
+                                                listen=f"{self._ip[t]}:0", upstream=upstream)
+                    self.listen[(source.name, t, service)] = proxy.listen
+
+    def _publish(self) -> None:
+        """Point each peer's ``peer:<id>`` documents for the others at their proxies."""
+        for src, root in self._dirs.items():
+            with closing(PeerDir(root).open_metadata()) as store:
+                for dst in self._peers:
+                    if dst.name == src:
+                        continue
+                    doc_id = f"peer:{dst.peer_id}"
+                    doc = store.get(doc_id)
+                    assert doc is not None, f"{src} does not know {dst.name}"
+                    doc["receiver_address"] = self.listen[(src, dst.name, "receiver")]
+                    doc["sender_address"] = self.listen[(src, dst.name, "sender")]
+                    store.put(doc_id, doc)
+
+    def _spawn_services(self, peer: str, kinds: tuple[str, ...] = SERVICES) -> None:
+        procs = self._pids.setdefault(peer, {})
+        env = {**os.environ, **self.service_env, **self.peer_env.get(peer, {})}
+        logs = self._dirs[peer] / "logs"
+        logs.mkdir(exist_ok=True)
+        for kind in kinds:
+            running = procs.get(kind)
+            if running is not None and running.poll() is None:
+                continue
+            with open(logs / f"{kind}.log", "ab") as log:
+                procs[kind] = subprocess.Popen(
+                    [*self._in_ns(peer), sys.executable, "-m", "mydrive", "serve", kind,
+                     str(self._dirs[peer])],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                    start_new_session=True)
+        self._record()
+
+    def _wait_healthy(self, peers: list[str]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            bad = [p for p in peers if not self.running(p)]
+            if not bad:
+                return
+            if time.monotonic() > deadline:
+                raise PeerUnavailable(f"services not healthy after {START_TIMEOUT_S:.0f} s: "
+                                      f"{', '.join(bad)} (see their logs/ directories)")
+            time.sleep(0.1)
+
+    def _stop_services(self, peer: str, *, hard: bool, kinds: tuple[str, ...] | None = None,
+                       ) -> None:
+        procs = self._pids.get(peer, {})
+        chosen = [k for k in list(procs) if kinds is None or k in kinds]
+        for kind in chosen:
+            proc = procs[kind]
+            if proc.poll() is None:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+        for kind in chosen:
+            proc = procs.pop(kind)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._record()
+
+    def stop(self) -> None:
+        try:
+            for peer in list(self._pids):
+                self._stop_services(peer, hard=False)
+            for server in self._toxiproxy.values():
+                server.stop()
+            self._toxiproxy.clear()
+        finally:
+            for ns in self._netns.values():  # deleting a namespace deletes its veth pair
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True,
+                               timeout=CMD_TIMEOUT_S, check=False)
+            if self.subnet >= 0:
+                subprocess.run(["ip", "link", "del", self.bridge], capture_output=True,
+                               timeout=CMD_TIMEOUT_S, check=False)
+
+    def kill(self, peer: str, service: str | None = None) -> None:
+        self._stop_services(peer, hard=True, kinds=None if service is None else (service,))
+
+    def restart(self, peer: str, *, graceful: bool = True) -> None:
+        self._stop_services(peer, hard=not graceful)
+        self.resume(peer)
+
+    def resume(self, peer: str) -> None:
+        self._spawn_services(peer)
+        self._wait_healthy([peer])
+
+    # ---- network -----------------------------------------------------------------------
+    def _apply_rules(self, target: str) -> None:
+        """Rewrite ``target``'s nft table from ``cut_links`` in one atomic ``nft -f``."""
+        rules = []
+        for source, t in sorted(self.cut_links):
+            if t != target:
+                continue
+            rules.append(f"add rule inet {NFT_TABLE} input ip saddr {self._ip[source]} "
+                         f"meta l4proto tcp reject with tcp reset")
+            ports = sorted(self.listen[(source, t, s)].rsplit(":", 1)[1]
+                           for s in SERVICE_KINDS if (source, t, s) in self.listen)
+            if ports:
+                rules.append(f"add rule inet {NFT_TABLE} input tcp dport {{ {', '.join(ports)} }}"
+                             f" reject with tcp reset")
+        script = "\n".join([
+            f"table inet {NFT_TABLE} {{}}",
+            f"delete table inet {NFT_TABLE}",
+            f"table inet {NFT_TABLE} {{",
+            "  chain input { type filter hook input priority 0; policy accept; }",
+            "}", *rules, ""])
+        _run(*self._in_ns(target), "nft", "-f", "-", stdin=script)
+
+    def _set_links(self, links: list[tuple[str, str]], cut: bool) -> None:
+        for link in links:
+            if cut:
+                self.cut_links.add(link)
+            else:
+                self.cut_links.discard(link)
+        for target in sorted({t for _, t in links}):
+            self._apply_rules(target)
+
+    def isolate(self, peer: str) -> None:
+        others = [p.name for p in self._peers if p.name != peer]
+        self._set_links([(o, peer) for o in others] + [(peer, o) for o in others], True)
+
+    def cut(self, source: str, target: str) -> None:
+        self._set_links([(source, target)], True)
+
+    def set_down(self, peer: str, down: bool) -> None:
+        self._set_links([(p.name, peer) for p in self._peers if p.name != peer], down)
+
+    def _proxies(self, target: str, source: str | None, service: str | None) -> list[str]:
+        return [f"{s}__{t}__{svc}" for (s, t, svc) in self.listen
+                if t == target and (source is None or s == source)
+                and (service is None or svc == service)]
+
+    def add_toxic(self, target: str, toxic: Toxic, *, source: str | None = None,
+                  service: str | None = None) -> None:
+        for name in self._proxies(target, source, service):
+            self._clients[target].add_toxic(name, toxic)
+
+    def remove_toxic(self, target: str, name: str) -> None:
+        client = self._clients[target]
+        for proxy in self._proxies(target, None, None):
+            if any(t.name == name for t in client.toxics(proxy)):
+                client.remove_toxic(proxy, name)
+
+    def heal(self) -> None:
+        for client in self._clients.values():
+            client.reset()
+        targets = {t for _, t in self.cut_links}
+        self.cut_links.clear()
+        for target in sorted(targets):
+            self._apply_rules(target)
+
+    # ---- what is where -----------------------------------------------------------------
+    def peers(self) -> list[ChaosPeer]:
+        return list(self._peers)
+
+    def namespace(self, peer: str) -> str:
+        return self._netns[peer]
+
+    def dialed_address(self, source: str, target: str, service: str) -> str:
+        assert service in SERVICE_KINDS
+        return self.listen[(source, target, service)]
+
+    def running(self, peer: str) -> bool:
+        procs = self._pids.get(peer, {})
+        cfg = PeerDir(self._dirs[peer]).config
+        ports = {"receiver": cfg.receiver_metrics_port, "sender": cfg.sender_metrics_port}
+        return all(kind in procs and procs[kind].poll() is None
+                   and _healthz(cfg.service_host, ports[kind]) for kind in SERVICES)
+
+    def running_services(self) -> dict[str, bool]:
+        return {p: all(k in self._pids.get(p, {}) and self._pids[p][k].poll() is None
+                       for k in SERVICES) for p in self._dirs}
+
+    def reachable(self, source: str, target: str) -> bool:
+        return self.running(target) and (source, target) not in self.cut_links
+
+    def peer_dir(self, peer: str) -> Path:
+        return self._dirs[peer]
+
+    def peer_config(self, peer: str) -> PeerDir:
+        return PeerDir(self._dirs[peer])
+
+    def run_cli(self, peer: str, args: list[str], *, env: dict[str, str],
+                log_path: Path) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            # `ip netns exec` execs the command, so the Popen's PID is mydrive's own.
+            return subprocess.Popen(
+                [*self._in_ns(peer), sys.executable, "-m", "mydrive", *args[:1], "--peer",
+                 str(self._dirs[peer]), *args[1:]],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                env={**os.environ, **env})
