@@ -15,7 +15,8 @@ front of its services (for latency/bandwidth/reset toxics, which need a proxy wi
 the source's ``peer:<id>`` documents point at those proxies.
 
 Cuts are nftables ``reject with tcp reset`` rules in the *target* namespace (table
-``inet mydrive_chaos``): a cut link ``S → T`` rejects every TCP packet from S's address, and
+``inet mydrive_chaos``): a cut link ``S → T`` rejects every TCP packet from S's address on
+connections S opened (``ct direction original``: T's own connections to S still work), and
 every packet to the two proxy ports reserved for S (so the harness, which acts for the owner
 from the root namespace when it checks, is cut along with the owner). Established
 connections get reset too. Health probes from the harness (metrics ports, from the bridge
@@ -315,7 +316,7 @@ class NetnsCluster:
             if t != target:
                 continue
             rules.append(f"add rule inet {NFT_TABLE} input ip saddr {self._ip[source]} "
-                         f"meta l4proto tcp reject with tcp reset")
+                         f"meta l4proto tcp ct direction original reject with tcp reset")
             ports = sorted(self.listen[(source, t, s)].rsplit(":", 1)[1]
                            for s in SERVICE_KINDS if (source, t, s) in self.listen)
             if ports:

@@ -1,0 +1,119 @@
+"""The network-namespace backend (chaos/netns.py): real namespaces, a bridge, nft cuts.
+
+Root on Linux only; skipped with the reason elsewhere. Needs `nft` (scripts/setup.d/
+40-nftables.sh) and the Toxiproxy server, which fail the tests when missing, as in the rest
+of the chaos suite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chaos.netns import NetnsCluster, unavailable_reason
+from chaos.runner import CHAOS_OVERRIDES, format_report, run_scenario
+from chaos.scenario import find
+
+REASON = unavailable_reason()
+# Skipped only where the backend can't exist; a missing tool on a root Linux box fails.
+needs_netns = pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0,
+                                 reason="the netns backend needs root on Linux")
+
+
+def connects(cluster: NetnsCluster, source: str, address: str) -> bool:
+    """True if a TCP connection from ``source``'s namespace to ``address`` is accepted."""
+    host, port = address.rsplit(":", 1)
+    proc = subprocess.run(["ip", "netns", "exec", cluster.namespace(source), "timeout", "3",
+                           "bash", "-c", f"exec 3<>/dev/tcp/{host}/{port}"],
+                          capture_output=True, timeout=10, check=False)
+    return proc.returncode == 0
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                         check=False).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, toxiproxy_binary: str) -> Iterator[NetnsCluster]:
+    if REASON is not None:
+        pytest.fail(REASON, pytrace=False)  # only `nft` missing gets here: set-up problem
+    c = NetnsCluster(tmp_path / "cluster", 3, seed=11, **CHAOS_OVERRIDES)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.chaos
+@needs_netns
+def test_netns_cut_blocks_only_that_link(cluster: NetnsCluster) -> None:
+    """A cut S→T refuses S's connections to T (proxy and service) but not another peer's;
+    isolate cuts both ways; heal restores every link."""
+    a, b, c = (p.name for p in cluster.peers())
+    to_b = cluster.dialed_address(a, b, "receiver")
+    c_to_b = cluster.dialed_address(c, b, "receiver")
+    b_direct = next(p.receiver_address for p in cluster.peers() if p.name == b)
+    assert connects(cluster, a, to_b) and connects(cluster, a, b_direct)
+    cluster.cut(a, b)
+    assert not connects(cluster, a, to_b)
+    assert not connects(cluster, a, b_direct)  # the namespace address itself is cut
+    assert connects(cluster, c, c_to_b)
+    assert connects(cluster, b, cluster.dialed_address(b, a, "sender"))  # other direction
+    assert cluster.running(b) and not cluster.reachable(a, b) and cluster.reachable(c, b)
+    cluster.isolate(c)
+    assert not connects(cluster, c, cluster.dialed_address(c, a, "sender"))
+    assert not connects(cluster, a, cluster.dialed_address(a, c, "sender"))
+    cluster.heal()
+    assert connects(cluster, a, to_b) and connects(cluster, c, cluster.dialed_address(c, a,
+                                                                                      "sender"))
+
+
+@pytest.mark.chaos
+@needs_netns
+def test_netns_kill_and_restart_peer(cluster: NetnsCluster) -> None:
+    """kill stops a peer's services inside its namespace; restart brings them back healthy."""
+    a, b, _ = (p.name for p in cluster.peers())
+    cluster.kill(b)
+    assert not cluster.running(b)
+    assert not connects(cluster, a, next(p.receiver_address for p in cluster.peers()
+                                         if p.name == b))
+    cluster.restart(b, graceful=False)
+    assert cluster.running(b) and connects(cluster, a, cluster.dialed_address(a, b, "sender"))
+
+
+@pytest.mark.chaos
+@needs_netns
+def test_netns_stop_removes_what_it_made(tmp_path: Path, toxiproxy_binary: str) -> None:
+    """After stop no namespace, bridge or process of the cluster is left."""
+    c = NetnsCluster(tmp_path / "cluster", 3, seed=3, **CHAOS_OVERRIDES)
+    c.start()
+    made = {c.namespace(p.name) for p in c.peers()}
+    procs = [proc for kinds in c._pids.values() for proc in kinds.values()]
+    assert made <= namespaces()
+    c.stop()
+    assert not made & namespaces()
+    assert subprocess.run(["ip", "link", "show", c.bridge], capture_output=True,
+                          check=False).returncode != 0
+    assert all(proc.poll() is not None for proc in procs)
+
+
+@pytest.mark.chaos
+@needs_netns
+@pytest.mark.parametrize("name", ["partition-and-heal", "peer-loss-during-download"])
+def test_netns_scenario_guarantees_hold(name: str, toxiproxy_binary: str) -> None:
+    """The scenario on 5 peers in network namespaces: every checker passes."""
+    if REASON is not None:
+        pytest.fail(REASON, pytrace=False)
+    report = run_scenario(find(name), peers=5, seed=7, backend="netns")
+    text = format_report(report)
+    print(text)
+    assert report.ok, f"seed 7 failed; replay: {report.replay}\n{text}"
+    assert all(v.verdict != "skip" for v in report.verdicts), text
