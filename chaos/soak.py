@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .runner import Report, run_scenario
+from .runner import BACKENDS, Report, run_scenario
 from .scenario import catalog
 
 
@@ -31,10 +31,12 @@ def summary_line(report: Report) -> dict[str, Any]:
         "failovers": sum(o["totals"].get("failures", 0) for o in ops),
         "total_s": report.timings.get("total_s", 0.0),
         "replay": report.replay,
+        **({} if report.backend == "local" else {"backend": report.backend}),
     }
 
 
-def run(seeds: int, first_seed: int, peers: int, out: Path, only: list[str]) -> int:
+def run(seeds: int, first_seed: int, peers: int, out: Path, only: list[str],
+        backend: str = "local") -> int:
     done = set()
     if out.exists():
         for raw in out.read_text().splitlines():
@@ -48,10 +50,10 @@ def run(seeds: int, first_seed: int, peers: int, out: Path, only: list[str]) -> 
             if (scenario.name, seed, peers) in done:
                 continue
             try:
-                report = run_scenario(scenario, peers=peers, seed=seed)
+                report = run_scenario(scenario, peers=peers, seed=seed, backend=backend)
                 line = summary_line(report)
             except Exception as exc:  # a harness breakdown is recorded, the soak goes on
-                report = Report(scenario.name, seed, peers,
+                report = Report(scenario.name, seed, peers, backend=backend,
                                 problems=[f"harness error: {type(exc).__name__}: {exc}"])
                 line = summary_line(report)
             failures += not report.ok
@@ -94,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("soak.jsonl"))
     parser.add_argument("--scenario", action="append", default=[], help="only these")
     parser.add_argument("--table", action="store_true", help="summarize --out and exit")
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
+                        help="netns: peers in network namespaces (root on Linux); use its own "
+                             "--out file")
     args = parser.parse_args(argv)
 
     def interrupt(signum: int, frame: object) -> None:
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(table(args.out))
         return 0
-    return 1 if run(args.seeds, args.first_seed, args.peers, args.out, args.scenario) else 0
+    return 1 if run(args.seeds, args.first_seed, args.peers, args.out, args.scenario,
+                    args.backend) else 0
 
 
 if __name__ == "__main__":
