@@ -31,6 +31,10 @@ TOXIC_TYPES = ("latency", "bandwidth", "timeout", "reset_peer", "slow_close", "l
 STREAMS = ("upstream", "downstream")
 START_TIMEOUT_S = 15.0
 HTTP_TIMEOUT_S = 10.0
+# Removing a toxic (and /reset) waits up to 5 s for each link whose writer is stuck (e.g. its
+# client was killed mid-transfer under a bandwidth toxic): Toxiproxy 2.12 logs "could not
+# write to output in 5 seconds" per link, so a reset after a killed download takes N x 5 s.
+REMOVE_TIMEOUT_S = 180.0
 
 
 class ToxiproxyError(Exception):
@@ -86,16 +90,19 @@ class Proxy:
 class ToxiproxyClient:
     """The REST API of one Toxiproxy server (``http://host:port``)."""
 
-    def __init__(self, api_url: str, *, timeout_s: float = HTTP_TIMEOUT_S) -> None:
+    def __init__(self, api_url: str, *, timeout_s: float = HTTP_TIMEOUT_S,
+                 remove_timeout_s: float = REMOVE_TIMEOUT_S) -> None:
         self.api_url = api_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.remove_timeout_s = remove_timeout_s  # calls that remove toxics: see above
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, *,
+              timeout_s: float | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.api_url + path, data=data, method=method,  # noqa: S310
                                      headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:  # noqa: S310
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace").strip()
@@ -134,11 +141,11 @@ class ToxiproxyClient:
                 for t in self._call("GET", f"/proxies/{proxy}/toxics")]
 
     def remove_toxic(self, proxy: str, name: str) -> None:
-        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}")
+        self._call("DELETE", f"/proxies/{proxy}/toxics/{name}", timeout_s=self.remove_timeout_s)
 
     def reset(self) -> None:
         """Enable every proxy and remove every toxic."""
-        self._call("POST", "/reset")
+        self._call("POST", "/reset", timeout_s=self.remove_timeout_s)
 
 
 def _proxy(doc: dict[str, Any]) -> Proxy:
