@@ -14,6 +14,7 @@ import os
 import random
 import re
 import socket
+import threading
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -200,8 +201,16 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux default; Windows uses 49152-65535
 
 
+# Ports this process already handed out: a peer binds its ports only when started, so
+# without this two peers created by one process could be given the same free port.
+_handed_out: set[int] = set()
+_MAX_REMEMBERED_PORTS = 4096
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now on ``host``, outside the ephemeral range when possible."""
+    """A port free right now on ``host``, outside the ephemeral range when possible, and
+    never one this process handed out before."""
     low, high = _LISTEN_PORT_RANGE
     eph_low, eph_high = _ephemeral_range()
     rng = random.SystemRandom()
@@ -209,6 +218,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         port = rng.randint(low, high)
         if eph_low <= port <= eph_high:
             continue
+        with _handed_out_lock:
+            if port in _handed_out:
+                continue
+            if len(_handed_out) > _MAX_REMEMBERED_PORTS:
+                _handed_out.clear()  # those were bound or dropped long ago
+            _handed_out.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
