@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import urllib.request
 
 from ..peerdir import PeerConfig
@@ -29,5 +30,6 @@ def ui_healthy(config: PeerConfig, *, timeout_s: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(backend_health_url(config), timeout=timeout_s) as r:  # noqa: S310
             return bool(r.status == 200) and r.read(256).decode() == health_body(config.peer_id)
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, http.client.HTTPException):
+        # Another program on the port may answer anything, or not HTTP at all.
         return False
