@@ -144,7 +144,8 @@ class NetnsCluster:
         state = {"bridge": self.bridge, "namespaces": sorted(self._netns.values()),
                  "subnet": f"{SUBNET_PREFIX}.{self.subnet}.0/24",
                  "pids": {p: {k: proc.pid for k, proc in kinds.items()}
-                          for p, kinds in self._pids.items()}}
+                          for p, kinds in self._pids.items()},
+                 "toxiproxy_pids": [s.pid for s in self._toxiproxy.values() if s.pid]}
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / STATE_NAME).write_text(json.dumps(state, indent=2))
 
@@ -210,6 +211,7 @@ class NetnsCluster:
                                      prefix=tuple(self._in_ns(t)))
             self._toxiproxy[t] = server
             client = server.start()
+            self._record()
             self._clients[t] = client
             for source in self._peers:
                 if source.name == t:
@@ -414,3 +416,50 @@ class NetnsCluster:
                  str(self._dirs[peer]), *args[1:]],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                 env={**os.environ, **env})
+
+
+def _runs(pid: int, *words: bytes) -> bool:
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return all(w in args for w in words)
+
+
+def cleanup(home: Path) -> list[str]:
+    """Remove what a ``NetnsCluster`` in ``home`` left behind when its harness died before
+    ``stop`` (SIGKILL): its recorded processes (only if they still run what we started), its
+    namespaces and its bridge. Returns what it removed."""
+    path = home / STATE_NAME
+    if not path.exists():
+        return []
+    state = json.loads(path.read_text())
+    done = []
+    for kinds in state.get("pids", {}).values():
+        for pid in kinds.values():
+            if _runs(int(pid), b"mydrive", b"serve"):
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(pid), signal.SIGKILL)
+                done.append(f"process {pid}")
+    for pid in state.get("toxiproxy_pids", []):
+        if _runs(int(pid), b"toxiproxy"):
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signal.SIGKILL)
+            done.append(f"process {pid}")
+    for ns in state.get("namespaces", []):
+        if subprocess.run(["ip", "netns", "del", ns], capture_output=True,
+                          timeout=CMD_TIMEOUT_S, check=False).returncode == 0:
+            done.append(f"namespace {ns}")
+    bridge = state.get("bridge")
+    if bridge and subprocess.run(["ip", "link", "del", bridge], capture_output=True,
+                                 timeout=CMD_TIMEOUT_S, check=False).returncode == 0:
+        done.append(f"bridge {bridge}")
+    return done
+
+
+if __name__ == "__main__":
+    # python -m chaos.netns --cleanup HOME: after a harness that was SIGKILLed mid-run.
+    if len(sys.argv) != 3 or sys.argv[1] != "--cleanup":
+        sys.exit("usage: python -m chaos.netns --cleanup CLUSTER_HOME")
+    for item in cleanup(Path(sys.argv[2])):
+        print("removed", item)

@@ -169,6 +169,10 @@ class ToxiproxyServer:
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def client(self) -> ToxiproxyClient:
         return ToxiproxyClient(f"http://{self.host}:{self.port}")
 

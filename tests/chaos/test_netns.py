@@ -117,3 +117,43 @@ def test_netns_scenario_guarantees_hold(name: str, toxiproxy_binary: str) -> Non
     print(text)
     assert report.ok, f"seed 7 failed; replay: {report.replay}\n{text}"
     assert all(v.verdict != "skip" for v in report.verdicts), text
+
+
+@pytest.mark.chaos
+@needs_netns
+def test_netns_cleanup_after_harness_killed(tmp_path: Path, toxiproxy_binary: str) -> None:
+    """A harness SIGKILLed mid-run leaks its namespaces and processes; `cleanup` removes them."""
+    import json
+    import time
+
+    from chaos.netns import STATE_NAME, cleanup
+
+    home = tmp_path / "cluster"
+    code = ("import sys, time; from pathlib import Path; from chaos.netns import NetnsCluster; "
+            "from chaos.runner import CHAOS_OVERRIDES; "
+            f"c = NetnsCluster(Path({str(home)!r}), 3, seed=2, **CHAOS_OVERRIDES); c.start(); "
+            "print('up', flush=True); time.sleep(300)")
+    harness = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert harness.stdout is not None and harness.stdout.readline().strip() == b"up"
+    finally:
+        harness.kill()
+        harness.wait()
+    state = json.loads((home / STATE_NAME).read_text())
+    pids = [int(p) for kinds in state["pids"].values() for p in kinds.values()]
+    pids += [int(p) for p in state["toxiproxy_pids"]]
+    assert set(state["namespaces"]) <= namespaces() and len(pids) == 3 * 2 + 3
+    removed = cleanup(home)
+    assert len(removed) == len(pids) + 3 + 1, removed
+    assert not set(state["namespaces"]) & namespaces()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() and b"Z" not in _state(p) for p in pids):
+        assert time.monotonic() < deadline, "processes left running"
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return b"Z"
