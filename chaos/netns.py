@@ -47,6 +47,7 @@ from mydrive.peerdir import PeerDir, init_peer, register_peer
 from mydrive.services.server import SERVICES
 
 from .cluster import SERVICE_KINDS, ChaosPeer
+from .network import create_proxy
 from .toxiproxy import Toxic, ToxiproxyClient, ToxiproxyServer
 
 STATE_NAME = "netns.json"
@@ -54,6 +55,7 @@ SUBNET_PREFIX = "10.215"
 HOST_OCTET, FIRST_PEER_OCTET = 1, 10
 MAX_PEERS = 64
 TOXIPROXY_API_PORT = 8474
+PROXY_PORT_RANGE = (10000, 32000)  # below Linux's default ephemeral range (32768-60999)
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 NFT_TABLE = "mydrive_chaos"
@@ -134,6 +136,7 @@ class NetnsCluster:
         self._clients: dict[str, ToxiproxyClient] = {}
         self.listen: dict[tuple[str, str, str], str] = {}
         self.cut_links: set[tuple[str, str]] = set()
+        self._port_rng = random.Random(seed)
 
     # ---- network set-up ----------------------------------------------------------------
     @property
@@ -219,9 +222,21 @@ class NetnsCluster:
                 for service in SERVICE_KINDS:
                     upstream = (target.receiver_address if service == "receiver"
                                 else target.sender_address)
-                    proxy = client.create_proxy(f"{source.name}__{t}__{service}",
-                                                listen=f"{self._ip[t]}:0", upstream=upstream)
+                    proxy = create_proxy(client, f"{source.name}__{t}__{service}",
+                                         host=self._ip[t], upstream=upstream,
+                                         pick_port=self._proxy_port)
                     self.listen[(source.name, t, service)] = proxy.listen
+
+    def _proxy_port(self) -> int:
+        """A port below the ephemeral range (see ``network.create_proxy``), not one this
+        cluster used yet; the namespace holds only our processes, so no bind probe."""
+        used = {int(a.rsplit(":", 1)[1]) for a in self.listen.values()}
+        used |= {int(p.receiver_address.rsplit(":", 1)[1]) for p in self._peers}
+        used |= {int(p.sender_address.rsplit(":", 1)[1]) for p in self._peers}
+        while True:
+            port = self._port_rng.randint(*PROXY_PORT_RANGE)
+            if port not in used and port != TOXIPROXY_API_PORT:
+                return port
 
     def _publish(self) -> None:
         """Point each peer's ``peer:<id>`` documents for the others at their proxies."""

@@ -9,18 +9,39 @@ proxies (40 for 5 peers), which Toxiproxy handles easily.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mydrive.peerdir import PeerDir
+from mydrive.peerdir import PeerDir, free_port
 
 from .cluster import SERVICE_KINDS, ChaosPeer
-from .toxiproxy import Toxic, ToxiproxyClient
+from .toxiproxy import Proxy, Toxic, ToxiproxyClient, ToxiproxyError
+
+PROXY_BIND_ATTEMPTS = 5
 
 
 def proxy_name(source: str, target: str, service: str) -> str:
     return f"{source}__{target}__{service}"
+
+
+def create_proxy(client: ToxiproxyClient, name: str, *, host: str, upstream: str,
+                 pick_port: Callable[[], int]) -> Proxy:
+    """A proxy listening on a port from ``pick_port``, never on an OS-chosen one.
+
+    A cut disables a proxy, which releases its port, and heal binds it again. An OS-chosen
+    (``:0``) port lies in the ephemeral range, where any process's outgoing connection may
+    take it meanwhile (soak ``partition-and-heal`` seed 14: ``POST /reset: … bind: address
+    already in use``); ports outside that range are taken only by an explicit bind.
+    """
+    for attempt in range(PROXY_BIND_ATTEMPTS):
+        try:
+            return client.create_proxy(name, listen=f"{host}:{pick_port()}", upstream=upstream)
+        except ToxiproxyError as exc:
+            if "address already in use" not in str(exc) or attempt == PROXY_BIND_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -40,9 +61,9 @@ class LinkNetwork:
                 for service in SERVICE_KINDS:
                     upstream = (dst.receiver_address if service == "receiver"
                                 else dst.sender_address)
-                    proxy = self.client.create_proxy(
-                        proxy_name(src.name, dst.name, service),
-                        listen=f"{self.host}:0", upstream=upstream)
+                    proxy = create_proxy(self.client, proxy_name(src.name, dst.name, service),
+                                         host=self.host, upstream=upstream,
+                                         pick_port=lambda: free_port(self.host))
                     self.listen[(src.name, dst.name, service)] = proxy.listen
 
     def publish(self, peer_dirs: dict[str, Path]) -> None:
