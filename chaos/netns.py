@@ -28,7 +28,6 @@ those namespaces, that bridge, the processes it started).
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import random
@@ -37,17 +36,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
+from mydrive.cluster import service_healthy
 from mydrive.errors import PeerUnavailable
 from mydrive.peerdir import PeerDir, init_peer, register_peer
 from mydrive.services.server import SERVICES
 
 from .cluster import SERVICE_KINDS, ChaosPeer
-from .network import create_proxy
+from .network import create_proxy, publish_proxy_addresses
 from .toxiproxy import Toxic, ToxiproxyClient, ToxiproxyServer
 
 STATE_NAME = "netns.json"
@@ -84,14 +83,6 @@ def _run(*args: str, stdin: str | None = None) -> None:
                           timeout=CMD_TIMEOUT_S, check=False)
     if proc.returncode != 0:
         raise NetnsUnavailable(f"`{' '.join(args)}` failed: {proc.stderr.strip()}")
-
-
-def _healthz(host: str, port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as r:  # noqa: S310
-            return bool(r.status == 200)
-    except (OSError, http.client.HTTPException):
-        return False
 
 
 def _used_subnets() -> set[int]:
@@ -239,18 +230,7 @@ class NetnsCluster:
                 return port
 
     def _publish(self) -> None:
-        """Point each peer's ``peer:<id>`` documents for the others at their proxies."""
-        for src, root in self._dirs.items():
-            with closing(PeerDir(root).open_metadata()) as store:
-                for dst in self._peers:
-                    if dst.name == src:
-                        continue
-                    doc_id = f"peer:{dst.peer_id}"
-                    doc = store.get(doc_id)
-                    assert doc is not None, f"{src} does not know {dst.name}"
-                    doc["receiver_address"] = self.listen[(src, dst.name, "receiver")]
-                    doc["sender_address"] = self.listen[(src, dst.name, "sender")]
-                    store.put(doc_id, doc)
+        publish_proxy_addresses(self._dirs, self._peers, self.listen)
 
     def _spawn_services(self, peer: str, kinds: tuple[str, ...] = SERVICES) -> None:
         procs = self._pids.setdefault(peer, {})
@@ -406,7 +386,7 @@ class NetnsCluster:
         cfg = PeerDir(self._dirs[peer]).config
         ports = {"receiver": cfg.receiver_metrics_port, "sender": cfg.sender_metrics_port}
         return all(kind in procs and procs[kind].poll() is None
-                   and _healthz(cfg.service_host, ports[kind]) for kind in SERVICES)
+                   and service_healthy(cfg.service_host, ports[kind]) for kind in SERVICES)
 
     def running_services(self) -> dict[str, bool]:
         return {p: all(k in self._pids.get(p, {}) and self._pids[p][k].poll() is None

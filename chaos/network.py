@@ -9,7 +9,7 @@ proxies (40 for 5 peers), which Toxiproxy handles easily.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,19 +68,7 @@ class LinkNetwork:
 
     def publish(self, peer_dirs: dict[str, Path]) -> None:
         """Point each peer's ``peer:<id>`` documents for the others at its own proxies."""
-        by_name = {p.name: p for p in self.peers}
-        for src, root in peer_dirs.items():
-            with closing(PeerDir(root).open_metadata()) as store:
-                for dst in self.peers:
-                    if dst.name == src:
-                        continue
-                    doc_id = f"peer:{dst.peer_id}"
-                    doc = store.get(doc_id)
-                    assert doc is not None, f"{src} does not know {dst.name}"
-                    doc["receiver_address"] = self.listen[(src, dst.name, "receiver")]
-                    doc["sender_address"] = self.listen[(src, dst.name, "sender")]
-                    store.put(doc_id, doc)
-            assert src in by_name
+        publish_proxy_addresses(peer_dirs, self.peers, self.listen)
 
     def _links(self, *, source: str | None = None, target: str | None = None,
                service: str | None = None) -> list[tuple[str, str, str]]:
@@ -125,3 +113,20 @@ class LinkNetwork:
 
     def link_open(self, source: str, target: str) -> bool:
         return (source, target) not in self.cut_links
+
+
+def publish_proxy_addresses(peer_dirs: dict[str, Path], peers: Sequence[ChaosPeer],
+                            listen: dict[tuple[str, str, str], str]) -> None:
+    """Write, into each source peer's metadata, the proxy addresses it must dial for every
+    other peer (``listen`` maps (source, target, service) to a proxy address)."""
+    for src, root in peer_dirs.items():
+        with closing(PeerDir(root).open_metadata()) as store:
+            for dst in peers:
+                if dst.name == src:
+                    continue
+                doc_id = f"peer:{dst.peer_id}"
+                doc = store.get(doc_id)
+                assert doc is not None, f"{src} does not know {dst.name}"
+                doc["receiver_address"] = listen[(src, dst.name, "receiver")]
+                doc["sender_address"] = listen[(src, dst.name, "sender")]
+                store.put(doc_id, doc)

@@ -207,7 +207,7 @@ def _ensure_couch_system_dbs(store: Any) -> None:
               help="which service of the peer to check (or MYDRIVE_SERVICE)")
 def peer_health(directory: Path, service: str) -> None:
     """Exit 0 if this peer's SERVICE answers /healthz (container health checks)."""
-    from .cluster import _healthz
+    from .cluster import service_healthy
     from .peerdir import PeerDir
     from .ui.address import ui_healthy
 
@@ -217,7 +217,7 @@ def peer_health(directory: Path, service: str) -> None:
             ok = ui_healthy(cfg, timeout_s=5.0)
         else:
             port = cfg.receiver_metrics_port if service == "receiver" else cfg.sender_metrics_port
-            ok = _healthz(cfg.service_host, port)
+            ok = service_healthy(cfg.service_host, port)
         click.echo(f"{service} {'healthy' if ok else 'NOT healthy'}")
         sys.exit(0 if ok else 1)
 
@@ -442,7 +442,7 @@ def put(peer_dir: Path, user: str, local: Path, remote: str | None, as_json: boo
         size = local.stat().st_size
         with _progress(f"put {local.name}", size, enabled=not as_json) as progress:
             record = client.put(keys, local, remote, progress=progress)
-        info = client.inspect(keys, client._decrypted_path(keys, record))
+        info = client.describe(keys, record)
         if as_json:
             _print_json(info)
         else:

@@ -269,7 +269,10 @@ class PeerClient:
                        clock=self.clock, random_bytes=self.random_bytes)
 
     def inspect(self, keys: UserKeys, remote_path: str) -> dict[str, Any]:
-        record = self.find(keys, remote_path)
+        return self.describe(keys, self.find(keys, remote_path))
+
+    def describe(self, keys: UserKeys, record: FileRecord) -> dict[str, Any]:
+        """The ``inspect --json`` view of one of this user's file records."""
         per_peer: dict[str, int] = {}
         for chunk in record.chunks:
             for peer_id in chunk.replicas:

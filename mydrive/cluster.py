@@ -239,14 +239,15 @@ def status(home: Path) -> list[dict[str, Any]]:
             url = f"http://{cfg.service_host}:{port}/metrics"
             address = cfg.receiver_address if kind == "receiver" else cfg.sender_address
             services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
-                                          healthy=alive and _healthz(cfg.service_host, port),
+                                          healthy=alive and service_healthy(cfg.service_host, port),
                                           address=address, metrics_url=url))
         out.append({"name": entry["name"], "peer_id": cfg.peer_id, "dir": entry["dir"],
                     "services": services})
     return out
 
 
-def _healthz(host: str, port: int) -> bool:
+def service_healthy(host: str, port: int) -> bool:
+    """GET /healthz of a service's metrics port answers 200."""
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as r:  # noqa: S310
             return bool(r.status == 200)

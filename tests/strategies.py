@@ -9,7 +9,8 @@ from pathlib import Path
 from mydrive.clock import ManualClock
 from mydrive.crypto import new_kdf_params
 from mydrive.engine.settings import TransferSettings
-from mydrive.engine.upload import PeerInfo
+from mydrive.engine.upload import PeerInfo, UploadResult
+from mydrive.filerecord import FileRecord
 from mydrive.keys import UserKeys, create_user
 from mydrive.memtransport import MemoryTransport
 
@@ -48,3 +49,12 @@ def mem_network(root: Path, n: int, *, capacity_bytes: int = 2**40) -> MemNetwor
 def random_file(path: Path, size: int) -> Path:
     path.write_bytes(os.urandom(size))
     return path
+
+
+def record_of(result: UploadResult, keys: UserKeys) -> FileRecord:
+    """The file record for an engine-level upload (name fields are placeholders)."""
+    return FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag="t",
+                      encrypted_path=b"x", plan=result.plan,
+                      wrapped_file_key=result.wrapped_file_key, digest_alg="blake3",
+                      created_ms=0, chunks=result.chunks,
+                      transfer={"upload": result.ledger.to_json()})

@@ -14,9 +14,8 @@ from mydrive.engine import upload as upload_engine
 from mydrive.engine.download import PARTIAL_DIR_NAME, download_file
 from mydrive.engine.upload import upload_file
 from mydrive.faults import FaultPlan, FaultPoints, read_fault_log
-from mydrive.filerecord import FileRecord
 from mydrive.keys import UserKeys
-from tests.strategies import SMALL_SETTINGS, MemNetwork, fast_user, mem_network
+from tests.strategies import SMALL_SETTINGS, MemNetwork, fast_user, mem_network, record_of
 
 SIZE_BYTES = 300_001
 
@@ -36,11 +35,7 @@ class World:
         result = upload_file(src, keys=self.keys, owner_peer_id="p0", peers=self.net.peers,
                              settings=SMALL_SETTINGS, transport=self.net.transport,
                              clock=self.net.clock, faults=faults)
-        self.record = FileRecord(file_id=result.file_id, owner_id=self.keys.user_id,
-                                 path_tag="t", encrypted_path=b"x", plan=result.plan,
-                                 wrapped_file_key=result.wrapped_file_key, digest_alg="blake3",
-                                 created_ms=0, chunks=result.chunks,
-                                 transfer={"upload": result.ledger.to_json()})
+        self.record = record_of(result, self.keys)
 
     def peers(self) -> list[PeerView]:
         return [PeerView(p.peer_id, p.peer_id, self.tmp / "peers" / p.peer_id)

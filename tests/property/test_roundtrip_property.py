@@ -15,7 +15,7 @@ from mydrive.engine.upload import upload_file
 from mydrive.errors import DataLoss
 from mydrive.faults import FaultPlan, FaultPoints
 from mydrive.filerecord import FileRecord
-from tests.strategies import SMALL_SETTINGS, fast_user, mem_network
+from tests.strategies import SMALL_SETTINGS, fast_user, mem_network, record_of
 
 KEYS = fast_user()
 CHUNK = SMALL_SETTINGS.chunk_size_bytes - 16  # plaintext per full chunk
@@ -31,10 +31,7 @@ def _upload(root: Path, data: bytes, peers: int = 5):
     result = upload_file(src, keys=KEYS, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
                          faults=FaultPoints(FaultPlan()))
-    record = FileRecord(file_id=result.file_id, owner_id=KEYS.user_id, path_tag="t",
-                        encrypted_path=b"x", plan=result.plan,
-                        wrapped_file_key=result.wrapped_file_key, digest_alg="blake3",
-                        created_ms=0, chunks=result.chunks)
+    record = record_of(result, KEYS)
     return net, record
 
 

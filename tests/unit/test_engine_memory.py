@@ -10,16 +10,7 @@ from mydrive.engine.download import download_file
 from mydrive.engine.upload import upload_file
 from mydrive.errors import DataLoss, FileExists, TooFewPeers
 from mydrive.faults import FaultPlan, FaultPoints, read_fault_log
-from mydrive.filerecord import FileRecord
-from mydrive.keys import UserKeys
-from tests.strategies import SMALL_SETTINGS, fast_user, mem_network, random_file
-
-
-def _record(result, keys: UserKeys) -> FileRecord:
-    return FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag="t",
-                      encrypted_path=b"x", plan=result.plan,
-                      wrapped_file_key=result.wrapped_file_key, digest_alg="blake3",
-                      created_ms=0, chunks=result.chunks)
+from tests.strategies import SMALL_SETTINGS, fast_user, mem_network, random_file, record_of
 
 
 def test_engine_round_trip_multi_chunk(tmp_path: Path) -> None:
@@ -38,11 +29,11 @@ def test_engine_round_trip_multi_chunk(tmp_path: Path) -> None:
     assert max(counts.values()) < len(result.chunks)
     out = tmp_path / "out" / "src.bin"
     out.parent.mkdir()
-    download_file(_record(result, keys), out, keys=keys, peers=net.addresses,
+    download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
                   settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock)
     assert out.read_bytes() == src.read_bytes()
     with pytest.raises(FileExists):
-        download_file(_record(result, keys), out, keys=keys, peers=net.addresses,
+        download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
                       settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock)
 
 
@@ -74,12 +65,12 @@ def test_engine_download_fails_over_dead_and_bad_replicas(tmp_path: Path) -> Non
     victim = result.chunks[0].replicas[0]
     net.transport.down.add(victim)
     out = tmp_path / "a.bin"
-    download_file(_record(result, keys), out, keys=keys, peers=net.addresses,
+    download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
                   settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock)
     assert out.read_bytes() == src.read_bytes()
     net.transport.down.update(result.chunks[0].replicas)
     with pytest.raises(DataLoss):
-        download_file(_record(result, keys), tmp_path / "b.bin", keys=keys,
+        download_file(record_of(result, keys), tmp_path / "b.bin", keys=keys,
                       peers=net.addresses, settings=SMALL_SETTINGS, transport=net.transport,
                       clock=net.clock)
     assert not (tmp_path / "b.bin").exists()
@@ -114,7 +105,7 @@ def test_engine_download_retries_replicas_that_come_back(tmp_path: Path) -> None
         net.transport.down.difference_update(replicas)  # the peers finished restarting
 
     out = tmp_path / "out.bin"
-    download_file(_record(result, keys), out, keys=keys, peers=net.addresses,
+    download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
                   settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
                   sleep=restart_during_pause)
     assert out.read_bytes() == src.read_bytes()

@@ -15,14 +15,13 @@ from mydrive.engine.upload import PeerInfo, upload_file
 from mydrive.errors import PermissionDenied
 from mydrive.faults import FaultPlan, FaultPoints
 from mydrive.fetchauth import sign_fetch
-from mydrive.filerecord import FileRecord
 from mydrive.grpc_transport import GrpcTransport
 from mydrive.metrics import Metrics
 from mydrive.peerdir import PeerDir, init_peer
 from mydrive.services.server import build_server
 from mydrive.wire import mydrive_pb2 as pb
 from mydrive.wire import mydrive_pb2_grpc as pb_grpc
-from tests.strategies import SMALL_SETTINGS, fast_user
+from tests.strategies import SMALL_SETTINGS, fast_user, record_of
 
 
 @pytest.fixture
@@ -50,10 +49,7 @@ def test_grpc_round_trip_and_owner_only(peers: list[PeerDir], tmp_path: Path) ->
     result = upload_file(src, keys=keys, owner_peer_id=peers[0].config.peer_id, peers=infos,
                          settings=SMALL_SETTINGS, transport=transport, clock=clock,
                          faults=FaultPoints(FaultPlan()))
-    record = FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag="t",
-                        encrypted_path=b"x", plan=result.plan,
-                        wrapped_file_key=result.wrapped_file_key, digest_alg="blake3",
-                        created_ms=0, chunks=result.chunks)
+    record = record_of(result, keys)
     out = tmp_path / "out"
     download_file(record, out, keys=keys, peers={i.peer_id: i.address for i in infos},
                   settings=SMALL_SETTINGS, transport=transport, clock=clock)

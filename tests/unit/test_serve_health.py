@@ -78,5 +78,5 @@ def test_cluster_healthz_treats_a_non_http_answer_as_unhealthy() -> None:
 
         t = threading.Thread(target=answer_garbage)
         t.start()
-        assert cluster._healthz("127.0.0.1", port) is False
+        assert cluster.service_healthy("127.0.0.1", port) is False
         t.join()
