@@ -55,7 +55,8 @@ def test_engine_resends_exactly_corrupted_segments(tmp_path: Path) -> None:
 
 
 def test_engine_download_fails_over_dead_and_bad_replicas(tmp_path: Path) -> None:
-    """With one replica peer dead the file still downloads; with all replicas dead: DataLoss."""
+    """A dead replica peer, or one serving a bad segment: the file still downloads and only
+    the bad segment is fetched elsewhere; with all replicas dead: DataLoss, nothing written."""
     net = mem_network(tmp_path / "peers", 5)
     keys = fast_user()
     src = random_file(tmp_path / "src.bin", 200_000)
@@ -64,15 +65,26 @@ def test_engine_download_fails_over_dead_and_bad_replicas(tmp_path: Path) -> Non
                          faults=FaultPoints(FaultPlan()))
     victim = result.chunks[0].replicas[0]
     net.transport.down.add(victim)
+    # A chunk the dead peer doesn't hold (one exists: no peer holds every chunk) goes bad in
+    # segment 0 on its first replica.
+    bad = next(c for c in result.chunks if victim not in c.replicas)
+    rotten, other = bad.replicas
+    path = net.transport.peers[rotten].store.chunk_file(bad.chunk_id)
+    raw = bytearray(path.read_bytes())
+    raw[0] ^= 0xFF
+    path.write_bytes(bytes(raw))
     out = tmp_path / "a.bin"
-    download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
-                  settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock)
+    ledger = download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
+                           settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
+                           sleep=lambda seconds: None)
     assert out.read_bytes() == src.read_bytes()
+    assert ledger.bad_fetched == [(bad.index, 0, rotten)]
+    assert ledger.per_peer[other].segments_fetched >= 1
     net.transport.down.update(result.chunks[0].replicas)
     with pytest.raises(DataLoss):
         download_file(record_of(result, keys), tmp_path / "b.bin", keys=keys,
                       peers=net.addresses, settings=SMALL_SETTINGS, transport=net.transport,
-                      clock=net.clock)
+                      clock=net.clock, sleep=lambda seconds: None)
     assert not (tmp_path / "b.bin").exists()
     assert not (tmp_path / ".mydrive-partial").exists()
 
