@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from transfer_memory import MiB, run_measured  # noqa: E402
 
-from mydrive import cluster  # noqa: E402
+from mydrive.node import cluster  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mydrive import cluster  # noqa: E402
+from mydrive.node import cluster  # noqa: E402
 
 MiB = 1024 * 1024
 

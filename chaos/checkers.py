@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mydrive.chunkstore import ChunkStore
-from mydrive.clock import Clock, SystemClock
-from mydrive.digest import digest, digests_equal
+from mydrive.crypto.keys import UserKeys
 from mydrive.engine.download import PARTIAL_DIR_NAME
 from mydrive.errors import MydriveError, PermissionDenied
-from mydrive.fetchauth import sign_fetch
-from mydrive.filerecord import FileRecord
-from mydrive.keys import UserKeys
-from mydrive.transport import PeerAddress, Transport
+from mydrive.formats.digest import digest, digests_equal
+from mydrive.formats.filerecord import FileRecord
+from mydrive.runtime.clock import Clock, SystemClock
+from mydrive.storage.chunkstore import ChunkStore
+from mydrive.transport.base import PeerAddress, Transport
+from mydrive.transport.signed_fetch import sign_fetch
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 MAX_PROBLEMS_LISTED = 20

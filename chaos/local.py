@@ -1,4 +1,4 @@
-"""The local-process backend: mydrive.cluster's peers on loopback, linked through Toxiproxy."""
+"""The local-process backend: mydrive.node.cluster's peers on loopback, linked through Toxiproxy."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mydrive import cluster as local
 from mydrive.errors import PeerUnavailable
-from mydrive.peerdir import PeerDir
+from mydrive.node import cluster as local
+from mydrive.node.peerdir import PeerDir
 
 from .cluster import SERVICE_KINDS, ChaosPeer
 from .network import LinkNetwork
@@ -25,13 +25,14 @@ class LocalCluster:
 
     def __init__(self, home: Path, peers: int, *, seed: int, replicas: int = 2,
                  service_env: dict[str, str] | None = None,
-                 peer_env: dict[str, dict[str, str]] | None = None, **overrides: Any) -> None:
+                 peer_fault_plan: dict[str, Path] | None = None, **overrides: Any) -> None:
         self.home = home
         self.count = peers
         self.replicas = replicas
         self.seed = seed
         self.service_env = dict(service_env or {})
-        self.peer_env = dict(peer_env or {})  # extra environment of one peer's services
+        # Peers whose services run seeded fault hooks (--fault-plan FILE)
+        self.peer_fault_plan = dict(peer_fault_plan or {})
         self.overrides = overrides
         self.toxiproxy = ToxiproxyServer(home / "toxiproxy.log", seed=seed)
         self.network: LinkNetwork | None = None
@@ -50,10 +51,10 @@ class LocalCluster:
             # Services first: their ports are then taken, so the proxies' OS-chosen listen
             # ports can't collide with them. Services never dial other peers, so they need
             # not see the proxy addresses; the clients read them from the metadata.
-            plain = [name for name in self._dirs if name not in self.peer_env]
+            plain = [name for name in self._dirs if name not in self.peer_fault_plan]
             if plain:
-                self._start_group(plain, self.service_env)
-            for name in self.peer_env:
+                self._start_group(plain)
+            for name in self.peer_fault_plan:
                 self.resume(name)
             self.network = LinkNetwork(self.toxiproxy.start(), self._peers)
             self.network.create()
@@ -78,12 +79,13 @@ class LocalCluster:
         self.resume(peer)
 
     def resume(self, peer: str) -> None:
-        self._start_group([peer], {**self.service_env, **self.peer_env.get(peer, {})})
+        self._start_group([peer], self.peer_fault_plan.get(peer))
 
-    def _start_group(self, names: list[str], env: dict[str, str]) -> None:
+    def _start_group(self, names: list[str], fault_plan: Path | None = None) -> None:
         for attempt in range(START_ATTEMPTS):
             try:
-                local.start(self.home, env=env, only=names, timeout_s=START_TIMEOUT_S)
+                local.start(self.home, env=self.service_env, only=names,
+                            timeout_s=START_TIMEOUT_S, fault_plan=fault_plan)
                 return
             except PeerUnavailable:
                 # Its port was taken meanwhile by some process's outgoing connection (the

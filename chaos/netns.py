@@ -40,10 +40,10 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
-from mydrive.cluster import service_healthy
 from mydrive.errors import PeerUnavailable
-from mydrive.peerdir import PeerDir, init_peer, register_peer
-from mydrive.services.server import SERVICES
+from mydrive.node.cluster import service_healthy
+from mydrive.node.peerdir import PeerDir, init_peer, register_peer
+from mydrive.node.serve import SERVICES
 
 from .cluster import SERVICE_KINDS, ChaosPeer
 from .network import create_proxy, publish_proxy_addresses
@@ -100,7 +100,7 @@ class NetnsCluster:
 
     def __init__(self, home: Path, peers: int, *, seed: int, replicas: int = 2,
                  service_env: dict[str, str] | None = None,
-                 peer_env: dict[str, dict[str, str]] | None = None, **overrides: Any) -> None:
+                 peer_fault_plan: dict[str, Path] | None = None, **overrides: Any) -> None:
         reason = unavailable_reason()
         if reason:
             raise NetnsUnavailable(reason)
@@ -111,7 +111,7 @@ class NetnsCluster:
         self.replicas = replicas
         self.seed = seed
         self.service_env = dict(service_env or {})
-        self.peer_env = dict(peer_env or {})
+        self.peer_fault_plan = dict(peer_fault_plan or {})
         self.overrides = overrides
         self.start_retries = 0
         tag = f"{os.getpid() % 10000:04d}{random.SystemRandom().randrange(36 ** 2):03x}"[-6:]
@@ -234,7 +234,9 @@ class NetnsCluster:
 
     def _spawn_services(self, peer: str, kinds: tuple[str, ...] = SERVICES) -> None:
         procs = self._pids.setdefault(peer, {})
-        env = {**os.environ, **self.service_env, **self.peer_env.get(peer, {})}
+        env = {**os.environ, **self.service_env}
+        plan = self.peer_fault_plan.get(peer)
+        plan_args = ["--fault-plan", str(plan)] if plan is not None else []
         logs = self._dirs[peer] / "logs"
         logs.mkdir(exist_ok=True)
         for kind in kinds:
@@ -244,7 +246,7 @@ class NetnsCluster:
             with open(logs / f"{kind}.log", "ab") as log:
                 procs[kind] = subprocess.Popen(
                     [*self._in_ns(peer), sys.executable, "-m", "mydrive", "serve", kind,
-                     str(self._dirs[peer])],
+                     str(self._dirs[peer]), *plan_args],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                     start_new_session=True)
         self._record()

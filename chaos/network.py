@@ -14,7 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mydrive.peerdir import PeerDir, free_port
+from mydrive.node.peerdir import PeerDir, free_port
 
 from .cluster import SERVICE_KINDS, ChaosPeer
 from .toxiproxy import Proxy, Toxic, ToxiproxyClient, ToxiproxyError

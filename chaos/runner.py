@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from mydrive.client import PeerClient
-from mydrive.crypto import new_kdf_params
+from mydrive.crypto.keys import UserKeys, create_user
+from mydrive.crypto.primitives import new_kdf_params
 from mydrive.errors import PeerUnavailable
-from mydrive.faults import ENV_VAR as FAULTS_ENV
-from mydrive.faults import read_fault_log
-from mydrive.filerecord import FileRecord
-from mydrive.keys import UserKeys, create_user
-from mydrive.transport import PeerAddress
+from mydrive.formats.filerecord import FileRecord
+from mydrive.node.local_client import open_client
+from mydrive.testing.faults import FaultPlan, read_fault_log
+from mydrive.transport.base import PeerAddress
 
 from . import checkers
 from .checkers import PeerView, Verdict
@@ -57,17 +57,19 @@ BACKENDS = ("local", "netns")
 
 def replay_command(scenario: str, peers: int, seed: int, backend: str = "local") -> str:
     extra = "" if backend == "local" else f" --backend {backend}"
-    return f"mydrive chaos run {scenario} --peers {peers} --seed {seed}{extra}"
+    return f"python -m chaos run {scenario} --peers {peers} --seed {seed}{extra}"
 
 
 def make_cluster(backend: str, home: Path, peers: int, *, seed: int,
-                 peer_env: dict[str, dict[str, str]]) -> LocalCluster | NetnsCluster:
+                 peer_fault_plan: dict[str, Path]) -> LocalCluster | NetnsCluster:
     """A cluster of the chosen backend (``local`` processes on loopback, or ``netns``)."""
     if backend == "netns":
-        return NetnsCluster(home, peers, seed=seed, peer_env=peer_env, **CHAOS_OVERRIDES)
+        return NetnsCluster(home, peers, seed=seed, peer_fault_plan=peer_fault_plan,
+                            **CHAOS_OVERRIDES)
     if backend != "local":
         raise ValueError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
-    return LocalCluster(home, peers, seed=seed, peer_env=peer_env, **CHAOS_OVERRIDES)
+    return LocalCluster(home, peers, seed=seed, peer_fault_plan=peer_fault_plan,
+                        **CHAOS_OVERRIDES)
 
 
 @dataclass
@@ -108,7 +110,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     workdir: str = ""
     backend: str = "local"
-    scenario_ref: str = ""  # what `mydrive chaos run` takes: the name, or the file's path
+    scenario_ref: str = ""  # what `python -m chaos run` takes: the name, or the file's path
 
     @property
     def ok(self) -> bool:
@@ -150,17 +152,20 @@ class Run:
         self.report.rates = {"corrupt_upload_rate": up, "corrupt_serve_rate": serve}
         self.fault_log = work / "faults.jsonl"
         self.client_env = {"MYDRIVE_PASSPHRASE": PASSPHRASE}
+        # Seeded faults are switched on by --fault-plan FILE, never by the environment.
+        work.mkdir(parents=True, exist_ok=True)
+        self.client_fault_args: list[str] = []
         if up > 0:
-            self.client_env[FAULTS_ENV] = json.dumps(
-                {"seed": seed, "corrupt_upload_rate": up, "log": str(self.fault_log)})
-        peer_env: dict[str, dict[str, str]] = {}
+            plan = FaultPlan(seed=seed, corrupt_upload_rate=up, log=self.fault_log)
+            self.client_fault_args = ["--fault-plan", str(plan.write(work / "faults-put.json"))]
+        peer_fault_plan: dict[str, Path] = {}
         if serve > 0:
-            serve_env = {FAULTS_ENV: json.dumps(
-                {"seed": seed, "corrupt_serve_rate": serve, "log": str(self.fault_log)})}
+            plan = FaultPlan(seed=seed, corrupt_serve_rate=serve, log=self.fault_log)
+            serve_plan = plan.write(work / "faults-serve.json")
             targets = names if scenario.corrupt_serve_peers == "*" else [self.victim]
-            peer_env = {n: serve_env for n in targets}
+            peer_fault_plan = {n: serve_plan for n in targets}
         self.cluster = make_cluster(backend, work / "cluster", peers, seed=seed,
-                                    peer_env=peer_env)
+                                    peer_fault_plan=peer_fault_plan)
         self.download_dir = work / "downloads"
         self.sources: dict[str, bytes] = {}       # logical file -> bytes
         self.expected: dict[str, bytes] = {}      # acknowledged remote path -> bytes
@@ -195,7 +200,7 @@ class Run:
         return name
 
     def owner_client(self) -> PeerClient:
-        return PeerClient(self.cluster.peer_dir(self.owner))
+        return open_client(self.cluster.peer_dir(self.owner))
 
     # ---- set-up ------------------------------------------------------------------------
     def setup(self) -> None:
@@ -208,7 +213,8 @@ class Run:
             self.fault("setup-retried", reason=str(exc)[:200])
             shutil.rmtree(self.cluster.home, ignore_errors=True)
             self.cluster = make_cluster(self.backend, self.cluster.home, self.cluster.count,
-                                        seed=self.seed, peer_env=self.cluster.peer_env)
+                                        seed=self.seed,
+                                        peer_fault_plan=self.cluster.peer_fault_plan)
             self.cluster.start()
         record, keys = create_user(USER, PASSPHRASE, kdf_params=new_kdf_params(**FAST_KDF))
         with closing(self.cluster.peer_config(self.owner).open_metadata()) as store:
@@ -223,7 +229,8 @@ class Run:
             src = self.work / "sources" / file
             src.parent.mkdir(parents=True, exist_ok=True)
             src.write_bytes(self.sources[file])
-            args = ["put", "--user", USER, str(src), f"/{file}", "--json"]
+            args = ["put", "--user", USER, str(src), f"/{file}", "--json",
+                    *self.client_fault_args]
         else:
             args = ["get", "--user", USER, f"/{file}", "--out", str(self.download_dir),
                     "--overwrite", "--json"]

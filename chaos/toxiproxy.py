@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mydrive.peerdir import free_port
+from mydrive.node.peerdir import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY_ENV = "MYDRIVE_TOXIPROXY_SERVER"

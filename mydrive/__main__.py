@@ -1,3 +1,3 @@
-from .cli import main
+from mydrive.cli.main import main
 
 main()

@@ -13,13 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import crypto
-from .accounting import TransferLedger
-from .clock import Clock, SystemClock
-from .digest import DIGEST_ALG
-from .engine.download import download_file
-from .engine.upload import PeerInfo, Progress, upload_file
-from .errors import (
+from mydrive.crypto import primitives as crypto
+from mydrive.crypto.keys import (
+    UserKeys,
+    UserRecord,
+    create_user,
+    rotate_passphrase,
+    unlock,
+    validate_username,
+)
+from mydrive.engine.accounting import TransferLedger
+from mydrive.engine.download import download_file
+from mydrive.engine.gc import GcReport, bury, collect
+from mydrive.engine.settings import TransferSettings
+from mydrive.engine.upload import PeerInfo, Progress, upload_file
+from mydrive.errors import (
     BadRequest,
     Conflict,
     DecryptionFailed,
@@ -28,13 +36,13 @@ from .errors import (
     UnknownUser,
     UserExists,
 )
-from .faults import FaultPlan, FaultPoints
-from .filerecord import FileRecord
-from .keys import UserKeys, UserRecord, create_user, rotate_passphrase, unlock, validate_username
-from .paths import local_destination, normalize_remote_path
-from .peerdir import PeerDir
-from .tombstones import GcReport, bury, collect
-from .transport import PeerAddress, Transport
+from mydrive.formats.digest import DIGEST_ALG
+from mydrive.formats.filerecord import FileRecord
+from mydrive.formats.paths import local_destination, normalize_remote_path
+from mydrive.metadata.base import MetadataStore
+from mydrive.runtime.clock import Clock, SystemClock
+from mydrive.runtime.faults import NO_FAULTS, FaultHooks
+from mydrive.transport.base import PeerAddress, Transport
 
 
 @dataclass(frozen=True)
@@ -62,24 +70,25 @@ class RemoveResult:
 
 
 class PeerClient:
-    def __init__(self, peer_dir: Path, *, transport: Transport | None = None,
-                 clock: Clock | None = None, faults: FaultPlan | None = None,
+    """A user's view of the network through one peer, built from the collaborators it is
+    handed: that peer's metadata store, a transport to the other peers, a clock, a source of
+    randomness and the fault hooks (``NO_FAULTS`` outside the test-bed).
+
+    ``mydrive.node.local_client.open_client(PEER_DIR)`` builds one for a peer directory.
+    """
+
+    def __init__(self, *, peer_id: str, settings: TransferSettings, download_dir: Path,
+                 store: MetadataStore, transport: Transport, clock: Clock | None = None,
+                 faults: FaultHooks = NO_FAULTS,
                  random_bytes: Callable[[int], bytes] = os.urandom,
                  kdf_costs: Mapping[str, int] | None = None) -> None:
-        self.peer = PeerDir(peer_dir)
-        self.store = self.peer.open_metadata()
-        if transport is None:
-            from .grpc_transport import GrpcTransport
-
-            tls = None
-            if self.peer.config.tls:
-                from .pki import tls_files
-
-                tls = tls_files(self.peer.tls_dir).read()
-            transport = GrpcTransport(rpc_timeout_s=self.peer.config.rpc_timeout_s, tls=tls)
+        self.peer_id = peer_id
+        self.settings = settings
+        self.download_dir = download_dir
+        self.store = store
         self.transport = transport
         self.clock = clock or SystemClock()
-        self.faults = FaultPoints(faults if faults is not None else FaultPlan.from_env())
+        self.faults = faults
         self.random_bytes = random_bytes
         # Argon2id costs for new users and rotations (None: the documented defaults).
         self.kdf_costs = dict(kdf_costs or {})
@@ -200,9 +209,9 @@ class PeerClient:
                              f"another name")
         except UnknownFile:
             pass
-        result = upload_file(local, keys=keys, owner_peer_id=self.peer.config.peer_id,
+        result = upload_file(local, keys=keys, owner_peer_id=self.peer_id,
                              peers=self.known_peers(),
-                             settings=self.peer.config.transfer_settings(),
+                             settings=self.settings,
                              transport=self.transport, clock=self.clock, faults=self.faults,
                              random_bytes=self.random_bytes, progress=progress)
         record = FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag=tag,
@@ -219,14 +228,14 @@ class PeerClient:
             overwrite: bool = False,
             progress: Progress | None = None) -> tuple[Path, TransferLedger]:
         record = self.find(keys, remote_path)
-        base = out_dir if out_dir is not None else self.peer.download_dir
+        base = out_dir if out_dir is not None else self.download_dir
         base.mkdir(parents=True, exist_ok=True)
         stored_path = self._decrypted_path(keys, record)
         destination = local_destination(base, stored_path)
         destination.parent.mkdir(parents=True, exist_ok=True)
         peers = {p.peer_id: p.address for p in self.known_peers()}
         ledger = download_file(record, destination, keys=keys, peers=peers,
-                               settings=self.peer.config.transfer_settings(),
+                               settings=self.settings,
                                transport=self.transport, clock=self.clock, overwrite=overwrite,
                                random_bytes=self.random_bytes, progress=progress)
         return destination, ledger

@@ -1,7 +1,7 @@
 """Errors that reach users. Each names what went wrong precisely; none leaks secrets.
 
 Exceptions are for what comes from outside (input, peers, disks); asserts are for our own bugs.
-The gRPC servicers map these classes to status codes (see ``mydrive.services.status``).
+The gRPC servicers map these classes to status codes (see ``mydrive.transport.status``).
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from mydrive.chunkstore import ChunkStore
 from mydrive.client import PeerClient
-from mydrive.clock import ManualClock
-from mydrive.memtransport import MemoryTransport
-from mydrive.peerdir import PeerDir, init_peer, register_peer
+from mydrive.node.local_client import open_client
+from mydrive.node.peerdir import PeerDir, init_peer, register_peer
+from mydrive.runtime.clock import ManualClock
+from mydrive.storage.chunkstore import ChunkStore
+from mydrive.testing.memory_transport import MemoryTransport
 from tests.strategies import FAST_KDF
 
 SMALL_CHUNKS = {"chunk_size_bytes": 64 * 1024, "segment_size_bytes": 4 * 1024,
@@ -32,7 +33,7 @@ class ClientNet:
         return [d.config.peer_id for d in self.dirs]
 
     def client(self, i: int = 0) -> PeerClient:
-        return PeerClient(self.dirs[i].root, transport=self.transport, clock=self.clock,
+        return open_client(self.dirs[i].root, transport=self.transport, clock=self.clock,
                           kdf_costs=FAST_KDF)
 
     def chunk_store(self, peer_id: str) -> ChunkStore:

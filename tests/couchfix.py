@@ -9,9 +9,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mydrive.peerdir import free_port
-from mydrive.store import couchserver
-from mydrive.store.couchdb import CouchStore
+from mydrive.metadata import couchserver
+from mydrive.metadata.couchdb import CouchStore
+from mydrive.node.peerdir import free_port
 
 USER = "mydrive"
 PASSWORD = "test-" + uuid.uuid4().hex

@@ -6,13 +6,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mydrive.clock import ManualClock
-from mydrive.crypto import new_kdf_params
+from mydrive.crypto.keys import UserKeys, create_user
+from mydrive.crypto.primitives import new_kdf_params
 from mydrive.engine.settings import TransferSettings
 from mydrive.engine.upload import PeerInfo, UploadResult
-from mydrive.filerecord import FileRecord
-from mydrive.keys import UserKeys, create_user
-from mydrive.memtransport import MemoryTransport
+from mydrive.formats.filerecord import FileRecord
+from mydrive.runtime.clock import ManualClock
+from mydrive.testing.memory_transport import MemoryTransport
 
 FAST_KDF = {"time_cost": 1, "memory_kib": 8 * 1024, "parallelism": 1}
 SMALL_SETTINGS = TransferSettings(chunk_size_bytes=64 * 1024, segment_size_bytes=4 * 1024,

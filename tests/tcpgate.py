@@ -10,7 +10,7 @@ import contextlib
 import socket
 import threading
 
-from mydrive.peerdir import free_port
+from mydrive.node.peerdir import free_port
 
 MAX_CONNECTIONS = 256
 

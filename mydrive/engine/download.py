@@ -17,11 +17,11 @@ from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import crypto
-from ..accounting import TransferLedger
-from ..clock import Clock
-from ..digest import digest, digests_equal
-from ..errors import (
+from mydrive.crypto import primitives as crypto
+from mydrive.crypto.keys import UserKeys, unwrap_file_key
+from mydrive.engine.accounting import TransferLedger
+from mydrive.engine.settings import TransferSettings
+from mydrive.errors import (
     BadRequest,
     ChunkNotFound,
     DataLoss,
@@ -30,12 +30,12 @@ from ..errors import (
     PermissionDenied,
     TooLarge,
 )
-from ..fetchauth import sign_fetch
-from ..filerecord import ChunkRecord, FileRecord
-from ..fsutil import fsync_dir
-from ..keys import UserKeys, unwrap_file_key
-from ..transport import PeerAddress, Transport
-from .settings import TransferSettings
+from mydrive.formats.digest import digest, digests_equal
+from mydrive.formats.filerecord import ChunkRecord, FileRecord
+from mydrive.runtime.clock import Clock
+from mydrive.runtime.disk import fsync_dir
+from mydrive.transport.base import PeerAddress, Transport
+from mydrive.transport.signed_fetch import sign_fetch
 
 PARTIAL_DIR_NAME = ".mydrive-partial"
 Progress = Callable[[int], None]

@@ -15,25 +15,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import crypto
-from ..accounting import TransferLedger
-from ..chunkmeta import ChunkHeader
-from ..chunkplan import ChunkPlan, min_chunks_for_placement, plan_chunks, segment_ranges
-from ..clock import Clock
-from ..digest import DIGEST_ALG, digest
-from ..errors import (
+from mydrive.crypto import primitives as crypto
+from mydrive.crypto.keys import UserKeys, wrap_file_key
+from mydrive.engine.accounting import TransferLedger
+from mydrive.engine.settings import TransferSettings
+from mydrive.errors import (
     BadRequest,
     DataLoss,
     MydriveError,
     PeerUnavailable,
     TooLarge,
 )
-from ..faults import FaultPoints
-from ..filerecord import ChunkRecord
-from ..keys import UserKeys, wrap_file_key
-from ..placement import PeerSlot, place_chunks
-from ..transport import PeerAddress, Transport
-from .settings import TransferSettings
+from mydrive.formats.chunkheader import ChunkHeader
+from mydrive.formats.chunkplan import (
+    ChunkPlan,
+    min_chunks_for_placement,
+    plan_chunks,
+    segment_ranges,
+)
+from mydrive.formats.digest import DIGEST_ALG, digest
+from mydrive.formats.filerecord import ChunkRecord
+from mydrive.formats.placement import PeerSlot, place_chunks
+from mydrive.runtime.clock import Clock
+from mydrive.runtime.faults import NO_FAULTS, FaultHooks
+from mydrive.transport.base import PeerAddress, Transport
 
 GCM_TAG_BYTES = 16
 FILE_ID_BYTES = 16
@@ -104,7 +109,7 @@ class _Replicas:
 
 def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
                 peers: Sequence[PeerInfo], settings: TransferSettings, transport: Transport,
-                clock: Clock, faults: FaultPoints,
+                clock: Clock, faults: FaultHooks = NO_FAULTS,
                 random_bytes: Callable[[int], bytes] = os.urandom,
                 progress: Progress | None = None) -> UploadResult:
     del clock  # uploads need no time today; kept so callers pass one engine-wide clock
@@ -250,7 +255,7 @@ def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, fil
 
 def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
                settings: TransferSettings,
-               transport: Transport, faults: FaultPoints, ledger: TransferLedger) -> None:
+               transport: Transport, faults: FaultHooks, ledger: TransferLedger) -> None:
     """Send one chunk to one receiver; resend exactly the segments it reports bad."""
     header = chunk.header
     session = transport.open_store(peer)

@@ -11,19 +11,21 @@ from flask import Flask, Response, current_app, g, jsonify, redirect, render_tem
 from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
-from ..client import PeerClient
-from ..clock import Clock, SystemClock
-from ..errors import MydriveError, NotLoggedIn
-from ..sessions import SessionStore
-from . import csrf
-from .basket import Baskets
-from .jobs import JobBoard
-from .problems import Problem, problem_for
-from .settings import UiSettings
-from .state import EXTENSION, UiState, current_session, ui_state
-from .tree import human_size
-from .uploads import UPLOAD_DIR_KEY, UiRequest, prepare_upload_dir, ui_request
-from .web import PUBLIC_ATTR, csrf_token, format_time, set_csrf_cookie, wants_json
+from mydrive.client import PeerClient
+from mydrive.errors import MydriveError, NotLoggedIn
+from mydrive.node.local_client import open_client
+from mydrive.node.peerdir import PeerDir
+from mydrive.runtime.clock import Clock, SystemClock
+from mydrive.ui import csrf
+from mydrive.ui.basket import Baskets
+from mydrive.ui.jobs import JobBoard
+from mydrive.ui.problems import Problem, problem_for
+from mydrive.ui.sessions import SessionStore
+from mydrive.ui.settings import UiSettings
+from mydrive.ui.state import EXTENSION, UiState, current_session, ui_state
+from mydrive.ui.tree import human_size
+from mydrive.ui.uploads import UPLOAD_DIR_KEY, UiRequest, prepare_upload_dir, ui_request
+from mydrive.ui.web import PUBLIC_ATTR, csrf_token, format_time, set_csrf_cookie, wants_json
 
 log = logging.getLogger("mydrive.ui")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -37,13 +39,14 @@ TRUSTED_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
 def create_app(peer_dir: Path, *, settings: UiSettings | None = None,
                client: PeerClient | None = None, clock: Clock | None = None) -> Flask:
     """The UI of the peer in ``peer_dir``; run it in ONE process (keys live in its memory)."""
-    client = client or PeerClient(peer_dir)
+    peer = PeerDir(peer_dir)
+    client = client or open_client(peer_dir)
     if settings is None:
-        settings = UiSettings(secure_cookies=client.peer.config.tls)
+        settings = UiSettings(secure_cookies=peer.config.tls)
     clock = clock or SystemClock()
     app = Flask(__name__)
     app.request_class = UiRequest
-    upload_dir = prepare_upload_dir(client.peer.root / "tmp" / "ui-uploads")
+    upload_dir = prepare_upload_dir(peer.root / "tmp" / "ui-uploads")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,  # a text field; also bounds the parser's buffer
@@ -62,8 +65,8 @@ def create_app(peer_dir: Path, *, settings: UiSettings | None = None,
                       max_per_user=settings.max_jobs_per_user),
         settings=settings, csrf_secret=os.urandom(32), upload_dir=upload_dir)
 
-    from .views_account import bp as account
-    from .views_files import bp as files
+    from mydrive.ui.views_account import bp as account
+    from mydrive.ui.views_files import bp as files
 
     app.register_blueprint(account)
     app.register_blueprint(files)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from ..errors import TooLarge
+from mydrive.errors import TooLarge
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import request
 
-from ..errors import BadRequest
+from mydrive.errors import BadRequest
 
 MIN_PASSPHRASE_CHARS = 8
 MAX_PASSPHRASE_CHARS = 1024

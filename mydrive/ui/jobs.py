@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import Clock
-from ..errors import MydriveError, TooLarge, UnknownFile
-from .problems import INTERNAL, problem_for
+from mydrive.errors import MydriveError, TooLarge, UnknownFile
+from mydrive.runtime.clock import Clock
+from mydrive.ui.problems import INTERNAL, problem_for
 
 log = logging.getLogger("mydrive.ui.jobs")
 

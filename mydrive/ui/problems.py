@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import (
+from mydrive.errors import (
     BadRequest,
     DataLoss,
     DecryptionFailed,
@@ -24,7 +24,7 @@ from ..errors import (
     UserExists,
     WrongPassphrase,
 )
-from .csrf import CsrfRejected
+from mydrive.ui.csrf import CsrfRejected
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest
-from ..peerdir import PeerDir
-from .address import LOOPBACK
+from mydrive.errors import BadRequest
+from mydrive.node.peerdir import PeerDir
+from mydrive.node.ui_address import LOOPBACK
 
 SERVERS = ("auto", "gunicorn", "waitress")
 THREADS = 8
@@ -42,8 +42,8 @@ def run(peer_dir: Path, *, server: str = "auto") -> None:
     if not port:
         raise BadRequest(f"peer {peer.config.name} has no ui_backend_port in its peer.json")
     chosen = pick_server(server)
-    from .app import create_app
-    from .settings import UiSettings
+    from mydrive.ui.app import create_app
+    from mydrive.ui.settings import UiSettings
 
     settings = UiSettings(secure_cookies=peer.config.tls)
     log.info("UI of peer %s on http://%s:%d/ (%s)", peer.config.name, LOOPBACK, port, chosen)
@@ -56,7 +56,7 @@ def run(peer_dir: Path, *, server: str = "auto") -> None:
 def _waitress(app: Any, port: int, settings: Any) -> None:
     import waitress  # type: ignore[import-untyped]
 
-    from .uploads import DeadlineInput
+    from mydrive.ui.uploads import DeadlineInput
 
     waitress.serve(DeadlineInput(app, settings.upload_timeout_s), host=LOOPBACK, port=port,
                    threads=THREADS, ident="mydrive",
@@ -67,7 +67,7 @@ def _waitress(app: Any, port: int, settings: Any) -> None:
 def _gunicorn(peer_dir: Path, port: int, settings: Any) -> None:
     from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-    from .uploads import DeadlineInput
+    from mydrive.ui.uploads import DeadlineInput
 
     class Ui(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -90,7 +90,7 @@ def _gunicorn(peer_dir: Path, port: int, settings: Any) -> None:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
-            from .app import create_app
+            from mydrive.ui.app import create_app
 
             return DeadlineInput(create_app(peer_dir, settings=settings),
                                  settings.upload_timeout_s)

@@ -8,12 +8,12 @@ from typing import cast
 
 from flask import current_app, g
 
-from ..client import PeerClient
-from ..errors import NotLoggedIn
-from ..sessions import Session, SessionStore
-from .basket import Baskets
-from .jobs import JobBoard
-from .settings import UiSettings
+from mydrive.client import PeerClient
+from mydrive.errors import NotLoggedIn
+from mydrive.ui.basket import Baskets
+from mydrive.ui.jobs import JobBoard
+from mydrive.ui.sessions import Session, SessionStore
+from mydrive.ui.settings import UiSettings
 
 EXTENSION = "mydrive"
 

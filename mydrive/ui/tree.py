@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..client import FileEntry
+from mydrive.client import FileEntry
 
 
 @dataclass

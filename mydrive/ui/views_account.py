@@ -8,11 +8,11 @@ from typing import Any
 from flask import Blueprint, g, redirect, render_template, request
 from werkzeug.wrappers import Response
 
-from ..errors import BadRequest
-from ..keys import MAX_USERNAME_CHARS
-from . import forms
-from .state import current_session, require_session, ui_state
-from .web import public, set_session_cookie
+from mydrive.crypto.keys import MAX_USERNAME_CHARS
+from mydrive.errors import BadRequest
+from mydrive.ui import forms
+from mydrive.ui.state import current_session, require_session, ui_state
+from mydrive.ui.web import public, set_session_cookie
 
 log = logging.getLogger("mydrive.ui")
 bp = Blueprint("account", __name__)

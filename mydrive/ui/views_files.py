@@ -10,18 +10,18 @@ from flask import Blueprint, jsonify, redirect, render_template, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
-from ..errors import BadRequest, PathTraversal, TooLarge
-from ..paths import normalize_remote_path
-from ..sessions import Session
-from . import forms
-from .address import health_body
-from .basket import BasketItem
-from .jobs import JobFile, Progress
-from .state import require_session, ui_state
-from .tree import build_tree
-from .uploads import ui_request
-from .views_account import NOTICES
-from .web import public, wants_json
+from mydrive.errors import BadRequest, PathTraversal, TooLarge
+from mydrive.formats.paths import normalize_remote_path
+from mydrive.node.ui_address import health_body
+from mydrive.ui import forms
+from mydrive.ui.basket import BasketItem
+from mydrive.ui.jobs import JobFile, Progress
+from mydrive.ui.sessions import Session
+from mydrive.ui.state import require_session, ui_state
+from mydrive.ui.tree import build_tree
+from mydrive.ui.uploads import ui_request
+from mydrive.ui.views_account import NOTICES
+from mydrive.ui.web import public, wants_json
 
 log = logging.getLogger("mydrive.ui")
 bp = Blueprint("files", __name__)
@@ -30,7 +30,7 @@ bp = Blueprint("files", __name__)
 @bp.get("/healthz")
 @public
 def healthz() -> Response:
-    return Response(health_body(ui_state().client.peer.config.peer_id), mimetype="text/plain")
+    return Response(health_body(ui_state().client.peer_id), mimetype="text/plain")
 
 
 @bp.get("/files")
@@ -41,7 +41,7 @@ def files() -> str:
     return render_template("files.html", tree=tree, notice=NOTICES.get(
         request.args.get("notice", "")), basket=state.baskets.items(session.user_id),
         jobs=state.jobs.of_user(session.user_id)[:5],
-        download_dir=str(state.client.peer.download_dir),
+        download_dir=str(state.client.download_dir),
         folder=request.args.get("folder", "/"), max_upload_bytes=state.settings.max_upload_bytes)
 
 
@@ -50,7 +50,7 @@ def basket_page() -> str:
     session = require_session()
     state = ui_state()
     return render_template("basket.html", basket=state.baskets.items(session.user_id),
-                           download_dir=str(state.client.peer.download_dir))
+                           download_dir=str(state.client.download_dir))
 
 
 def _back(default: str = "/files") -> Response:
@@ -111,7 +111,7 @@ def basket_download() -> Response:
 
     job = state.jobs.submit(session.user_id, "download",
                             [JobFile(remote_path=p, size_bytes=s) for p, s in chosen.items()],
-                            fetch, target=str(client.peer.download_dir))
+                            fetch, target=str(client.download_dir))
     state.baskets.clear(session.user_id)
     log.info("download job %s: %d file(s)", job.job_id, len(chosen))
     return redirect(f"/jobs/{job.job_id}", code=303)

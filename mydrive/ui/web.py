@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from flask import g, request
 from werkzeug.wrappers import Response
 
-from .csrf import token_for
-from .state import ui_state
+from mydrive.ui.csrf import token_for
+from mydrive.ui.state import ui_state
 
 PUBLIC_ATTR = "mydrive_public"
 F = TypeVar("F", bound=Callable[..., Any])

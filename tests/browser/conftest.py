@@ -1,4 +1,4 @@
-"""Browser fixtures: a real local network (mydrive.cluster, 5 peers behind nginx with TLS)
+"""Browser fixtures: a real local network (mydrive.node.cluster, 5 peers behind nginx with TLS)
 and Debian's Chromium driven by Playwright (executable_path; never `playwright install`).
 
 Screenshots go to tests/artifacts/ui/ (not committed).
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from mydrive import cluster
-from mydrive.peerdir import PeerDir
-from mydrive.ui.address import ui_url
+from mydrive.node import cluster
+from mydrive.node.peerdir import PeerDir
+from mydrive.node.ui_address import ui_url
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts" / "ui"
 # This machine's network is closed: keep Chromium from calling home.

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from mydrive import cluster
-from mydrive.client import PeerClient
 from mydrive.errors import UnknownUser
+from mydrive.node import cluster
+from mydrive.node.local_client import open_client
 from tests.browser.conftest import UiNetwork, shot
 
 pytestmark = pytest.mark.browser
@@ -39,7 +39,7 @@ def expect(locator: Any) -> Any:
 
 
 def user_exists(net: UiNetwork, name: str) -> bool:
-    client = PeerClient(net.peer_dir(0))
+    client = open_client(net.peer_dir(0))
     try:
         client.user_record(name)
         return True

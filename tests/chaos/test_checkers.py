@@ -10,11 +10,11 @@ import pytest
 
 from chaos import checkers
 from chaos.checkers import FAIL, PASS, SKIP, PeerView
+from mydrive.crypto.keys import UserKeys
 from mydrive.engine import upload as upload_engine
 from mydrive.engine.download import PARTIAL_DIR_NAME, download_file
 from mydrive.engine.upload import upload_file
-from mydrive.faults import FaultPlan, FaultPoints, read_fault_log
-from mydrive.keys import UserKeys
+from mydrive.testing.faults import FaultPlan, SeededFaults, read_fault_log
 from tests.strategies import SMALL_SETTINGS, MemNetwork, fast_user, mem_network, record_of
 
 SIZE_BYTES = 300_001
@@ -31,7 +31,7 @@ class World:
         self.data = bytes(range(256)) * (SIZE_BYTES // 256) + b"x" * (SIZE_BYTES % 256)
         src = tmp / "src.bin"
         src.write_bytes(self.data)
-        faults = FaultPoints(FaultPlan(seed=3, corrupt_upload_rate=corrupt_rate, log=self.log))
+        faults = SeededFaults(FaultPlan(seed=3, corrupt_upload_rate=corrupt_rate, log=self.log))
         result = upload_file(src, keys=self.keys, owner_peer_id="p0", peers=self.net.peers,
                              settings=SMALL_SETTINGS, transport=self.net.transport,
                              clock=self.net.clock, faults=faults)
@@ -89,7 +89,7 @@ def test_checker_resent_fails_when_whole_chunks_are_resent(
     verdict = checkers.check_resent_equals_corrupted([good.record], log)
     assert verdict.verdict == PASS, verdict
 
-    from mydrive.receiving import ReceiverSession
+    from mydrive.storage.receiver import ReceiverSession
 
     original = ReceiverSession.end_round
 
@@ -144,9 +144,9 @@ def test_checker_owner_only_fails_when_a_peer_serves_anyone(
     """A sender that skips the owner-signature check is caught serving another identity."""
     world = World(tmp_path)
     assert world.check_owner_only().verdict == PASS
-    import mydrive.serving
+    import mydrive.storage.sender
 
-    monkeypatch.setattr(mydrive.serving, "authorize", lambda *a, **k: None)
+    monkeypatch.setattr(mydrive.storage.sender, "authorize", lambda *a, **k: None)
     verdict = world.check_owner_only()
     assert verdict.verdict == FAIL, verdict
     assert any("another identity" in p for p in verdict.problems)

@@ -40,17 +40,17 @@ def test_chaos_run_reports_failure_with_replay_command(tmp_path: Path,
         {"do": "put", "file": "a.bin", "size_bytes": 100_000}]})
     report = run_scenario(scenario, peers=4, seed=5, workdir=tmp_path / "run")
     assert not report.ok
-    assert "mydrive chaos run owner-cut-off --peers 4 --seed 5" in format_report(report)
+    assert "python -m chaos run owner-cut-off --peers 4 --seed 5" in format_report(report)
 
 
 @pytest.mark.chaos
 def test_chaos_cli_run_json(toxiproxy_binary: str) -> None:
-    """`mydrive chaos run --json` prints a report with faults, checkers, accounting, timings."""
-    proc = subprocess.run([sys.executable, "-m", "mydrive", "chaos", "run", "bitrot-one-replica",
+    """`python -m chaos run --json` prints a report with faults, checkers, accounting, timings."""
+    proc = subprocess.run([sys.executable, "-m", "chaos", "run", "bitrot-one-replica",
                            "--peers", "4", "--seed", "3", "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["ok"] and doc["faults"] and doc["operations"] and doc["timings_s"]
-    assert doc["replay"] == "mydrive chaos run bitrot-one-replica --peers 4 --seed 3"
+    assert doc["replay"] == "python -m chaos run bitrot-one-replica --peers 4 --seed 3"
     assert {c["verdict"] for c in doc["checkers"]} == {"pass"}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mydrive.errors import BadRequest, Conflict, TooLarge
-from mydrive.store.base import MAX_DOCUMENT_BYTES, Document, MetadataStore
-from mydrive.store.sqlite import SqliteStore
+from mydrive.metadata.base import MAX_DOCUMENT_BYTES, Document, MetadataStore
+from mydrive.metadata.sqlite import SqliteStore
 from tests.couchfix import PouchServer
 
 Opener = Callable[[], MetadataStore]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mydrive import cluster
+from mydrive.node import cluster
 
 PASSPHRASE = "integration passphrase 1"
 

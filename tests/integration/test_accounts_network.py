@@ -18,15 +18,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from mydrive import cluster
-from mydrive.chunkstore import ChunkStore
-from mydrive.client import PeerClient
-from mydrive.clock import SystemClock
-from mydrive.deleteauth import sign_delete
-from mydrive.fetchauth import sign_fetch
-from mydrive.peerdir import PeerDir
-from mydrive.wire import mydrive_pb2 as pb
-from mydrive.wire import mydrive_pb2_grpc as pb_grpc
+from mydrive.node import cluster
+from mydrive.node.local_client import open_client
+from mydrive.node.peerdir import PeerDir
+from mydrive.runtime.clock import SystemClock
+from mydrive.storage.chunkstore import ChunkStore
+from mydrive.transport.signed_delete import sign_delete
+from mydrive.transport.signed_fetch import sign_fetch
+from mydrive.transport.wire import mydrive_pb2 as pb
+from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 from tests.markerscan import marker_forms, scan_paths
 
 PASS_A = "alice integration passphrase"
@@ -117,7 +117,7 @@ def test_accounts_over_real_processes(home: Path, tmp_path: Path) -> None:
     assert wrong.returncode == 3 and "wrong passphrase for user 'alice'" in wrong.stderr
 
     # Signed requests straight at the services: other owner, wrong peer, replay.
-    client = PeerClient(home / "peer-0")
+    client = open_client(home / "peer-0")
     bob = client.login("bob", PASS_B)
     alice = client.login("alice", PASS_A)
     client.close()

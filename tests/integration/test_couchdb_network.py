@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from mydrive import cluster
-from mydrive.peerdir import PeerDir
-from mydrive.store.couchdb import CouchStore
+from mydrive.metadata.couchdb import CouchStore
+from mydrive.node import cluster
+from mydrive.node.peerdir import PeerDir
 from tests.tcpgate import TcpGate
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,13 @@ import httpx
 import pytest
 
 from mydrive.errors import MetadataAuthFailed, MetadataUnavailable
-from mydrive.peerdir import free_port
-from mydrive.store.couchdb import CouchStore
-from mydrive.store.replication import (
+from mydrive.metadata.couchdb import CouchStore
+from mydrive.metadata.replication import (
     RemotePeer,
     ReplicationSupervisor,
     Replicator,
 )
+from mydrive.node.peerdir import free_port
 from tests.couchfix import PouchServer
 from tests.tcpgate import TcpGate
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.peerdir import PeerDir
+from mydrive.node.peerdir import PeerDir
 
 pytestmark = pytest.mark.integration
 

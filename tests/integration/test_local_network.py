@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mydrive import cluster
-from mydrive.faults import read_fault_log
-from mydrive.peerdir import PeerDir
+from mydrive.node import cluster
+from mydrive.node.peerdir import PeerDir
+from mydrive.testing.faults import read_fault_log
 
 pytestmark = pytest.mark.integration
 

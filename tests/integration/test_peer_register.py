@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.peerdir import free_port
+from mydrive.node.peerdir import free_port
 from tests.couchfix import PouchServer
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mydrive import cluster
+from mydrive.node import cluster
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

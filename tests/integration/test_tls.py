@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from mydrive import cluster
-from mydrive.clock import SystemClock
-from mydrive.crypto import issue_certificate, new_certificate_authority
+from mydrive.crypto.primitives import issue_certificate, new_certificate_authority
 from mydrive.errors import PeerUnavailable
-from mydrive.fetchauth import sign_fetch
-from mydrive.grpc_transport import GrpcTransport
-from mydrive.peerdir import PeerDir
-from mydrive.pki import load_network, tls_files
+from mydrive.node import cluster
+from mydrive.node.peerdir import PeerDir
+from mydrive.node.pki import load_network, tls_files
+from mydrive.runtime.clock import SystemClock
+from mydrive.transport.grpc_client import GrpcTransport
+from mydrive.transport.signed_fetch import sign_fetch
 from tests.strategies import fast_user
 
 pytestmark = pytest.mark.integration
@@ -148,8 +148,8 @@ def test_tls_service_ports_unreachable_from_another_host(tmp_path: Path) -> None
         ip("netns", "exec", ns, "ip", "addr", "add", f"{ns_ip}/24", "dev", ns_if)
         ip("netns", "exec", ns, "ip", "link", "set", ns_if, "up")
         ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        from mydrive.peerdir import init_peer
-        from mydrive.pki import init_network
+        from mydrive.node.peerdir import init_peer
+        from mydrive.node.pki import init_network
 
         init_network(home / "pki")
         peer = init_peer(home / "peer-0", host=host_ip, network_dir=home / "pki")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mydrive import cluster
 from mydrive.errors import PeerUnavailable
-from mydrive.grpc_transport import GrpcTransport
+from mydrive.node import cluster
+from mydrive.transport.grpc_client import GrpcTransport
 
 
 @pytest.mark.integration

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.peerdir import PeerDir, init_peer
-from mydrive.ui.address import ui_healthy, ui_url
+from mydrive.node.peerdir import PeerDir, init_peer
+from mydrive.node.ui_address import ui_healthy, ui_url
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +54,9 @@ def test_ui_serve_runs_under_each_wsgi_server(tmp_path: Path, server: str) -> No
         log.close()
     assert f"({server})" in (tmp_path / "ui.log").read_text()
     with pytest.raises(Exception, match="no user"):
-        from mydrive.client import PeerClient
+        from mydrive.node.local_client import open_client
 
-        client = PeerClient(peer.root)
+        client = open_client(peer.root)
         try:
             client.user_record("eve")
         finally:

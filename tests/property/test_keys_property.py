@@ -1,4 +1,4 @@
-"""Properties of the user key hierarchy (mydrive.keys) and of authenticated encryption.
+"""Properties of the user key hierarchy (mydrive.crypto.keys) and of authenticated encryption.
 
 Argon2 runs with tiny costs here (8 MiB, t=1, p=1) so the suite stays fast; the costs do not
 change any property tested.
@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mydrive import crypto, keys
+from mydrive.crypto import keys
+from mydrive.crypto import primitives as crypto
 from mydrive.errors import BadRequest, DecryptionFailed, WrongPassphrase
 
 PASSPHRASE = "correct horse battery staple"

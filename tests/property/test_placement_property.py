@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mydrive.chunkplan import (
+from mydrive.errors import BadRequest, TooFewPeers
+from mydrive.formats.chunkplan import (
     CHUNK_TAG_BYTES,
     DEFAULT_CHUNK_SIZE_BYTES,
     DEFAULT_SEGMENT_SIZE_BYTES,
     min_chunks_for_placement,
     plan_chunks,
 )
-from mydrive.errors import BadRequest, TooFewPeers
-from mydrive.placement import PeerSlot, holders_per_peer, place_chunks
+from mydrive.formats.placement import PeerSlot, holders_per_peer, place_chunks
 
 MIB = 1024 * 1024
 AMPLE_BYTES = 1 << 50

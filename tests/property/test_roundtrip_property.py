@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from mydrive.engine.download import download_file
 from mydrive.engine.upload import upload_file
 from mydrive.errors import DataLoss
-from mydrive.faults import FaultPlan, FaultPoints
-from mydrive.filerecord import FileRecord
+from mydrive.formats.filerecord import FileRecord
+from mydrive.runtime.faults import NO_FAULTS
 from tests.strategies import SMALL_SETTINGS, fast_user, mem_network, record_of
 
 KEYS = fast_user()
@@ -30,7 +30,7 @@ def _upload(root: Path, data: bytes, peers: int = 5):
     src.write_bytes(data)
     result = upload_file(src, keys=KEYS, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                         faults=FaultPoints(FaultPlan()))
+                         faults=NO_FAULTS)
     record = record_of(result, KEYS)
     return net, record
 

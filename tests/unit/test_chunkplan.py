@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mydrive.chunkplan import (
+from mydrive.errors import BadRequest, TooFewPeers
+from mydrive.formats.chunkplan import (
     DEFAULT_CHUNK_SIZE_BYTES,
     DEFAULT_SEGMENT_SIZE_BYTES,
     MAX_CHUNK_SIZE_BYTES,
@@ -17,7 +18,6 @@ from mydrive.chunkplan import (
     plan_chunks,
     segment_ranges,
 )
-from mydrive.errors import BadRequest, TooFewPeers
 
 CHUNK = DEFAULT_CHUNK_SIZE_BYTES
 SEGMENT = DEFAULT_SEGMENT_SIZE_BYTES

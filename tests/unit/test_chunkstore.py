@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.chunkmeta import ChunkHeader
-from mydrive.chunkplan import segment_ranges
-from mydrive.chunkstore import ChunkStore
-from mydrive.digest import DIGEST_ALG, digest
 from mydrive.errors import BadRequest, ChunkNotFound, TooLarge
-from mydrive.metrics import Metrics
-from mydrive.receiving import ReceiverSession
+from mydrive.formats.chunkheader import ChunkHeader
+from mydrive.formats.chunkplan import segment_ranges
+from mydrive.formats.digest import DIGEST_ALG, digest
+from mydrive.runtime.metrics import Metrics
+from mydrive.storage.chunkstore import ChunkStore
+from mydrive.storage.receiver import ReceiverSession
 
 SEG = 4096
 

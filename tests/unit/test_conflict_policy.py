@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mydrive.store.conflicts import Leaf, pick_winner, rev_key
+from mydrive.metadata.conflicts import Leaf, pick_winner, rev_key
 
 revs = st.builds(lambda g, h: f"{g}-{h}", st.integers(1, 50),
                  st.text("0123456789abcdef", min_size=1, max_size=32))

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.deleteauth import MAX_DELETE_CHUNK_IDS, SignedDelete, sign_delete
+from mydrive.engine.gc import TOMB_PREFIX, Tombstone
 from mydrive.errors import BadRequest, PermissionDenied, UnknownFile
-from mydrive.fetchauth import FRESHNESS_WINDOW_MS
-from mydrive.filerecord import FileRecord
-from mydrive.tombstones import TOMB_PREFIX, Tombstone
-from mydrive.wire import mydrive_pb2 as pb
+from mydrive.formats.filerecord import FileRecord
+from mydrive.transport.signed_delete import MAX_DELETE_CHUNK_IDS, SignedDelete, sign_delete
+from mydrive.transport.signed_fetch import FRESHNESS_WINDOW_MS
+from mydrive.transport.wire import mydrive_pb2 as pb
 from tests.clientnet import ClientNet, client_net
 from tests.strategies import random_file
 

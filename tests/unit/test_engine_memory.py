@@ -9,7 +9,8 @@ import pytest
 from mydrive.engine.download import download_file
 from mydrive.engine.upload import upload_file
 from mydrive.errors import DataLoss, FileExists, TooFewPeers
-from mydrive.faults import FaultPlan, FaultPoints, read_fault_log
+from mydrive.runtime.faults import NO_FAULTS
+from mydrive.testing.faults import FaultPlan, SeededFaults, read_fault_log
 from tests.strategies import SMALL_SETTINGS, fast_user, mem_network, random_file, record_of
 
 
@@ -20,7 +21,7 @@ def test_engine_round_trip_multi_chunk(tmp_path: Path) -> None:
     src = random_file(tmp_path / "src.bin", 300_001)
     result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                         faults=FaultPoints(FaultPlan()))
+                         faults=NO_FAULTS)
     counts: dict[str, int] = {}
     for chunk in result.chunks:
         assert len(set(chunk.replicas)) == 2 and "p0" not in chunk.replicas
@@ -43,7 +44,7 @@ def test_engine_resends_exactly_corrupted_segments(tmp_path: Path) -> None:
     keys = fast_user()
     src = random_file(tmp_path / "src.bin", 500_000)
     log = tmp_path / "faults.jsonl"
-    faults = FaultPoints(FaultPlan(seed=11, corrupt_upload_rate=0.1, log=log))
+    faults = SeededFaults(FaultPlan(seed=11, corrupt_upload_rate=0.1, log=log))
     result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
                          faults=faults)
@@ -62,7 +63,7 @@ def test_engine_download_fails_over_dead_and_bad_replicas(tmp_path: Path) -> Non
     src = random_file(tmp_path / "src.bin", 200_000)
     result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                         faults=FaultPoints(FaultPlan()))
+                         faults=NO_FAULTS)
     victim = result.chunks[0].replicas[0]
     net.transport.down.add(victim)
     # A chunk the dead peer doesn't hold (one exists: no peer holds every chunk) goes bad in
@@ -97,7 +98,7 @@ def test_engine_refuses_too_few_peers(tmp_path: Path) -> None:
     with pytest.raises(TooFewPeers, match="1 eligible peer"):
         upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                     settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                    faults=FaultPoints(FaultPlan()))
+                    faults=NO_FAULTS)
 
 
 def test_engine_download_retries_replicas_that_come_back(tmp_path: Path) -> None:
@@ -107,7 +108,7 @@ def test_engine_download_retries_replicas_that_come_back(tmp_path: Path) -> None
     src = random_file(tmp_path / "src.bin", 100_000)
     result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                         faults=FaultPoints(FaultPlan()))
+                         faults=NO_FAULTS)
     replicas = set(result.chunks[0].replicas)
     net.transport.down.update(replicas)
     pauses: list[float] = []
@@ -155,7 +156,7 @@ def test_engine_upload_survives_a_peer_dying_mid_upload(tmp_path: Path, seed: in
     src = random_file(tmp_path / "src.bin", rng.randint(1, 14) * 60_000)
     result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=transport, clock=net.clock,
-                         faults=FaultPoints(FaultPlan()), random_bytes=rng.randbytes)
+                         faults=NO_FAULTS, random_bytes=rng.randbytes)
     counts: dict[str, int] = {}
     for chunk in result.chunks:
         assert len(set(chunk.replicas)) == 2, f"seed {seed}"
@@ -172,6 +173,6 @@ def test_engine_upload_leaves_out_unreachable_peers(tmp_path: Path) -> None:
     src = random_file(tmp_path / "src.bin", 10)
     result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                         faults=FaultPoints(FaultPlan()))
+                         faults=NO_FAULTS)
     assert all("p2" not in c.replicas for c in result.chunks)
     assert result.ledger.totals().failures == 0  # never even tried

@@ -9,18 +9,18 @@ from pathlib import Path
 import grpc
 import pytest
 
-from mydrive.clock import ManualClock, SystemClock
 from mydrive.engine.download import download_file
 from mydrive.engine.upload import PeerInfo, upload_file
 from mydrive.errors import PermissionDenied
-from mydrive.faults import FaultPlan, FaultPoints
-from mydrive.fetchauth import sign_fetch
-from mydrive.grpc_transport import GrpcTransport
-from mydrive.metrics import Metrics
-from mydrive.peerdir import PeerDir, init_peer
-from mydrive.services.server import build_server
-from mydrive.wire import mydrive_pb2 as pb
-from mydrive.wire import mydrive_pb2_grpc as pb_grpc
+from mydrive.node.peerdir import PeerDir, init_peer
+from mydrive.node.serve import build_server
+from mydrive.runtime.clock import ManualClock, SystemClock
+from mydrive.runtime.faults import NO_FAULTS
+from mydrive.runtime.metrics import Metrics
+from mydrive.transport.grpc_client import GrpcTransport
+from mydrive.transport.signed_fetch import sign_fetch
+from mydrive.transport.wire import mydrive_pb2 as pb
+from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 from tests.strategies import SMALL_SETTINGS, fast_user, record_of
 
 
@@ -48,7 +48,7 @@ def test_grpc_round_trip_and_owner_only(peers: list[PeerDir], tmp_path: Path) ->
     clock = SystemClock()
     result = upload_file(src, keys=keys, owner_peer_id=peers[0].config.peer_id, peers=infos,
                          settings=SMALL_SETTINGS, transport=transport, clock=clock,
-                         faults=FaultPoints(FaultPlan()))
+                         faults=NO_FAULTS)
     record = record_of(result, keys)
     out = tmp_path / "out"
     download_file(record, out, keys=keys, peers={i.peer_id: i.address for i in infos},

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mydrive import crypto
+from mydrive.crypto import primitives as crypto
+from mydrive.crypto.keys import unwrap_file_key
 from mydrive.errors import (
     BadRequest,
     DecryptionFailed,
@@ -20,8 +21,7 @@ from mydrive.errors import (
     UserExists,
     WrongPassphrase,
 )
-from mydrive.fetchauth import FRESHNESS_WINDOW_MS, SignedFetch, sign_fetch
-from mydrive.keys import unwrap_file_key
+from mydrive.transport.signed_fetch import FRESHNESS_WINDOW_MS, SignedFetch, sign_fetch
 from tests.clientnet import ClientNet, client_net
 from tests.strategies import random_file
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mydrive.cli import cli
-from mydrive.client import PeerClient
+from mydrive.cli.main import cli
 from mydrive.errors import BadRequest, WrongPassphrase
+from mydrive.node.local_client import open_client
 from tests.clientnet import client_net
 from tests.strategies import FAST_KDF, random_file
 
@@ -50,7 +50,7 @@ def test_rotate_passphrase_keeps_files_and_moves_nothing(tmp_path: Path) -> None
     files_before = {d: doc for d, doc in c.store.list_prefix("file:")}
     stored_before = {p: sorted(net.chunk_store(p).chunk_ids()) for p in net.peer_ids}
 
-    offline = PeerClient(net.dirs[0].root, transport=NoTransport(), clock=net.clock,
+    offline = open_client(net.dirs[0].root, transport=NoTransport(), clock=net.clock,
                          kdf_costs=FAST_KDF)
     old_record = offline.user_record("alice")
     new_record = offline.rotate_passphrase("alice", OLD, NEW)
@@ -85,10 +85,10 @@ def test_rotate_passphrase_refuses_wrong_current_and_same(tmp_path: Path) -> Non
 
 _CRASHER = textwrap.dedent("""
     import os, sys
-    from mydrive.client import PeerClient
-    from mydrive.memtransport import MemoryTransport
+    from mydrive.node.local_client import open_client
+    from mydrive.testing.memory_transport import MemoryTransport
     peer_dir, when = sys.argv[1], sys.argv[2]
-    c = PeerClient(__import__("pathlib").Path(peer_dir), transport=MemoryTransport(),
+    c = open_client(__import__("pathlib").Path(peer_dir), transport=MemoryTransport(),
                    kdf_costs={"time_cost": 1, "memory_kib": 8192, "parallelism": 1})
     real = c.store._db
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.peerdir import init_peer
-from mydrive.services import server as server_mod
+from mydrive.node import serve as server_mod
+from mydrive.node.peerdir import init_peer
 
 
 def test_serve_healthz_answers_only_after_grpc_started(tmp_path: Path,
@@ -32,7 +32,7 @@ def test_serve_healthz_answers_only_after_grpc_started(tmp_path: Path,
 
     handlers: dict[int, object] = {}
     monkeypatch.setattr(server_mod, "build_server",
-                        lambda kind, p, metrics: (SlowServer(), "unused"))
+                        lambda kind, p, metrics, **kw: (SlowServer(), "unused"))
     monkeypatch.setattr(server_mod.signal, "signal",
                         lambda signum, handler: handlers.__setitem__(signum, handler))
     seen: list[bool] = []
@@ -48,11 +48,11 @@ def test_serve_healthz_answers_only_after_grpc_started(tmp_path: Path,
                         break
             except OSError:
                 time.sleep(0.01)
-        while server_mod.signal.SIGTERM not in handlers:
+        while server_mod.signal.SIGTERM not in handlers and time.monotonic() < deadline + 10:
             time.sleep(0.01)
         handlers[server_mod.signal.SIGTERM](server_mod.signal.SIGTERM, None)  # type: ignore[operator]
 
-    poller = threading.Thread(target=poll)
+    poller = threading.Thread(target=poll, daemon=True)  # never outlives a failed serve()
     poller.start()
     server_mod.serve("sender", peer.root)
     poller.join()
@@ -63,7 +63,7 @@ def test_cluster_healthz_treats_a_non_http_answer_as_unhealthy() -> None:
     """A port answered by something that is not our HTTP server is 'not healthy', no crash."""
     import socket
 
-    from mydrive import cluster
+    from mydrive.node import cluster
 
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mydrive.clock import ManualClock
+from mydrive.crypto.keys import derive_user_keys
 from mydrive.errors import NotLoggedIn, TooLarge
-from mydrive.keys import derive_user_keys
-from mydrive.sessions import SessionStore
+from mydrive.runtime.clock import ManualClock
+from mydrive.ui.sessions import SessionStore
 
 
 def _keys(i: int):

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from mydrive.client import FileEntry
-from mydrive.clock import ManualClock
 from mydrive.errors import TooLarge, UnknownFile
+from mydrive.runtime.clock import ManualClock
 from mydrive.ui import csrf
 from mydrive.ui.app import create_app
 from mydrive.ui.basket import BasketItem, Baskets

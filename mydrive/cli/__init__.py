@@ -1,0 +1,1 @@
+"""The ``mydrive`` command line: parse, call the client or the node, print."""

@@ -1,0 +1,258 @@
+"""Master-master replication between the peers' CouchDB servers, and its supervision.
+
+Every peer's server *pulls* from every other peer's server: one continuous replication per
+other peer, declared as a document ``mydrive-pull-<peer id>-<generation>`` in its own
+``_replicator`` database, so the server itself runs it and resumes it after a restart.
+N peers pulling from each other is master-master replication among all of them.
+
+CouchDB (and pouchdb-server) retry a failing replication with growing back-off, so after an
+outage a returning peer could wait minutes for its updates. The supervisor watches the other
+peers' servers; when one comes back it replaces (kicks) the pull document for it, which makes
+the server restart that replication at once. It also follows the ``_changes`` feed and applies
+the conflict policy (mydrive.metadata.conflicts) to every document that arrives with conflicts,
+and logs and skips malformed documents from replicas. See docs/metadata.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from mydrive.errors import MydriveError
+from mydrive.metadata.base import Document
+from mydrive.metadata.couchdb import Change, CouchStore, redact_url
+
+log = logging.getLogger("mydrive.metadata.replication")
+
+REPLICATOR_DB = "_replicator"
+PULL_PREFIX = "mydrive-pull-"
+MAX_REMOTE_PEERS = 1024
+PROBE_TIMEOUT_S = 1.0
+KNOWN_KINDS = ("peer", "user", "file")
+
+
+@dataclass(frozen=True)
+class RemotePeer:
+    peer_id: str
+    couchdb_url: str  # its server as other peers reach it (no credentials)
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    if not user:
+        return url
+    parts = urlsplit(url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def remote_peers(store: CouchStore, *, local_peer_id: str,
+                 reach: Callable[[str, str], str] | None = None) -> list[RemotePeer]:
+    """The other peers that run a metadata server, from the ``peer:`` documents.
+
+    ``reach`` turns a peer's published URL into the one this peer dials (behind nginx:
+    through the local egress listener, which adds mutual TLS; see docs/tls.md).
+    """
+    out = []
+    for doc_id, doc in store.list_prefix("peer:"):
+        peer_id, url = doc.get("peer_id"), doc.get("couchdb_url")
+        if url is None:
+            continue  # a peer on SQLite: nothing to replicate with
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (not isinstance(peer_id, str) or not peer_id.isalnum() or parts is None
+                or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.username or parts.password):
+            log.warning("skipping malformed peer document %r (peer_id %.40r, couchdb_url %.80r)",
+                        doc_id, peer_id, url)
+            continue
+        if peer_id != local_peer_id:
+            url = url.rstrip("/")
+            out.append(RemotePeer(peer_id=peer_id,
+                                  couchdb_url=reach(url, peer_id) if reach else url))
+    if len(out) > MAX_REMOTE_PEERS:
+        log.warning("%d peers with a metadata server; replicating with the first %d",
+                    len(out), MAX_REMOTE_PEERS)
+    return out[:MAX_REMOTE_PEERS]
+
+
+class Replicator:
+    """This peer's pull replications, as documents in its own server's ``_replicator``."""
+
+    def __init__(self, local: CouchStore, *, user: str, password: str,
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+        self.local = local
+        self._user = user
+        self._password = password
+        self._now_ms = now_ms
+        self._generation = 0
+
+    def _path(self, doc_id: str = "") -> str:
+        return f"/{REPLICATOR_DB}/{quote(doc_id, safe='')}" if doc_id else f"/{REPLICATOR_DB}"
+
+    def desired(self, remote: RemotePeer) -> Document:
+        db = self.local.db
+        return {
+            "source": with_credentials(f"{remote.couchdb_url}/{db}", self._user, self._password),
+            "target": with_credentials(f"{self.local.url}/{db}", self._user, self._password),
+            "continuous": True,
+            "mydrive_peer_id": remote.peer_id,
+        }
+
+    def current(self) -> dict[str, list[Document]]:
+        """The pull documents now in ``_replicator``, by remote peer id, oldest first."""
+        params = {"include_docs": "true", "startkey": f'"{PULL_PREFIX}"',
+                  "endkey": f'"{PULL_PREFIX}\ufff0"'}
+        page = self.local.request("GET", f"{self._path()}/_all_docs", params=params).json()
+        out: dict[str, list[Document]] = {}
+        for row in page.get("rows", []) if isinstance(page, dict) else []:
+            doc = row.get("doc") if isinstance(row, dict) else None
+            if isinstance(doc, dict) and isinstance(doc.get("mydrive_peer_id"), str):
+                out.setdefault(doc["mydrive_peer_id"], []).append(doc)
+        for docs in out.values():
+            docs.sort(key=lambda d: (d.get("generation", 0), str(d.get("_id"))))
+        return out
+
+    def ensure(self, remotes: list[RemotePeer]) -> list[str]:
+        """Make ``_replicator`` pull from exactly ``remotes``; the peer ids (re)started."""
+        existing = self.current()
+        started = []
+        for remote in remotes:
+            docs = existing.pop(remote.peer_id, [])
+            newest = docs[-1] if docs else None
+            if newest is not None and _same(newest, self.desired(remote)) and newest.get(
+                    "_replication_state") not in ("error", "failed", "completed"):
+                self._delete(docs[:-1])
+                continue
+            self._start(remote, docs)
+            started.append(remote.peer_id)
+        for docs in existing.values():  # peers no longer known
+            self._delete(docs)
+        if started:
+            log.info("replication from %s (re)started", ", ".join(started))
+        return started
+
+    def kick(self, remote: RemotePeer) -> None:
+        """Restart the pull from ``remote`` now, skipping the server's retry back-off."""
+        self._start(remote, self.current().get(remote.peer_id, []))
+        log.info("replication from %s kicked (its server is back)", remote.peer_id)
+
+    def remove_all(self) -> None:
+        for docs in self.current().values():
+            self._delete(docs)
+
+    def _start(self, remote: RemotePeer, old: list[Document]) -> None:
+        # A new document (new id, new generation) starts a new replication job on CouchDB 3
+        # and on pouchdb-server alike; pouchdb-server refuses edits of a running job's
+        # document and ignores a re-created id, so documents are never edited or reused.
+        self._generation = max([self._generation + 1, self._now_ms()]
+                               + [int(d.get("generation", 0)) + 1 for d in old])
+        doc_id = f"{PULL_PREFIX}{remote.peer_id}-{self._generation}"
+        body = {**self.desired(remote), "generation": self._generation}
+        self.local.request("PUT", self._path(doc_id), body=body, ok=(200, 201, 202))
+        self._delete(old)
+
+    def _delete(self, docs: list[Document]) -> None:
+        for doc in docs:
+            self.local.request("DELETE", self._path(str(doc["_id"])),
+                               params={"rev": str(doc["_rev"])}, ok=(200, 202, 404, 409))
+
+
+def _same(have: Document, want: Document) -> bool:
+    # CouchDB 3 hides passwords in what it returns, so compare the URLs without them.
+    def norm(value: Any) -> Any:
+        return redact_url(value) if isinstance(value, str) else value
+
+    return all(norm(have.get(k)) == norm(v) for k, v in want.items())
+
+
+def check_shape(change: Change) -> str | None:
+    """Why a replicated document is malformed (logged and skipped by readers), or None."""
+    if change.deleted or change.doc is None:
+        return None
+    kind, _, key = change.doc_id.partition(":")
+    if kind not in KNOWN_KINDS:
+        return None if change.doc_id.startswith("_design/") else f"unknown kind {kind!r:.40}"
+    if not key:
+        return "empty key"
+    if change.doc.get("type") != kind:
+        return f"type {change.doc.get('type')!r:.40} does not match its id"
+    if not isinstance(change.doc.get("version"), int):
+        return "no integer version"
+    return None
+
+
+class ReplicationSupervisor:
+    """Keeps this peer's pulls in line with the known peers, kicks returning peers, and
+    resolves conflicts as they replicate in. ``run`` never raises: a peer stays up whatever
+    its metadata server or the replicas send."""
+
+    def __init__(self, store: CouchStore, replicator: Replicator, *, local_peer_id: str,
+                 probe: Callable[[str], bool] | None = None,
+                 reach: Callable[[str, str], str] | None = None) -> None:
+        self.reach = reach
+        self.store = store
+        self.replicator = replicator
+        self.local_peer_id = local_peer_id
+        self._probe = probe or _probe
+        self._up: dict[str, bool] = {}
+        self.since = "0"
+        self.malformed: dict[str, str] = {}  # doc id -> reason, bounded below
+
+    def step(self) -> None:
+        """One round: ensure pulls, kick the peers that came back, resolve conflicts."""
+        remotes = remote_peers(self.store, local_peer_id=self.local_peer_id, reach=self.reach)
+        self.replicator.ensure(remotes)
+        for remote in remotes:
+            up = self._probe(remote.couchdb_url)
+            was_up = self._up.get(remote.peer_id)
+            self._up[remote.peer_id] = up
+            if up and was_up is False:
+                self.replicator.kick(remote)
+        self.catch_up()
+
+    def catch_up(self, *, max_pages: int = 100) -> None:
+        """Read ``_changes`` since the last round; resolve conflicts, note malformed docs."""
+        for _ in range(max_pages):
+            changes, last_seq = self.store.changes(self.since, limit=500)
+            for change in changes:
+                self.handle(change)
+            self.since = last_seq
+            if not changes:
+                return
+
+    def handle(self, change: Change) -> None:
+        reason = check_shape(change)
+        if reason is not None:
+            if change.doc_id not in self.malformed:
+                log.warning("malformed document %r from a replica, skipped: %s",
+                            change.doc_id, reason)
+            if len(self.malformed) < 10_000:
+                self.malformed[change.doc_id] = reason
+            return
+        if change.conflicts:
+            self.store.resolve(change.doc_id)
+
+    def run(self, stop: threading.Event, *, interval_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                self.step()
+            except MydriveError as exc:
+                log.warning("replication supervisor: %s", exc)
+            except Exception:
+                log.exception("replication supervisor round failed; trying again")
+            stop.wait(interval_s)
+
+
+def _probe(url: str) -> bool:
+    try:
+        return httpx.get(url + "/", timeout=PROBE_TIMEOUT_S).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,117 @@
+"""Render and run a peer's nginx (TLS termination and routing; docs/tls.md).
+
+The template is nginx/peer.conf.template; the rendered config, pid file, logs and temp
+directories live in PEER_DIR/nginx/, the prefix nginx is started with.
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import string
+import sys
+import urllib.request
+from pathlib import Path
+
+from mydrive.errors import BadRequest
+from mydrive.node.peerdir import PeerDir
+from mydrive.node.pki import tls_files
+from mydrive.runtime.disk import atomic_write_bytes
+
+# In a source checkout (editable install) the template is nginx/ in the tree; a plain install
+# (the docker image) has it in PREFIX/share/mydrive/nginx/ (pyproject data-files).
+TEMPLATE_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / "nginx" / "peer.conf.template",
+    Path(sys.prefix) / "share" / "mydrive" / "nginx" / "peer.conf.template",
+)
+
+
+def template_path() -> Path:
+    for candidate in TEMPLATE_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    raise BadRequest(f"nginx config template not found (looked at "
+                     f"{', '.join(str(c) for c in TEMPLATE_CANDIDATES)}); reinstall mydrive")
+NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in NGINX_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    raise BadRequest("nginx is not installed: run scripts/setup.sh "
+                     "(it installs Debian's nginx-light)")
+
+
+def prefix(peer: PeerDir) -> Path:
+    return peer.root / "nginx"
+
+
+# Local processes: the UI listener admits this machine's loopback only.
+LOOPBACK_UI_ACCESS = "allow 127.0.0.1;\n        allow ::1;\n        deny all;"
+# In a container the browser's connection arrives from Docker's port forwarding, never from
+# 127.0.0.1; the compose file publishes the UI port on the host's 127.0.0.1 only instead.
+CONTAINER_UI_ACCESS = "# access: the host publishes this port on 127.0.0.1 only (docker/)"
+# Docker's embedded DNS: the egress proxy_pass names its target in a variable, which nginx
+# resolves at request time (peer hosts are names like peer-1 in a compose network).
+CONTAINER_RESOLVER = "resolver 127.0.0.11 ipv6=off valid=30s;"
+
+
+def render(peer: PeerDir, *, container: bool = False) -> Path:
+    """Write PEER_DIR/nginx/nginx.conf for this peer's ports and certificates.
+
+    ``container``: nginx runs in the peer's container network namespace (docker/, shared
+    with the services, which stay on its loopback): it listens on every address there,
+    leaves the UI's host restriction to the port publishing, and resolves names with
+    Docker's DNS.
+    """
+    cfg = peer.config
+    if not cfg.tls:
+        raise BadRequest(f"peer {cfg.name} has no TLS configured (create it with a network CA)")
+    base = prefix(peer)
+    for sub in ("logs", "tmp"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    files = tls_files(peer.tls_dir)
+    if not cfg.egress_port:
+        raise BadRequest(f"peer {cfg.name} predates the egress listener: create it again")
+    couchdb_route = (f"proxy_pass http://127.0.0.1:{cfg.couchdb_port}/; proxy_buffering off; "
+                     f"proxy_request_buffering off; proxy_read_timeout 3600s;"
+                     if cfg.couchdb_port else "return 404;")
+    text = string.Template(template_path().read_text()).substitute(
+        prefix=base.resolve().as_posix(), peer_id=cfg.peer_id,
+        listen_host="0.0.0.0" if container else cfg.host,  # noqa: S104 - the pod's own netns
+        ui_access=CONTAINER_UI_ACCESS if container else LOOPBACK_UI_ACCESS,
+        resolver=CONTAINER_RESOLVER if container else "",
+        peer_port=cfg.nginx_port, ui_port=cfg.ui_port, ui_backend_port=cfg.ui_backend_port,
+        receiver_port=cfg.receiver_port, sender_port=cfg.sender_port,
+        egress_port=cfg.egress_port,
+        cert=files.cert.resolve().as_posix(), key=files.key.resolve().as_posix(),
+        ca_cert=files.ca_cert.resolve().as_posix(), couchdb_route=couchdb_route)
+    path = base / "nginx.conf"
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+def command(peer: PeerDir) -> list[str]:
+    """The foreground nginx command line for this peer (renders the config first)."""
+    conf = render(peer)
+    base = prefix(peer).resolve()
+    return [nginx_binary(), "-p", str(base), "-c", str(conf.resolve()),
+            "-e", str(base / "logs" / "error.log")]
+
+
+def healthy(peer: PeerDir, *, timeout_s: float = 2.0) -> bool:
+    """GET /healthz over mutual TLS with the peer's own certificate."""
+    cfg = peer.config
+    files = tls_files(peer.tls_dir)
+    try:
+        context = ssl.create_default_context(cafile=str(files.ca_cert))
+        context.load_cert_chain(str(files.cert), str(files.key))
+        url = f"https://{cfg.nginx_address}/healthz"
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except (OSError, ssl.SSLError):
+        return False

@@ -1,0 +1,325 @@
+"""A peer is a directory: its config (peer.json), metadata, chunk store, downloads and logs.
+
+  PEER_DIR/peer.json          this file's PeerConfig (docs/peer-directory.md)
+  PEER_DIR/metadata.sqlite3   embedded metadata store (default backend)
+  PEER_DIR/store/             chunks held for other peers (mydrive.storage.chunkstore)
+  PEER_DIR/downloads/         where fetched files land (configurable)
+  PEER_DIR/logs/              service logs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import socket
+import threading
+from contextlib import closing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mydrive.engine.settings import TransferSettings
+from mydrive.errors import BadRequest
+from mydrive.formats.chunkplan import DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_SEGMENT_SIZE_BYTES
+from mydrive.metadata.base import MetadataStore
+from mydrive.metadata.sqlite import SqliteStore
+from mydrive.runtime.disk import atomic_write_bytes
+from mydrive.transport.base import PeerAddress
+
+CONFIG_NAME = "peer.json"
+# Environment variables that, when set, replace peer.json's CouchDB credentials.
+COUCHDB_CREDENTIAL_ENV = {"couchdb_user": "MYDRIVE_COUCHDB_USER",
+                          "couchdb_password": "MYDRIVE_COUCHDB_PASSWORD"}
+DEFAULT_CAPACITY_BYTES = 100 * 1024**3
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    peer_id: str
+    name: str
+    host: str
+    receiver_port: int
+    sender_port: int
+    receiver_metrics_port: int
+    sender_metrics_port: int
+    download_dir: str = "downloads"
+    capacity_bytes: int = DEFAULT_CAPACITY_BYTES
+    chunk_size_bytes: int = DEFAULT_CHUNK_SIZE_BYTES
+    segment_size_bytes: int = DEFAULT_SEGMENT_SIZE_BYTES
+    replicas: int = 2
+    max_inflight_chunks: int = 4
+    rpc_timeout_s: float = 120.0
+    metadata: str = "sqlite"
+    # TLS front (issue 4): with tls on, other peers reach this one only through nginx.
+    tls: bool = False
+    nginx_port: int = 0        # mutual-TLS listener for peer traffic (gRPC, /couchdb/)
+    ui_port: int = 0           # nginx TLS listener for the browser UI (localhost only)
+    ui_backend_port: int = 0   # the UI's own WSGI server on loopback
+    egress_port: int = 0       # loopback: nginx adds mutual TLS to CouchDB pulls from others
+    # CouchDB metadata (metadata == "couchdb", docs/metadata.md): this peer's own server.
+    couchdb_port: int = 0
+    couchdb_db: str = "mydrive"
+    couchdb_user: str = ""
+    couchdb_password: str = ""
+    couchdb_advertise_url: str = ""  # how other peers' servers reach it (default host:port)
+
+    @property
+    def service_host(self) -> str:
+        # Behind nginx the services are for nginx only: loopback. Without TLS (local test
+        # networks) they listen on the peer's host themselves.
+        return "127.0.0.1" if self.tls else self.host
+
+    @property
+    def couchdb_url(self) -> str:
+        """This peer's own CouchDB server, as the peer's processes reach it."""
+        return f"http://127.0.0.1:{self.couchdb_port}"
+
+    @property
+    def couchdb_public_url(self) -> str:
+        """Where the other peers' servers pull from (recorded in the peer document)."""
+        if self.couchdb_advertise_url:
+            return self.couchdb_advertise_url
+        if self.tls:  # other peers come in through nginx's mutual-TLS /couchdb/ route
+            return f"https://{self.host}:{self.nginx_port}/couchdb"
+        return f"http://{self.host}:{self.couchdb_port}"
+
+    def reach_couchdb(self, url: str, peer_id: str) -> str:
+        """The URL this peer's CouchDB dials to pull from ``url``, peer ``peer_id``'s server.
+
+        CouchDB's replicator can't present our client certificate, so with TLS on it goes
+        through our nginx's loopback egress listener, which makes the mutual-TLS call and
+        checks the remote certificate names that peer (``peer_tls_name``).
+        """
+        parts = urlsplit(url)
+        if not self.tls or parts.scheme != "https" or not parts.hostname:
+            return url
+        port = parts.port or 443
+        path = parts.path.removeprefix("/couchdb")
+        return (f"http://127.0.0.1:{self.egress_port}/remote/{parts.hostname}/{port}/"
+                f"{peer_id}{path}")
+
+    @property
+    def receiver_address(self) -> str:
+        return f"{self.service_host}:{self.receiver_port}"
+
+    @property
+    def sender_address(self) -> str:
+        return f"{self.service_host}:{self.sender_port}"
+
+    @property
+    def nginx_address(self) -> str:
+        return f"{self.host}:{self.nginx_port}"
+
+    def address(self) -> PeerAddress:
+        """Where other peers dial this one: its nginx when TLS is on, else the services."""
+        if self.tls:
+            return PeerAddress(peer_id=self.peer_id, receiver_address=self.nginx_address,
+                               sender_address=self.nginx_address)
+        return PeerAddress(peer_id=self.peer_id, receiver_address=self.receiver_address,
+                           sender_address=self.sender_address)
+
+    def transfer_settings(self) -> TransferSettings:
+        return TransferSettings(chunk_size_bytes=self.chunk_size_bytes,
+                                segment_size_bytes=self.segment_size_bytes,
+                                replicas=self.replicas,
+                                max_inflight_chunks=self.max_inflight_chunks)
+
+
+class PeerDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        config_path = root / CONFIG_NAME
+        if not config_path.exists():
+            raise BadRequest(f"{root} is not a peer directory (no {CONFIG_NAME}); "
+                             f"create one with: mydrive peer init {root}")
+        try:
+            raw: dict[str, Any] = json.loads(config_path.read_text())
+            known = {f.name for f in fields(PeerConfig)}
+            values = {k: v for k, v in raw.items() if k in known}
+            # Containers pass the network's CouchDB credentials in the environment (from
+            # their env file) rather than in peer.json (docs/deploy.md).
+            for key, env in COUCHDB_CREDENTIAL_ENV.items():
+                if os.environ.get(env):
+                    values[key] = os.environ[env]
+            self.config = PeerConfig(**values)
+        except (ValueError, TypeError) as exc:
+            raise BadRequest(f"{config_path} is malformed: {exc}") from exc
+
+    @property
+    def store_dir(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def download_dir(self) -> Path:
+        path = Path(self.config.download_dir)
+        return path if path.is_absolute() else self.root / path
+
+    def open_metadata(self) -> MetadataStore:
+        if self.config.metadata == "couchdb":
+            from mydrive.metadata.couchdb import CouchStore
+
+            c = self.config
+            return CouchStore(c.couchdb_url, c.couchdb_db, user=c.couchdb_user,
+                              password=c.couchdb_password)
+        if self.config.metadata != "sqlite":
+            raise BadRequest(f"metadata backend {self.config.metadata!r} is not available; "
+                             f"expected 'sqlite' or 'couchdb'")
+        return SqliteStore(self.root / "metadata.sqlite3")
+
+
+def peer_tls_name(peer_id: str) -> str:
+    """A DNS name in every peer certificate that names the peer itself.
+
+    nginx checks upstream certificates by DNS name only (not IP SANs), so peer-to-peer
+    calls nginx makes (CouchDB pulls) verify this name.
+    """
+    return f"{peer_id}.peer.mydrive"
+
+
+# Listening ports are chosen below the kernel's ephemeral range: a port picked there is
+# bound only later (at start), and meanwhile any outgoing connection may take it.
+_LISTEN_PORT_RANGE = (20000, 32767)
+_PORT_ATTEMPTS = 200
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux default; Windows uses 49152-65535
+
+
+# Ports this process already handed out: a peer binds its ports only when started, so
+# without this two peers created by one process could be given the same free port.
+_handed_out: set[int] = set()
+_MAX_REMEMBERED_PORTS = 4096
+_handed_out_lock = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now on ``host``, outside the ephemeral range when possible, and
+    never one this process handed out before."""
+    low, high = _LISTEN_PORT_RANGE
+    eph_low, eph_high = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(_PORT_ATTEMPTS):
+        port = rng.randint(low, high)
+        if eph_low <= port <= eph_high:
+            continue
+        with _handed_out_lock:
+            if port in _handed_out:
+                continue
+            if len(_handed_out) > _MAX_REMEMBERED_PORTS:
+                _handed_out.clear()  # those were bound or dropped long ago
+            _handed_out.add(port)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # let the OS pick
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
+              network_dir: Path | None = None, **overrides: Any) -> PeerDir:
+    """Create a peer directory with a fresh id and free ports.
+
+    With ``network_dir`` (a network CA, see mydrive.node.pki) the peer gets a certificate and
+    runs behind nginx with mutual TLS; its services then listen on loopback only.
+    """
+    if (root / CONFIG_NAME).exists():
+        raise BadRequest(f"{root} is already a peer directory")
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("store", "downloads", "logs"):
+        (root / sub).mkdir(exist_ok=True)
+    name = name or root.name
+    loopback = "127.0.0.1"
+    peer_id = os.urandom(8).hex()
+    if network_dir is not None:
+        from mydrive.node.pki import issue_peer_certificate
+
+        hosts = sorted({host, loopback, "localhost", peer_tls_name(peer_id)})
+        issue_peer_certificate(network_dir, root / "tls", peer_name=name, hosts=hosts)
+        overrides = {"tls": True, **overrides}
+        # Only probe ports that were not given: ``host`` may be another machine's address
+        # (a peer made on the CA machine) or a container name, where nothing can be bound.
+        for key, where in (("nginx_port", host), ("ui_port", host), ("egress_port", loopback)):
+            if not overrides.get(key):
+                overrides[key] = free_port(where)
+    overrides.setdefault("ui_backend_port", free_port(loopback))
+    if overrides.get("metadata") == "couchdb":
+        overrides.setdefault("couchdb_port", free_port(loopback))
+    config = PeerConfig(peer_id=peer_id, name=name, host=host,
+                        receiver_port=free_port(loopback), sender_port=free_port(loopback),
+                        receiver_metrics_port=free_port(loopback),
+                        sender_metrics_port=free_port(loopback), **overrides)
+    atomic_write_bytes(root / CONFIG_NAME, json.dumps(asdict(config), indent=2).encode())
+    peer = PeerDir(root)
+    if config.metadata == "couchdb":
+        return peer  # its server is not running yet: whoever starts it registers the peer
+    with closing(peer.open_metadata()) as store:
+        register_peer(store, config)
+    return peer
+
+
+def peer_document(config: PeerConfig) -> dict[str, Any]:
+    """A peer's ``peer:<id>`` document: how other peers reach it (no secrets)."""
+    return {
+        "type": "peer", "version": 1, "peer_id": config.peer_id, "name": config.name,
+        "receiver_address": config.address().receiver_address,
+        "sender_address": config.address().sender_address, "tls": config.tls,
+        "capacity_bytes": config.capacity_bytes,
+        **({"couchdb_url": config.couchdb_public_url} if config.metadata == "couchdb" else {}),
+    }
+
+
+def register_peer(store: MetadataStore, config: PeerConfig) -> None:
+    """Record a peer (ours or another) in a metadata store: the ``peer:<id>`` document."""
+    store.put(f"peer:{config.peer_id}", peer_document(config))
+
+
+_PEER_ID_RE = re.compile(r"[0-9a-f]{16}")
+_ADDRESS_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,253}:[0-9]{1,5}")
+MAX_PEER_DOCUMENT_BYTES = 64 * 1024
+
+
+def check_peer_document(doc: Any) -> dict[str, Any]:
+    """Check a ``peer:`` document that came from outside (a file another machine exported).
+
+    Raises BadRequest naming the field; returns the document unchanged when it is sound.
+    """
+    if not isinstance(doc, dict) or doc.get("type") != "peer":
+        raise BadRequest("not a peer document (expected a JSON object with type \"peer\"; "
+                         "make one with: mydrive peer doc PEER_DIR)")
+    if len(json.dumps(doc)) > MAX_PEER_DOCUMENT_BYTES:
+        raise BadRequest(f"peer document larger than {MAX_PEER_DOCUMENT_BYTES} bytes")
+    peer_id = doc.get("peer_id")
+    if not isinstance(peer_id, str) or _PEER_ID_RE.fullmatch(peer_id) is None:
+        raise BadRequest(f"peer document: peer_id must be 16 hex digits, got {peer_id!r:.40}")
+    for key in ("receiver_address", "sender_address"):
+        value = doc.get(key)
+        if not isinstance(value, str) or _ADDRESS_RE.fullmatch(value) is None:
+            raise BadRequest(f"peer document: {key} must be host:port, got {value!r:.80}")
+    url = doc.get("couchdb_url")
+    if url is not None:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or parts.username or parts.password):
+            raise BadRequest("peer document: couchdb_url must be an http(s) URL without "
+                             "credentials")
+    return doc

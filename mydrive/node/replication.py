@@ -1,0 +1,52 @@
+"""A CouchDB peer's replication, set up and supervised from its peer directory.
+
+The mechanism (pull documents, the supervisor, the conflict policy) is in
+mydrive.metadata.replication; this module only reads the peer's config to run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from mydrive.errors import MydriveError
+from mydrive.metadata.couchdb import CouchStore
+from mydrive.metadata.replication import ReplicationSupervisor, Replicator, remote_peers
+from mydrive.node.peerdir import PeerDir
+
+log = logging.getLogger("mydrive.node.replication")
+
+
+def _open(peer: PeerDir) -> tuple[CouchStore, Replicator]:
+    c = peer.config
+    store = peer.open_metadata()
+    assert isinstance(store, CouchStore), "peer is not on CouchDB metadata"
+    return store, Replicator(store, user=c.couchdb_user, password=c.couchdb_password)
+
+
+def ensure_for_peer(peer: PeerDir) -> None:
+    """Set up (or correct) a CouchDB peer's pulls from every peer it knows."""
+    store, replicator = _open(peer)
+    try:
+        replicator.ensure(remote_peers(store, local_peer_id=peer.config.peer_id,
+                                       reach=peer.config.reach_couchdb))
+    finally:
+        store.close()
+
+
+def supervise_peer(peer: PeerDir, stop: threading.Event, *, interval_s: float = 1.0) -> None:
+    """Run a CouchDB peer's replication supervisor until ``stop``; never raises."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    while not stop.is_set():
+        try:
+            store, replicator = _open(peer)
+        except MydriveError as exc:
+            log.warning("replication supervisor waits for the metadata server: %s", exc)
+            stop.wait(interval_s)
+            continue
+        try:
+            ReplicationSupervisor(store, replicator, local_peer_id=peer.config.peer_id,
+                                  reach=peer.config.reach_couchdb).run(stop,
+                                                                       interval_s=interval_s)
+        finally:
+            store.close()

@@ -1,0 +1,120 @@
+"""Run one service of a peer (``mydrive serve sender|receiver PEER_DIR``) until signalled.
+
+Each service also answers plain HTTP on its metrics port, on loopback only:
+``/metrics`` (Prometheus text) and ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+
+from mydrive.errors import BadRequest
+from mydrive.node.peerdir import PeerDir
+from mydrive.runtime.clock import SystemClock
+from mydrive.runtime.faults import NO_FAULTS, FaultHooks
+from mydrive.runtime.metrics import Metrics
+from mydrive.storage.chunkstore import ChunkStore
+from mydrive.storage.deleter import ChunkDeleter, describe_delete_metrics
+from mydrive.storage.receiver import describe_receiver_metrics
+from mydrive.storage.receiver_service import ReceiverServicer
+from mydrive.storage.sender import ChunkServer, describe_sender_metrics
+from mydrive.storage.sender_service import SenderServicer
+from mydrive.transport.grpc_client import CHANNEL_OPTIONS
+from mydrive.transport.signed_fetch import ReplayGuard
+from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+
+SERVICES = ("receiver", "sender")
+MAX_CONCURRENT_RPCS = 64
+log = logging.getLogger("mydrive.serve")
+
+
+def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
+                 faults: FaultHooks = NO_FAULTS) -> tuple[grpc.Server, str]:
+    config = peer.config
+    store = ChunkStore(peer.store_dir, capacity_bytes=config.capacity_bytes)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=kind),
+                         options=CHANNEL_OPTIONS,
+                         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+    if kind == "receiver":
+        describe_receiver_metrics(metrics)
+        describe_delete_metrics(metrics)
+        deleter = ChunkDeleter(store, peer_id=config.peer_id, clock=SystemClock(),
+                               replay_guard=ReplayGuard(), metrics=metrics)
+        pb_grpc.add_ReceiverServicer_to_server(ReceiverServicer(store, metrics, deleter=deleter),
+                                               server)
+        address = config.receiver_address
+    elif kind == "sender":
+        describe_sender_metrics(metrics)
+        chunk_server = ChunkServer(store, peer_id=config.peer_id, clock=SystemClock(),
+                                   replay_guard=ReplayGuard(), metrics=metrics,
+                                   faults=faults)
+        pb_grpc.add_SenderServicer_to_server(SenderServicer(chunk_server), server)
+        address = config.sender_address
+    else:
+        raise BadRequest(f"unknown service {kind!r}; expected one of {', '.join(SERVICES)}")
+    server.add_insecure_port(address)
+    return server, address
+
+
+def _metrics_http(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/metrics":
+                body = metrics.render().encode()
+                ctype = "text/plain; version=0.0.4; charset=utf-8"
+            elif self.path == "/healthz":
+                body, ctype = b"ok\n", "text/plain"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # scrapes every few seconds would drown the service log
+
+    httpd = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    return httpd
+
+
+def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
+    """Run one service until SIGTERM/SIGINT; ``faults`` only from the test-bed's switch."""
+    peer = PeerDir(peer_dir)
+    metrics = Metrics()
+    server, address = build_server(kind, peer, metrics, faults=faults)
+    port = (peer.config.receiver_metrics_port if kind == "receiver"
+            else peer.config.sender_metrics_port)
+    server.start()  # before /healthz answers: healthy must mean the gRPC port serves
+    httpd = _metrics_http(metrics, peer.config.service_host, port)
+    log.info("%s of peer %s (%s) listening on %s, metrics on %s:%d", kind, peer.config.name,
+             peer.config.peer_id, address, peer.config.service_host, port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if kind == "receiver" and peer.config.metadata == "couchdb":
+        from mydrive.node.replication import supervise_peer
+
+        threading.Thread(target=supervise_peer, args=(peer, stop), daemon=True,
+                         name="replication").start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        log.info("%s of peer %s stopping", kind, peer.config.name)
+        server.stop(grace=5).wait()
+        httpd.shutdown()

@@ -1,0 +1,237 @@
+"""A peer's store of other users' encrypted chunks.
+
+Layout under the store root (see docs/chunk-store.md):
+  chunks/<ab>/<chunk id hex>.chunk   committed ciphertext (visible only once whole and verified)
+  chunks/<ab>/<chunk id hex>.meta    its ChunkHeader as JSON (owner key, segment digests)
+  incoming/<chunk id hex>.part       an upload in progress, segments written at their offsets
+  incoming/<chunk id hex>.hdr        the header of that upload (to resume after a restart)
+The ``.chunk`` rename is the commit point: a crash at any moment leaves either no visible
+chunk or a complete, verified one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from mydrive.errors import BadRequest, ChunkNotFound, DataLoss, TooLarge
+from mydrive.formats.chunkheader import MAX_CHUNK_SIZE_BYTES, ChunkHeader
+from mydrive.formats.digest import Hasher, digest, digests_equal
+from mydrive.runtime.disk import atomic_write_bytes, fsync_dir
+
+
+class ChunkStore:
+    def __init__(self, root: Path, *, capacity_bytes: int,
+                 max_chunk_size_bytes: int = MAX_CHUNK_SIZE_BYTES) -> None:
+        self.root = root
+        self.capacity_bytes = capacity_bytes
+        self.max_chunk_size_bytes = max_chunk_size_bytes
+        self._chunks = root / "chunks"
+        self._incoming = root / "incoming"
+        self._chunks.mkdir(parents=True, exist_ok=True)
+        self._incoming.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._busy: set[bytes] = set()
+        self._used_bytes = sum(p.stat().st_size for p in self._chunks.glob("*/*.chunk"))
+
+    # ---- paths -----------------------------------------------------------------------
+    def _chunk_path(self, chunk_id: bytes) -> Path:
+        h = chunk_id.hex()
+        return self._chunks / h[:2] / f"{h}.chunk"
+
+    def _meta_path(self, chunk_id: bytes) -> Path:
+        return self._chunk_path(chunk_id).with_suffix(".meta")
+
+    def _part_path(self, chunk_id: bytes) -> Path:
+        return self._incoming / f"{chunk_id.hex()}.part"
+
+    def _hdr_path(self, chunk_id: bytes) -> Path:
+        return self._incoming / f"{chunk_id.hex()}.hdr"
+
+    # ---- queries ---------------------------------------------------------------------
+    @property
+    def used_bytes(self) -> int:
+        return self._used_bytes
+
+    def has(self, chunk_id: bytes) -> bool:
+        return self._chunk_path(chunk_id).exists()
+
+    def header(self, chunk_id: bytes) -> ChunkHeader:
+        """The committed chunk's header; ChunkNotFound if this peer holds no such chunk."""
+        if not self.has(chunk_id):
+            raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer")
+        try:
+            return ChunkHeader.from_json(json.loads(self._meta_path(chunk_id).read_text()))
+        except (OSError, ValueError, BadRequest) as exc:
+            raise DataLoss(f"chunk {chunk_id.hex()[:16]}… has an unreadable header") from exc
+
+    def read_segment(self, chunk_id: bytes, index: int) -> bytes:
+        header = self.header(chunk_id)
+        if not 0 <= index < header.segment_count:
+            raise BadRequest(f"segment {index} out of range 0..{header.segment_count - 1}")
+        start, end = header.segment_range(index)
+        try:
+            with open(self._chunk_path(chunk_id), "rb") as f:
+                f.seek(start)
+                return f.read(end - start)
+        except FileNotFoundError:  # deleted by its owner since the header was read
+            raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
+
+    def chunk_ids(self) -> Iterator[bytes]:
+        for path in sorted(self._chunks.glob("*/*.chunk")):
+            yield bytes.fromhex(path.stem)
+
+    def chunk_file(self, chunk_id: bytes) -> Path:
+        """Path of a committed chunk file (the test-bed flips bytes in it for bit-rot)."""
+        return self._chunk_path(chunk_id)
+
+    # ---- deletes (owner-signed, checked by mydrive.storage.deleter) --------------------------
+    def remove(self, chunk_id: bytes) -> bool:
+        """Remove a committed chunk and any half-received copy; True if it was committed here.
+
+        Unlinking ``.chunk`` is the commit point of a delete: afterwards ``has`` is False and
+        fetches get ChunkNotFound; a crash before the ``.meta`` unlink leaves a stray header
+        that nothing reads (``header`` checks ``has`` first) and the next delete removes.
+        """
+        path = self._chunk_path(chunk_id)
+        with self._lock:
+            try:
+                size_bytes = path.stat().st_size
+                path.unlink()
+                removed = True
+                self._used_bytes -= size_bytes
+            except FileNotFoundError:
+                removed = False
+            busy = chunk_id in self._busy
+        self._meta_path(chunk_id).unlink(missing_ok=True)
+        if not busy:  # a running upload owns its .part; it is not committed, so not held
+            self._part_path(chunk_id).unlink(missing_ok=True)
+            self._hdr_path(chunk_id).unlink(missing_ok=True)
+        if removed:
+            fsync_dir(path.parent)
+        return removed
+
+    # ---- uploads ---------------------------------------------------------------------
+    def begin(self, header: ChunkHeader) -> PendingChunk:
+        """Start or resume receiving a chunk. Only one upload of a chunk runs at a time."""
+        header.validate(max_chunk_size_bytes=self.max_chunk_size_bytes)
+        with self._lock:
+            if header.chunk_id in self._busy:
+                raise BadRequest("this chunk is already being uploaded by another stream")
+            if not self.has(header.chunk_id) and (
+                self._used_bytes + header.chunk_size_bytes > self.capacity_bytes
+            ):
+                raise TooLarge(f"peer is full: {self._used_bytes} of {self.capacity_bytes} "
+                               f"bytes used, chunk needs {header.chunk_size_bytes}")
+            self._busy.add(header.chunk_id)
+        try:
+            return PendingChunk(self, header)
+        except BaseException:
+            self._release(header.chunk_id)
+            raise
+
+    def _release(self, chunk_id: bytes) -> None:
+        with self._lock:
+            self._busy.discard(chunk_id)
+
+    def _committed(self, size_bytes: int) -> None:
+        with self._lock:
+            self._used_bytes += size_bytes
+
+
+class PendingChunk:
+    """One chunk being received: verify segments as they arrive, commit when whole."""
+
+    def __init__(self, store: ChunkStore, header: ChunkHeader) -> None:
+        self.store = store
+        self.header = header
+        self.committed = store.has(header.chunk_id)
+        self.held: set[int] = set()
+        self._file: BinaryIO | None = None
+        if self.committed:
+            self.held = set(range(header.segment_count))
+            return
+        part = store._part_path(header.chunk_id)
+        hdr = store._hdr_path(header.chunk_id)
+        if part.exists() and hdr.exists() and _same_header(hdr, header):
+            self.held = self._verify_existing(part)
+        else:
+            with open(part, "wb") as f:
+                f.truncate(header.chunk_size_bytes)
+            atomic_write_bytes(hdr, json.dumps(header.to_json()).encode())
+        self._file = open(part, "rb+")  # noqa: SIM115 - closed in close()
+
+    def _verify_existing(self, part: Path) -> set[int]:
+        held: set[int] = set()
+        with open(part, "rb") as f:
+            for i, expected in enumerate(self.header.segment_digests):
+                start, end = self.header.segment_range(i)
+                f.seek(start)
+                if digests_equal(digest(f.read(end - start)), expected):
+                    held.add(i)
+        return held
+
+    def write_segment(self, index: int, data: bytes) -> bool:
+        """Verify one segment against its announced digest; keep it only if good."""
+        if self.committed:
+            return True
+        if not 0 <= index < self.header.segment_count:
+            raise BadRequest(f"segment index {index} out of range "
+                             f"0..{self.header.segment_count - 1}")
+        start, end = self.header.segment_range(index)
+        if len(data) != end - start or not digests_equal(
+            digest(data), self.header.segment_digests[index]
+        ):
+            self.held.discard(index)
+            return False
+        assert self._file is not None
+        self._file.seek(start)
+        self._file.write(data)
+        self.held.add(index)
+        return True
+
+    def missing(self) -> list[int]:
+        return sorted(set(range(self.header.segment_count)) - self.held)
+
+    def commit(self) -> None:
+        """Verify the whole chunk, fsync, and rename it into place (the commit point)."""
+        if self.committed:
+            return
+        assert not self.missing()
+        store, cid = self.store, self.header.chunk_id
+        part = self._file
+        assert part is not None
+        part.flush()
+        os.fsync(part.fileno())
+        part.seek(0)
+        hasher = Hasher()
+        for block in iter(lambda: part.read(1024 * 1024), b""):
+            hasher.update(block)
+        if not digests_equal(hasher.digest(), cid):
+            raise DataLoss("segments verified but the whole chunk does not match its id")
+        part.close()
+        final = store._chunk_path(cid)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(store._meta_path(cid), json.dumps(self.header.to_json()).encode())
+        os.replace(store._part_path(cid), final)
+        fsync_dir(final.parent)
+        store._hdr_path(cid).unlink(missing_ok=True)
+        store._committed(self.header.chunk_size_bytes)
+        self.committed = True
+
+    def close(self) -> None:
+        """End this stream; an uncommitted part stays in incoming/ so a later upload resumes."""
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        self.store._release(self.header.chunk_id)
+
+
+def _same_header(path: Path, header: ChunkHeader) -> bool:
+    try:
+        return ChunkHeader.from_json(json.loads(path.read_text())) == header
+    except (OSError, ValueError, BadRequest):
+        return False

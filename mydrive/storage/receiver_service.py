@@ -1,0 +1,76 @@
+"""gRPC Receiver servicer: translates StoreChunk/ChunkStatus to mydrive.storage.receiver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from mydrive.errors import BadRequest, MydriveError
+from mydrive.runtime.metrics import Metrics
+from mydrive.storage.chunkstore import ChunkStore
+from mydrive.storage.deleter import ChunkDeleter
+from mydrive.storage.receiver import ReceiverSession
+from mydrive.transport.codec import header_from_pb
+from mydrive.transport.signed_delete import SignedDelete
+from mydrive.transport.status import abort
+from mydrive.transport.wire import mydrive_pb2 as pb
+from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+
+
+class ReceiverServicer(pb_grpc.ReceiverServicer):
+    def __init__(self, store: ChunkStore, metrics: Metrics, *,
+                 deleter: ChunkDeleter | None = None) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.deleter = deleter
+
+    def StoreChunk(self, request_iterator: Iterator[pb.StoreMsg],
+                   context: grpc.ServicerContext) -> Iterator[pb.StoreAck]:
+        session = ReceiverSession(self.store, self.metrics)
+        try:
+            first = next(request_iterator, None)
+            if first is None or first.WhichOneof("msg") != "header":
+                raise BadRequest("the first StoreChunk message must be the chunk header")
+            held = session.start(header_from_pb(first.header))
+            yield pb.StoreAck(held=pb.SegmentsHeld(indices=sorted(held.indices),
+                                                   committed=held.committed))
+            if held.committed:
+                return  # re-sending a committed chunk is a no-op
+            for msg in request_iterator:
+                kind = msg.WhichOneof("msg")
+                if kind == "segment":
+                    session.segment(msg.segment.index, bytes(msg.segment.data))
+                elif kind == "round_end":
+                    bad = session.end_round()
+                    if not bad:
+                        yield pb.StoreAck(committed=pb.Committed())
+                        return
+                    yield pb.StoreAck(bad=pb.BadSegments(indices=bad))
+                else:
+                    raise BadRequest(f"unexpected StoreChunk message {kind!r}")
+        except MydriveError as exc:
+            abort(context, exc)
+        finally:
+            session.close()
+
+    def ChunkStatus(self, request: pb.ChunkRef, context: grpc.ServicerContext) -> pb.SegmentsHeld:
+        chunk_id = bytes(request.chunk_id)
+        if self.store.has(chunk_id):
+            try:
+                count = self.store.header(chunk_id).segment_count
+            except MydriveError as exc:
+                abort(context, exc)
+            return pb.SegmentsHeld(indices=list(range(count)), committed=True)
+        return pb.SegmentsHeld(committed=False)
+
+    def DeleteChunks(self, request: pb.SignedDelete,
+                     context: grpc.ServicerContext) -> pb.DeleteReply:
+        try:
+            if self.deleter is None:
+                raise BadRequest("this receiver does not accept deletes")
+            outcome = self.deleter.delete(SignedDelete(request=bytes(request.request),
+                                                       signature=bytes(request.signature)))
+        except MydriveError as exc:
+            abort(context, exc)
+        return pb.DeleteReply(removed=list(outcome.removed), absent=list(outcome.absent))

@@ -1,0 +1,162 @@
+"""The gRPC implementation of mydrive.transport.Transport."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+import grpc
+
+from mydrive.errors import BadRequest, MydriveError
+from mydrive.formats.chunkheader import MAX_SEGMENT_SIZE_BYTES, ChunkHeader
+from mydrive.transport.base import Held, PeerAddress
+from mydrive.transport.codec import header_to_pb
+from mydrive.transport.signed_delete import DeleteOutcome, SignedDelete
+from mydrive.transport.signed_fetch import SignedFetch
+from mydrive.transport.status import error_from_rpc
+from mydrive.transport.wire import mydrive_pb2 as pb
+from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+
+# One segment plus framing; anything larger is refused by gRPC itself (RESOURCE_EXHAUSTED).
+MAX_MESSAGE_BYTES = MAX_SEGMENT_SIZE_BYTES + 64 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 0),  # failover is the engine's job, not the channel's
+]
+
+
+class GrpcTransport:
+    def __init__(self, *, rpc_timeout_s: float = 120.0,
+                 tls: tuple[bytes, bytes, bytes] | None = None) -> None:
+        """``tls`` = (network CA certificate, own key, own certificate), PEM: every call then
+        goes over mutual TLS to the target peer's nginx."""
+        self.rpc_timeout_s = rpc_timeout_s
+        self._credentials = None
+        if tls is not None:
+            ca_pem, key_pem, cert_pem = tls
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def _channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                if self._credentials is not None:
+                    channel = grpc.secure_channel(address, self._credentials,
+                                                  options=CHANNEL_OPTIONS)
+                else:
+                    channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                self._channels[address] = channel
+            return channel
+
+    def _failed(self, address: str, exc: grpc.RpcError, peer_id: str) -> MydriveError:
+        """Map the error; after UNAVAILABLE forget the channel. A channel that failed to
+        connect waits out gRPC's reconnect backoff (seconds, growing to minutes) and fails
+        every call meanwhile, even once the peer is back; a fresh channel dials at once.
+        The old one is not closed: other threads may still be using it."""
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            with self._lock:
+                self._channels.pop(address, None)
+        return error_from_rpc(exc, peer_id)
+
+    def open_store(self, peer: PeerAddress) -> _GrpcStoreSession:
+        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
+        return _GrpcStoreSession(stub, peer, self.rpc_timeout_s,
+                                 on_error=lambda exc: self._failed(peer.receiver_address, exc,
+                                                                   peer.peer_id))
+
+    def chunk_status(self, peer: PeerAddress, chunk_id: bytes, *,
+                     timeout_s: float | None = None) -> Held:
+        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
+        try:
+            reply = stub.ChunkStatus(pb.ChunkRef(chunk_id=chunk_id),
+                                     timeout=timeout_s or self.rpc_timeout_s)
+        except grpc.RpcError as exc:
+            raise self._failed(peer.receiver_address, exc, peer.peer_id) from None
+        return Held(indices=frozenset(reply.indices), committed=reply.committed)
+
+    def fetch(self, peer: PeerAddress, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
+        stub = pb_grpc.SenderStub(self._channel(peer.sender_address))
+        request = pb.SignedFetch(request=signed.request, signature=signed.signature)
+        try:
+            for segment in stub.FetchChunk(request, timeout=self.rpc_timeout_s):
+                yield segment.index, bytes(segment.data)
+        except grpc.RpcError as exc:
+            raise self._failed(peer.sender_address, exc, peer.peer_id) from None
+
+    def delete_chunks(self, peer: PeerAddress, signed: SignedDelete) -> DeleteOutcome:
+        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
+        request = pb.SignedDelete(request=signed.request, signature=signed.signature)
+        try:
+            reply = stub.DeleteChunks(request, timeout=self.rpc_timeout_s)
+        except grpc.RpcError as exc:
+            raise self._failed(peer.receiver_address, exc, peer.peer_id) from None
+        return DeleteOutcome(removed=tuple(bytes(c) for c in reply.removed),
+                             absent=tuple(bytes(c) for c in reply.absent))
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+_END = object()
+
+
+class _GrpcStoreSession:
+    """A bidirectional StoreChunk call driven step by step (header, then rounds)."""
+
+    def __init__(self, stub: pb_grpc.ReceiverStub, peer: PeerAddress, timeout_s: float,
+                 on_error: Callable[[grpc.RpcError], MydriveError]) -> None:
+        self.peer = peer
+        self._on_error = on_error
+        self._outbox: queue.Queue[object] = queue.Queue()
+        self._call = stub.StoreChunk(self._requests(), timeout=timeout_s)
+
+    def _requests(self) -> Iterator[pb.StoreMsg]:
+        while True:
+            item = self._outbox.get()
+            if item is _END:
+                return
+            assert isinstance(item, pb.StoreMsg)
+            yield item
+
+    def _next_ack(self) -> pb.StoreAck:
+        try:
+            ack: pb.StoreAck = next(self._call)
+        except StopIteration:
+            raise BadRequest(f"peer {self.peer.peer_id} ended the upload early") from None
+        except grpc.RpcError as exc:
+            raise self._on_error(exc) from None
+        return ack
+
+    def start(self, header: ChunkHeader) -> Held:
+        self._outbox.put(pb.StoreMsg(header=header_to_pb(header)))
+        ack = self._next_ack()
+        if ack.WhichOneof("ack") != "held":
+            raise BadRequest(f"peer {self.peer.peer_id} answered the header with {ack}")
+        return Held(indices=frozenset(ack.held.indices), committed=ack.held.committed)
+
+    def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
+        for index, data in segments:
+            self._outbox.put(pb.StoreMsg(segment=pb.Segment(index=index, data=data)))
+        self._outbox.put(pb.StoreMsg(round_end=pb.RoundEnd()))
+        ack = self._next_ack()
+        kind = ack.WhichOneof("ack")
+        if kind == "committed":
+            return []
+        if kind == "bad":
+            if not ack.bad.indices:
+                raise BadRequest(f"peer {self.peer.peer_id} reported an empty bad set")
+            return list(ack.bad.indices)
+        raise BadRequest(f"peer {self.peer.peer_id} sent an unexpected answer {kind!r}")
+
+    def close(self) -> None:
+        self._outbox.put(_END)
+        self._call.cancel()
