@@ -13,8 +13,8 @@ from pathlib import Path
 from mydrive.client import PeerClient
 from mydrive.node.local_client import open_client
 from mydrive.node.peerdir import PeerDir, init_peer, register_peer
-from mydrive.runtime.clock import ManualClock
 from mydrive.storage.chunkstore import ChunkStore
+from mydrive.testing.clock import ManualClock
 from mydrive.testing.memory_transport import MemoryTransport
 from tests.strategies import FAST_KDF
 

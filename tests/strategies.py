@@ -11,7 +11,7 @@ from mydrive.crypto.primitives import new_kdf_params
 from mydrive.engine.settings import TransferSettings
 from mydrive.engine.upload import PeerInfo, UploadResult
 from mydrive.formats.filerecord import FileRecord
-from mydrive.runtime.clock import ManualClock
+from mydrive.testing.clock import ManualClock
 from mydrive.testing.memory_transport import MemoryTransport
 
 FAST_KDF = {"time_cost": 1, "memory_kib": 8 * 1024, "parallelism": 1}

@@ -14,9 +14,10 @@ from mydrive.engine.upload import PeerInfo, upload_file
 from mydrive.errors import PermissionDenied
 from mydrive.node.peerdir import PeerDir, init_peer
 from mydrive.node.serve import build_server
-from mydrive.runtime.clock import ManualClock, SystemClock
+from mydrive.runtime.clock import SystemClock
 from mydrive.runtime.faults import NO_FAULTS
 from mydrive.runtime.metrics import Metrics
+from mydrive.testing.clock import ManualClock
 from mydrive.transport.grpc_client import GrpcTransport
 from mydrive.transport.signed_fetch import sign_fetch
 from mydrive.transport.wire import mydrive_pb2 as pb

@@ -6,7 +6,7 @@ import pytest
 
 from mydrive.crypto.keys import derive_user_keys
 from mydrive.errors import NotLoggedIn, TooLarge
-from mydrive.runtime.clock import ManualClock
+from mydrive.testing.clock import ManualClock
 from mydrive.ui.sessions import SessionStore
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from mydrive.client import FileEntry
 from mydrive.errors import TooLarge, UnknownFile
-from mydrive.runtime.clock import ManualClock
+from mydrive.testing.clock import ManualClock
 from mydrive.ui import csrf
 from mydrive.ui.app import create_app
 from mydrive.ui.basket import BasketItem, Baskets
