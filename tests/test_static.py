@@ -47,7 +47,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"client", "testing"},
     {"node"},
-    {"ui"},
+    {"ui", "sftp"},
     {"cli"},
     {"__main__", "__init__"},
 ]
