@@ -6,7 +6,8 @@ Layout under the store root (see docs/chunk-store.md):
   incoming/<chunk id hex>.part       an upload in progress, segments written at their offsets
   incoming/<chunk id hex>.hdr        the header of that upload (to resume after a restart)
 The ``.chunk`` rename is the commit point: a crash at any moment leaves either no visible
-chunk or a complete, verified one.
+chunk or a complete, verified one. A committed chunk stays bound to the header (owner key,
+segments) it was committed with: storing it again under any other header is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from mydrive.errors import BadRequest, ChunkNotFound, DataLoss, TooLarge
+from mydrive.errors import (
+    BadRequest,
+    ChunkNotFound,
+    DataLoss,
+    PermissionDenied,
+    TooLarge,
+)
 from mydrive.formats.chunkheader import MAX_CHUNK_SIZE_BYTES, ChunkHeader
 from mydrive.formats.digest import Hasher, digest, digests_equal
 from mydrive.runtime.disk import atomic_write_bytes, fsync_dir
@@ -117,22 +124,46 @@ class ChunkStore:
 
     # ---- uploads ---------------------------------------------------------------------
     def begin(self, header: ChunkHeader) -> PendingChunk:
-        """Start or resume receiving a chunk. Only one upload of a chunk runs at a time."""
+        """Start or resume receiving a chunk. Only one upload of a chunk runs at a time.
+
+        A chunk already committed here is bound to the header it was committed with: the
+        same header again is a no-op (the pending chunk is ``committed``), any other header
+        (another owner key, other segments) is PermissionDenied. So a peer that copied a
+        chunk it was given can't plant it elsewhere under its own key and have the owner's
+        later store of that chunk count as a replica the owner could fetch.
+        """
         header.validate(max_chunk_size_bytes=self.max_chunk_size_bytes)
         with self._lock:
             if header.chunk_id in self._busy:
                 raise BadRequest("this chunk is already being uploaded by another stream")
-            if not self.has(header.chunk_id) and (
+            committed = self.has(header.chunk_id)
+            if not committed and (
                 self._used_bytes + header.chunk_size_bytes > self.capacity_bytes
             ):
                 raise TooLarge(f"peer is full: {self._used_bytes} of {self.capacity_bytes} "
                                f"bytes used, chunk needs {header.chunk_size_bytes}")
             self._busy.add(header.chunk_id)
         try:
+            if committed:
+                self._check_same_header(header)
             return PendingChunk(self, header)
         except BaseException:
             self._release(header.chunk_id)
             raise
+
+    def _check_same_header(self, header: ChunkHeader) -> None:
+        """PermissionDenied unless the committed chunk was stored with exactly ``header``."""
+        try:
+            stored = self.header(header.chunk_id)
+        except ChunkNotFound:
+            return  # removed meanwhile by its owner: this upload starts afresh
+        if stored.owner_public_key != header.owner_public_key:  # both public
+            raise PermissionDenied(f"chunk {header.chunk_id.hex()[:16]}… is held on this peer "
+                                   f"for another owner key; it can't be stored again under "
+                                   f"yours")
+        if stored != header:
+            raise PermissionDenied(f"chunk {header.chunk_id.hex()[:16]}… is held on this peer "
+                                   f"with other segments; it can't be stored again with yours")
 
     def _release(self, chunk_id: bytes) -> None:
         with self._lock:
