@@ -1,0 +1,191 @@
+"""Turn one run's results into PNG plots and a Markdown summary (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+PLOTS = ("throughput.png", "cpu.png", "memory.png", "faults.png")
+
+
+def _title(results: dict[str, Any]) -> str:
+    m = results["meta"]
+    return (f"{m['machine']['nproc']} cores, {m['machine']['cpu_model']}, {m['date']}, "
+            f"commit {m['commit']['head'][:10]}")
+
+
+def plot_throughput(results: dict[str, Any], path: Path) -> None:
+    t = results["throughput"]
+    names = list(t["systems"])
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.38
+    for k, d in enumerate(("put", "get")):
+        values = [t["systems"][n][f"{d}_MBps"] for n in names]
+        bars = ax.bar([i + (k - 0.5) * width for i in range(len(names))], values, width,
+                      label=d)
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("MB/s (median)")
+    ax.set_title(f"put/get of {t['size_bytes'] >> 20} MiB, median of {t['runs']}\n"
+                 f"{_title(results)}", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cpu(results: dict[str, Any], path: Path) -> None:
+    t = results["throughput"]["systems"]
+    labels, stacks = [], []
+    for name, doc in t.items():
+        for d in ("put", "get"):
+            labels.append(f"{name}\n{d}")
+            stacks.append({k: v for k, v in doc[f"{d}_cpu_s_per_gib"].items() if k != "total"})
+    kinds = sorted({k for s in stacks for k in s})
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    bottom = [0.0] * len(labels)
+    for kind in kinds:
+        values = [s.get(kind, 0.0) for s in stacks]
+        ax.bar(range(len(labels)), values, bottom=bottom, label=kind)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylabel("CPU seconds per GiB of file")
+    ax.set_title(f"CPU per GiB by process kind\n{_title(results)}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_memory(results: dict[str, Any], path: Path) -> None:
+    mem = results["memory"]
+    sizes = [r["size_mib"] for r in mem["rows"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for ax, d in zip(axes, ("put", "get"), strict=True):
+        kinds = mem["rows"][0]["peak_rss_mib"][d].keys()
+        for kind in kinds:
+            ax.plot(sizes, [r["peak_rss_mib"][d].get(kind, 0) for r in mem["rows"]],
+                    marker="o", label=kind)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.set_xlabel("file size (MiB)")
+        ax.set_title(d)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("peak RSS (MiB), one process")
+    fig.suptitle(f"peak RSS, mydrive TLS\n{_title(results)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_faults(results: dict[str, Any], path: Path) -> None:
+    rs = results["resend"]["rates"]
+    rates = list(rs)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    x = range(len(rates))
+    a1.bar([i - 0.2 for i in x], [rs[r]["resend_ratio"] or 0 for r in rates], 0.4,
+           label="resent bytes / corrupt bytes")
+    a1.bar([i + 0.2 for i in x], [rs[r]["slowdown"] for r in rates], 0.4,
+           label="put time / put time at 0 %")
+    a1.set_xticks(list(x), [f"{float(r):.0%}" for r in rates])
+    a1.set_xlabel("corrupt segments")
+    a1.axhline(1.0, color="grey", linewidth=0.8)
+    a1.legend(fontsize=8)
+    a1.set_title("resend efficiency")
+    fo = results["failover"]
+    a2.bar(["get", "get, replica\nkilled mid-way"],
+           [sum(fo["get_s"]) / len(fo["get_s"]),
+            sum(fo["get_s_replica_killed"]) / len(fo["get_s_replica_killed"])])
+    a2.set_ylabel("seconds (mean)")
+    a2.set_title(f"failover: {fo['slowdown']} x (median)")
+    fig.suptitle(_title(results), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_plots(results: dict[str, Any], out_dir: Path) -> list[str]:
+    """Every plot whose phase ran; returns the file names written."""
+    written = []
+    for name, phase, draw in (("throughput.png", "throughput", plot_throughput),
+                              ("cpu.png", "throughput", plot_cpu),
+                              ("memory.png", "memory", plot_memory),
+                              ("faults.png", "failover", plot_faults)):
+        if phase in results and (phase != "failover" or "resend" in results):
+            draw(results, out_dir / name)
+            written.append(name)
+    return written
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The summary tables docs/benchmarks.md carries."""
+    m = results["meta"]
+    mach = m["machine"]
+    lines = [f"Measured {m['date']} at commit `{m['commit']['head'][:12]}`"
+             f"{' (mydrive/ modified)' if m['commit']['mydrive_modified'] else ''} on "
+             f"{mach['nproc']} cores ({mach['cpu_model']}), {mach['ram_gib']} GiB RAM, "
+             f"Linux {mach['kernel']}, Python {mach['python']}.", ""]
+    if "throughput" in results:
+        t = results["throughput"]
+        lines += [f"Throughput, {t['size_bytes'] >> 20} MiB, median of {t['runs']} "
+                  f"(MB/s = 10^6 bytes/s); CPU seconds per GiB of file, all processes:", "",
+                  "| system | put MB/s | get MB/s | put CPU s/GiB | get CPU s/GiB |",
+                  "|---|---|---|---|---|"]
+        for name, d in t["systems"].items():
+            lines.append(f"| {name} | {d['put_MBps']} | {d['get_MBps']} | "
+                         f"{d['put_cpu_s_per_gib']['total']} | {d['get_cpu_s_per_gib']['total']} |")
+        lines += ["", "| ratio | put | get |", "|---|---|---|"]
+        for name, r in t["ratios"].items():
+            lines.append(f"| {name} | {r['put']} | {r['get']} |")
+        lines += ["", "CPU seconds per GiB by process kind:", "",
+                  "| system | direction | " + " | ".join(
+                      ["client", "receiver", "sender", "nginx", "sshd", "tahoe nodes"]) + " |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, d in t["systems"].items():
+            for direction in ("put", "get"):
+                c = d[f"{direction}_cpu_s_per_gib"]
+                tahoe = (round(c.get("tahoe_client_node", 0) + c.get("tahoe_storage_nodes", 0), 2)
+                         if "tahoe_client_node" in c else "")
+                cells = [c.get("client", ""), c.get("receiver", ""), c.get("sender", ""),
+                         c.get("nginx", ""), c.get("sshd", ""), tahoe]
+                lines.append(f"| {name} | {direction} | " + " | ".join(str(x) for x in cells)
+                             + " |")
+    if "memory" in results:
+        mem = results["memory"]
+        lines += ["", "Peak RSS (MiB, one process; mydrive TLS):", "",
+                  "| file | put client | put receiver | put nginx | get client | get sender "
+                  "| get nginx |", "|---|---|---|---|---|---|---|"]
+        for r in mem["rows"]:
+            p, g = r["peak_rss_mib"]["put"], r["peak_rss_mib"]["get"]
+            lines.append(f"| {r['size_mib']} MiB | {p['client']} | {p.get('receiver', '')} | "
+                         f"{p.get('nginx', '')} | {g['client']} | {g.get('sender', '')} | "
+                         f"{g.get('nginx', '')} |")
+        gr = mem["growth_largest_over_smallest"]
+        lines += ["", f"Growth of the peak from {mem['sizes_mib'][0]} to "
+                  f"{mem['sizes_mib'][-1]} MiB: put client {gr['put'].get('client')} x, "
+                  f"get client {gr['get'].get('client')} x."]
+    if "resend" in results:
+        rs = results["resend"]
+        lines += ["", f"Resends, {rs['size_bytes'] >> 20} MiB put, {rs['runs']} run(s) per "
+                  f"rate:", "",
+                  "| corrupt | corrupt segments | resent segments | resent bytes / corrupt "
+                  "bytes | same set | slowdown |", "|---|---|---|---|---|---|"]
+        for rate, d in rs["rates"].items():
+            lines.append(f"| {float(rate):.0%} | {d['corrupt_segments']} | "
+                         f"{d['resent_segments']} | {d['resend_ratio']} | "
+                         f"{d['resent_equals_corrupt']} | {d['slowdown']} x |")
+    if "failover" in results:
+        fo = results["failover"]
+        lines += ["", f"Failover: get of {fo['size_bytes'] >> 20} MiB with the busiest "
+                  f"replica's sender killed a third of the way: {fo['slowdown']} x the time "
+                  f"without ({fo['killed_mid_transfer']} of {fo['runs']} runs killed it "
+                  f"mid-transfer)."]
+    if results.get("errors"):
+        lines += ["", "Phases that failed: " + "; ".join(
+            f"{k}: {v}" for k, v in results["errors"].items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,131 @@
+"""Phase 1: put/get of one file through every system, side by side, and their CPU seconds.
+
+Each run moves the same file through mydrive (TLS), mydrive (plain gRPC), scp, sftp and
+Tahoe-LAFS in turn, so all systems see the same machine load; medians over the runs are
+reported. CPU is counted per process kind: the client child by wait4 (for scp that includes
+its ssh), every server process by /proc before and after (for mydrive: all receivers, all
+senders, all nginx; for OpenSSH: sshd and its per-connection children; for Tahoe: client
+node and storage nodes). CPU is given in seconds per GiB of the user's file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import mbps, median, per_gib
+from benchmarks.mydrive_side import MydriveNetwork
+from benchmarks.procs import Measured
+from benchmarks.ssh_side import SshServer
+from benchmarks.tahoe_side import TahoeGrid
+
+
+@dataclass
+class System:
+    """How to put and get one file, and how to read the servers' CPU seconds."""
+
+    name: str
+    put: Callable[[Path, str], tuple[Measured, Any]]
+    get: Callable[[Any, Path], Measured]
+    server_cpu_s: Callable[[], dict[str, float]]
+    forget: Callable[[Any], None]
+
+
+def mydrive_system(name: str, net: MydriveNetwork) -> System:
+    def put(src: Path, tag: str) -> tuple[Measured, Any]:
+        m, _ = net.put(src, f"/bench/{tag}")
+        return m, f"/bench/{tag}"
+
+    def get(remote: Any, out: Path) -> Measured:
+        m, _ = net.get(str(remote), out)
+        return m
+
+    return System(name, put, get, net.cpu_s_by_kind, lambda remote: net.rm(str(remote)))
+
+
+def ssh_system(name: str, server: SshServer, store: Path) -> System:
+    store.mkdir(parents=True, exist_ok=True)
+    send = server.scp_put if name == "scp" else server.sftp_put
+    fetch = server.scp_get if name == "scp" else server.sftp_get
+
+    def put(src: Path, tag: str) -> tuple[Measured, Any]:
+        return send(src, store / tag), store / tag
+
+    def get(remote: Any, out: Path) -> Measured:
+        out.mkdir(parents=True, exist_ok=True)
+        return fetch(Path(remote), out / Path(remote).name)
+
+    return System(name, put, get, lambda: {"sshd": server.cpu_s()},
+                  lambda remote: Path(remote).unlink(missing_ok=True))
+
+
+def tahoe_system(grid: TahoeGrid) -> System:
+    def get(cap: Any, out: Path) -> Measured:
+        out.mkdir(parents=True, exist_ok=True)
+        return grid.get(str(cap), out / "file")
+
+    # Tahoe has no cheap delete of an immutable share set; the grid is deleted at the end.
+    return System("tahoe", lambda src, tag: grid.put(src), get, grid.cpu_s, lambda cap: None)
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
+def run(systems: list[System], src: Path, *, runs: int, work: Path,
+        log: Callable[[str], None]) -> dict[str, Any]:
+    """Medians of ``runs`` puts and gets of ``src`` per system, plus CPU s/GiB per kind."""
+    size = src.stat().st_size
+    samples: dict[str, dict[str, list[Any]]] = {
+        s.name: {"put_s": [], "get_s": [], "put_cpu": [], "get_cpu": []} for s in systems}
+    for i in range(runs):
+        for system in systems:
+            out = work / f"out-{system.name}"
+            shutil.rmtree(out, ignore_errors=True)
+            before = system.server_cpu_s()
+            m_put, handle = system.put(src, f"{system.name}-{i}")
+            mid = system.server_cpu_s()
+            m_get = system.get(handle, out)
+            after = system.server_cpu_s()
+            got = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+            if got != size:
+                raise RuntimeError(f"{system.name} get wrote {got} bytes, expected {size}")
+            shutil.rmtree(out, ignore_errors=True)
+            system.forget(handle)
+            s = samples[system.name]
+            s["put_s"].append(m_put.wall_s)
+            s["get_s"].append(m_get.wall_s)
+            s["put_cpu"].append({"client": m_put.cpu_s, **_delta(before, mid)})
+            s["get_cpu"].append({"client": m_get.cpu_s, **_delta(mid, after)})
+            log(f"run {i + 1}/{runs} {system.name}: put {mbps(size, m_put.wall_s):.1f} MB/s, "
+                f"get {mbps(size, m_get.wall_s):.1f} MB/s")
+    out_doc: dict[str, Any] = {"size_bytes": size, "runs": runs, "systems": {}}
+    for name, s in samples.items():
+        doc: dict[str, Any] = {
+            "put_s": [round(x, 3) for x in s["put_s"]],
+            "get_s": [round(x, 3) for x in s["get_s"]],
+            "put_MBps": round(mbps(size, median(s["put_s"])), 1),
+            "get_MBps": round(mbps(size, median(s["get_s"])), 1),
+        }
+        for direction in ("put", "get"):
+            kinds = s[f"{direction}_cpu"][0].keys()
+            per_kind = {k: round(per_gib(median(c[k] for c in s[f"{direction}_cpu"]), size), 2)
+                        for k in kinds}
+            per_kind["total"] = round(sum(per_kind.values()), 2)
+            doc[f"{direction}_cpu_s_per_gib"] = per_kind
+        out_doc["systems"][name] = doc
+    systems_doc = out_doc["systems"]
+    ratios: dict[str, dict[str, float]] = {}
+    for ref in ("scp", "sftp", "tahoe"):
+        if ref not in systems_doc:
+            continue
+        for name in ("mydrive_tls", "mydrive_plain"):
+            if name in systems_doc:
+                ratios[f"{name}/{ref}"] = {
+                    d: round(systems_doc[name][f"{d}_MBps"] / systems_doc[ref][f"{d}_MBps"], 2)
+                    for d in ("put", "get")}
+    out_doc["ratios"] = ratios
+    return out_doc
