@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import faults, memory, profiles, report, throughput
-from benchmarks.common import ROOT, MiB, commit, machine, now_utc, random_file
+from benchmarks.common import ROOT, MiB, commit, machine, median, now_utc, random_file
 from benchmarks.mydrive_side import MydriveNetwork
 from benchmarks.ssh_side import SshServer
 from benchmarks.tahoe_side import TahoeGrid
@@ -68,6 +68,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def overhead(net: MydriveNetwork, runs: int) -> dict[str, float]:
+    """Median wall and CPU seconds of a command that moves no data (``mydrive ls``)."""
+    samples = [net.command_overhead() for _ in range(max(runs, 3))]
+    return {"wall_s": round(median(m.wall_s for m in samples), 3),
+            "cpu_s": round(median(m.cpu_s for m in samples), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             systems.append(throughput.tahoe_system(grid))
         phase("throughput", lambda: throughput.run(systems, src, runs=opts.runs, work=work,
                                                    log=log))
+        phase("command_overhead", lambda: overhead(tls, opts.runs))
         if grid:
             grid.stop()  # its shares take disk and its nodes CPU; not needed any more
         phase("failover", lambda: faults.failover(tls, src, runs=opts.runs, work=work, log=log))

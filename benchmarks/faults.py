@@ -141,7 +141,7 @@ def failover(net: MydriveNetwork, src: Path, *, runs: int, work: Path,
     net.put(src, remote)
     base: list[float] = []
     hit: list[float] = []
-    kills = 0
+    kills = victim_failures = 0
     try:
         for i in range(runs):
             out = work / "failover-out"
@@ -159,6 +159,8 @@ def failover(net: MydriveNetwork, src: Path, *, runs: int, work: Path,
                 raise RuntimeError(f"get with a replica killed wrote {got} of {size} bytes")
             hit.append(m.wall_s)
             kills += killed
+            ledger = json.loads(m.stdout)["transfer"]["per_peer"]
+            victim_failures += ledger.get(busiest, {}).get("failures", 0)
             log(f"failover run {i + 1}/{runs}: {base[-1]:.2f} s, with {victim['peer']}'s "
                 f"sender killed {m.wall_s:.2f} s (killed mid-transfer: {killed})")
             net.up()  # restart the killed sender
@@ -166,6 +168,7 @@ def failover(net: MydriveNetwork, src: Path, *, runs: int, work: Path,
         shutil.rmtree(work / "failover-out", ignore_errors=True)
         net.rm(remote)
     return {"size_bytes": size, "runs": runs, "killed_mid_transfer": kills,
+            "fetch_failures_from_killed_peer": victim_failures,
             "get_s": [round(x, 3) for x in base],
             "get_s_replica_killed": [round(x, 3) for x in hit],
             "slowdown": round(median(hit) / median(base), 2)}

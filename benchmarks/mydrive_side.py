@@ -106,6 +106,13 @@ class MydriveNetwork:
         m = run_measured(self.get_args(remote, out_dir), env=self.env)
         return m, json.loads(m.stdout)
 
+    def command_overhead(self) -> Measured:
+        """``mydrive ls``: start-up, imports and the passphrase's key derivation, no data.
+
+        Every put and get pays this once; it is part of their figures (a user pays it too).
+        """
+        return run_measured([*MYDRIVE, "ls", "--json"], env=self.env)
+
     def rm(self, remote: str) -> None:
         self._cli("rm", remote)
         self._cli("gc")

@@ -76,7 +76,7 @@ def summarize(raw: Path) -> dict[str, Any]:
 
 def _attach(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--rate", str(RATE_HZ),
-                             "--format", "raw", "--nonblocking", "--output", str(out)],
+                             "--format", "raw", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
 

@@ -155,6 +155,10 @@ def markdown(results: dict[str, Any]) -> str:
                          c.get("nginx", ""), c.get("sshd", ""), tahoe]
                 lines.append(f"| {name} | {direction} | " + " | ".join(str(x) for x in cells)
                              + " |")
+    if "command_overhead" in results:
+        o = results["command_overhead"]
+        lines += ["", f"Every mydrive command pays a fixed start-up (imports, passphrase key "
+                  f"derivation): `mydrive ls` takes {o['wall_s']} s wall, {o['cpu_s']} CPU s."]
     if "memory" in results:
         mem = results["memory"]
         lines += ["", "Peak RSS (MiB, one process; mydrive TLS):", "",
@@ -184,7 +188,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", f"Failover: get of {fo['size_bytes'] >> 20} MiB with the busiest "
                   f"replica's sender killed a third of the way: {fo['slowdown']} x the time "
                   f"without ({fo['killed_mid_transfer']} of {fo['runs']} runs killed it "
-                  f"mid-transfer)."]
+                  f"mid-transfer; {fo['fetch_failures_from_killed_peer']} fetches from it "
+                  f"failed over)."]
     if results.get("errors"):
         lines += ["", "Phases that failed: " + "; ".join(
             f"{k}: {v}" for k, v in results["errors"].items())]
