@@ -32,8 +32,6 @@ class LocalNetwork:
         """Run the real CLI as a user would."""
         full_env = {**os.environ, "MYDRIVE_PEER": str(self.peer_dir(peer)),
                     "MYDRIVE_PASSPHRASE": passphrase, **(env or {})}
-        if "MYDRIVE_FAULTS" not in (env or {}):
-            full_env.pop("MYDRIVE_FAULTS", None)  # fault points only where a test asks
         if user is not None:
             full_env["MYDRIVE_USER"] = user
         result = subprocess.run([sys.executable, "-m", "mydrive", *args], env=full_env,

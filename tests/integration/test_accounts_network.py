@@ -49,7 +49,6 @@ def _cli(home: Path, *args: str, user: str, passphrase: str, check: bool = True,
          extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MYDRIVE_PEER": str(home / "peer-0"), "MYDRIVE_USER": user,
            "MYDRIVE_PASSPHRASE": passphrase, **(extra_env or {})}
-    env.pop("MYDRIVE_FAULTS", None)
     result = subprocess.run([sys.executable, "-m", "mydrive", *args], env=env, text=True,
                             capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:

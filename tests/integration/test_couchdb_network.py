@@ -51,7 +51,6 @@ def cli(home: Path, peer: int, *args: str, user: str = "alice", passphrase: str 
         check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "MYDRIVE_PEER": str(home / f"peer-{peer}"), "MYDRIVE_USER": user,
             "MYDRIVE_PASSPHRASE": passphrase, **(env or {})}
-    full.pop("MYDRIVE_FAULTS", None)
     result = subprocess.run([sys.executable, "-m", "mydrive", *args], env=full, text=True,
                             capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:

@@ -81,10 +81,11 @@ def test_local_network_resends_only_corrupted_segment(network_factory, tmp_path:
     src = tmp_path / "src"
     src.write_bytes(os.urandom(9 * MiB))
     log = tmp_path / "faults.jsonl"
-    faults = json.dumps({"seed": 4, "corrupt_upload_rate": 0.02, "log": str(log)})
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"seed": 4, "corrupt_upload_rate": 0.02, "log": str(log)}))
     rejected_before = sum(_receiver_metric(net.peer_dir(i), "receiver_segments_rejected_total")
                           for i in range(5))
-    net.mydrive("put", str(src), "/corrupted.bin", env={"MYDRIVE_FAULTS": faults})
+    net.mydrive("put", str(src), "/corrupted.bin", "--fault-plan", str(plan))
     info = net.json("inspect", "/corrupted.bin")
     index_of = {c["chunk_id"]: c["index"] for c in info["chunks"]}
     corrupted = sorted([index_of[e["chunk_id"]], e["segment"], e["peer"]]
@@ -103,3 +104,7 @@ def test_local_network_resends_only_corrupted_segment(network_factory, tmp_path:
     assert rejected_after - rejected_before == len(corrupted)
     result = net.json("get", "/corrupted.bin", "--out", str(tmp_path / "out"))
     assert Path(result["path"]).read_bytes() == src.read_bytes()
+    # The old environment switch is inert: only --fault-plan turns the hooks on.
+    stray = json.dumps({"seed": 4, "corrupt_upload_rate": 1.0, "log": str(log)})
+    net.mydrive("put", str(src), "/stray.bin", env={"MYDRIVE_FAULTS": stray})
+    assert net.json("inspect", "/stray.bin")["transfer"]["upload"]["resent"] == []

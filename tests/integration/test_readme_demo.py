@@ -18,7 +18,6 @@ def test_readme_demo_script_round_trip(tmp_path: Path) -> None:
     """demo.sh starts 5 healthy peers and reports a bit-identical round trip."""
     home = tmp_path / "demo-home"
     env = {**os.environ, "MYDRIVE_CLUSTER_HOME": str(home)}
-    env.pop("MYDRIVE_FAULTS", None)
     try:
         result = subprocess.run([str(ROOT / "scripts" / "demo.sh")], env=env, cwd=ROOT,
                                 capture_output=True, text=True, timeout=600,
