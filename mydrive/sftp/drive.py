@@ -1,15 +1,17 @@
 """One logged-in user's drive as the SFTP face sees it: a tree, uploads, removes, renames.
 
-Blocking calls (metadata, Argon2id-free, network for puts and removes): the server runs them
-in worker threads. What each does to the metadata, and what a crash in the middle leaves:
-  - upload commit: ``PeerClient.put`` stores the spooled file under a staging name (the file
-    is acknowledged but hidden), then one document write renames it into place, then any
-    file it replaces is removed (tombstone, then deletes). A crash before the rename leaves a
-    hidden staging file, removed on a later login after ``STAGING_MAX_AGE_S``; a crash after
-    it leaves the old and new file under one name, and the newest is shown.
-  - rename of a file: one document write (new encrypted name and lookup tag; no data moves).
-    A directory is renamed file by file, each atomic, the whole not.
-  - remove: ``PeerClient.remove`` (tombstone, document deleted, owner-signed chunk deletes).
+Blocking calls (metadata, and the network for puts and removes): the server runs them in
+worker threads. Everything read goes through ``PeerClient`` (so only documents that verify
+are used); what each change writes, and what a crash in the middle leaves:
+  - upload commit: ``PeerClient.put`` stores the spooled file under a staging name (stored
+    and acknowledged, but hidden), one signed document write renames it into place, then the
+    file it replaces, if any, is removed (tombstone, then owner-signed chunk deletes). A crash
+    before the rename leaves a hidden staging file, removed at a later login of that user
+    once older than ``STAGING_MAX_AGE_S``; a crash after it leaves the old and the new file
+    under one name, and the newest is the one shown and read.
+  - rename of a file: one signed write of its document (new encrypted name and lookup tag;
+    no chunk moves). A directory is renamed file by file, each atomic, the whole not.
+  - remove: ``PeerClient.remove`` (tombstone, document deleted, chunk deletes).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from mydrive.client import PeerClient
+from mydrive.client import FileEntry, PeerClient
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys
 from mydrive.engine.gc import bury
-from mydrive.errors import BadRequest, DecryptionFailed, FileExists, TooLarge, UnknownFile
+from mydrive.errors import BadRequest, FileExists, TooLarge, UnknownFile
 from mydrive.formats.filerecord import FileRecord
+from mydrive.metadata.trusted import write_signed
 from mydrive.sftp.tree import (
     MAX_SESSION_DIRS,
     ROOT,
@@ -33,6 +36,7 @@ from mydrive.sftp.tree import (
     DriveTree,
     Node,
     is_staging,
+    newest_key,
     parent_of,
     session_dirs_after_rename,
 )
@@ -66,30 +70,14 @@ class Drive:
         self._lock = threading.Lock()
 
     # ---- reading the tree ------------------------------------------------------------
-    def _named_records(self) -> list[tuple[str, FileRecord]]:
-        out = []
-        for doc_id, doc in self.client.store.list_prefix("file:"):
-            if doc.get("owner_id") != self.keys.user_id:
-                continue
-            try:
-                record = FileRecord.from_doc(doc)
-                path = crypto.decrypt_name(self.keys.name_key, record.encrypted_path)
-            except (BadRequest, DecryptionFailed) as exc:
-                log.warning("skipping file document %s: %s", doc_id, exc)
-                continue
-            tag = crypto.name_tag(self.keys.name_mac_key, path)
-            if not crypto.constant_time_equal(record.path_tag.encode(), tag.encode()):
-                log.warning("skipping file document %s: its lookup tag does not match its "
-                            "name", doc_id)
-                continue
-            out.append((path, record))
-        return out
+    def _entries(self) -> list[FileEntry]:
+        return self.client.list_files(self.keys)
 
     def tree(self) -> DriveTree:
         with self._lock:
             now = self.monotonic_s()
             if self._tree is None or now - self._tree_at_s > TREE_CACHE_S:
-                self._tree = DriveTree(self._named_records(), self.session_dirs)
+                self._tree = DriveTree(self._entries(), self.session_dirs)
                 self._tree_at_s = now
             return self._tree
 
@@ -109,11 +97,26 @@ class Drive:
             raise NotADirectory(f"{path!r} is a file")
         return self.tree().children(path)
 
+    def _records_at(self, path: str) -> list[FileRecord]:
+        """Every verified record claiming ``path``, the newest first."""
+        try:
+            found = self.client.select(self.keys, path)
+        except UnknownFile:
+            return []
+        records = [r for p, r in found if p == path]
+        records.sort(key=lambda r: (r.created_ms, r.file_id.hex()), reverse=True)
+        return records
+
     def file(self, path: str) -> FileRecord:
+        """The record a read of ``path`` serves (the newest, as the tree shows)."""
         node = self.stat(path)
-        if node.is_dir or node.record is None:
+        if node.is_dir:
             raise IsADirectory(f"{path!r} is a directory")
-        return node.record
+        records = self._records_at(path)
+        if not records:
+            self.changed()
+            raise UnknownFile(f"no file {path!r}")
+        return records[0]
 
     def check_can_hold(self, path: str) -> None:
         """A file may be stored at ``path``: no directory there and no file above it."""
@@ -148,15 +151,16 @@ class Drive:
             raise NotADirectory(f"{path!r} is a file")
         if path == ROOT:
             raise BadRequest("the root of your drive cannot be removed")
-        tree = self.tree()
-        if tree.children(path):
+        if self.tree().children(path):
             raise DirectoryNotEmpty(f"{path!r} is not empty")
         self.session_dirs.discard(path)
         self.changed()
 
     # ---- files --------------------------------------------------------------------------
     def remove(self, path: str) -> None:
-        self.file(path)  # a directory is refused here
+        node = self.stat(path)
+        if node.is_dir:
+            raise IsADirectory(f"{path!r} is a directory (rmdir, once it is empty)")
         self.client.remove(self.keys, path)
         self.changed()
 
@@ -169,24 +173,25 @@ class Drive:
             raise BadRequest(f"cannot move {old!r} into itself")
         tree = self.tree()
         source = self.stat(old)
-        target_parent = tree.lookup(parent_of(new))
-        if target_parent is None or not target_parent.is_dir:
-            raise UnknownFile(f"no directory {parent_of(new)!r}")
+        self.check_can_hold(new)
         target = tree.lookup(new)
         if source.is_dir:
             if target is not None:
                 raise FileExists(f"{new!r} already exists")
             for path in tree.files_under(old):
-                for record in tree.records_at(path):
+                for record in self._records_at(path):
                     self._rename_record(record, new + path[len(old):])
             self.session_dirs = session_dirs_after_rename(self.session_dirs, old, new)
             self.changed()
             return
-        if target is not None and (target.is_dir or not replace):
+        if target is not None and not replace:
             raise FileExists(f"{new!r} already exists")
-        replaced = tree.records_at(new)
-        assert source.record is not None
-        self._rename_record(source.record, new)
+        replaced = self._records_at(new)
+        records = self._records_at(old)
+        if not records:
+            raise UnknownFile(f"no file {old!r}")
+        for record in records:  # older copies under the old name move too: none stays behind
+            self._rename_record(record, new)
         self._bury(replaced)
         self.changed()
 
@@ -194,8 +199,9 @@ class Drive:
         renamed = dataclasses.replace(
             record, path_tag=crypto.name_tag(self.keys.name_mac_key, new),
             encrypted_path=crypto.encrypt_name(self.keys.name_key, new,
-                                               self.client.random_bytes))
-        self.client.store.put(renamed.doc_id, renamed.to_doc())
+                                               self.client.random_bytes,
+                                               file_id=record.file_id))
+        write_signed(self.client.store, renamed.doc_id, renamed.to_doc(), self.keys.identity)
 
     def _bury(self, records: list[FileRecord]) -> None:
         if not records:
@@ -209,19 +215,18 @@ class Drive:
         self.check_can_hold(target)
         staging = f"{STAGING_DIR}/{self.client.random_bytes(16).hex()}"
         record = self.client.put(self.keys, local, staging)
-        self.changed()
-        replaced = self.tree().records_at(target)  # read again: the upload took a while
+        replaced = self._records_at(target)  # read now: the upload may have taken a while
         self._rename_record(record, target)
         self._bury(replaced)
         self.session_dirs = {d for d in self.session_dirs if not target.startswith(d + "/")}
         self.changed()
-        return dataclasses.replace(
-            record, path_tag=crypto.name_tag(self.keys.name_mac_key, target))
+        return record
 
     def sweep_staging(self) -> int:
         """Remove this user's staging files older than STAGING_MAX_AGE_S (crash leftovers)."""
         now_ms = self.client.clock.now_ms()
-        stale = [r for p, r in self._named_records()
-                 if is_staging(p) and now_ms - r.created_ms > STAGING_MAX_AGE_S * 1000]
-        self._bury(stale)
+        stale = [e for e in self._entries()
+                 if is_staging(e.path) and now_ms - e.created_ms > STAGING_MAX_AGE_S * 1000]
+        for entry in sorted(stale, key=newest_key):
+            self.client.remove(self.keys, entry.path)
         return len(stale)

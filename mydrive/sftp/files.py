@@ -18,6 +18,7 @@ import logging
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -92,9 +93,12 @@ class _ReadHandle:
 
 
 class _WriteHandle:
-    def __init__(self, path: str, spool: Spool) -> None:
+    def __init__(self, path: str, spool: Spool, *, replaces_whole: bool) -> None:
         self.path = path
         self.spool = spool
+        # Opened over a stored file without truncating it (scp does, then sets the size):
+        # stored only if the client wrote the whole new content.
+        self.replaces_whole = replaces_whole
 
 
 Handle = _ReadHandle | _WriteHandle
@@ -177,22 +181,26 @@ class DriveSftp(asyncssh.SFTPServer):
             yield SFTPName(name_of(child.path).encode("utf-8"), attrs=_attrs(child))
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
-        await self.stat(path)
-        self._check_setstat(attrs)
+        node = await self._run(self.drive.stat, self._path(path))
+        self._check_size(attrs, node.size_bytes)
 
     async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         await self.setstat(path, attrs)
 
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
-        self._handle(file_obj)
-        self._check_setstat(attrs)
+        handle = self._handle(file_obj)
+        if isinstance(handle, _WriteHandle):
+            if attrs.size is not None:  # scp truncates what it wrote to its final size
+                await self._run(handle.spool.truncate, attrs.size)
+            return
+        self._check_size(attrs, handle.node.size_bytes)
 
     @staticmethod
-    def _check_setstat(attrs: SFTPAttrs) -> None:
+    def _check_size(attrs: SFTPAttrs, size_bytes: int) -> None:
         # Permissions, owners and times are not stored (a file's time is its upload time):
         # accepted and ignored, as `put -p` and `scp -p` send them. A size change would
         # rewrite a stored file, which mydrive never does.
-        if attrs.size is not None:
+        if attrs.size is not None and attrs.size != size_bytes:
             raise asyncssh.SFTPOpUnsupported("stored files cannot be truncated or extended")
 
     # ---- directories ------------------------------------------------------------------
@@ -239,7 +247,8 @@ class DriveSftp(asyncssh.SFTPServer):
 
     async def _open_read(self, where: str) -> _ReadHandle:
         record = await self._run(self.drive.file, where)
-        node = await self._run(self.drive.stat, where)
+        node = Node(path=where, is_dir=False, size_bytes=record.size_bytes,
+                    mtime_s=record.created_ms // 1000, file_id=record.file_id.hex())
         fetch = await self._run(chunk_fetcher, self.drive.client, self.drive.keys, record)
         window = ChunkWindow(record.plan, fetch, self.fetch_pool,
                              window=self.limits.read_window_chunks)
@@ -255,11 +264,11 @@ class DriveSftp(asyncssh.SFTPServer):
                 raise asyncssh.SFTPFileIsADirectory(f"{where} is a directory")
             if pflags & asyncssh.FXF_EXCL:
                 raise asyncssh.SFTPFileAlreadyExists(f"{where} already exists")
-            if not pflags & asyncssh.FXF_TRUNC:
-                # Appending (a resumed put) or rewriting part of a stored file: mydrive stores
-                # files whole and never changes one; the client can upload it whole again.
+            if pflags & asyncssh.FXF_APPEND:
+                # Appending (a resumed put): mydrive stores files whole and never changes one
+                # in place; the client can upload it whole again.
                 raise asyncssh.SFTPOpUnsupported(f"{where} is stored whole and cannot be "
-                                                 f"changed in place; upload it again whole")
+                                                 f"appended to; upload it again whole")
         else:
             if not pflags & asyncssh.FXF_CREAT:
                 raise asyncssh.SFTPNoSuchFile(f"no file {where}")
@@ -268,7 +277,8 @@ class DriveSftp(asyncssh.SFTPServer):
             await self._run(self.drive.check_can_hold, where)
         spool = await self._guard(asyncio.to_thread(
             Spool, self.spool_dir, max_bytes=self.limits.max_upload_bytes))
-        return _WriteHandle(where, spool)
+        return _WriteHandle(where, spool, replaces_whole=node is not None
+                            and not pflags & asyncssh.FXF_TRUNC)
 
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         handle = self._handle(file_obj)
@@ -297,6 +307,13 @@ class DriveSftp(asyncssh.SFTPServer):
             await asyncio.to_thread(handle.spool.close)
             return
         try:
+            if handle.replaces_whole:
+                if not handle.spool.touched:
+                    return  # opened and closed (a `touch`): the stored file stays as it was
+                if not handle.spool.covers(handle.spool.size_bytes):
+                    raise asyncssh.SFTPOpUnsupported(
+                        f"{handle.path}: only part of a stored file was rewritten; mydrive "
+                        f"stores files whole: nothing was changed, upload the whole file")
             await self._run(self.drive.commit_upload, handle.spool.path, handle.path)
         finally:
             await asyncio.to_thread(handle.spool.close)
@@ -308,6 +325,9 @@ class DriveSftp(asyncssh.SFTPServer):
             else:
                 handle.window.close()
         self._open.clear()
+        # scp reports the exit status of the session: say it ended well (asyncssh sends none).
+        with suppress(OSError):
+            self.channel.exit(0)
 
     # ---- what a drive does not have ----------------------------------------------------
     def _unsupported(self, what: str) -> asyncssh.SFTPOpUnsupported:
@@ -359,6 +379,10 @@ class LockedSftp(asyncssh.SFTPServer):
 
             return refuse
         return object.__getattribute__(self, name)
+
+    def exit(self) -> None:
+        with suppress(OSError):
+            self.channel.exit(1)
 
 
 _SFTP_METHODS = frozenset({

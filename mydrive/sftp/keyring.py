@@ -65,8 +65,9 @@ class SshKeyEntry:
 
     @property
     def key_blob(self) -> bytes:
-        """The key in SSH wire form, as public-key authentication presents it."""
-        return bytes(asyncssh.import_public_key(self.public_key).public_data)
+        """The key in SSH wire form, as public-key authentication presents it (the base64
+        field of the OpenSSH line, which ``from_json`` checked is this key)."""
+        return base64.b64decode(self.public_key.split()[1])
 
     def to_json(self) -> dict[str, Any]:
         return {"user": self.user, "user_id": self.user_id, "fingerprint": self.fingerprint,
@@ -169,8 +170,23 @@ class KeyRing:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # (mtime_ns, size, inode) -> entries: a client offering key after key costs no reads.
+        self._cached: tuple[tuple[int, int, int], list[SshKeyEntry]] | None = None
 
     def entries(self) -> list[SshKeyEntry]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._cached
+        if cached is not None and cached[0] == stamp:
+            return list(cached[1])
+        entries = self._read()
+        self._cached = (stamp, entries)
+        return list(entries)
+
+    def _read(self) -> list[SshKeyEntry]:
         try:
             with open(self.path, "rb") as f:
                 raw = f.read(MAX_KEYRING_BYTES + 1)

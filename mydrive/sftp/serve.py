@@ -17,6 +17,7 @@ from pathlib import Path
 from mydrive.errors import BadRequest
 from mydrive.node.local_client import open_client
 from mydrive.node.peerdir import PeerDir
+from mydrive.node.sftp_address import sftp_host, sftp_port
 from mydrive.runtime.clock import SystemClock
 from mydrive.sftp.hostkey import load_or_create_host_key, sftp_dir
 from mydrive.sftp.keyring import KEYRING_NAME, KeyRing
@@ -30,8 +31,8 @@ log = logging.getLogger("mydrive.sftp")
 def run(peer_dir: Path, *, host: str | None = None, port: int | None = None) -> None:
     peer = PeerDir(peer_dir)
     config = peer.config
-    bind_host = host if host is not None else getattr(config, "sftp_host", "127.0.0.1")
-    bind_port = port if port is not None else int(getattr(config, "sftp_port", 0))
+    bind_host = host if host is not None else sftp_host(config)
+    bind_port = port if port is not None else sftp_port(config)
     if not bind_port:
         raise BadRequest(f"peer {config.name} has no sftp_port in its peer.json; add one "
                          f"(e.g. \"sftp_port\": 2222) or pass --port")

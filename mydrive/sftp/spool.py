@@ -25,6 +25,7 @@ from mydrive.errors import BadRequest, TooLarge
 SPOOL_DIR_NAME = "spool"
 SPOOL_SUFFIX = ".spool"
 MAX_WRITE_BYTES = 4 * 1024 * 1024  # one SFTP write; clients send 32-256 KiB
+MAX_RANGES = 4096  # written ranges remembered; past that, coverage is not claimed
 
 
 def spool_dir(sftp_root: Path) -> Path:
@@ -52,6 +53,8 @@ class Spool:
         assert max_bytes >= 0
         self.max_bytes = max_bytes
         self.size_bytes = 0
+        self.touched = False  # written to or truncated
+        self._ranges: list[list[int]] = []  # merged [start, end) of what was written
         self._named: Path | None = None
         self._fd = self._open_unnamed(directory)
         if self._fd < 0:
@@ -97,10 +100,40 @@ class Spool:
             view = view[written:]
             offset += written
         self.size_bytes = max(self.size_bytes, end)
+        self.touched = True
+        self._remember(end - len(data), end)
+
+    def _remember(self, start: int, end: int) -> None:
+        if start == end:
+            return
+        kept = []
+        for low, high in self._ranges:
+            if high < start or low > end:
+                kept.append([low, high])
+            else:
+                start, end = min(start, low), max(end, high)
+        kept.append([start, end])
+        kept.sort()
+        self._ranges = kept if len(kept) <= MAX_RANGES else [[-1, -1]]
+
+    def covers(self, size_bytes: int) -> bool:
+        """Every byte of ``[0, size_bytes)`` was written (a whole-file upload)."""
+        return size_bytes == 0 or any(low <= 0 and high >= size_bytes
+                                      for low, high in self._ranges)
 
     def _seek_write(self, data: memoryview, offset: int) -> int:  # Windows has no pwrite
         os.lseek(self._fd, offset, os.SEEK_SET)
         return os.write(self._fd, data)
+
+    def truncate(self, size_bytes: int) -> None:
+        """Cut (or extend with zeros) the upload to ``size_bytes``."""
+        if self._fd < 0:
+            raise BadRequest("the upload was already closed")
+        if not 0 <= size_bytes <= self.max_bytes:
+            raise TooLarge(f"uploads through SFTP are limited to {self.max_bytes} bytes")
+        os.ftruncate(self._fd, size_bytes)
+        self.size_bytes = size_bytes
+        self.touched = True
 
     def close(self) -> None:
         """Forget the bytes: close (an unnamed spool vanishes) and delete a named one."""

@@ -32,6 +32,7 @@ from mydrive.client import PeerClient
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys, validate_username
 from mydrive.errors import BadRequest, MydriveError, UnknownUser, WrongPassphrase
+from mydrive.node.sftp_address import software_version
 from mydrive.sftp.drive import Drive
 from mydrive.sftp.files import DriveSftp, LockedSftp, SessionLimits
 from mydrive.sftp.keyring import UNLOCK_ENV, KeyRing, SshKeyEntry, unlock_with_secret
@@ -43,11 +44,6 @@ DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_LOGIN_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONCURRENT_KDF = 2
 MAX_PASSWORD_CHARS = 1024
-
-
-def server_version(peer_id: str) -> str:
-    """What the server says in its SSH banner; the cluster's health probe looks for it."""
-    return f"mydrive_{peer_id}"
 
 
 @dataclass
@@ -91,6 +87,15 @@ class SftpService:
         self.fetch_pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _limited_name(username: str) -> str:
+    """The name as the limiter counts it: an invalid name (any length an SSH packet allows)
+    is counted as one, so the limiter's memory stays bounded."""
+    try:
+        return validate_username(username)
+    except BadRequest:
+        return "(invalid name)"
+
+
 class _Login(asyncssh.SSHServer):
     """One connection's authentication; holds the user's keys once unlocked."""
 
@@ -126,6 +131,7 @@ class _Login(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
+        username = _limited_name(username)
         if not self._may_try(username):
             return False
         try:
@@ -234,7 +240,7 @@ async def start_server(service: SftpService, *, host: str, port: int,
                                                logging.getLogger("asyncssh").level))
     options: dict[str, Any] = {
         "server_host_keys": [host_key],
-        "server_version": server_version(peer_id),
+        "server_version": software_version(peer_id),  # the health probe looks for it
         "sftp_factory": _sftp_factory(service),
         "allow_scp": False,
         "agent_forwarding": False,

@@ -13,11 +13,11 @@ rules (mydrive.formats.paths). Nothing here touches the peer's file system.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mydrive.errors import BadRequest, PathTraversal
-from mydrive.formats.filerecord import FileRecord
 from mydrive.formats.paths import MAX_PATH_CHARS, normalize_remote_path
 
 ROOT = "/"
@@ -77,32 +77,46 @@ def _ancestors(path: str) -> Iterable[str]:
         yield path
 
 
+class StoredFile(Protocol):
+    """What the tree needs of a stored file (``mydrive.client.FileEntry`` has it)."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+    @property
+    def created_ms(self) -> int: ...
+
+    @property
+    def file_id(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Node:
     path: str
     is_dir: bool
     size_bytes: int = 0
     mtime_s: int = 0
-    record: FileRecord | None = None
+    file_id: str = ""  # hex, of the file shown at this path
 
 
 class DriveTree:
     """A snapshot: each path's file (the newest if two records claim one) and the directories.
 
-    Two records can share a path after a crash in the middle of an overwrite or a rename, or
-    from replication; the newest is shown, and ``records_at`` names all of them so a remove
-    or an overwrite clears them all.
+    Two files can share a path after a crash in the middle of an overwrite or a rename, or
+    from replication; the newest is shown, and ``file_ids_at`` names all of them.
     """
 
-    def __init__(self, files: Iterable[tuple[str, FileRecord]],
-                 session_dirs: Iterable[str] = ()) -> None:
-        self._all: dict[str, list[FileRecord]] = {}
-        for path, record in files:
-            if is_staging(path):
+    def __init__(self, files: Iterable[StoredFile], session_dirs: Iterable[str] = ()) -> None:
+        self._all: dict[str, list[StoredFile]] = {}
+        for entry in files:
+            if is_staging(entry.path):
                 continue
-            self._all.setdefault(path, []).append(record)
+            self._all.setdefault(entry.path, []).append(entry)
         for records in self._all.values():
-            records.sort(key=lambda r: (r.created_ms, r.file_id), reverse=True)
+            records.sort(key=newest_key, reverse=True)
         self._dirs: dict[str, int] = {ROOT: 0}
         for path, records in self._all.items():
             for d in _ancestors(path):
@@ -122,13 +136,13 @@ class DriveTree:
         if records:
             newest = records[0]
             return Node(path=path, is_dir=False, size_bytes=newest.size_bytes,
-                        mtime_s=newest.created_ms // 1000, record=newest)
+                        mtime_s=newest.created_ms // 1000, file_id=newest.file_id)
         if path in self._dirs:
             return Node(path=path, is_dir=True, mtime_s=self._dirs[path])
         return None
 
-    def records_at(self, path: str) -> list[FileRecord]:
-        return list(self._all.get(path, ()))
+    def file_ids_at(self, path: str) -> list[str]:
+        return [e.file_id for e in self._all.get(path, ())]
 
     def children(self, path: str) -> list[Node]:
         nodes = (self.lookup(p) for p in sorted(set(self._children.get(path, ()))))
@@ -156,5 +170,6 @@ def session_dirs_after_rename(dirs: Iterable[str], old: str, new: str) -> set[st
     return out
 
 
-def newest_first(records: Mapping[str, list[FileRecord]]) -> dict[str, FileRecord]:
-    return {p: rs[0] for p, rs in records.items() if rs}
+def newest_key(entry: StoredFile) -> tuple[int, str]:
+    """Order of two files claiming one path: the later upload wins, ties by file id."""
+    return entry.created_ms, entry.file_id

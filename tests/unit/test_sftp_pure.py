@@ -1,0 +1,201 @@
+"""SFTP face, pure parts: path resolution, the implied-directory tree, the login limiter,
+the streamed chunk window and the upload spool."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mydrive.client import FileEntry
+from mydrive.errors import BadRequest, PathTraversal, TooLarge
+from mydrive.formats.chunkplan import ChunkPlan
+from mydrive.sftp.ratelimit import LoginLimiter
+from mydrive.sftp.reader import ChunkWindow
+from mydrive.sftp.spool import SPOOL_SUFFIX, Spool, sweep
+from mydrive.sftp.tree import STAGING_DIR, DriveTree, resolve
+from mydrive.testing.clock import ManualClock
+
+
+# ---- paths ----------------------------------------------------------------------------
+@pytest.mark.parametrize(("raw", "want"), [
+    (b".", "/"), (b"", "/"), (b"/", "/"), (b"a/b", "/a/b"), (b"/a/./b/", "/a/b"),
+    (b"/a/b/../c", "/a/c"), (b"//a//b", "/a/b"), ("/ü".encode(), "/ü"),
+])
+def test_sftp_resolve_gives_canonical_paths(raw: bytes, want: str) -> None:
+    """Relative paths start at the root; '.', '..' inside the tree and doubled '/' resolve."""
+    assert resolve(raw) == want
+
+
+@pytest.mark.parametrize("raw", [b"..", b"/..", b"/a/../..", b"../etc/passwd",
+                                 b"/a/../../b", b"a\\..\\b"])
+def test_sftp_resolve_refuses_traversal(raw: bytes) -> None:
+    """A path climbing above the user's root (or using backslashes) is PathTraversal."""
+    with pytest.raises(PathTraversal):
+        resolve(raw)
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xfe", b"/a\x00b", b"/a/b\x01", b"/con", b"/x" * 5000])
+def test_sftp_resolve_refuses_bad_names(raw: bytes) -> None:
+    """Non-UTF-8, NUL, control characters, non-portable and over-long names are refused."""
+    with pytest.raises(BadRequest):
+        resolve(raw)
+
+
+# ---- tree -----------------------------------------------------------------------------
+def _file(path: str, i: int, created_ms: int = 1000) -> FileEntry:
+    return FileEntry(path=path, size_bytes=10 * i, created_ms=created_ms, chunk_count=1,
+                     file_id=f"{i:032x}")
+
+
+def test_sftp_tree_implies_directories_and_hides_staging() -> None:
+    """Every ancestor of a file is a directory; staging uploads are invisible."""
+    tree = DriveTree([_file("/a/b/c.txt", 1), _file("/top", 2), _file(f"{STAGING_DIR}/x", 3)],
+                     session_dirs={"/empty/sub"})
+    assert [n.path for n in tree.children("/")] == ["/a", "/empty", "/top"]
+    assert tree.lookup("/a/b").is_dir and not tree.lookup("/a/b/c.txt").is_dir
+    assert tree.lookup("/empty/sub").is_dir and tree.children("/empty/sub") == []
+    assert tree.lookup(STAGING_DIR) is None and tree.lookup(f"{STAGING_DIR}/x") is None
+    assert tree.files_under("/a") == ["/a/b/c.txt"]
+
+
+def test_sftp_tree_shows_newest_of_two_files_and_names_both() -> None:
+    """Two files under one name (crash mid-overwrite): the newest is shown, both are named."""
+    tree = DriveTree([_file("/f", 1, created_ms=1000), _file("/f", 2, created_ms=5000)])
+    assert tree.lookup("/f").file_id == f"{2:032x}" and tree.lookup("/f").size_bytes == 20
+    assert set(tree.file_ids_at("/f")) == {f"{1:032x}", f"{2:032x}"}
+
+
+# ---- login limiter --------------------------------------------------------------------
+def test_sftp_limiter_blocks_user_after_failures_until_window_passes() -> None:
+    """5 failures lock a user name from every source for the window, then it opens again."""
+    clock = ManualClock()
+    limiter = LoginLimiter(clock, window_s=60, max_failures_per_user=5,
+                           max_attempts_per_source=1000)
+    for i in range(5):
+        assert limiter.begin("alice", f"10.0.0.{i}")
+        limiter.failed("alice")
+    assert not limiter.begin("alice", "10.9.9.9")
+    assert limiter.begin("bob", "10.9.9.9")  # other users are not affected
+    clock.advance_ms(60_001)
+    assert limiter.begin("alice", "10.9.9.9")
+
+
+def test_sftp_limiter_blocks_source_after_attempts() -> None:
+    """One address gets max_attempts_per_source attempts per window, whatever the names."""
+    clock = ManualClock()
+    limiter = LoginLimiter(clock, window_s=60, max_failures_per_user=1000,
+                           max_attempts_per_source=3)
+    assert all(limiter.begin(f"user{i}", "10.0.0.1") for i in range(3))
+    assert not limiter.begin("user9", "10.0.0.1")
+    assert limiter.begin("user9", "10.0.0.2")
+
+
+def test_sftp_limiter_memory_is_bounded() -> None:
+    """Tracking 10x max_tracked names and sources keeps at most max_tracked of each."""
+    limiter = LoginLimiter(ManualClock(), max_tracked=50)
+    for i in range(500):
+        limiter.begin(f"u{i}", f"s{i}")
+        limiter.failed(f"u{i}")
+    assert limiter.tracked() <= 100
+
+
+# ---- chunk window ---------------------------------------------------------------------
+def _plan(size: int, chunk: int) -> ChunkPlan:
+    count = max(1, -(-size // chunk))
+    return ChunkPlan(size_bytes=size, chunk_size_bytes=chunk, chunk_count=count,
+                     segment_size_bytes=4096)
+
+
+def test_sftp_window_streams_whole_file_with_bounded_memory() -> None:
+    """Sequential reads of a 40-chunk file return its bytes, fetch each chunk once, and never
+    hold more than `window` chunks."""
+    data = os.urandom(40 * 8192 + 123)
+    plan = _plan(len(data), 8192)
+    held_max = 0
+    lock = threading.Lock()
+
+    def fetch(i: int) -> bytes:
+        start, end = plan.chunk_range(i)
+        return data[start:end]
+
+    with ThreadPoolExecutor(4) as pool:
+        window = ChunkWindow(plan, fetch, pool, window=3)
+
+        async def read_all() -> bytes:
+            nonlocal held_max
+            out = bytearray()
+            while True:
+                block = await window.read(len(out), 3000)
+                with lock:
+                    held_max = max(held_max, len(window._chunks))
+                if not block:
+                    return bytes(out)
+                out += block
+
+        assert asyncio.run(read_all()) == data
+    assert window.fetches == plan.chunk_count
+    assert held_max <= 3
+
+
+def test_sftp_window_read_far_back_refetches_and_spans_chunks() -> None:
+    """A read across a chunk boundary joins both; a read far behind fetches again."""
+    data = bytes(range(256)) * 320
+    plan = _plan(len(data), 8192)
+    with ThreadPoolExecutor(2) as pool:
+        window = ChunkWindow(plan, lambda i: data[i * 8192:(i + 1) * 8192], pool, window=2)
+
+        async def go() -> None:
+            assert await window.read(8190, 20) == data[8190:8210]
+            assert await window.read(80000, 500) == data[80000:80500]
+            before = window.fetches
+            assert await window.read(10, 10) == data[10:20]
+            assert window.fetches > before
+            assert await window.read(len(data), 10) == b""
+
+        asyncio.run(go())
+
+
+def test_sftp_window_refuses_a_chunk_of_the_wrong_length() -> None:
+    """A fetched chunk whose plaintext length differs from the plan is an error, not data."""
+    plan = _plan(30000, 8192)
+    with ThreadPoolExecutor(1) as pool:
+        window = ChunkWindow(plan, lambda i: b"short", pool, window=1)
+        with pytest.raises(BadRequest, match="expected 8192"):
+            asyncio.run(window.read(0, 100))
+
+
+# ---- spool ----------------------------------------------------------------------------
+def test_sftp_spool_holds_writes_unnamed_and_vanishes_on_close(tmp_path: Path) -> None:
+    """Writes at offsets read back through .path; on Linux the directory shows no file at
+    all while the upload is open, and nothing is left after close."""
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    spool.write(0, b"hello ")
+    spool.write(6, b"world")
+    assert spool.path.read_bytes() == b"hello world" and spool.size_bytes == 11
+    if sys.platform.startswith("linux"):
+        assert spool.unnamed and list(tmp_path.iterdir()) == []
+    spool.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sftp_spool_refuses_past_its_limit(tmp_path: Path) -> None:
+    """A write that would grow an upload past max_bytes is refused (TooLarge)."""
+    spool = Spool(tmp_path, max_bytes=10)
+    spool.write(0, b"0123456789")
+    with pytest.raises(TooLarge):
+        spool.write(10, b"x")
+    spool.close()
+
+
+def test_sftp_spool_sweep_removes_named_leftovers(tmp_path: Path) -> None:
+    """Named spool files a crash left behind are deleted by sweep; other files stay."""
+    (tmp_path / f"abc{SPOOL_SUFFIX}").write_bytes(b"plaintext")
+    (tmp_path / "keep.txt").write_bytes(b"x")
+    assert sweep(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
