@@ -99,6 +99,7 @@ class _WriteHandle:
         # Opened over a stored file without truncating it (scp does, then sets the size):
         # stored only if the client wrote the whole new content.
         self.replaces_whole = replaces_whole
+        self.failed = False  # a write failed: the content is not what the client sent
 
 
 Handle = _ReadHandle | _WriteHandle
@@ -191,7 +192,11 @@ class DriveSftp(asyncssh.SFTPServer):
         handle = self._handle(file_obj)
         if isinstance(handle, _WriteHandle):
             if attrs.size is not None:  # scp truncates what it wrote to its final size
-                await self._run(handle.spool.truncate, attrs.size)
+                try:
+                    await self._run(handle.spool.truncate, attrs.size)
+                except asyncssh.SFTPError:
+                    handle.failed = True
+                    raise
             return
         self._check_size(attrs, handle.node.size_bytes)
 
@@ -290,7 +295,11 @@ class DriveSftp(asyncssh.SFTPServer):
         handle = self._handle(file_obj)
         if not isinstance(handle, _WriteHandle):
             raise asyncssh.SFTPPermissionDenied("this file was opened for reading")
-        await self._run(handle.spool.write, offset, data)
+        try:
+            await self._run(handle.spool.write, offset, data)
+        except asyncssh.SFTPError:
+            handle.failed = True
+            raise
         return len(data)
 
     async def close(self, file_obj: object) -> None:
@@ -307,6 +316,9 @@ class DriveSftp(asyncssh.SFTPServer):
             await asyncio.to_thread(handle.spool.close)
             return
         try:
+            if handle.failed:
+                raise asyncssh.SFTPFailure(f"{handle.path}: a write to it failed, so nothing "
+                                           f"was stored")
             if handle.replaces_whole:
                 if not handle.spool.touched:
                     return  # opened and closed (a `touch`): the stored file stays as it was

@@ -15,6 +15,7 @@ import pytest
 from mydrive.client import FileEntry
 from mydrive.errors import BadRequest, PathTraversal, TooLarge
 from mydrive.formats.chunkplan import ChunkPlan
+from mydrive.sftp.hostkey import load_or_create_host_key
 from mydrive.sftp.ratelimit import LoginLimiter
 from mydrive.sftp.reader import ChunkWindow
 from mydrive.sftp.spool import SPOOL_SUFFIX, Spool, sweep
@@ -199,3 +200,19 @@ def test_sftp_spool_sweep_removes_named_leftovers(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_bytes(b"x")
     assert sweep(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+# ---- host key ---------------------------------------------------------------------------
+@pytest.mark.skipif(os.name != "posix", reason="file modes")
+def test_sftp_host_key_is_private_kept_and_refused_when_readable(tmp_path: Path) -> None:
+    """The host key is made 0600 once and kept across starts; a host key others can read
+    is refused (BadRequest), not served."""
+    first = load_or_create_host_key(tmp_path)
+    key_file = tmp_path / "sftp" / "host_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "sftp").stat().st_mode & 0o777 == 0o700
+    again = load_or_create_host_key(tmp_path)
+    assert again.export_public_key() == first.export_public_key()
+    key_file.chmod(0o644)
+    with pytest.raises(BadRequest, match="readable by others"):
+        load_or_create_host_key(tmp_path)

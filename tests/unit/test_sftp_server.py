@@ -18,6 +18,7 @@ import pytest
 
 from mydrive.client import PeerClient
 from mydrive.sftp.accounts import add_ssh_key, keyring_of
+from mydrive.sftp.files import SessionLimits
 from mydrive.sftp.hostkey import load_or_create_host_key, sftp_dir
 from mydrive.sftp.keyring import UNLOCK_ENV
 from mydrive.sftp.ratelimit import LoginLimiter
@@ -426,5 +427,29 @@ def test_sftp_server_wrong_unlock_secrets_are_rate_limited(tmp_path: Path) -> No
             assert await listing({UNLOCK_ENV: secret}) == FX_PERMISSION_DENIED
             s.net.clock.advance_ms(61_000)
             assert await listing({UNLOCK_ENV: secret}) == 0
+
+    asyncio.run(asyncio.wait_for(main(), timeout=120))
+
+
+def test_sftp_server_limits_upload_size_open_files_and_connections(tmp_path: Path) -> None:
+    """An upload past max_upload_bytes fails, also at CLOSE, and stores nothing; a session
+    opens at most max_open_files files; connections past max_connections are dropped."""
+
+    async def main() -> None:
+        async with served(tmp_path) as s:
+            s.service.limits = SessionLimits(max_open_files=2, max_upload_bytes=1000)
+            s.service.max_connections = 1
+            async with s.sftp(*ALICE) as sftp:
+                f = await sftp.open("/big", "wb")
+                assert await _code(f.write(b"x" * 1001)) == FX_FAILURE
+                assert await _code(f.close()) == FX_FAILURE  # a failed write poisons it
+                assert await sftp.listdir("/") == [".", ".."]
+                a, b = await sftp.open("/a", "wb"), await sftp.open("/b", "wb")
+                assert await _code(sftp.open("/c", "wb")) == FX_FAILURE
+                await a.close()
+                await b.close()
+                with pytest.raises((asyncssh.Error, OSError)):
+                    async with s.connect(*BOB) as second, second.start_sftp_client():
+                        pass
 
     asyncio.run(asyncio.wait_for(main(), timeout=120))
