@@ -100,10 +100,26 @@ class PeerUnavailable(MydriveError):
     exit_code = 8
 
 
+class MisbehavingPeer(MydriveError):
+    """A peer broke the protocol: an answer no honest peer gives to a valid request
+    (indices out of range, segments not asked for, missing or oversized, a nonsensical error
+    class). The engine fails over from it like from an unreachable peer; it reaches the user
+    only when no replica could stand in, and never as the user's own bad input."""
+
+    exit_code = 11
+
+
 class DecryptionFailed(MydriveError):
     """Authenticated decryption failed: wrong key or tampered data."""
 
     exit_code = 7
+
+
+class UntrustedMetadata(DecryptionFailed):
+    """A metadata document that is not signed by its owner's key (forged, tampered with, or
+    from before metadata was signed), or that would undo what its owner signed later. It is
+    never used: readers skip it or refuse with this error (docs/metadata.md, "Signed
+    documents")."""
 
 
 class ChunkNotFound(MydriveError):

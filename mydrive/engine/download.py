@@ -1,18 +1,21 @@
 """Download: fetch every chunk from its replicas, verify, decrypt, and publish atomically.
 
 Each segment is checked against the digest in the owner's file record as it arrives; a
-dead peer or a bad segment makes the engine ask the next replica for exactly the missing
-segments. Plaintext goes to a temporary file that is renamed into place only when the whole
-file decrypted and verified, so a failed or interrupted download leaves nothing visible.
+dead peer, a bad segment or a misbehaving peer (segments not asked for, twice, of the wrong
+size, a stream cut short without an error, an error no honest sender gives) makes the engine
+ask the next replica for exactly the missing segments. Memory stays flat: a window of
+``max_inflight_chunks`` chunks is in flight and plaintext is written strictly in order.
+Plaintext goes to a temporary file that is renamed into place only when the whole file
+decrypted and verified, so a failed or interrupted download leaves nothing visible (a crash
+may leave a ``*.part`` file in ``.mydrive-partial/``, never the destination).
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
@@ -22,57 +25,68 @@ from mydrive.crypto.keys import UserKeys, unwrap_file_key
 from mydrive.engine.accounting import TransferLedger
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import (
-    BadRequest,
     ChunkNotFound,
     DataLoss,
     FileExists,
+    MisbehavingPeer,
+    MydriveError,
     PeerUnavailable,
     PermissionDenied,
-    TooLarge,
 )
 from mydrive.formats.digest import digest, digests_equal
 from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.disk import fsync_dir
+from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
+from mydrive.runtime.executor import ExecutorFactory, thread_pool
+from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import PeerAddress, Transport
 from mydrive.transport.signed_fetch import sign_fetch
 
 PARTIAL_DIR_NAME = ".mydrive-partial"
+MAX_PROBLEMS = 32  # failure descriptions kept per chunk for the final error message
 Progress = Callable[[int], None]
-_FETCH_ERRORS = (PeerUnavailable, PermissionDenied, ChunkNotFound, DataLoss, BadRequest,
-                 TooLarge)
+# What an honest sender may answer a valid, owner-signed fetch: it is unreachable, lost the
+# chunk, found it damaged, or refuses the signature (its clock is off). Any other error class
+# is nonsense for a valid request: the peer misbehaves.
+_HONEST_FETCH_ERRORS = (PeerUnavailable, ChunkNotFound, DataLoss, PermissionDenied)
 
 
 def download_file(record: FileRecord, destination: Path, *, keys: UserKeys,
                   peers: Mapping[str, PeerAddress], settings: TransferSettings,
                   transport: Transport, clock: Clock, overwrite: bool = False,
-                  random_bytes: Callable[[int], bytes] = os.urandom,
-                  progress: Progress | None = None,
-                  sleep: Callable[[float], None] = time.sleep) -> TransferLedger:
-    """Fetch ``record`` into ``destination`` (a full file path); returns the accounting."""
+                  randomness: Randomness = SYSTEM_RANDOMNESS,
+                  executor: ExecutorFactory = thread_pool, events: EventRecorder = NO_EVENTS,
+                  progress: Progress | None = None) -> TransferLedger:
+    """Fetch ``record`` into ``destination`` (a full file path); returns the accounting.
+
+    Everything nondeterministic is handed in: ``clock`` (fetch signatures, the pause before
+    asking unreachable replicas again, event stamps), ``randomness`` (fetch nonces, the
+    temporary file's name), ``executor`` (chunks fetched in parallel) and ``events``.
+    """
     if destination.exists() and not overwrite:
         raise FileExists(f"{destination} already exists (use --overwrite to replace it)")
+    note = ClockedEvents(events, clock)
     file_key = unwrap_file_key(keys, record.file_id, record.wrapped_file_key)
     ledger = TransferLedger()
     partial_dir = destination.parent / PARTIAL_DIR_NAME
     partial_dir.mkdir(parents=True, exist_ok=True)
-    tmp = partial_dir / f"{random_bytes(8).hex()}.part"
+    tmp = partial_dir / f"{randomness.random_bytes(8).hex()}.part"
+    note("download.start", file_id=record.file_id.hex(), chunk_count=record.plan.chunk_count)
 
     def fetch_and_decrypt(chunk: ChunkRecord) -> bytes:
         ciphertext = _fetch_chunk(chunk, keys=keys, peers=peers, transport=transport,
-                                  clock=clock, random_bytes=random_bytes, ledger=ledger,
-                                  settings=settings, sleep=sleep)
+                                  clock=clock, randomness=randomness, ledger=ledger,
+                                  settings=settings, note=note)
         return crypto.decrypt_chunk(file_key, record.file_id, chunk.index,
                                     record.plan.chunk_count, ciphertext)
 
     try:
-        with open(tmp, "wb") as out, ThreadPoolExecutor(
-            max_workers=settings.max_inflight_chunks, thread_name_prefix="download"
-        ) as pool:
+        with open(tmp, "wb") as out, executor(max_workers=settings.max_inflight_chunks,
+                                              name="download") as pool:
             # A window of chunks in flight, written strictly in order: flat memory.
             window: deque[Future[bytes]] = deque()
-            chunks = iter(record.chunks)
-            for chunk in chunks:
+            for chunk in record.chunks:
                 window.append(pool.submit(fetch_and_decrypt, chunk))
                 if len(window) >= settings.max_inflight_chunks:
                     _write(out, window.popleft().result(), progress)
@@ -87,6 +101,7 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys,
     finally:
         tmp.unlink(missing_ok=True)
         _remove_if_empty(partial_dir)
+    note("download.done", file_id=record.file_id.hex())
     return ledger
 
 
@@ -102,63 +117,130 @@ def _remove_if_empty(path: Path) -> None:
         path.rmdir()
 
 
+def _segment_length(chunk: ChunkRecord, index: int) -> int:
+    start = index * chunk.segment_size_bytes
+    return min(chunk.segment_size_bytes, chunk.size_bytes - start)
+
+
+class _ChunkFetch:
+    """What one chunk's fetch has so far: good segments, and what went wrong where."""
+
+    def __init__(self, chunk: ChunkRecord) -> None:
+        self.chunk = chunk
+        self.count = len(chunk.segment_digests)
+        self.got: dict[int, bytes] = {}
+        self.problems: list[str] = []
+        self.misbehaving: set[str] = set()
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.count) if i not in self.got]
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+
+
+def fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerAddress],
+                transport: Transport, clock: Clock, randomness: Randomness,
+                ledger: TransferLedger, settings: TransferSettings,
+                events: EventRecorder = NO_EVENTS) -> bytes:
+    """One chunk's ciphertext, fetched with replica failover and checked segment by segment
+    and whole: for a reader that streams a file instead of writing it (the SFTP face)."""
+    return _fetch_chunk(chunk, keys=keys, peers=peers, transport=transport, clock=clock,
+                        randomness=randomness, ledger=ledger, settings=settings,
+                        note=ClockedEvents(events, clock))
+
+
 def _fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerAddress],
-                 transport: Transport, clock: Clock, random_bytes: Callable[[int], bytes],
+                 transport: Transport, clock: Clock, randomness: Randomness,
                  ledger: TransferLedger, settings: TransferSettings,
-                 sleep: Callable[[float], None]) -> bytes:
-    count = len(chunk.segment_digests)
-    got: dict[int, bytes] = {}
-    problems: list[str] = []
+                 note: ClockedEvents) -> bytes:
+    state = _ChunkFetch(chunk)
     to_ask = list(chunk.replicas)
     for attempt in range(settings.fetch_passes):
         if attempt > 0:
-            sleep(settings.fetch_retry_pause_s)
-        to_ask = _fetch_pass(chunk, to_ask, got, keys=keys, peers=peers, transport=transport,
-                             clock=clock, random_bytes=random_bytes, ledger=ledger,
-                             problems=problems)
-        if len(got) == count or not to_ask:
+            note("download.pause", chunk=chunk.index,
+                 pause_ms=round(settings.fetch_retry_pause_s * 1000))
+            clock.sleep(settings.fetch_retry_pause_s)
+        to_ask = _fetch_pass(state, to_ask, attempt, keys=keys, peers=peers,
+                             transport=transport, clock=clock, randomness=randomness,
+                             ledger=ledger, note=note)
+        if not state.missing() or not to_ask:
             break
-    missing = [i for i in range(count) if i not in got]
+    missing = state.missing()
     if missing:
-        raise DataLoss(f"chunk {chunk.index}: segments {missing} could not be fetched intact "
-                       f"from any replica ({'; '.join(problems) or 'bad data everywhere'})")
-    ciphertext = b"".join(got[i] for i in range(count))
+        text = (f"chunk {chunk.index}: segments {missing} could not be fetched intact from any "
+                f"replica ({'; '.join(state.problems) or 'bad data everywhere'})")
+        # A replica that broke the protocol is what the user (or operator) must hear about.
+        raise MisbehavingPeer(text) if state.misbehaving else DataLoss(text)
+    ciphertext = b"".join(state.got[i] for i in range(state.count))
+    state.got.clear()
     if not digests_equal(digest(ciphertext), chunk.chunk_id):
         raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
     return ciphertext
 
 
-def _fetch_pass(chunk: ChunkRecord, replicas: list[str], got: dict[int, bytes], *,
-                keys: UserKeys, peers: Mapping[str, PeerAddress], transport: Transport,
-                clock: Clock, random_bytes: Callable[[int], bytes], ledger: TransferLedger,
-                problems: list[str]) -> list[str]:
-    """Ask each replica in turn for what is still missing; returns the unreachable ones."""
-    count = len(chunk.segment_digests)
+def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, keys: UserKeys,
+                peers: Mapping[str, PeerAddress], transport: Transport, clock: Clock,
+                randomness: Randomness, ledger: TransferLedger,
+                note: ClockedEvents) -> list[str]:
+    """Ask each replica in turn for what is still missing; returns the unreachable ones
+    (worth asking again after a pause; a misbehaving peer is not)."""
+    chunk = state.chunk
     unreachable: list[str] = []
     for peer_id in replicas:
-        need = [i for i in range(count) if i not in got]
+        need = state.missing()
         if not need:
             break
         peer = peers.get(peer_id)
         if peer is None:
-            problems.append(f"{peer_id}: unknown peer")
+            state.problem(f"{peer_id}: unknown peer")
             continue
+        asked = [] if len(need) == state.count else need
         signed = sign_fetch(keys.identity, chunk_id=chunk.chunk_id, target_peer_id=peer_id,
-                            segment_indices=[] if len(need) == count else need,
-                            clock=clock, random_bytes=random_bytes)
-        wanted = set(need)
+                            segment_indices=asked, clock=clock,
+                            random_bytes=randomness.random_bytes)
+        note("download.fetch", chunk=chunk.index, peer=peer_id, segments=tuple(asked),
+             attempt=attempt)
         try:
-            for index, data in transport.fetch(peer, signed):
-                if index not in wanted or index in got:
-                    continue  # ignore what we did not ask for
-                good = digests_equal(digest(data), chunk.segment_digests[index])
-                ledger.fetched(peer_id, chunk.index, index, len(data), good=good)
-                if good:
-                    got[index] = data
-        except _FETCH_ERRORS as exc:
+            _receive(state, peer_id, transport.fetch(peer, signed), wanted=set(need),
+                     ledger=ledger, note=note)
+        except MydriveError as raw:
+            exc = raw if isinstance(raw, (*_HONEST_FETCH_ERRORS, MisbehavingPeer)) else \
+                MisbehavingPeer(f"peer {peer_id} answered a valid fetch with "
+                                f"{type(raw).__name__}: {raw}")
             ledger.failed(peer_id)
-            if len(problems) < 32:
-                problems.append(f"{peer_id}: {exc}")
-            if isinstance(exc, PeerUnavailable):
+            note("download.failed", chunk=chunk.index, peer=peer_id, error=type(exc).__name__)
+            state.problem(f"{peer_id}: {exc}")
+            if isinstance(exc, MisbehavingPeer):
+                state.misbehaving.add(peer_id)
+            elif isinstance(exc, PeerUnavailable):
                 unreachable.append(peer_id)
     return unreachable
+
+
+def _receive(state: _ChunkFetch, peer_id: str, stream: Iterator[tuple[int, bytes]], *,
+             wanted: set[int], ledger: TransferLedger, note: ClockedEvents) -> None:
+    """Take the segments a replica streams; keep the good ones, stop at the first lie."""
+    chunk = state.chunk
+    received: set[int] = set()
+    for index, data in stream:
+        if index not in wanted:
+            raise MisbehavingPeer(f"peer {peer_id} sent segment {index} of chunk "
+                                  f"{chunk.index}, which was not asked for")
+        if index in received:
+            raise MisbehavingPeer(f"peer {peer_id} sent segment {index} of chunk "
+                                  f"{chunk.index} twice")
+        received.add(index)
+        expected = _segment_length(chunk, index)
+        if len(data) != expected:
+            raise MisbehavingPeer(f"peer {peer_id} sent segment {index} of chunk "
+                                  f"{chunk.index} as {len(data)} bytes; it has {expected}")
+        good = digests_equal(digest(data), chunk.segment_digests[index])
+        ledger.fetched(peer_id, chunk.index, index, len(data), good=good)
+        note("download.segment", chunk=chunk.index, segment=index, peer=peer_id, good=good)
+        if good:
+            state.got[index] = data
+    if received != wanted:
+        raise MisbehavingPeer(f"peer {peer_id} ended the stream of chunk {chunk.index} after "
+                              f"{len(received)} of the {len(wanted)} segments asked for")

@@ -1,16 +1,17 @@
 """Upload: encrypt a local file chunk by chunk and store every chunk on R peers.
 
-Memory stays flat: at most ``max_inflight_chunks`` chunks are read and encrypted at once.
-A replica peer that fails is replaced by another eligible peer, still never letting one
-peer hold every chunk of the file. Only the segments a receiver reports bad are resent.
+Memory stays flat: at most ``max_inflight_chunks`` chunks are read and encrypted at once, and
+a chunk's ciphertext is dropped as soon as its last replica is stored (no future, callback or
+list keeps it). A replica peer that fails (unreachable, full, rejecting, or misbehaving: an
+answer no honest receiver gives) is replaced by another eligible peer, still never letting
+one peer hold every chunk of the file. Only the segments a receiver reports bad are resent.
+A crash leaves nothing locally; receivers discard what they did not commit.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,7 @@ from mydrive.engine.settings import TransferSettings
 from mydrive.errors import (
     BadRequest,
     DataLoss,
+    MisbehavingPeer,
     MydriveError,
     PeerUnavailable,
     TooLarge,
@@ -37,7 +39,10 @@ from mydrive.formats.digest import DIGEST_ALG, digest
 from mydrive.formats.filerecord import ChunkRecord
 from mydrive.formats.placement import PeerSlot, place_chunks
 from mydrive.runtime.clock import Clock
+from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
+from mydrive.runtime.executor import ExecutorFactory, thread_pool
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
+from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import PeerAddress, Transport
 
 GCM_TAG_BYTES = 16
@@ -70,6 +75,15 @@ class _EncryptedChunk:
     index: int
     header: ChunkHeader
     ciphertext: bytes
+
+
+class _ChunkJob:
+    """One chunk on its way to its R replicas. The last replica to finish drops the
+    ciphertext, so a finished chunk costs no memory however long the upload goes on."""
+
+    def __init__(self, chunk: _EncryptedChunk, replicas: int) -> None:
+        self.chunk: _EncryptedChunk | None = chunk
+        self.replicas_left = replicas
 
 
 class _Replicas:
@@ -110,12 +124,23 @@ class _Replicas:
 def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
                 peers: Sequence[PeerInfo], settings: TransferSettings, transport: Transport,
                 clock: Clock, faults: FaultHooks = NO_FAULTS,
-                random_bytes: Callable[[int], bytes] = os.urandom,
+                randomness: Randomness = SYSTEM_RANDOMNESS,
+                executor: ExecutorFactory = thread_pool, events: EventRecorder = NO_EVENTS,
                 progress: Progress | None = None) -> UploadResult:
-    del clock  # uploads need no time today; kept so callers pass one engine-wide clock
+    """Encrypt ``source`` under a fresh file key and store each chunk on R peers.
+
+    Everything nondeterministic is handed in: the clock (it stamps the events; an upload
+    never pauses), ``randomness`` (file id, file key, the key's wrap nonce),
+    ``executor`` (the threads the R replica streams run on) and ``events`` (told every step).
+    A peer that is unreachable, full, keeps rejecting segments or breaks the protocol
+    (MisbehavingPeer) is replaced; the upload fails only when no eligible peer can stand in.
+    Nothing is written locally: a crash leaves uncommitted segments on receivers, which they
+    discard, and committed chunks no file record names (docs/deletion.md).
+    """
+    note = ClockedEvents(events, clock)
     size = source.stat().st_size
     eligible = _reachable([p for p in peers if p.peer_id != owner_peer_id], transport,
-                          settings.probe_timeout_s)
+                          settings.probe_timeout_s, executor)
     min_chunks = min_chunks_for_placement(len(eligible), settings.replicas)
     if len(eligible) - 1 >= settings.replicas + 1:
         # Slack for one peer dying mid-upload: cut enough chunks that the survivors can
@@ -126,24 +151,44 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
     # ciphertext is exactly chunk_size_bytes and splits into whole segments.
     plan = plan_chunks(size, chunk_size_bytes=settings.chunk_size_bytes - GCM_TAG_BYTES,
                        segment_size_bytes=settings.segment_size_bytes, min_chunks=min_chunks)
-    file_id = random_bytes(FILE_ID_BYTES)
-    file_key = random_bytes(crypto.KEY_BYTES)
+    file_id = randomness.random_bytes(FILE_ID_BYTES)
+    file_key = randomness.random_bytes(crypto.KEY_BYTES)
+    wrapped_file_key = wrap_file_key(keys, file_id, file_key,
+                                     random_bytes=randomness.random_bytes)
     stored_sizes = [plan.plaintext_length(i) + GCM_TAG_BYTES for i in range(plan.chunk_count)]
     slots = [PeerSlot(peer_id=p.peer_id, capacity_bytes=p.capacity_bytes,
                       free_bytes=p.capacity_bytes) for p in eligible]
     placement = place_chunks(file_id, stored_sizes, slots, replicas=settings.replicas,
                              owner_peer_id=owner_peer_id)
+    note("upload.start", file_id=file_id.hex(), size_bytes=size, chunk_count=plan.chunk_count,
+         eligible=tuple(p.peer_id for p in eligible))
+    for index, chunk_peers in enumerate(placement):
+        note("upload.placed", chunk=index, replicas=tuple(chunk_peers))
     replicas = _Replicas(file_id, placement, [p.peer_id for p in eligible])
     by_id = {p.peer_id: p.address for p in eligible}
     ledger = TransferLedger()
     records: dict[int, ChunkRecord] = {}
+    # Chunks read and encrypted but not yet stored on all their replicas: memory is bounded
+    # by this and nothing else, so no structure may keep a finished chunk alive.
     inflight = threading.BoundedSemaphore(settings.max_inflight_chunks)
-    workers = settings.max_inflight_chunks * settings.replicas
+    failures: list[BaseException] = []  # the first failure of any replica; at most one
+    lock = threading.Lock()
 
-    def chunk_done(chunk: _EncryptedChunk, replica_futures: list[Future[None]]) -> None:
-        """Runs once every replica of ``chunk`` finished, whatever the outcome."""
+    def store_replica(job: _ChunkJob, peer_id: str, slot: int) -> None:
+        """One replica of one chunk, on an executor thread; never raises (no future is
+        kept): the first failure is noted for the submitting thread to raise."""
+        chunk = job.chunk
+        assert chunk is not None
+        last = False
         try:
-            if all(f.exception() is None for f in replica_futures):
+            try:
+                store_with_failover(chunk, peer_id, slot)
+            finally:
+                with lock:
+                    job.replicas_left -= 1
+                    last = job.replicas_left == 0
+                    failed = bool(failures)
+            if last and not failed:
                 records[chunk.index] = ChunkRecord(
                     index=chunk.index, chunk_id=chunk.header.chunk_id,
                     size_bytes=chunk.header.chunk_size_bytes,
@@ -152,70 +197,80 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
                     replicas=tuple(replicas.assigned[chunk.index]))
                 if progress is not None:
                     progress(plan.plaintext_length(chunk.index))
-        finally:
-            inflight.release()
-
-    def store_replicas(chunk: _EncryptedChunk) -> list[Future[None]]:
-        # Each replica streams on its own thread, so the R peers receive in parallel.
-        replica_futures = [pool.submit(_store_with_failover, chunk, peer_id, slot)
-                           for slot, peer_id in enumerate(list(replicas.assigned[chunk.index]))]
-        remaining = [len(replica_futures)]
-        lock = threading.Lock()
-
-        def one_done(_: Future[None]) -> None:
+        except BaseException as exc:  # noqa: BLE001 - handed to the submitting thread
             with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
+                if not failures:
+                    failures.append(exc)
+        finally:
             if last:
-                chunk_done(chunk, replica_futures)
+                job.chunk = None  # the ciphertext goes now, not when the upload ends
+                inflight.release()
 
-        for fut in replica_futures:
-            fut.add_done_callback(one_done)
-        return replica_futures
-
-    def _store_with_failover(chunk: _EncryptedChunk, peer_id: str, slot: int) -> None:
+    def store_with_failover(chunk: _EncryptedChunk, peer_id: str, slot: int) -> None:
         while True:
             try:
                 if peer_id in replicas.failed:
                     # Don't wait out a timeout again for a peer another chunk found dead.
                     raise PeerUnavailable(f"peer {peer_id} failed earlier in this upload")
-                _store_one(chunk, by_id[peer_id], slot, settings, transport, faults, ledger)
+                _store_one(chunk, by_id[peer_id], slot, settings, transport, faults, ledger,
+                           note)
                 return
-            except (PeerUnavailable, TooLarge, DataLoss) as exc:
+            except MydriveError as raw:
+                exc = _as_store_failure(raw, peer_id)
                 ledger.failed(peer_id)
                 substitute = replicas.substitute(chunk.index, peer_id)
+                note("upload.failover", chunk=chunk.index, peer=peer_id,
+                     error=type(exc).__name__, substitute=substitute)
                 if substitute is None:
                     live = len(eligible) - len(replicas.failed)
-                    raise PeerUnavailable(
+                    final = MisbehavingPeer if isinstance(exc, MisbehavingPeer) else \
+                        PeerUnavailable
+                    raise final(
                         f"chunk {chunk.index} lost its replica peer {peer_id} ({exc}); none of "
                         f"the {live} live peers (of {len(eligible)} eligible) can take it: each "
                         f"holds it already or would then hold all {plan.chunk_count} chunks "
                         f"of the file") from exc
                 peer_id = substitute
 
-    futures: list[Future[None]] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool, \
-            open(source, "rb") as f:
+    workers = settings.max_inflight_chunks * settings.replicas
+    with executor(max_workers=workers, name="upload") as pool, open(source, "rb") as f:
         for index in range(plan.chunk_count):
             inflight.acquire()
-            if any(fut.done() and fut.exception() for fut in futures):
+            with lock:
+                failed = bool(failures)
+            if failed:
                 inflight.release()
                 break
             try:
-                chunk = _encrypt_chunk(f, plan, index, file_id, file_key, keys, settings)
+                job = _ChunkJob(_encrypt_chunk(f, plan, index, file_id, file_key, keys,
+                                               settings), settings.replicas)
             except BaseException:
                 inflight.release()
                 raise
-            futures.extend(store_replicas(chunk))
-        for fut in futures:
-            fut.result()  # re-raises the first failure
-    return UploadResult(file_id=file_id, plan=plan,
-                        wrapped_file_key=wrap_file_key(keys, file_id, file_key),
+            for slot, peer_id in enumerate(list(replicas.assigned[index])):
+                pool.submit(store_replica, job, peer_id, slot)  # its future is not needed
+            del job
+    # Leaving the executor waited for every replica.
+    if failures:
+        raise failures[0]
+    note("upload.done", file_id=file_id.hex(), chunk_count=plan.chunk_count)
+    return UploadResult(file_id=file_id, plan=plan, wrapped_file_key=wrapped_file_key,
                         chunks=tuple(records[i] for i in range(plan.chunk_count)),
                         ledger=ledger)
 
 
-def _reachable(peers: list[PeerInfo], transport: Transport, timeout_s: float) -> list[PeerInfo]:
+def _as_store_failure(exc: MydriveError, peer_id: str) -> MydriveError:
+    """What a failed StoreChunk means. Unreachable, full (TooLarge) and "keeps rejecting"
+    (DataLoss) are what an honest peer can answer; any other error class answers a valid
+    request with nonsense: the peer misbehaves."""
+    if isinstance(exc, (PeerUnavailable, TooLarge, DataLoss, MisbehavingPeer)):
+        return exc
+    return MisbehavingPeer(f"peer {peer_id} answered a valid StoreChunk with "
+                           f"{type(exc).__name__}: {exc}")
+
+
+def _reachable(peers: list[PeerInfo], transport: Transport, timeout_s: float,
+               executor: ExecutorFactory) -> list[PeerInfo]:
     """The peers that answer a ChunkStatus probe now, probed in parallel, order kept."""
     if not peers:
         return peers
@@ -230,7 +285,7 @@ def _reachable(peers: list[PeerInfo], transport: Transport, timeout_s: float) ->
             return True  # it answered, even if with an error
         return True
 
-    with ThreadPoolExecutor(max_workers=min(16, len(peers)), thread_name_prefix="probe") as pool:
+    with executor(max_workers=min(16, len(peers)), name="probe") as pool:
         answers = list(pool.map(up, peers))
     return [p for p, ok in zip(peers, answers, strict=True) if ok]
 
@@ -254,37 +309,57 @@ def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, fil
 
 
 def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
-               settings: TransferSettings,
-               transport: Transport, faults: FaultHooks, ledger: TransferLedger) -> None:
+               settings: TransferSettings, transport: Transport, faults: FaultHooks,
+               ledger: TransferLedger, note: ClockedEvents) -> None:
     """Send one chunk to one receiver; resend exactly the segments it reports bad."""
     header = chunk.header
     session = transport.open_store(peer)
     try:
         held = session.start(header)
+        _check_indices(held.indices, header.segment_count, peer.peer_id, chunk.index,
+                       "holds")
         if held.committed:
             ledger.stored(peer.peer_id)
+            note("upload.stored", chunk=chunk.index, peer=peer.peer_id, held=True)
             return
         to_send = [i for i in range(header.segment_count) if i not in held.indices]
         for attempt in range(settings.max_rounds):
             def segments(indices: list[int] = to_send,
-                         attempt: int = attempt) -> list[tuple[int, bytes]]:
-                out = []
+                         attempt: int = attempt) -> Iterator[tuple[int, bytes]]:
+                # Lazily, one segment at a time: the transport consumes them as it sends.
                 for i in indices:
                     a, b = header.segment_range(i)
                     data = faults.upload_segment(
                         chunk.ciphertext[a:b], chunk_id=header.chunk_id, chunk_index=chunk.index,
                         segment_index=i, replica=slot, peer_id=peer.peer_id, attempt=attempt)
                     ledger.sent(peer.peer_id, chunk.index, i, b - a, resend=attempt > 0)
-                    out.append((i, data))
-                return out
+                    note("upload.sent", chunk=chunk.index, segment=i, peer=peer.peer_id,
+                         attempt=attempt)
+                    yield i, data
 
             bad = session.send_round(segments())
             if not bad:
                 ledger.stored(peer.peer_id)
+                note("upload.stored", chunk=chunk.index, peer=peer.peer_id, held=False)
                 return
+            _check_indices(bad, header.segment_count, peer.peer_id, chunk.index, "rejects")
+            if len(set(bad)) != len(bad):
+                raise MisbehavingPeer(f"peer {peer.peer_id} names a segment of chunk "
+                                      f"{chunk.index} twice among the bad ones: {bad[:16]}")
             ledger.rejected(peer.peer_id, len(bad))
+            note("upload.rejected", chunk=chunk.index, peer=peer.peer_id,
+                 segments=tuple(bad))
             to_send = bad
         raise DataLoss(f"peer {peer.peer_id} still rejects segments {to_send} of chunk "
                        f"{chunk.index} after {settings.max_rounds} rounds")
     finally:
         session.close()
+
+
+def _check_indices(indices: Iterable[int], segment_count: int, peer_id: str,
+                   chunk_index: int, what: str) -> None:
+    """A receiver can only name segments the chunk has; anything else is a lie."""
+    wrong = sorted(i for i in indices if not 0 <= i < segment_count)
+    if wrong:
+        raise MisbehavingPeer(f"peer {peer_id} {what} segments {wrong[:16]} of chunk "
+                              f"{chunk_index}, which has segments 0..{segment_count - 1}")

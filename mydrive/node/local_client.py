@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from mydrive.client import PeerClient
@@ -11,13 +10,14 @@ from mydrive.node.peerdir import PeerDir
 from mydrive.node.pki import tls_files
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
+from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import Transport
 from mydrive.transport.grpc_client import GrpcTransport
 
 
 def open_client(peer_dir: Path, *, transport: Transport | None = None,
                 clock: Clock | None = None, faults: FaultHooks = NO_FAULTS,
-                random_bytes: Callable[[int], bytes] = os.urandom,
+                randomness: Randomness = SYSTEM_RANDOMNESS,
                 kdf_costs: Mapping[str, int] | None = None) -> PeerClient:
     """The client of the peer in ``peer_dir``; pass ``transport`` to replace gRPC (tests)."""
     peer = PeerDir(peer_dir)
@@ -27,5 +27,6 @@ def open_client(peer_dir: Path, *, transport: Transport | None = None,
         transport = GrpcTransport(rpc_timeout_s=config.rpc_timeout_s, tls=tls)
     return PeerClient(peer_id=config.peer_id, settings=config.transfer_settings(),
                       download_dir=peer.download_dir, store=peer.open_metadata(),
+                      peer_trust=peer.peer_trust(),
                       transport=transport, clock=clock, faults=faults,
-                      random_bytes=random_bytes, kdf_costs=kdf_costs)
+                      randomness=randomness, kdf_costs=kdf_costs)

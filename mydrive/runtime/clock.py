@@ -1,4 +1,8 @@
-"""The clock is injected everywhere time matters, so tests and the simulator can drive it."""
+"""Time and sleeping, handed in: the product uses ``SystemClock``; tests and the simulator
+hand in ``mydrive.testing.clock.ManualClock``, whose ``sleep`` moves virtual time instead of
+waiting (like trio's MockClock jumping when everything sleeps). Nothing is kept: a crash
+leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,10 @@ class Clock(Protocol):
         """Monotonic seconds (timeouts, rates)."""
         ...
 
+    def sleep(self, seconds: float) -> None:
+        """Pause the calling thread for ``seconds`` of this clock's time (retry pauses)."""
+        ...
+
 
 class SystemClock:
     def now_ms(self) -> int:
@@ -22,3 +30,7 @@ class SystemClock:
 
     def monotonic_s(self) -> float:
         return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        time.sleep(seconds)

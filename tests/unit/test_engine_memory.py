@@ -10,7 +10,9 @@ from mydrive.engine.download import download_file
 from mydrive.engine.upload import upload_file
 from mydrive.errors import DataLoss, FileExists, TooFewPeers
 from mydrive.runtime.faults import NO_FAULTS
+from mydrive.testing.clock import ManualClock
 from mydrive.testing.faults import FaultPlan, SeededFaults, read_fault_log
+from mydrive.testing.randomness import SeededRandomness
 from tests.strategies import SMALL_SETTINGS, fast_user, mem_network, random_file, record_of
 
 
@@ -76,8 +78,7 @@ def test_engine_download_fails_over_dead_and_bad_replicas(tmp_path: Path) -> Non
     path.write_bytes(bytes(raw))
     out = tmp_path / "a.bin"
     ledger = download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
-                           settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                           sleep=lambda seconds: None)
+                           settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock)
     assert out.read_bytes() == src.read_bytes()
     assert ledger.bad_fetched == [(bad.index, 0, rotten)]
     assert ledger.per_peer[other].segments_fetched >= 1
@@ -85,7 +86,7 @@ def test_engine_download_fails_over_dead_and_bad_replicas(tmp_path: Path) -> Non
     with pytest.raises(DataLoss):
         download_file(record_of(result, keys), tmp_path / "b.bin", keys=keys,
                       peers=net.addresses, settings=SMALL_SETTINGS, transport=net.transport,
-                      clock=net.clock, sleep=lambda seconds: None)
+                      clock=net.clock)
     assert not (tmp_path / "b.bin").exists()
     assert not (tmp_path / ".mydrive-partial").exists()
 
@@ -113,16 +114,20 @@ def test_engine_download_retries_replicas_that_come_back(tmp_path: Path) -> None
     net.transport.down.update(replicas)
     pauses: list[float] = []
 
-    def restart_during_pause(seconds: float) -> None:
-        pauses.append(seconds)
-        net.transport.down.difference_update(replicas)  # the peers finished restarting
+    class RestartDuringPause(ManualClock):
+        def sleep(self, seconds: float) -> None:
+            pauses.append(seconds)
+            net.transport.down.difference_update(replicas)  # the peers finished restarting
+            super().sleep(seconds)
 
+    clock = RestartDuringPause()
+    before_ms = clock.now_ms()
     out = tmp_path / "out.bin"
     download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
-                  settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock,
-                  sleep=restart_during_pause)
+                  settings=SMALL_SETTINGS, transport=net.transport, clock=clock)
     assert out.read_bytes() == src.read_bytes()
     assert pauses == [SMALL_SETTINGS.fetch_retry_pause_s]
+    assert clock.now_ms() - before_ms == round(SMALL_SETTINGS.fetch_retry_pause_s * 1000)
 
 
 class _PeerDiesMidUpload:
@@ -156,7 +161,7 @@ def test_engine_upload_survives_a_peer_dying_mid_upload(tmp_path: Path, seed: in
     src = random_file(tmp_path / "src.bin", rng.randint(1, 14) * 60_000)
     result = upload_file(src, keys=keys, owner_peer_id="p0", peers=net.peers,
                          settings=SMALL_SETTINGS, transport=transport, clock=net.clock,
-                         faults=NO_FAULTS, random_bytes=rng.randbytes)
+                         faults=NO_FAULTS, randomness=SeededRandomness(seed))
     counts: dict[str, int] = {}
     for chunk in result.chunks:
         assert len(set(chunk.replicas)) == 2, f"seed {seed}"
