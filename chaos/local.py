@@ -1,23 +1,48 @@
-"""The local-process backend: mydrive.node.cluster's peers on loopback, linked through Toxiproxy."""
+"""The local-process backend: mydrive.node.cluster's peers on loopback, linked through Toxiproxy.
+
+Peer ids come from the seed (the same seed, the same peers and so the same placement); ports
+are whatever is free on this machine, which the seed can't promise.
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mydrive.errors import PeerUnavailable
 from mydrive.node import cluster as local
-from mydrive.node.peerdir import PeerDir
+from mydrive.node.peerdir import PeerDir, PeerIdSource
 
 from .cluster import SERVICE_KINDS, ChaosPeer
 from .network import LinkNetwork
 from .toxiproxy import Toxic, ToxiproxyServer
 
 START_ATTEMPTS = 3
-START_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 15.0  # shorter than a cluster's own: a start that fails is tried again
+
+
+def seeded_peer_ids(seed: int) -> PeerIdSource:
+    """Peer ids drawn from ``seed``: a cluster made twice with one seed has the same ids."""
+    rng = random.Random(f"peer-ids/{seed}")
+    return lambda: rng.randbytes(8).hex()
+
+
+def cli_process(peer_dir: Path, args: list[str], *, env: dict[str, str], log_path: Path,
+                prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """``mydrive ARGS[0] --peer PEER_DIR ARGS[1:]`` (after ``prefix``, e.g. ``ip netns exec
+    NS``); stdout is the caller's, stderr goes to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [*prefix, sys.executable, "-m", "mydrive", *args[:1], "--peer", str(peer_dir),
+             *args[1:]],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+            env={**os.environ, **env})
 
 
 class LocalCluster:
@@ -42,7 +67,8 @@ class LocalCluster:
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        dirs = local.create(self.home, self.count, replicas=self.replicas, **self.overrides)
+        dirs = local.create(self.home, self.count, replicas=self.replicas,
+                            new_peer_id=seeded_peer_ids(self.seed), **self.overrides)
         self._dirs = {d.config.name: d.root for d in dirs}
         self._peers = [ChaosPeer(name=d.config.name, peer_id=d.config.peer_id,
                                  receiver_address=d.config.receiver_address,
@@ -148,10 +174,4 @@ class LocalCluster:
 
     def run_cli(self, peer: str, args: list[str], *, env: dict[str, str],
                 log_path: Path) -> subprocess.Popen[bytes]:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "mydrive", *args[:1], "--peer", str(self._dirs[peer]),
-                 *args[1:]],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                env={**os.environ, **env})
+        return cli_process(self._dirs[peer], args, env=env, log_path=log_path)

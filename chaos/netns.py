@@ -22,8 +22,13 @@ from the root namespace when it checks, is cut along with the owner). Establishe
 connections get reset too. Health probes from the harness (metrics ports, from the bridge
 address) are never cut, so ``running`` stays true for a cut-off peer, as on the local backend.
 
+Ports and peer ids come from the seed (``init_peer``'s ``ports`` and ``new_peer_id``): a
+namespace holds only our processes, so any port is free there, and the same seed makes the
+same peers. Services are started, recognised and stopped by mydrive.node.supervisor.
+
 What the backend creates it records in ``HOME/netns.json`` and removes in ``stop`` (only
-those namespaces, that bridge, the processes it started).
+those namespaces, that bridge, the processes it started); a harness killed before ``stop``
+leaves them, and ``python -m chaos.netns --cleanup HOME`` removes them from that file.
 """
 
 from __future__ import annotations
@@ -32,20 +37,20 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from contextlib import closing, suppress
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from mydrive.errors import PeerUnavailable
-from mydrive.node.cluster import service_healthy
+from mydrive.node import supervisor
+from mydrive.node.cluster import HEALTH_TIMEOUT_S
 from mydrive.node.peerdir import PeerDir, init_peer, register_peer
-from mydrive.node.serve import SERVICES
+from mydrive.node.serve import SERVICES, serve_command, serve_words, service_healthy
+from mydrive.node.supervisor import Service
 
 from .cluster import SERVICE_KINDS, ChaosPeer
+from .local import cli_process, seeded_peer_ids
 from .network import create_proxy, publish_proxy_addresses
 from .toxiproxy import Toxic, ToxiproxyClient, ToxiproxyServer
 
@@ -54,9 +59,7 @@ SUBNET_PREFIX = "10.215"
 HOST_OCTET, FIRST_PEER_OCTET = 1, 10
 MAX_PEERS = 64
 TOXIPROXY_API_PORT = 8474
-PROXY_PORT_RANGE = (10000, 32000)  # below Linux's default ephemeral range (32768-60999)
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
+PORT_RANGE = (10000, 32000)  # below Linux's default ephemeral range (32768-60999)
 NFT_TABLE = "mydrive_chaos"
 CMD_TIMEOUT_S = 20.0
 
@@ -122,12 +125,13 @@ class NetnsCluster:
         self._ip: dict[str, str] = {}
         self._dirs: dict[str, Path] = {}
         self._peers: list[ChaosPeer] = []
-        self._pids: dict[str, dict[str, subprocess.Popen[bytes]]] = {}
+        self._services: dict[str, dict[str, Service]] = {}  # peer name -> kind -> process
         self._toxiproxy: dict[str, ToxiproxyServer] = {}
         self._clients: dict[str, ToxiproxyClient] = {}
         self.listen: dict[tuple[str, str, str], str] = {}
         self.cut_links: set[tuple[str, str]] = set()
         self._port_rng = random.Random(seed)
+        self._ports_used: set[int] = set()
 
     # ---- network set-up ----------------------------------------------------------------
     @property
@@ -135,11 +139,12 @@ class NetnsCluster:
         return f"{SUBNET_PREFIX}.{self.subnet}.{HOST_OCTET}"
 
     def _record(self) -> None:
+        processes = [Service(s.pid, (str(s.binary), "-host", s.host, "-port", str(s.port)))
+                     for s in self._toxiproxy.values() if s.pid]
+        processes += [s for kinds in self._services.values() for s in kinds.values()]
         state = {"bridge": self.bridge, "namespaces": sorted(self._netns.values()),
                  "subnet": f"{SUBNET_PREFIX}.{self.subnet}.0/24",
-                 "pids": {p: {k: proc.pid for k, proc in kinds.items()}
-                          for p, kinds in self._pids.items()},
-                 "toxiproxy_pids": [s.pid for s in self._toxiproxy.values() if s.pid]}
+                 "processes": [{"pid": s.pid, "expect": list(s.expect)} for s in processes]}
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / STATE_NAME).write_text(json.dumps(state, indent=2))
 
@@ -177,9 +182,11 @@ class NetnsCluster:
         try:
             self._make_network()
             dirs = []
+            new_peer_id = seeded_peer_ids(self.seed)
             for name in self._netns:
                 dirs.append(init_peer(self.home / name, name=name, host=self._ip[name],
-                                      replicas=self.replicas, **self.overrides))
+                                      replicas=self.replicas, ports=self._port,
+                                      new_peer_id=new_peer_id, **self.overrides))
             for peer in dirs:
                 with closing(peer.open_metadata()) as store:
                     for other in dirs:
@@ -215,75 +222,54 @@ class NetnsCluster:
                                 else target.sender_address)
                     proxy = create_proxy(client, f"{source.name}__{t}__{service}",
                                          host=self._ip[t], upstream=upstream,
-                                         pick_port=self._proxy_port)
+                                         pick_port=self._port)
                     self.listen[(source.name, t, service)] = proxy.listen
 
-    def _proxy_port(self) -> int:
-        """A port below the ephemeral range (see ``network.create_proxy``), not one this
-        cluster used yet; the namespace holds only our processes, so no bind probe."""
-        used = {int(a.rsplit(":", 1)[1]) for a in self.listen.values()}
-        used |= {int(p.receiver_address.rsplit(":", 1)[1]) for p in self._peers}
-        used |= {int(p.sender_address.rsplit(":", 1)[1]) for p in self._peers}
+    def _port(self, host: str = "") -> int:
+        """A port from the seed, below the ephemeral range (see ``network.create_proxy``),
+        not one this cluster used yet: for services and proxies alike. A namespace holds
+        only our processes, so no bind probe."""
+        low, high = PORT_RANGE
+        assert len(self._ports_used) < (high - low) // 2, "port range nearly used up"
         while True:
-            port = self._port_rng.randint(*PROXY_PORT_RANGE)
-            if port not in used and port != TOXIPROXY_API_PORT:
+            port = self._port_rng.randint(low, high)
+            if port not in self._ports_used and port != TOXIPROXY_API_PORT:
+                self._ports_used.add(port)
                 return port
 
     def _publish(self) -> None:
         publish_proxy_addresses(self._dirs, self._peers, self.listen)
 
     def _spawn_services(self, peer: str, kinds: tuple[str, ...] = SERVICES) -> None:
-        procs = self._pids.setdefault(peer, {})
-        env = {**os.environ, **self.service_env}
-        plan = self.peer_fault_plan.get(peer)
-        plan_args = ["--fault-plan", str(plan)] if plan is not None else []
-        logs = self._dirs[peer] / "logs"
-        logs.mkdir(exist_ok=True)
+        services = self._services.setdefault(peer, {})
+        root = self._dirs[peer]
         for kind in kinds:
-            running = procs.get(kind)
-            if running is not None and running.poll() is None:
+            running = services.get(kind)
+            if running is not None and supervisor.is_ours(running):
                 continue
-            with open(logs / f"{kind}.log", "ab") as log:
-                procs[kind] = subprocess.Popen(
-                    [*self._in_ns(peer), sys.executable, "-m", "mydrive", "serve", kind,
-                     str(self._dirs[peer]), *plan_args],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                    start_new_session=True)
+            # `ip netns exec` execs the command: the PID and command line are mydrive's own.
+            argv = serve_command(kind, root, fault_plan=self.peer_fault_plan.get(peer))
+            services[kind] = supervisor.spawn(
+                [*self._in_ns(peer), *argv], log_path=PeerDir(root).logs_dir / f"{kind}.log",
+                expect=serve_words(kind, root), env=self.service_env)
         self._record()
 
     def _wait_healthy(self, peers: list[str]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            bad = [p for p in peers if not self.running(p)]
-            if not bad:
-                return
-            if time.monotonic() > deadline:
-                raise PeerUnavailable(f"services not healthy after {START_TIMEOUT_S:.0f} s: "
-                                      f"{', '.join(bad)} (see their logs/ directories)")
-            time.sleep(0.1)
+        supervisor.wait_healthy(lambda: [p for p in peers if not self.running(p)],
+                                timeout_s=HEALTH_TIMEOUT_S)
 
     def _stop_services(self, peer: str, *, hard: bool, kinds: tuple[str, ...] | None = None,
                        ) -> None:
-        procs = self._pids.get(peer, {})
-        chosen = [k for k in list(procs) if kinds is None or k in kinds]
-        for kind in chosen:
-            proc = procs[kind]
-            if proc.poll() is None:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
-        for kind in chosen:
-            proc = procs.pop(kind)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self._record()
+        services = self._services.get(peer, {})
+        chosen = [services.pop(k) for k in list(services) if kinds is None or k in kinds]
+        try:
+            supervisor.stop(chosen, hard=hard)
+        finally:
+            self._record()
 
     def stop(self) -> None:
         try:
-            for peer in list(self._pids):
+            for peer in list(self._services):
                 self._stop_services(peer, hard=False)
             for server in self._toxiproxy.values():
                 server.stop()
@@ -384,14 +370,13 @@ class NetnsCluster:
         return self.listen[(source, target, service)]
 
     def running(self, peer: str) -> bool:
-        procs = self._pids.get(peer, {})
+        services = self._services.get(peer, {})
         cfg = PeerDir(self._dirs[peer]).config
-        ports = {"receiver": cfg.receiver_metrics_port, "sender": cfg.sender_metrics_port}
-        return all(kind in procs and procs[kind].poll() is None
-                   and service_healthy(cfg.service_host, ports[kind]) for kind in SERVICES)
+        return all(kind in services and supervisor.is_ours(services[kind])
+                   and service_healthy(cfg, kind) for kind in SERVICES)
 
     def running_services(self) -> dict[str, bool]:
-        return {p: all(k in self._pids.get(p, {}) and self._pids[p][k].poll() is None
+        return {p: all(k in self._services.get(p, {}) and supervisor.is_ours(self._services[p][k])
                        for k in SERVICES) for p in self._dirs}
 
     def reachable(self, source: str, target: str) -> bool:
@@ -405,22 +390,8 @@ class NetnsCluster:
 
     def run_cli(self, peer: str, args: list[str], *, env: dict[str, str],
                 log_path: Path) -> subprocess.Popen[bytes]:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            # `ip netns exec` execs the command, so the Popen's PID is mydrive's own.
-            return subprocess.Popen(
-                [*self._in_ns(peer), sys.executable, "-m", "mydrive", *args[:1], "--peer",
-                 str(self._dirs[peer]), *args[1:]],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                env={**os.environ, **env})
-
-
-def _runs(pid: int, *words: bytes) -> bool:
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return all(w in args for w in words)
+        return cli_process(self._dirs[peer], args, env=env, log_path=log_path,
+                           prefix=self._in_ns(peer))
 
 
 def cleanup(home: Path) -> list[str]:
@@ -432,17 +403,10 @@ def cleanup(home: Path) -> list[str]:
         return []
     state = json.loads(path.read_text())
     done = []
-    for kinds in state.get("pids", {}).values():
-        for pid in kinds.values():
-            if _runs(int(pid), b"mydrive", b"serve"):
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(pid), signal.SIGKILL)
-                done.append(f"process {pid}")
-    for pid in state.get("toxiproxy_pids", []):
-        if _runs(int(pid), b"toxiproxy"):
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(int(pid), signal.SIGKILL)
-            done.append(f"process {pid}")
+    for entry in state.get("processes", []):
+        service = Service(pid=int(entry["pid"]), expect=tuple(map(str, entry["expect"])))
+        if supervisor.send_signal(service, hard=True):  # only if it still runs our command
+            done.append(f"process {service.pid}")
     for ns in state.get("namespaces", []):
         if subprocess.run(["ip", "netns", "del", ns], capture_output=True,
                           timeout=CMD_TIMEOUT_S, check=False).returncode == 0:

@@ -1,32 +1,48 @@
 """A local network of N peers, each service a separate OS process on loopback ports.
 
-State lives in ``HOME/cluster.json`` (peer directories and the PIDs this tool started);
-``down`` ends only those PIDs, after checking each still runs ``mydrive serve``.
+State lives in ``HOME/cluster.json``: each peer's directory (absolute) and the PIDs this
+tool started for it. The processes are started, recognised and stopped by
+mydrive.node.supervisor, so ``down`` ends only those PIDs, and only while each still runs
+the command it was started with. A crash between starting a process and writing the state
+leaves that process running unrecorded (its peer's ports stay taken until it is ended by
+hand); a crash after leaves the state naming processes that ``down`` or ``up`` find again.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import closing, suppress
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mydrive.errors import BadRequest, PeerUnavailable
-from mydrive.node.peerdir import CONFIG_NAME, PeerDir, init_peer, register_peer
-from mydrive.node.serve import SERVICES
+from mydrive.errors import BadRequest
+from mydrive.node import supervisor
+from mydrive.node.peerdir import (
+    CONFIG_NAME,
+    PeerDir,
+    PeerIdSource,
+    PortAllocator,
+    free_port,
+    init_peer,
+    random_peer_id,
+    register_peer,
+)
+from mydrive.node.serve import (
+    SERVICES,
+    metrics_url,
+    serve_command,
+    serve_words,
+    service_healthy,
+)
+from mydrive.node.supervisor import Service
 from mydrive.runtime.disk import atomic_write_bytes
 
 STATE_NAME = "cluster.json"
 MAX_PEERS = 256
 HEALTH_TIMEOUT_S = 30.0
+COUCHDB_DIR = "couchdb"  # a peer's pouchdb-server data, under its peer directory
 
 
 @dataclass(frozen=True)
@@ -37,11 +53,6 @@ class ServiceStatus:
     healthy: bool
     address: str
     metrics_url: str
-
-
-def peer_dirs(home: Path) -> list[Path]:
-    state = _read_state(home)
-    return [Path(p["dir"]) for p in state.get("peers", [])]
 
 
 def _read_state(home: Path) -> dict[str, Any]:
@@ -60,14 +71,17 @@ def _write_state(home: Path, state: dict[str, Any]) -> None:
 
 
 def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
+           ports: PortAllocator = free_port, new_peer_id: PeerIdSource = random_peer_id,
            **overrides: Any) -> list[PeerDir]:
     """Make (or reuse) N peer directories under HOME and make every peer know every other.
 
     With ``tls`` the network gets a CA in HOME/pki and every peer sits behind its own nginx
-    with mutual TLS (what ``mydrive cluster up`` does by default).
+    with mutual TLS (what ``mydrive cluster up`` does by default). ``ports`` and
+    ``new_peer_id`` choose new peers' ports and ids (see ``init_peer``).
     """
     if not 1 <= peers <= MAX_PEERS:
         raise BadRequest(f"--peers must be between 1 and {MAX_PEERS}, got {peers}")
+    home = home.resolve()  # the state names absolute directories: `down` from anywhere
     home.mkdir(parents=True, exist_ok=True)
     network_dir = None
     if tls:
@@ -87,7 +101,8 @@ def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
             dirs.append(PeerDir(root))
         else:
             dirs.append(init_peer(root, name=f"peer-{i}", replicas=replicas,
-                                  network_dir=network_dir, **overrides))
+                                  network_dir=network_dir, ports=ports,
+                                  new_peer_id=new_peer_id, **overrides))
     state = _read_state(home)
     known = {p["dir"]: p for p in state.get("peers", [])}
     state["peers"] = [known.get(str(d.root), {"dir": str(d.root), "name": d.config.name,
@@ -116,16 +131,20 @@ def start(home: Path, *, env: dict[str, str] | None = None,
     state = _read_state(home)
     if not state["peers"]:
         raise BadRequest(f"no cluster in {home}; run: mydrive cluster up --home {home}")
-    for entry in state["peers"]:
-        if only is not None and entry["name"] not in only:
-            continue
-        for kind in kinds_of(PeerDir(Path(entry["dir"]))):
-            pid = entry["pids"].get(kind)
-            if kinds is not None and kind not in kinds or (
-                    pid is not None and _is_our_process(pid)):
+    try:
+        for entry in state["peers"]:
+            if only is not None and entry["name"] not in only:
                 continue
-            entry["pids"][kind] = _spawn(Path(entry["dir"]), kind, env, fault_plan)
-    _write_state(home, state)
+            peer = PeerDir(Path(entry["dir"]))
+            for kind in kinds_of(peer):
+                if kinds is not None and kind not in kinds or _running(entry, peer, kind):
+                    continue
+                argv = _command(peer, kind, fault_plan)
+                entry["pids"][kind] = supervisor.spawn(
+                    argv, log_path=peer.logs_dir / f"{kind}.log", expect=_expect(peer, kind),
+                    env=env).pid
+    finally:
+        _write_state(home, state)  # whatever was started is recorded, even on an error
     wait_healthy(home, only=only, timeout_s=timeout_s, kinds=kinds)
 
 
@@ -137,174 +156,109 @@ def kinds_of(peer: PeerDir) -> tuple[str, ...]:
     return (*couchdb, *SERVICES, "ui", *nginx)
 
 
-def _spawn(peer_dir: Path, kind: str, env: dict[str, str] | None,
-           fault_plan: Path | None = None) -> int:
-    logs = peer_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    with open(logs / f"{kind}.log", "ab") as log:
-        kwargs: dict[str, Any] = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True  # Ctrl-C in the shell stops them via `down`
-        else:
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        if kind == "nginx":
-            from mydrive.node.nginx import command
+def _command(peer: PeerDir, kind: str, fault_plan: Path | None) -> list[str]:
+    """The command line that runs one of the peer's processes (kinds_of)."""
+    if kind == "nginx":
+        from mydrive.node.nginx import command
 
-            args = command(PeerDir(peer_dir))
-        elif kind == "couchdb":
-            from mydrive.metadata.couchserver import peer_command
+        return command(peer)
+    if kind == "couchdb":
+        from mydrive.metadata.couchserver import peer_command
 
-            c = PeerDir(peer_dir).config
-            args = peer_command(peer_dir / "couchdb", port=c.couchdb_port, user=c.couchdb_user,
-                                password=c.couchdb_password)
-        else:
-            args = [sys.executable, "-m", "mydrive", "serve", kind, str(peer_dir)]
-            if fault_plan is not None and kind in SERVICES:
-                args += ["--fault-plan", str(fault_plan)]
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            env={**os.environ, **(env or {})}, **kwargs)
-    return proc.pid
+        c = peer.config
+        return peer_command(peer.root / COUCHDB_DIR, port=c.couchdb_port, user=c.couchdb_user,
+                            password=c.couchdb_password)
+    return serve_command(kind, peer.root, fault_plan=fault_plan if kind in SERVICES else None)
 
 
-def _is_our_process(pid: int) -> bool:
-    """True if ``pid`` runs and is a ``mydrive serve`` we started (guards PID reuse)."""
-    if os.name != "posix":
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    try:
-        args = cmdline.read_bytes().split(b"\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
-        return False  # a zombie is dead for our purposes
-    if b"mydrive" in args and b"serve" in args:
-        return True
-    from mydrive.metadata.couchserver import is_pouchdb_cmdline
+def _expect(peer: PeerDir, kind: str) -> tuple[str, ...]:
+    """Words the command line of the peer's ``kind`` process holds (see ``_command``)."""
+    if kind == "nginx":
+        from mydrive.node.nginx import prefix
 
-    if is_pouchdb_cmdline(args):
-        return True
-    # nginx rewrites its title to "nginx: master process <binary> -p <prefix> ..."
-    return args[0].startswith(b"nginx: master process") and b"/nginx" in args[0]
+        # nginx rewrites its title to "nginx: master process <binary> -p <prefix> …"
+        return ("nginx:", "master", str(prefix(peer).resolve()))
+    if kind == "couchdb":
+        return (str(peer.root / COUCHDB_DIR / "config.json"),)
+    return serve_words(kind, peer.root)
+
+
+def _service(entry: dict[str, Any], peer: PeerDir, kind: str) -> Service | None:
+    pid = entry["pids"].get(kind)
+    return None if pid is None else Service(pid=int(pid), expect=_expect(peer, kind))
+
+
+def _running(entry: dict[str, Any], peer: PeerDir, kind: str) -> bool:
+    service = _service(entry, peer, kind)
+    return service is not None and supervisor.is_ours(service)
 
 
 def wait_healthy(home: Path, *, timeout_s: float = HEALTH_TIMEOUT_S,
                  only: list[str] | None = None, kinds: tuple[str, ...] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        bad = [f"{p['name']}/{s.kind}" for p in status(home) for s in p["services"]
-               if (only is None or p["name"] in only) and (kinds is None or s.kind in kinds)
-               and not s.healthy]
-        if not bad:
-            return
-        if time.monotonic() > deadline:
-            raise PeerUnavailable(f"services not healthy after {timeout_s:.0f} s: "
-                                  f"{', '.join(bad)} (see their logs/ directories)")
-        time.sleep(0.2)
+    def unhealthy() -> list[str]:
+        return [f"{p['name']}/{s.kind}" for p in status(home) for s in p["services"]
+                if (only is None or p["name"] in only) and (kinds is None or s.kind in kinds)
+                and not s.healthy]
+
+    supervisor.wait_healthy(unhealthy, timeout_s=timeout_s)
 
 
 def status(home: Path) -> list[dict[str, Any]]:
+    """Every peer: name, peer_id, dir and a ServiceStatus for each of its processes."""
     out = []
     for entry in _read_state(home)["peers"]:
         peer = PeerDir(Path(entry["dir"]))
         cfg = peer.config
         services = []
         for kind in kinds_of(peer):
-            pid = entry["pids"].get(kind)
-            alive = pid is not None and _is_our_process(pid)
-            if kind == "nginx":
-                from mydrive.node.nginx import healthy
-
-                services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
-                                              healthy=alive and healthy(peer),
-                                              address=cfg.nginx_address, metrics_url=""))
-                continue
-            if kind == "couchdb":
-                from mydrive.metadata.couchserver import is_ready
-
-                services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
-                                              healthy=alive and is_ready(cfg.couchdb_url),
-                                              address=cfg.couchdb_public_url, metrics_url=""))
-                continue
-            if kind == "ui":
-                from mydrive.node.ui_address import ui_healthy, ui_url
-
-                services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
-                                              healthy=alive and ui_healthy(cfg),
-                                              address=ui_url(cfg), metrics_url=""))
-                continue
-            port = cfg.receiver_metrics_port if kind == "receiver" else cfg.sender_metrics_port
-            url = f"http://{cfg.service_host}:{port}/metrics"
-            address = cfg.receiver_address if kind == "receiver" else cfg.sender_address
-            services.append(ServiceStatus(kind=kind, pid=pid, alive=alive,
-                                          healthy=alive and service_healthy(cfg.service_host, port),
-                                          address=address, metrics_url=url))
+            alive = _running(entry, peer, kind)
+            address, metrics_url, probe = _where(peer, kind)
+            services.append(ServiceStatus(kind=kind, pid=entry["pids"].get(kind), alive=alive,
+                                          healthy=alive and probe(), address=address,
+                                          metrics_url=metrics_url))
         out.append({"name": entry["name"], "peer_id": cfg.peer_id, "dir": entry["dir"],
                     "services": services})
     return out
 
 
-def service_healthy(host: str, port: int) -> bool:
-    """GET /healthz of a service's metrics port answers 200."""
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1.0) as r:  # noqa: S310
-            return bool(r.status == 200)
-    except (OSError, http.client.HTTPException):
-        # HTTPException (e.g. BadStatusLine): something else answered on that port, such as
-        # a gRPC server that took it while our service was down. Not healthy either.
-        return False
+def _where(peer: PeerDir, kind: str) -> tuple[str, str, Callable[[], bool]]:
+    """(address, metrics URL or "", health probe) of one of the peer's processes."""
+    cfg = peer.config
+    if kind == "nginx":
+        from mydrive.node.nginx import healthy
+
+        return cfg.nginx_address, "", lambda: healthy(peer)
+    if kind == "couchdb":
+        from mydrive.metadata.couchserver import is_ready
+
+        return cfg.couchdb_public_url, "", lambda: is_ready(cfg.couchdb_url)
+    if kind == "ui":
+        from mydrive.node.ui_address import ui_healthy, ui_url
+
+        return ui_url(cfg), "", lambda: ui_healthy(cfg)
+    address = cfg.receiver_address if kind == "receiver" else cfg.sender_address
+    return address, metrics_url(cfg, kind), lambda: service_healthy(cfg, kind)
 
 
 def stop(home: Path, *, only: list[str] | None = None, hard: bool = False,
-         timeout_s: float = 10.0, kinds: tuple[str, ...] | None = None) -> None:
+         timeout_s: float = supervisor.STOP_TIMEOUT_S,
+         kinds: tuple[str, ...] | None = None) -> None:
     """SIGTERM (or SIGKILL with ``hard``) the services this tool started, and wait.
 
     ``only`` limits it to the named peers and ``kinds`` to some services (e.g. ``("sender",)``).
     """
     state = _read_state(home)
-    pids = []
+    chosen = []
     for entry in state["peers"]:
         if only is not None and entry["name"] not in only:
             continue
+        peer = PeerDir(Path(entry["dir"]))
         for kind in list(entry["pids"]):
             if kinds is not None and kind not in kinds:
                 continue
-            pid = entry["pids"].pop(kind)
-            if _is_our_process(pid):
-                pids.append(pid)
-                _signal(pid, hard)
+            service = _service(entry, peer, kind)
+            entry["pids"].pop(kind)
+            if service is not None:
+                chosen.append(service)
     _write_state(home, state)
-    deadline = time.monotonic() + timeout_s
-    for pid in pids:
-        while _is_our_process(pid) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.05)
-        if _is_our_process(pid):
-            _signal(pid, hard=True)
-        _reap(pid)
-
-
-def _signal(pid: int, hard: bool) -> None:
-    try:
-        if os.name == "posix":
-            # Each process we start leads its own session; signalling the group also ends
-            # its children (nginx's workers), which would otherwise keep the ports.
-            os.killpg(pid, signal.SIGKILL if hard else signal.SIGTERM)
-        else:
-            os.kill(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _reap(pid: int) -> None:
-    # Children of this process must be reaped or they linger as zombies.
-    if os.name != "posix":
-        return
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    supervisor.stop(chosen, hard=hard, timeout_s=timeout_s)

@@ -15,6 +15,7 @@ import random
 import re
 import socket
 import threading
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -235,39 +236,55 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
-              network_dir: Path | None = None, **overrides: Any) -> PeerDir:
-    """Create a peer directory with a fresh id and free ports.
+PortAllocator = Callable[[str], int]
+"""Gives a port to listen on at a host; called once for each port a new peer needs."""
+PeerIdSource = Callable[[], str]
+"""Gives a new peer's id: 16 lowercase hex digits, unique in the network."""
 
-    With ``network_dir`` (a network CA, see mydrive.node.pki) the peer gets a certificate and
-    runs behind nginx with mutual TLS; its services then listen on loopback only.
+
+def random_peer_id() -> str:
+    """A fresh random peer id (8 bytes from the OS, hex)."""
+    return os.urandom(8).hex()
+
+
+def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
+              network_dir: Path | None = None, ports: PortAllocator = free_port,
+              new_peer_id: PeerIdSource = random_peer_id, **overrides: Any) -> PeerDir:
+    """Create a peer directory with an id from ``new_peer_id`` and ports from ``ports``.
+
+    The defaults are a random id and ports free on this machine; the test-bed hands in
+    seeded ones, so the same sources make the same peer.json (a port given in ``overrides``
+    is used as it is). With ``network_dir`` (a network CA, see
+    mydrive.node.pki) the peer gets a certificate and runs behind nginx with mutual TLS; its
+    services then listen on loopback only. Its private key is random whatever the sources.
     """
     if (root / CONFIG_NAME).exists():
         raise BadRequest(f"{root} is already a peer directory")
+    peer_id = new_peer_id()
+    assert _PEER_ID_RE.fullmatch(peer_id), f"peer id source gave {peer_id!r}"
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("store", "downloads", "logs"):
         (root / sub).mkdir(exist_ok=True)
     name = name or root.name
     loopback = "127.0.0.1"
-    peer_id = os.urandom(8).hex()
+    # Only ports that were not given are asked for, in this fixed order: ``host`` may be
+    # another machine's address (a peer made on the CA machine) or a container name.
+    wanted = [("receiver_port", loopback), ("sender_port", loopback),
+              ("receiver_metrics_port", loopback), ("sender_metrics_port", loopback),
+              ("ui_backend_port", loopback)]
     if network_dir is not None:
         from mydrive.node.pki import issue_peer_certificate
 
         hosts = sorted({host, loopback, "localhost", peer_tls_name(peer_id)})
         issue_peer_certificate(network_dir, root / "tls", peer_name=name, hosts=hosts)
         overrides = {"tls": True, **overrides}
-        # Only probe ports that were not given: ``host`` may be another machine's address
-        # (a peer made on the CA machine) or a container name, where nothing can be bound.
-        for key, where in (("nginx_port", host), ("ui_port", host), ("egress_port", loopback)):
-            if not overrides.get(key):
-                overrides[key] = free_port(where)
-    overrides.setdefault("ui_backend_port", free_port(loopback))
+        wanted += [("nginx_port", host), ("ui_port", host), ("egress_port", loopback)]
     if overrides.get("metadata") == "couchdb":
-        overrides.setdefault("couchdb_port", free_port(loopback))
-    config = PeerConfig(peer_id=peer_id, name=name, host=host,
-                        receiver_port=free_port(loopback), sender_port=free_port(loopback),
-                        receiver_metrics_port=free_port(loopback),
-                        sender_metrics_port=free_port(loopback), **overrides)
+        wanted.append(("couchdb_port", loopback))
+    for key, where in wanted:
+        if not overrides.get(key):
+            overrides[key] = ports(where)
+    config = PeerConfig(peer_id=peer_id, name=name, host=host, **overrides)
     atomic_write_bytes(root / CONFIG_NAME, json.dumps(asdict(config), indent=2).encode())
     peer = PeerDir(root)
     if config.metadata == "couchdb":

@@ -1,14 +1,22 @@
 """Run one service of a peer (``mydrive serve sender|receiver PEER_DIR``) until signalled.
 
 Each service also answers plain HTTP on its metrics port, on loopback only:
-``/metrics`` (Prometheus text) and ``/healthz``.
+``/metrics`` (Prometheus text) and ``/healthz``, which names the peer (``ok <peer_id>``) so
+that another program that took the port does not pass for the service. ``service_healthy``
+is the one probe of it (``mydrive cluster``, ``mydrive peer health``, the chaos test-bed).
+
+The process keeps no state of its own; what a crash leaves in the peer's chunk store is
+told in mydrive.storage.chunkstore.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import signal
+import sys
 import threading
+import urllib.request
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +24,8 @@ from pathlib import Path
 import grpc
 
 from mydrive.errors import BadRequest
-from mydrive.node.peerdir import PeerDir
+from mydrive.node.peerdir import PeerConfig, PeerDir
+from mydrive.node.ui_address import health_body
 from mydrive.runtime.clock import SystemClock
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.runtime.metrics import Metrics
@@ -32,14 +41,54 @@ from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
 SERVICES = ("receiver", "sender")
 MAX_CONCURRENT_RPCS = 64
+RPC_THREADS = 32
+STOP_GRACE_S = 5.0  # calls in flight get this long to finish after SIGTERM
+HEALTH_PROBE_TIMEOUT_S = 1.0
 log = logging.getLogger("mydrive.serve")
+
+
+def serve_command(kind: str, peer_dir: Path, *, fault_plan: Path | None = None) -> list[str]:
+    """The command line that runs one service of the peer in ``peer_dir``."""
+    plan = ["--fault-plan", str(fault_plan)] if fault_plan is not None else []
+    return [sys.executable, "-m", "mydrive", "serve", kind, str(peer_dir), *plan]
+
+
+def serve_words(kind: str, peer_dir: Path) -> tuple[str, ...]:
+    """Words the command line of that service holds while it runs (mydrive.node.supervisor)."""
+    return ("mydrive", "serve", kind, str(peer_dir))
+
+
+def metrics_port(config: PeerConfig, kind: str) -> int:
+    """The loopback HTTP port of a service's /metrics and /healthz."""
+    if kind not in SERVICES:
+        raise BadRequest(f"unknown service {kind!r}; expected one of {', '.join(SERVICES)}")
+    return config.receiver_metrics_port if kind == "receiver" else config.sender_metrics_port
+
+
+def metrics_url(config: PeerConfig, kind: str, path: str = "/metrics") -> str:
+    """The URL of a service's /metrics (or of another ``path`` of its metrics port)."""
+    return f"http://{config.service_host}:{metrics_port(config, kind)}{path}"
+
+
+def service_healthy(config: PeerConfig, kind: str, *,
+                    timeout_s: float = HEALTH_PROBE_TIMEOUT_S) -> bool:
+    """GET /healthz of the service's metrics port answers 200 naming this peer."""
+    url = metrics_url(config, kind, "/healthz")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:  # noqa: S310
+            return bool(r.status == 200) and r.read(256).decode() == health_body(config.peer_id)
+    except (OSError, UnicodeDecodeError, http.client.HTTPException):
+        # HTTPException (e.g. BadStatusLine): something else answered on that port, such as
+        # a gRPC server that took it while our service was down. Not healthy either.
+        return False
 
 
 def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
                  faults: FaultHooks = NO_FAULTS) -> tuple[grpc.Server, str]:
     config = peer.config
     store = ChunkStore(peer.store_dir, capacity_bytes=config.capacity_bytes)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix=kind),
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=RPC_THREADS,
+                                                    thread_name_prefix=kind),
                          options=CHANNEL_OPTIONS,
                          maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
     if kind == "receiver":
@@ -63,14 +112,14 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
     return server, address
 
 
-def _metrics_http(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
+def _metrics_http(metrics: Metrics, host: str, port: int, peer_id: str) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path == "/metrics":
                 body = metrics.render().encode()
                 ctype = "text/plain; version=0.0.4; charset=utf-8"
             elif self.path == "/healthz":
-                body, ctype = b"ok\n", "text/plain"
+                body, ctype = health_body(peer_id).encode(), "text/plain"
             else:
                 self.send_error(404)
                 return
@@ -93,10 +142,9 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
     peer = PeerDir(peer_dir)
     metrics = Metrics()
     server, address = build_server(kind, peer, metrics, faults=faults)
-    port = (peer.config.receiver_metrics_port if kind == "receiver"
-            else peer.config.sender_metrics_port)
+    port = metrics_port(peer.config, kind)
     server.start()  # before /healthz answers: healthy must mean the gRPC port serves
-    httpd = _metrics_http(metrics, peer.config.service_host, port)
+    httpd = _metrics_http(metrics, peer.config.service_host, port, peer.config.peer_id)
     log.info("%s of peer %s (%s) listening on %s, metrics on %s:%d", kind, peer.config.name,
              peer.config.peer_id, address, peer.config.service_host, port)
     stop = threading.Event()
@@ -106,6 +154,8 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if sys.platform == "win32":  # the supervisor's graceful stop there is CTRL_BREAK_EVENT
+        signal.signal(signal.SIGBREAK, on_signal)
     if kind == "receiver" and peer.config.metadata == "couchdb":
         from mydrive.node.replication import supervise_peer
 
@@ -116,5 +166,5 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
             pass
     finally:
         log.info("%s of peer %s stopping", kind, peer.config.name)
-        server.stop(grace=5).wait()
+        server.stop(grace=STOP_GRACE_S).wait()
         httpd.shutdown()

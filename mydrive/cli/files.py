@@ -1,0 +1,200 @@
+"""The commands on a user's files: ``put``, ``ls``, ``get``, ``inspect``, ``rm``, ``gc``,
+and ``metrics`` of the peer's running services."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .common import (
+    fault_hooks,
+    fault_plan_option,
+    handle_errors,
+    json_option,
+    peer_option,
+    print_json,
+    user_option,
+)
+from .users import session
+
+if TYPE_CHECKING:
+    from mydrive.engine.gc import GcReport
+
+METRICS_TIMEOUT_S = 5.0
+
+
+@contextmanager
+def _progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=None, transient=False) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@click.command()
+@peer_option
+@user_option
+@click.argument("local", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("remote", required=False)
+@json_option
+@fault_plan_option
+def put(peer_dir: Path, user: str, local: Path, remote: str | None, as_json: bool,
+        fault_plan: Path | None) -> None:
+    """Encrypt LOCAL and store it on other peers as REMOTE (default: /NAME)."""
+    with handle_errors(), session(peer_dir, user, faults=fault_hooks(fault_plan)) as (client,
+                                                                                     keys):
+        size = local.stat().st_size
+        with _progress(f"put {local.name}", size, enabled=not as_json) as progress:
+            record = client.put(keys, local, remote, progress=progress)
+        info = client.describe(keys, record)
+        if as_json:
+            print_json(info)
+        else:
+            click.echo(f"stored {info['path']}: {size} bytes in {info['chunk_count']} chunks "
+                       f"on {len(info['chunks_per_peer'])} peers")
+
+
+@click.command("ls")
+@peer_option
+@user_option
+@json_option
+def ls(peer_dir: Path, user: str, as_json: bool) -> None:
+    """List your files."""
+    with handle_errors(), session(peer_dir, user) as (client, keys):
+        entries = client.list_files(keys)
+        if as_json:
+            print_json({"files": [e.to_json() for e in entries]})
+            return
+        for e in entries:
+            click.echo(f"{e.size_bytes:>14}  {e.path}")
+
+
+@click.command()
+@peer_option
+@user_option
+@click.argument("remote")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="directory to write into (default: the peer's download directory)")
+@click.option("--overwrite", is_flag=True, help="replace an existing local file")
+@json_option
+def get(peer_dir: Path, user: str, remote: str, out_dir: Path | None, overwrite: bool,
+        as_json: bool) -> None:
+    """Fetch REMOTE back from the peers, verify and decrypt it."""
+    with handle_errors(), session(peer_dir, user) as (client, keys):
+        record = client.find(keys, remote)
+        with _progress(f"get {remote}", record.size_bytes, enabled=not as_json) as progress:
+            path, ledger = client.get(keys, remote, out_dir=out_dir, overwrite=overwrite,
+                                      progress=progress)
+        if as_json:
+            print_json({"path": str(path), "size_bytes": record.size_bytes,
+                        "transfer": ledger.to_json()})
+        else:
+            click.echo(f"wrote {path}")
+
+
+@click.command()
+@peer_option
+@user_option
+@click.argument("remote")
+@json_option
+def inspect(peer_dir: Path, user: str, remote: str, as_json: bool) -> None:
+    """Chunks, segments, replica peers and transfer accounting of one of your files."""
+    with handle_errors(), session(peer_dir, user) as (client, keys):
+        info = client.inspect(keys, remote)
+        if as_json:
+            print_json(info)
+            return
+        names = {pid: str(doc.get("name", pid)) for pid, doc in
+                 ((d.get("peer_id"), d) for _, d in client.store.list_prefix("peer:"))}
+        click.echo(f"{info['path']}: {info['size_bytes']} bytes, {info['chunk_count']} chunks")
+        for c in info["chunks"]:
+            where = ", ".join(names.get(p, p) for p in c["replicas"])
+            click.echo(f"  chunk {c['index']:>4} {c['chunk_id'][:16]}  {c['segments']:>4} "
+                       f"segments  on {where}")
+        totals = info["transfer"].get("upload", {}).get("totals", {})
+        if totals:
+            click.echo(f"  upload: {totals['segments_sent']} segments sent, "
+                       f"{totals['segments_rejected']} rejected, "
+                       f"{totals['segments_resent']} resent")
+
+
+def _print_gc(report: GcReport) -> None:
+    if report.pending:
+        for file_id, peers in sorted(report.pending.items()):
+            click.echo(f"  file {file_id[:16]}: chunks still on {', '.join(peers)} "
+                       f"(unreachable now; run `mydrive gc` later)")
+    for error in report.errors:
+        click.echo(f"  note: {error}", err=True)
+
+
+@click.command("rm")
+@peer_option
+@user_option
+@click.argument("remote")
+@click.option("-r", "--recursive", is_flag=True, help="remove every file under a folder")
+@json_option
+def rm(peer_dir: Path, user: str, remote: str, recursive: bool, as_json: bool) -> None:
+    """Delete REMOTE from the metadata and its chunks from every replica peer."""
+    with handle_errors(), session(peer_dir, user) as (client, keys):
+        result = client.remove(keys, remote, recursive=recursive)
+        if as_json:
+            print_json(result.to_json())
+            return
+        for path in result.paths:
+            click.echo(f"removed {path}")
+        click.echo(f"{result.gc.chunks_removed} chunk replica(s) deleted from peers")
+        _print_gc(result.gc)
+
+
+@click.command("gc")
+@peer_option
+@user_option
+@json_option
+def gc(peer_dir: Path, user: str, as_json: bool) -> None:
+    """Retry deleting chunks of removed files from peers that were down (owner-signed)."""
+    with handle_errors(), session(peer_dir, user) as (client, keys):
+        report = client.collect_garbage(keys)
+        if as_json:
+            print_json(report.to_json())
+            return
+        click.echo(f"{report.tombstones} pending deletion(s): {report.chunks_removed} chunk "
+                   f"replica(s) deleted, {report.tombstones_done} finished")
+        _print_gc(report)
+
+
+@click.command()
+@peer_option
+def metrics(peer_dir: Path) -> None:
+    """Print the Prometheus metrics of this peer's running services."""
+    from mydrive.node.peerdir import PeerDir
+    from mydrive.node.serve import SERVICES, metrics_url
+
+    with handle_errors():
+        cfg = PeerDir(peer_dir).config
+        for kind in SERVICES:
+            url = metrics_url(cfg, kind)
+            try:
+                with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_S) as r:  # noqa: S310
+                    click.echo(r.read().decode(), nl=False)
+            except OSError as exc:
+                click.echo(f"# {url}: {exc}", err=True)
+
+
+COMMANDS = (put, ls, get, inspect, rm, gc, metrics)
