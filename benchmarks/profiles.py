@@ -2,7 +2,11 @@
 
 The client runs under ``py-spy record`` and, at the same time, py-spy attaches to every peer
 service that works in that direction (receivers for a put, senders for a get). Only running
-threads are sampled (py-spy's default), so sample counts are CPU time, not waiting. The raw
+threads are sampled (py-spy's default), so sample counts are CPU time, not waiting. Sampling
+is ``--nonblocking``: in its default (blocking) mode py-spy counted the idle gRPC worker
+threads of the services as running here (about 20 x the CPU seconds the kernel counted);
+without pausing, sampled and counted seconds agree (the JSON keeps both, ``cpu_s_sampled``
+and, for the services, ``cpu_s_measured``). The raw
 (collapsed-stack) files are kept next to the JSON; the JSON lists, per process kind, the
 functions with the most samples on top of the stack ("self") and the share of samples in a
 few families of work (encryption, hashing, gRPC, disk, ...).
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.mydrive_side import MydriveNetwork
+from benchmarks.procs import session_cpu_s
 
 PY_SPY = Path(sys.executable).parent / "py-spy"  # installed next to this Python
 RATE_HZ = 100
@@ -76,20 +81,23 @@ def summarize(raw: Path) -> dict[str, Any]:
 
 def _attach(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--rate", str(RATE_HZ),
-                             "--format", "raw", "--output", str(out)],
+                             "--format", "raw", "--nonblocking", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
 
 
 def _profile(net: MydriveNetwork, args: list[str], service_kind: str, tag: str,
              out_dir: Path) -> dict[str, Any]:
+    services = [s for s in net.services() if s["kind"] == service_kind]
+    cpu_before = sum(session_cpu_s(s["pid"]) for s in services)
     attached = {s["peer"]: _attach(s["pid"], out_dir / f"{tag}-{s['peer']}-{service_kind}.txt")
-                for s in net.services() if s["kind"] == service_kind}
+                for s in services}
     time.sleep(1.0)  # let py-spy attach before the transfer starts
     client_raw = out_dir / f"{tag}-client.txt"
     result = subprocess.run([str(PY_SPY), "record", "--rate", str(RATE_HZ), "--format", "raw",
                              "--nonblocking", "--output", str(client_raw), "--", *args],
                             env=net.env, capture_output=True, text=True, timeout=3600)
+    cpu_after = sum(session_cpu_s(s["pid"]) for s in services)
     for proc in attached.values():
         os.kill(proc.pid, signal.SIGINT)  # py-spy writes its file on SIGINT
     for proc in attached.values():
@@ -104,7 +112,8 @@ def _profile(net: MydriveNetwork, args: list[str], service_kind: str, tag: str,
             if part.exists():
                 f.write(part.read_text(errors="replace"))
                 part.unlink()
-    doc[f"{service_kind}s"] = summarize(merged)
+    doc[f"{service_kind}s"] = {**summarize(merged),
+                               "cpu_s_measured": round(cpu_after - cpu_before, 2)}
     return doc
 
 

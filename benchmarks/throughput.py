@@ -10,6 +10,7 @@ node and storage nodes). CPU is given in seconds per GiB of the user's file.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +76,13 @@ def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
+def _fresh_head(src: Path) -> None:
+    """New random first bytes each run: Tahoe's convergent encryption would otherwise find
+    the shares of the previous run's identical file and skip the upload."""
+    with open(src, "r+b") as f:
+        f.write(os.urandom(4096))
+
+
 def run(systems: list[System], src: Path, *, runs: int, work: Path,
         log: Callable[[str], None]) -> dict[str, Any]:
     """Medians of ``runs`` puts and gets of ``src`` per system, plus CPU s/GiB per kind."""
@@ -82,6 +90,7 @@ def run(systems: list[System], src: Path, *, runs: int, work: Path,
     samples: dict[str, dict[str, list[Any]]] = {
         s.name: {"put_s": [], "get_s": [], "put_cpu": [], "get_cpu": []} for s in systems}
     for i in range(runs):
+        _fresh_head(src)
         for system in systems:
             out = work / f"out-{system.name}"
             shutil.rmtree(out, ignore_errors=True)
