@@ -27,6 +27,7 @@ from mydrive.crypto.keys import UserKeys, create_user
 from mydrive.crypto.primitives import new_kdf_params
 from mydrive.errors import PeerUnavailable
 from mydrive.formats.filerecord import FileRecord
+from mydrive.metadata.trusted import write_user
 from mydrive.node.local_client import open_client
 from mydrive.testing.faults import FaultPlan, read_fault_log
 from mydrive.transport.base import PeerAddress
@@ -218,7 +219,7 @@ class Run:
             self.cluster.start()
         record, keys = create_user(USER, PASSPHRASE, kdf_params=new_kdf_params(**FAST_KDF))
         with closing(self.cluster.peer_config(self.owner).open_metadata()) as store:
-            store.put(f"user:{USER}", dict(record.to_doc()), create_only=True)
+            write_user(store, record, keys, create_only=True)  # signed by the user
         self.keys = keys
 
     # ---- operations --------------------------------------------------------------------

@@ -14,10 +14,12 @@ from typing import Any
 
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import (
+    LEGACY_USER_DOC_VERSION,
     UserKeys,
     UserRecord,
     create_user,
-    rotate_passphrase,
+    migrate_legacy_user,
+    rewrap_master_key,
     unlock,
     validate_username,
 )
@@ -32,13 +34,21 @@ from mydrive.errors import (
     DecryptionFailed,
     FileExists,
     UnknownFile,
-    UnknownUser,
+    UntrustedMetadata,
     UserExists,
 )
 from mydrive.formats.digest import DIGEST_ALG
 from mydrive.formats.filerecord import FileRecord
 from mydrive.formats.paths import local_destination, normalize_remote_path
 from mydrive.metadata.base import MetadataStore
+from mydrive.metadata.trusted import (
+    next_updated_ms,
+    read_files,
+    read_user,
+    user_doc_id,
+    write_signed,
+    write_user,
+)
 from mydrive.runtime.clock import Clock, SystemClock
 from mydrive.runtime.events import NO_EVENTS, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
@@ -109,43 +119,55 @@ class PeerClient:
     # ---- users -------------------------------------------------------------------------
     def create_user(self, name: str, passphrase: str) -> UserRecord:
         name = validate_username(name)
-        if self.store.get(f"user:{name}") is not None:
+        if self.store.get(user_doc_id(name)) is not None:
             raise UserExists(f"user {name!r} already exists")
-        record, _ = create_user(name, passphrase, random_bytes=self.random_bytes,
-                                kdf_params=crypto.new_kdf_params(self.random_bytes,
-                                                                 **self.kdf_costs))
+        record, keys = create_user(name, passphrase, random_bytes=self.random_bytes,
+                                   kdf_params=crypto.new_kdf_params(self.random_bytes,
+                                                                    **self.kdf_costs))
+        record = next_updated_ms(record, self.clock.now_ms())
         try:
-            self.store.put(f"user:{name}", {**record.to_doc(), "updated_ms": self.clock.now_ms()},
-                           create_only=True)
+            write_user(self.store, record, keys, create_only=True)
         except Conflict:
             raise UserExists(f"user {name!r} already exists") from None
         return record
 
     def user_record(self, name: str) -> UserRecord:
-        doc = self.store.get(f"user:{validate_username(name)}")
-        if doc is None:
-            raise UnknownUser(f"no user {name!r} on this peer")
-        return UserRecord.from_doc(doc)
+        """The user's record as this peer trusts it: signed by the identity key this peer
+        knew first for the name, and not older than what it saw (mydrive.metadata.trusted)."""
+        return read_user(self.store, name)
 
     def login(self, name: str, passphrase: str) -> UserKeys:
-        return unlock(self.user_record(name), passphrase)
+        """Unlock the user's keys; a version 1 (unsigned) user document is migrated."""
+        record = self.user_record(name)
+        if record.version != LEGACY_USER_DOC_VERSION:
+            return unlock(record, passphrase)
+        migrated, keys = migrate_legacy_user(record, passphrase, random_bytes=self.random_bytes)
+        write_user(self.store, next_updated_ms(migrated, self.clock.now_ms()), keys)
+        logging.getLogger("mydrive.client").warning(
+            "user %r: version 1 user document migrated to a signed one (user id %s is now "
+            "%s); files stored before, in unsigned version 1 documents, are not used: upload "
+            "them again (docs/metadata.md, 'Signed documents')", record.name, record.user_id,
+            keys.user_id)
+        return keys
 
     def rotate_passphrase(self, name: str, current: str, new: str) -> UserRecord:
         """Re-wrap the user's master key under ``new`` (fresh salt); no file data changes.
 
         Atomic: the whole change is one write of the ``user:<name>`` document (one SQLite
         transaction), and old and new documents wrap the same master key, so a crash leaves
-        either the old passphrase working or the new one (docs/security.md).
+        either the old passphrase working or the new one (docs/security.md). The document is
+        signed by the same identity key, with a later ``updated_ms``.
         """
         if new == current:
             raise BadRequest("the new passphrase is the same as the current one")
+        keys = self.login(name, current)
         record = self.user_record(name)
-        rotated = rotate_passphrase(record, current, new, random_bytes=self.random_bytes,
+        rotated = rewrap_master_key(record, keys, new, random_bytes=self.random_bytes,
                                     kdf_params=crypto.new_kdf_params(self.random_bytes,
                                                                      **self.kdf_costs))
         # updated_ms decides between rotations made on two partitioned peers (docs/metadata.md)
-        self.store.put(f"user:{record.name}",
-                       {**rotated.to_doc(), "updated_ms": self.clock.now_ms()})
+        rotated = next_updated_ms(rotated, self.clock.now_ms())
+        write_user(self.store, rotated, keys)
         return rotated
 
     # ---- peers -------------------------------------------------------------------------
@@ -163,20 +185,13 @@ class PeerClient:
 
     # ---- files -------------------------------------------------------------------------
     def _records(self, keys: UserKeys) -> list[FileRecord]:
-        records = []
-        for doc_id, doc in self.store.list_prefix("file:"):
-            if doc.get("owner_id") != keys.user_id:
-                continue
-            try:
-                records.append(FileRecord.from_doc(doc))
-            except BadRequest as exc:  # e.g. garbage replicated from another peer
-                logging.getLogger("mydrive.client").warning(
-                    "skipping malformed file document %r: %s", doc_id, exc)
-        return records
+        """This user's file records that verify (untrusted ones are skipped and logged)."""
+        return read_files(self.store, keys).records
 
     def _decrypted_path(self, keys: UserKeys, record: FileRecord) -> str:
         try:
-            path = crypto.decrypt_name(keys.name_key, record.encrypted_path)
+            path = crypto.decrypt_name(keys.name_key, record.encrypted_path,
+                                       file_id=record.file_id)
         except DecryptionFailed as exc:
             raise DecryptionFailed(f"file {record.file_id.hex()}: its name does not decrypt "
                                    f"(metadata tampered with?)") from exc
@@ -187,11 +202,18 @@ class PeerClient:
         return path
 
     def find(self, keys: UserKeys, remote_path: str) -> FileRecord:
+        """The verified record at ``remote_path``; UntrustedMetadata if the only document
+        claiming that path fails verification, UnknownFile if none claims it."""
         canonical = normalize_remote_path(remote_path)
         tag = crypto.name_tag(keys.name_mac_key, canonical)
-        for record in self._records(keys):
+        files = read_files(self.store, keys)
+        for record in files.records:
             if crypto.constant_time_equal(record.path_tag.encode(), tag.encode()):
                 return record
+        for doc_id, claimed, reason in files.refused:
+            if crypto.constant_time_equal(claimed.encode(), tag.encode()):
+                raise UntrustedMetadata(f"{canonical!r}: its file document {doc_id} is not "
+                                        f"used: {reason}")
         raise UnknownFile(f"no file {canonical!r} for this user")
 
     def list_files(self, keys: UserKeys) -> list[FileEntry]:
@@ -222,14 +244,19 @@ class PeerClient:
                              transport=self.transport, clock=self.clock, faults=self.faults,
                              randomness=self.randomness, executor=self.executor,
                              events=self.events, progress=progress)
+        now_ms = self.clock.now_ms()
         record = FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag=tag,
                             encrypted_path=crypto.encrypt_name(keys.name_key, canonical,
-                                                               self.random_bytes),
+                                                               self.random_bytes,
+                                                               file_id=result.file_id),
                             plan=result.plan, wrapped_file_key=result.wrapped_file_key,
-                            digest_alg=DIGEST_ALG, created_ms=self.clock.now_ms(),
-                            chunks=result.chunks, transfer={"upload": result.ledger.to_json()})
+                            digest_alg=DIGEST_ALG, created_ms=now_ms,
+                            chunks=result.chunks, transfer={"upload": result.ledger.to_json()},
+                            updated_ms=now_ms)
         # The file exists for its owner only once this document is written: acknowledged.
-        self.store.put(record.doc_id, record.to_doc(), create_only=True)
+        # Signed over every field; every reader verifies it (mydrive.metadata.signed).
+        write_signed(self.store, record.doc_id, record.to_doc(), keys.identity,
+                     create_only=True)
         return record
 
     def get(self, keys: UserKeys, remote_path: str, *, out_dir: Path | None = None,

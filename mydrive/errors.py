@@ -115,6 +115,13 @@ class DecryptionFailed(MydriveError):
     exit_code = 7
 
 
+class UntrustedMetadata(DecryptionFailed):
+    """A metadata document that is not signed by its owner's key (forged, tampered with, or
+    from before metadata was signed), or that would undo what its owner signed later. It is
+    never used: readers skip it or refuse with this error (docs/metadata.md, "Signed
+    documents")."""
+
+
 class ChunkNotFound(MydriveError):
     """This peer holds no committed chunk with that id."""
 

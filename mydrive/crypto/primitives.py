@@ -55,6 +55,9 @@ MAX_PASSPHRASE_CHARS = 1024
 WRAP_VERSION = 0x01
 NAME_VERSION = 0x01
 NAME_AAD = b"mydrive-name-v1"
+# Version 2 binds a file's name to its file id, so names can't be swapped between files.
+BOUND_NAME_VERSION = 0x02
+BOUND_NAME_AAD_PREFIX = b"mydrive-name-v2"
 MAX_NAME_BYTES = 4096
 CHUNK_AAD_PREFIX = b"mydrive-chunk-v1"
 MAX_FILE_ID_BYTES = 64
@@ -342,16 +345,29 @@ def decrypt_chunk(
         raise failed from None
 
 
-def encrypt_name(name_key: bytes, name: str, random_bytes: RandomBytes = os.urandom) -> bytes:
-    """0x01 || nonce (12) || AES-256-GCM(UTF-8 name, AAD b"mydrive-name-v1")."""
+def _name_format(file_id: bytes | None) -> tuple[int, bytes]:
+    if file_id is None:
+        return NAME_VERSION, NAME_AAD
+    if not isinstance(file_id, bytes) or not 1 <= len(file_id) <= MAX_FILE_ID_BYTES:
+        raise BadRequest(f"file id must be 1..{MAX_FILE_ID_BYTES} bytes")
+    return BOUND_NAME_VERSION, BOUND_NAME_AAD_PREFIX + file_id
+
+
+def encrypt_name(name_key: bytes, name: str, random_bytes: RandomBytes = os.urandom, *,
+                 file_id: bytes | None = None) -> bytes:
+    """0x01 || nonce (12) || AES-256-GCM(UTF-8 name, AAD b"mydrive-name-v1"); with
+    ``file_id``: 0x02 || nonce || AES-256-GCM(name, AAD b"mydrive-name-v2" || file id)."""
     data = name.encode("utf-8")
     if len(data) > MAX_NAME_BYTES:
         raise BadRequest(f"name is {len(data)} bytes of UTF-8; the limit is {MAX_NAME_BYTES}")
-    return _seal(NAME_VERSION, name_key, data, NAME_AAD, random_bytes)
+    version, aad = _name_format(file_id)
+    return _seal(version, name_key, data, aad, random_bytes)
 
 
-def decrypt_name(name_key: bytes, blob: bytes) -> str:
-    data = _open(NAME_VERSION, name_key, blob, NAME_AAD, "name decryption")
+def decrypt_name(name_key: bytes, blob: bytes, *, file_id: bytes | None = None) -> str:
+    """Inverse of ``encrypt_name`` with the same ``file_id`` (DecryptionFailed otherwise)."""
+    version, aad = _name_format(file_id)
+    data = _open(version, name_key, blob, aad, "name decryption")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,7 +1,10 @@
 """The ``file:<id>`` metadata document: everything the owner needs to fetch a file back.
 
-It holds no plaintext name (only the encrypted path and a keyed tag for lookups) and no
-usable key (the file key is wrapped by the owner's key). See docs/metadata.md.
+It holds no plaintext name (only the encrypted path, bound to the file id, and a keyed tag
+for lookups) and no usable key (the file key is wrapped by the owner's key). Version 2 is
+signed by its owner over every field (mydrive.formats.signed_doc; the signing and checking
+are in mydrive.metadata.signed); version 1 documents, from before signing, are refused.
+See docs/metadata.md. Pure data: nothing here writes anything.
 """
 
 from __future__ import annotations
@@ -11,6 +14,21 @@ from typing import Any
 
 from mydrive.errors import BadRequest
 from mydrive.formats.chunkplan import ChunkPlan
+
+FILE_DOC_TYPE = "file"
+FILE_DOC_VERSION = 2
+FILE_PREFIX = "file:"
+
+
+def file_doc_id(owner_id: str, file_id: bytes) -> str:
+    """``file:<owner id>:<file id hex>``: the owner is part of the id, so one user's signed
+    document can never stand in for another user's file of the same id."""
+    return f"{FILE_PREFIX}{owner_id}:{file_id.hex()}"
+
+
+def owner_prefix(owner_id: str) -> str:
+    """The id prefix of every file document of ``owner_id``."""
+    return f"{FILE_PREFIX}{owner_id}:"
 
 
 @dataclass(frozen=True)
@@ -49,28 +67,38 @@ class FileRecord:
     created_ms: int
     chunks: tuple[ChunkRecord, ...]
     transfer: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Grows with every rewrite by the owner (a rename): an older revision can't be replayed.
+    updated_ms: int = 0
 
     @property
     def doc_id(self) -> str:
-        return f"file:{self.file_id.hex()}"
+        return file_doc_id(self.owner_id, self.file_id)
 
     @property
     def size_bytes(self) -> int:
         return self.plan.size_bytes
 
     def to_doc(self) -> dict[str, Any]:
-        return {"type": "file", "version": 1, "file_id": self.file_id.hex(),
+        """The unsigned body (mydrive.metadata.signed adds the owner's signature)."""
+        return {"type": FILE_DOC_TYPE, "version": FILE_DOC_VERSION,
+                "file_id": self.file_id.hex(),
                 "owner_id": self.owner_id, "path_tag": self.path_tag,
                 "encrypted_path": self.encrypted_path.hex(), "plan": self.plan.to_json(),
                 "wrapped_file_key": self.wrapped_file_key.hex(), "digest_alg": self.digest_alg,
                 "created_ms": self.created_ms, "chunks": [c.to_json() for c in self.chunks],
-                "transfer": self.transfer}
+                "transfer": self.transfer, "updated_ms": self.updated_ms}
 
     @classmethod
     def from_doc(cls, d: dict[str, Any]) -> FileRecord:
+        """Parse (not verify) a version 2 file document; BadRequest naming what is wrong."""
+        if not isinstance(d, dict):
+            raise BadRequest("malformed file document: not a JSON object")
+        if d.get("type") == FILE_DOC_TYPE and d.get("version") == 1:
+            raise BadRequest("file document version 1 (unsigned, from before owner-signed "
+                             "metadata); not used: upload the file again")
         try:
-            if d.get("type") != "file" or d.get("version") != 1:
-                raise ValueError("not a version 1 file document")
+            if d.get("type") != FILE_DOC_TYPE or d.get("version") != FILE_DOC_VERSION:
+                raise ValueError("not a version 2 file document")
             return cls(file_id=bytes.fromhex(d["file_id"]), owner_id=str(d["owner_id"]),
                        path_tag=str(d["path_tag"]),
                        encrypted_path=bytes.fromhex(d["encrypted_path"]),
@@ -78,6 +106,13 @@ class FileRecord:
                        wrapped_file_key=bytes.fromhex(d["wrapped_file_key"]),
                        digest_alg=str(d["digest_alg"]), created_ms=int(d["created_ms"]),
                        chunks=tuple(ChunkRecord.from_json(c) for c in d["chunks"]),
-                       transfer=dict(d.get("transfer", {})))
+                       transfer=dict(d.get("transfer", {})),
+                       updated_ms=_non_negative(d.get("updated_ms", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"malformed file document: {exc}") from exc
+
+
+def _non_negative(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"updated_ms {value!r:.40} is not a non-negative integer")
+    return value

@@ -1,6 +1,7 @@
 """The metadata store interface: JSON documents by id, the same shape on every backend.
 
-Document ids are ``peer:<id>``, ``user:<name>`` and ``file:<id>`` (see docs/metadata.md).
+Document ids are ``peer:<id>``, ``user:<name>``, ``file:<id>`` and ``tomb:<id>`` (see
+docs/metadata.md); local documents, which never replicate, sit beside them.
 Every backend passes tests/contract/test_store_contract.py.
 """
 
@@ -59,6 +60,20 @@ class MetadataStore(Protocol):
 
     def list_prefix(self, prefix: str) -> list[tuple[str, Document]]:
         """All documents whose id starts with ``prefix``, ordered by id."""
+        ...
+
+    # Local documents: this peer's own notes about the replicated ones (the last verified
+    # revision of each signed document, docs/metadata.md). Never replicated, never listed.
+    def get_local(self, key: str) -> Document | None:
+        """The local document ``key`` (``kind:key`` like a document id), or None."""
+        ...
+
+    def put_local(self, key: str, doc: Document) -> None:
+        """Write the local document ``key`` whole, replacing any earlier one."""
+        ...
+
+    def delete_local(self, key: str) -> bool:
+        """Remove the local document ``key``; True if it existed."""
         ...
 
     def close(self) -> None: ...

@@ -316,6 +316,53 @@ class CouchStore:
             # Another peer resolved the same conflict first; its deletions replicate here.
             log.info("%s: deleting losing revisions of %r: %s", self._where, doc_id, exc)
 
+    # ---- local documents (``_local/``: never replicated, not in _all_docs or _changes) ---
+    def _local_path(self, key: str) -> str:
+        check_doc_id(key)
+        return f"/{self.db}/_local/{quote(key, safe='')}"
+
+    def _get_local_raw(self, key: str) -> Document | None:
+        response = self.request("GET", self._local_path(key), ok=(200, 404))
+        if response.status_code == 404:
+            return None
+        raw = self._json(response)
+        if not isinstance(raw, dict):
+            raise MetadataUnavailable(f"{self._where} sent a malformed local document {key!r}")
+        return raw
+
+    def get_local(self, key: str) -> Document | None:
+        raw = self._get_local_raw(key)
+        return None if raw is None else strip_meta(raw)
+
+    def put_local(self, key: str, doc: Document) -> None:
+        body = encode_document(key, doc)
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            current = self._get_local_raw(key)
+            payload = dict(json.loads(body))
+            if current is not None and isinstance(current.get("_rev"), str):
+                payload["_rev"] = current["_rev"]
+            try:
+                self.request("PUT", self._local_path(key), body=payload, ok=(200, 201, 202))
+                return
+            except Conflict:
+                self._backoff(attempt)
+        raise Conflict(f"local document {key!r} kept changing; gave up after "
+                       f"{MAX_WRITE_ATTEMPTS} attempts")
+
+    def delete_local(self, key: str) -> bool:
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            current = self._get_local_raw(key)
+            if current is None:
+                return False
+            try:
+                self.request("DELETE", self._local_path(key),
+                             params={"rev": str(current.get("_rev", ""))}, ok=(200, 202, 404))
+                return True
+            except Conflict:
+                self._backoff(attempt)
+        raise Conflict(f"local document {key!r} kept changing; gave up deleting after "
+                       f"{MAX_WRITE_ATTEMPTS} attempts")
+
     # ---- changes ------------------------------------------------------------------------
     def changes(self, since: str = "0", *, limit: int = 1000) -> tuple[list[Change], str]:
         """One page of the ``_changes`` feed after ``since``: (changes, last_seq)."""

@@ -10,7 +10,8 @@ outage a returning peer could wait minutes for its updates. The supervisor watch
 peers' servers; when one comes back it replaces (kicks) the pull document for it, which makes
 the server restart that replication at once. It also follows the ``_changes`` feed and applies
 the conflict policy (mydrive.metadata.conflicts) to every document that arrives with conflicts,
-and logs and skips malformed documents from replicas. See docs/metadata.md.
+logs and skips malformed documents from replicas, and has the guard (mydrive.metadata.guard)
+review every owner-signed document that changed. See docs/metadata.md.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import httpx
 from mydrive.errors import MydriveError
 from mydrive.metadata.base import Document
 from mydrive.metadata.couchdb import Change, CouchStore, redact_url
+from mydrive.metadata.guard import MetadataGuard
 
 log = logging.getLogger("mydrive.metadata.replication")
 
@@ -35,7 +37,7 @@ REPLICATOR_DB = "_replicator"
 PULL_PREFIX = "mydrive-pull-"
 MAX_REMOTE_PEERS = 1024
 PROBE_TIMEOUT_S = 1.0
-KNOWN_KINDS = ("peer", "user", "file")
+KNOWN_KINDS = ("peer", "user", "file", "tomb")
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ class ReplicationSupervisor:
 
     def __init__(self, store: CouchStore, replicator: Replicator, *, local_peer_id: str,
                  probe: Callable[[str], bool] | None = None,
-                 reach: Callable[[str, str], str] | None = None) -> None:
+                 reach: Callable[[str, str], str] | None = None,
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.reach = reach
         self.store = store
         self.replicator = replicator
@@ -205,6 +208,7 @@ class ReplicationSupervisor:
         self._up: dict[str, bool] = {}
         self.since = "0"
         self.malformed: dict[str, str] = {}  # doc id -> reason, bounded below
+        self.guard = MetadataGuard(store, now_ms=now_ms)
 
     def step(self) -> None:
         """One round: ensure pulls, kick the peers that came back, resolve conflicts."""
@@ -236,9 +240,11 @@ class ReplicationSupervisor:
                             change.doc_id, reason)
             if len(self.malformed) < 10_000:
                 self.malformed[change.doc_id] = reason
-            return
-        if change.conflicts:
+        elif change.conflicts:
             self.store.resolve(change.doc_id)
+        # Owner-signed kinds, malformed or not: keep the last verified revision, write it
+        # back over what no owner signed, allow deletions only by tombstone (guard.py).
+        self.guard.review(change.doc_id)
 
     def run(self, stop: threading.Event, *, interval_s: float = 1.0) -> None:
         while not stop.is_set():

@@ -12,12 +12,18 @@ import threading
 from pathlib import Path
 
 from mydrive.errors import Conflict
-from mydrive.metadata.base import Document, encode_document
+from mydrive.metadata.base import Document, check_doc_id, encode_document
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
     id   TEXT PRIMARY KEY,
     rev  INTEGER NOT NULL,
+    body TEXT NOT NULL
+)
+"""
+_LOCAL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS local_docs (
+    id   TEXT PRIMARY KEY,
     body TEXT NOT NULL
 )
 """
@@ -33,6 +39,7 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
+        self._db.execute(_LOCAL_SCHEMA)
 
     def get(self, doc_id: str) -> Document | None:
         with self._lock:
@@ -74,6 +81,27 @@ class SqliteStore:
                 "SELECT id, body FROM docs WHERE id >= ? AND id < ? ORDER BY id", (prefix, upper)
             ).fetchall()
         return [(str(r[0]), json.loads(r[1])) for r in rows]
+
+    def get_local(self, key: str) -> Document | None:
+        check_doc_id(key)
+        with self._lock:
+            row = self._db.execute("SELECT body FROM local_docs WHERE id = ?",
+                                   (key,)).fetchone()
+        if row is None:
+            return None
+        doc: Document = json.loads(row[0])
+        return doc
+
+    def put_local(self, key: str, doc: Document) -> None:
+        body = encode_document(key, doc)
+        with self._lock:
+            self._db.execute("INSERT INTO local_docs(id, body) VALUES (?, ?) "
+                             "ON CONFLICT(id) DO UPDATE SET body = excluded.body", (key, body))
+
+    def delete_local(self, key: str) -> bool:
+        check_doc_id(key)
+        with self._lock:
+            return self._db.execute("DELETE FROM local_docs WHERE id = ?", (key,)).rowcount > 0
 
     def close(self) -> None:
         with self._lock:

@@ -200,7 +200,8 @@ class Drive:
             record, path_tag=crypto.name_tag(self.keys.name_mac_key, new),
             encrypted_path=crypto.encrypt_name(self.keys.name_key, new,
                                                self.client.random_bytes,
-                                               file_id=record.file_id))
+                                               file_id=record.file_id),
+            updated_ms=max(self.client.clock.now_ms(), record.updated_ms + 1))  # no replay
         write_signed(self.client.store, renamed.doc_id, renamed.to_doc(), self.keys.identity)
 
     def _bury(self, records: list[FileRecord]) -> None:

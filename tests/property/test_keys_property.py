@@ -6,6 +6,7 @@ change any property tested.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from mydrive.crypto import keys
 from mydrive.crypto import primitives as crypto
 from mydrive.errors import BadRequest, DecryptionFailed, WrongPassphrase
+from mydrive.metadata.signed import sign_document, verify_user
 
 PASSPHRASE = "correct horse battery staple"
 KEY = bytes(range(32))
@@ -317,7 +319,7 @@ def test_user_record_doc_round_trip_through_json() -> None:
     """to_doc is JSON-safe and from_doc(json round trip) gives the same record."""
     record, _ = alice()
     doc = json.loads(json.dumps(record.to_doc()))
-    assert doc["type"] == "user" and doc["version"] == 1
+    assert doc["type"] == "user" and doc["version"] == 2
     assert keys.UserRecord.from_doc(doc) == record
 
 
@@ -338,7 +340,10 @@ def _doc(**changes: object) -> dict[str, object]:
     "changes",
     [
         {"type": "file"},
-        {"version": 2},
+        {"version": 3},
+        {"updated_ms": -1},
+        {"updated_ms": "1"},
+        {"user_id": "0" * 32},
         {"version": True},
         {"name": "-x"},
         {"name": 7},
@@ -409,16 +414,22 @@ def test_create_user_matches_documented_example() -> None:
     record, user = keys.create_user(
         "alice", PASSPHRASE, kdf_params=params, random_bytes=fake_random
     )
-    doc = record.to_doc()
-    assert doc["user_id"] == "01" * 16
+    record = dataclasses.replace(record, updated_ms=1_700_000_000_000)
+    doc = sign_document("user:alice", record.to_doc(), user.identity)
+    assert doc["user_id"] == "b85da271adfc72bee3397966a432ce60"
     assert doc["wrapped_master_key"] == (
-        "010303030303030303030303032318ad4eebe4189c20e622f7124b1208c55c948fda89571367deb71271c2"
-        "f7ba3b2774c47da8b8f2cafa23e17fa08996"
+        "01020202020202020202020202033833a9fe3a8ea26de1e68b96c73941a623b9da79c7ab0b610b1d09b56a"
+        "c8a2d06e77e113186538faa92286ca518011"
     )
     assert doc["identity_public_key"] == (
-        "fba82e63e9c986dc0044eacced08ade077f151a877f8f793bda669c31fba2eda"
+        "0646127332c5b6880ae247b6a615809345eb8b4642f8b0e405f838f92bb11d63"
     )
-    assert repr(user) == "UserKeys(user_id='01010101010101010101010101010101')"
+    assert doc["signature"]["value"] == (
+        "560d16d037ccd0dee0e20d106f2a183911a42c4097ddfea72522a96e0a3167e665d449100e61a5c39994167"
+        "5009a273141f6c139221ca2b6c6148577558fb406"
+    )
+    assert verify_user("user:alice", doc) == record
+    assert repr(user) == "UserKeys(user_id='b85da271adfc72bee3397966a432ce60')"
     file_id, file_key = b"\xaa" * 16, b"\xbb" * 32
     chunk = crypto.encrypt_chunk(file_key, file_id, 0, 2, b"hello, ")
     assert chunk.hex() == "0b29539a44e9dc8d44449cf522f5a882baea96f9bff7cd"

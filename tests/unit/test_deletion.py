@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.engine.gc import TOMB_PREFIX, Tombstone
+from mydrive.engine.gc import signed_tombstone
 from mydrive.errors import BadRequest, PermissionDenied, UnknownFile
 from mydrive.formats.filerecord import FileRecord
+from mydrive.formats.tombstone import TOMB_PREFIX, Tombstone
+from mydrive.metadata.signed import sign_document
 from mydrive.transport.signed_delete import MAX_DELETE_CHUNK_IDS, SignedDelete, sign_delete
 from mydrive.transport.signed_fetch import FRESHNESS_WINDOW_MS
 from mydrive.transport.wire import mydrive_pb2 as pb
@@ -43,7 +45,8 @@ def test_rm_removes_document_and_every_replica(tmp_path: Path) -> None:
     assert result.gc.chunks_removed == sum(len(ch.replicas) for ch in rec.chunks)
     assert [e.path for e in c.list_files(a)] == ["/docs/g.bin"]
     assert all(net.holders(cid) == set() for cid in _all_chunk_ids(rec))
-    assert c.store.get(rec.doc_id) is None and c.store.list_prefix(TOMB_PREFIX) == []
+    assert c.store.get(rec.doc_id) is None
+    assert _finished_tombstones(c) == [rec.file_id]  # kept until it expires
     path, _ = c.get(a, "/docs/g.bin", out_dir=tmp_path / "out")
     assert path.read_bytes() == (tmp_path / "g.bin").read_bytes()
     assert all(net.holders(cid) for cid in _all_chunk_ids(keep))
@@ -82,20 +85,27 @@ def test_rm_with_replica_down_collects_when_it_returns(tmp_path: Path) -> None:
     assert report.pending == {} and report.tombstones_done == 1
     assert report.chunks_removed == len(on_victim)
     assert all(net.holders(cid) == set() for cid in _all_chunk_ids(rec))
-    assert c.store.list_prefix(TOMB_PREFIX) == []
+    assert _finished_tombstones(c) == [rec.file_id]
+
+
+def _finished_tombstones(c) -> list[bytes]:
+    tombs = [Tombstone.from_doc(d) for _, d in c.store.list_prefix(TOMB_PREFIX)]
+    assert all(t.finished for t in tombs)
+    return [t.file_id for t in tombs]
 
 
 def test_gc_never_removes_chunk_of_live_file(tmp_path: Path) -> None:
-    """A tombstone that names a live file's chunks (bug or tampering) leaves them alone."""
+    """A tombstone the owner signed naming a live file's chunks (a bug) leaves them alone."""
     net, c, a = _setup(tmp_path)
     live = c.put(a, random_file(tmp_path / "live.bin", 150_000), "/live.bin")
     dead = c.put(a, random_file(tmp_path / "dead.bin", 50_000), "/dead.bin")
-    tomb = Tombstone.for_record(dead, a, net.clock.now_ms())
+    tomb = Tombstone.for_record(dead, net.clock.now_ms())
     pending = {p: ids + tuple(_all_chunk_ids(live)) for p, ids in tomb.pending.items()}
     for ch in live.chunks:
         for p in ch.replicas:
             pending[p] = pending.get(p, ()) + (ch.chunk_id,)
-    c.store.put(tomb.doc_id, tomb.with_pending(pending).to_doc())
+    c.store.put(tomb.doc_id,
+                signed_tombstone(tomb.with_pending(pending, net.clock.now_ms()), a))
     report = c.collect_garbage(a)
     assert report.files_finished == 1  # the interrupted rm of /dead.bin is finished
     assert [e.path for e in c.list_files(a)] == ["/live.bin"]
@@ -111,12 +121,11 @@ def test_gc_ignores_tombstone_not_signed_by_owner(tmp_path: Path) -> None:
     net, c, a = _setup(tmp_path)
     b = c.login("bob", PASS_B)
     rec = c.put(a, random_file(tmp_path / "f.bin", 50_000), "/f.bin")
-    forged = Tombstone.for_record(rec, a, 0)
-    forged = Tombstone(file_id=forged.file_id, owner_id=forged.owner_id, created_ms=0,
-                       pending=forged.pending, signature=b.identity.sign(b"whatever"))
-    c.store.put(forged.doc_id, forged.to_doc())
+    forged = Tombstone.for_record(rec, 0)
+    c.store.put(forged.doc_id, sign_document(forged.doc_id, forged.to_doc(), b.identity))
     report = c.collect_garbage(a)
-    assert report.errors == [f"{forged.doc_id}: not signed by this user; ignored"]
+    assert report.errors == [f"{forged.doc_id}: signed by a key that is not its owner's; "
+                             f"ignored"]
     assert [e.path for e in c.list_files(a)] == ["/f.bin"]
     assert all(net.holders(cid) for cid in _all_chunk_ids(rec))
 
@@ -209,8 +218,8 @@ def test_rm_crash_between_tombstone_and_document_is_finished_by_gc(tmp_path: Pat
     """A tombstone next to a still-present file document (crash mid-rm) completes the rm."""
     net, c, a = _setup(tmp_path)
     rec = c.put(a, random_file(tmp_path / "f.bin", 50_000), "/f.bin")
-    tomb = Tombstone.for_record(rec, a, net.clock.now_ms())
-    c.store.put(tomb.doc_id, tomb.to_doc())  # step 1 done, crash before step 2
+    tomb = Tombstone.for_record(rec, net.clock.now_ms())
+    c.store.put(tomb.doc_id, signed_tombstone(tomb, a))  # step 1 done, crash before step 2
     report = c.collect_garbage(a)
     assert report.files_finished == 1 and report.tombstones_done == 1
     assert c.list_files(a) == []
