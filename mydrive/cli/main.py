@@ -7,10 +7,11 @@ documented in docs/cli.md. An error ends the process with its class's exit code
 
   peer.py     peer init | render-nginx | doc | register | health
   pki.py      pki init
-  serve.py    serve sender|receiver|ui
+  serve.py    serve sender|receiver|ui|sftp
   cluster.py  cluster up | status | down
   users.py    user create | rotate-passphrase (and the login of every user command)
   files.py    put, ls, get, inspect, rm, gc, metrics
+  sftp.py     serve sftp, user add-ssh-key | ssh-keys | remove-ssh-key (docs/sftp.md)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 
 import click
 
-from . import cluster, files, peer, pki, serve, users
+from . import cluster, files, peer, pki, serve, sftp, users
 
 
 @click.group()
@@ -32,6 +33,7 @@ def cli(verbose: bool) -> None:
 
 for command in (peer.peer, pki.pki, serve.serve, cluster.cluster, users.user, *files.COMMANDS):
     cli.add_command(command)
+sftp.register(users.user)  # user add-ssh-key | ssh-keys | remove-ssh-key
 
 
 def main() -> None:

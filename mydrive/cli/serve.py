@@ -1,4 +1,4 @@
-"""``mydrive serve sender|receiver|ui DIR``: run one service of a peer in the foreground
+"""``mydrive serve sender|receiver|ui|sftp DIR``: run one service of a peer in the foreground
 (what ``cluster up``, the chaos test-bed and each container start)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from .common import fault_hooks, fault_plan_option, handle_errors
 
 
 @click.command()
-@click.argument("service", type=click.Choice(["sender", "receiver", "ui"]))
+@click.argument("service", type=click.Choice(["sender", "receiver", "ui", "sftp"]))
 @click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option("--server", "ui_server", type=click.Choice(["auto", "gunicorn", "waitress"]),
               envvar="MYDRIVE_UI_SERVER", default="auto", show_default=True,
@@ -21,6 +21,11 @@ from .common import fault_hooks, fault_plan_option, handle_errors
 def serve(service: str, directory: Path, ui_server: str, fault_plan: Path | None) -> None:
     """Run one service of a peer in the foreground (ui: the browser UI on loopback)."""
     logging.getLogger().setLevel(logging.INFO)
+    if service == "sftp":  # docs/sftp.md
+        from .sftp import run_sftp
+
+        run_sftp(directory)
+        return
     if service == "ui":
         from mydrive.ui.serve import run as run_ui
 

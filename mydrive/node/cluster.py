@@ -153,7 +153,8 @@ def kinds_of(peer: PeerDir) -> tuple[str, ...]:
     first its CouchDB-protocol server when its metadata is on CouchDB."""
     couchdb = ("couchdb",) if peer.config.metadata == "couchdb" else ()
     nginx = ("nginx",) if peer.config.tls else ()
-    return (*couchdb, *SERVICES, "ui", *nginx)
+    sftp = ("sftp",) if peer.config.sftp_port else ()  # docs/sftp.md
+    return (*couchdb, *SERVICES, "ui", *sftp, *nginx)
 
 
 def _command(peer: PeerDir, kind: str, fault_plan: Path | None) -> list[str]:
@@ -236,6 +237,10 @@ def _where(peer: PeerDir, kind: str) -> tuple[str, str, Callable[[], bool]]:
         from mydrive.node.ui_address import ui_healthy, ui_url
 
         return ui_url(cfg), "", lambda: ui_healthy(cfg)
+    if kind == "sftp":
+        from mydrive.node.sftp_address import sftp_address, sftp_healthy
+
+        return sftp_address(cfg), "", lambda: sftp_healthy(cfg)
     address = cfg.receiver_address if kind == "receiver" else cfg.sender_address
     return address, metrics_url(cfg, kind), lambda: service_healthy(cfg, kind)
 

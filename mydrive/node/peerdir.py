@@ -59,6 +59,8 @@ class PeerConfig:
     nginx_port: int = 0        # mutual-TLS listener for peer traffic (gRPC, /couchdb/)
     ui_port: int = 0           # nginx TLS listener for the browser UI (localhost only)
     ui_backend_port: int = 0   # the UI's own WSGI server on loopback
+    sftp_host: str = "127.0.0.1"  # the SFTP face (docs/sftp.md): loopback by default
+    sftp_port: int = 0         # 0: no SFTP server (a peer directory made before it)
     egress_port: int = 0       # loopback: nginx adds mutual TLS to CouchDB pulls from others
     # CouchDB metadata (metadata == "couchdb", docs/metadata.md): this peer's own server.
     couchdb_port: int = 0
@@ -281,6 +283,7 @@ def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
         wanted += [("nginx_port", host), ("ui_port", host), ("egress_port", loopback)]
     if overrides.get("metadata") == "couchdb":
         wanted.append(("couchdb_port", loopback))
+    wanted.append(("sftp_port", loopback))
     for key, where in wanted:
         if not overrides.get(key):
             overrides[key] = ports(where)
