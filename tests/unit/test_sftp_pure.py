@@ -216,3 +216,55 @@ def test_sftp_host_key_is_private_kept_and_refused_when_readable(tmp_path: Path)
     key_file.chmod(0o644)
     with pytest.raises(BadRequest, match="readable by others"):
         load_or_create_host_key(tmp_path)
+
+
+# ---- peer.json ----------------------------------------------------------------------------
+def test_sftp_old_peer_dir_without_sftp_fields_loads_and_runs_no_sftp(tmp_path: Path) -> None:
+    """A peer.json written before SFTP existed loads (sftp_port 0, loopback host) and its
+    peer runs no SFTP server; a new peer gets a port and runs one."""
+    import json
+
+    from mydrive.node.cluster import kinds_of
+    from mydrive.node.peerdir import CONFIG_NAME, PeerDir, init_peer
+    from mydrive.node.sftp_address import sftp_address, sftp_healthy
+
+    peer = init_peer(tmp_path / "p")
+    assert peer.config.sftp_port > 0 and peer.config.sftp_host == "127.0.0.1"
+    assert "sftp" in kinds_of(peer) and not sftp_healthy(peer.config)
+    config_path = tmp_path / "p" / CONFIG_NAME
+    doc = json.loads(config_path.read_text())
+    del doc["sftp_port"], doc["sftp_host"]
+    config_path.write_text(json.dumps(doc))
+    old = PeerDir(tmp_path / "p")
+    assert old.config.sftp_port == 0 and "sftp" not in kinds_of(old)
+    assert sftp_address(old.config) == "sftp://127.0.0.1:0"
+
+
+def test_sftp_health_probe_wants_this_peers_banner(tmp_path: Path) -> None:
+    """Only an SSH banner naming this peer is healthy: another SSH server, another peer's
+    mydrive, or silence on the port are not."""
+    import dataclasses
+    import socket
+
+    from mydrive.node.peerdir import init_peer
+    from mydrive.node.sftp_address import sftp_healthy
+
+    config = init_peer(tmp_path / "p").config
+    for banner, healthy in ((b"SSH-2.0-OpenSSH_9.2p1\r\n", False),
+                            (b"SSH-2.0-mydrive_0123456789abcdef\r\n", False),
+                            (b"", False),
+                            (f"SSH-2.0-mydrive_{config.peer_id}\r\n".encode(), True)):
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+
+            def answer(listener: socket.socket = listener, banner: bytes = banner) -> None:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(banner)
+
+            t = threading.Thread(target=answer)
+            t.start()
+            probe = dataclasses.replace(config, sftp_port=listener.getsockname()[1])
+            assert sftp_healthy(probe, timeout_s=2.0) is healthy, banner
+            t.join()
