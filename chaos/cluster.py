@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from mydrive.node.serve import SERVICES
+
 from .toxiproxy import Toxic
 
-SERVICE_KINDS = ("receiver", "sender")
+SERVICE_KINDS = SERVICES  # the services a link reaches: a peer's receiver and sender
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,6 @@ class LocalCluster:
         self.network: LinkNetwork | None = None
         self._dirs: dict[str, Path] = {}
         self._peers: list[ChaosPeer] = []
-        self.start_retries = 0
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -119,7 +118,6 @@ class LocalCluster:
                 # lived, so starting again is the remedy.
                 if attempt == START_ATTEMPTS - 1:
                     raise
-                self.start_retries += 1
 
     # ---- network -----------------------------------------------------------------------
     def _net(self) -> LinkNetwork:

@@ -88,6 +88,16 @@ def _run(*args: str, stdin: str | None = None) -> None:
         raise NetnsUnavailable(f"`{' '.join(args)}` failed: {proc.stderr.strip()}")
 
 
+def _forward_rule(bridge: str, action: str) -> list[str]:
+    """The iptables command that inserts (``-I``) or deletes (``-D``) our rule letting the
+    traffic between the ports of ``bridge`` through the root namespace's FORWARD chain.
+
+    Docker on the machine sets that chain's policy to DROP and has bridged traffic pass
+    iptables (``bridge-nf-call-iptables``): without the rule every packet between two of our
+    namespaces is dropped (peers time out, "0 eligible peers")."""
+    return ["iptables", action, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
+
+
 def _used_subnets() -> set[int]:
     out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
                          timeout=CMD_TIMEOUT_S, check=False).stdout
@@ -116,7 +126,6 @@ class NetnsCluster:
         self.service_env = dict(service_env or {})
         self.peer_fault_plan = dict(peer_fault_plan or {})
         self.overrides = overrides
-        self.start_retries = 0
         tag = f"{os.getpid() % 10000:04d}{random.SystemRandom().randrange(36 ** 2):03x}"[-6:]
         self.tag = tag
         self.bridge = f"mdb{tag}"  # interface names: at most 15 characters
@@ -161,6 +170,8 @@ class NetnsCluster:
         _run("ip", "link", "add", self.bridge, "type", "bridge")
         _run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
+        if shutil.which("iptables"):
+            _run(*_forward_rule(self.bridge, "-I"))
         for i, name in enumerate(names):
             ns = self._netns[name]
             host_if, ns_if = f"mdh{self.tag}{i}", f"mdn{self.tag}{i}"
@@ -279,8 +290,7 @@ class NetnsCluster:
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True,
                                timeout=CMD_TIMEOUT_S, check=False)
             if self.subnet >= 0:
-                subprocess.run(["ip", "link", "del", self.bridge], capture_output=True,
-                               timeout=CMD_TIMEOUT_S, check=False)
+                _remove_bridge(self.bridge)
 
     def kill(self, peer: str, service: str | None = None) -> None:
         self._stop_services(peer, hard=True, kinds=None if service is None else (service,))
@@ -397,7 +407,7 @@ class NetnsCluster:
 def cleanup(home: Path) -> list[str]:
     """Remove what a ``NetnsCluster`` in ``home`` left behind when its harness died before
     ``stop`` (SIGKILL): its recorded processes (only if they still run what we started), its
-    namespaces and its bridge. Returns what it removed."""
+    namespaces, its bridge and the FORWARD rule for it. Returns what it removed."""
     path = home / STATE_NAME
     if not path.exists():
         return []
@@ -412,8 +422,20 @@ def cleanup(home: Path) -> list[str]:
                           timeout=CMD_TIMEOUT_S, check=False).returncode == 0:
             done.append(f"namespace {ns}")
     bridge = state.get("bridge")
-    if bridge and subprocess.run(["ip", "link", "del", bridge], capture_output=True,
-                                 timeout=CMD_TIMEOUT_S, check=False).returncode == 0:
+    if bridge:
+        done += _remove_bridge(str(bridge))
+    return done
+
+
+def _remove_bridge(bridge: str) -> list[str]:
+    """Delete our FORWARD rule and the bridge; what was there to remove."""
+    done = []
+    if shutil.which("iptables") and subprocess.run(
+            _forward_rule(bridge, "-D"), capture_output=True, timeout=CMD_TIMEOUT_S,
+            check=False).returncode == 0:
+        done.append(f"iptables rule for {bridge}")
+    if subprocess.run(["ip", "link", "del", bridge], capture_output=True,
+                      timeout=CMD_TIMEOUT_S, check=False).returncode == 0:
         done.append(f"bridge {bridge}")
     return done
 

@@ -18,6 +18,7 @@ import pytest
 from chaos.netns import NetnsCluster, unavailable_reason
 from chaos.runner import CHAOS_OVERRIDES, format_report, run_scenario
 from chaos.scenario import find
+from mydrive.node import supervisor
 
 REASON = unavailable_reason()
 # Skipped only where the backend can't exist; a missing tool on a root Linux box fails.
@@ -96,13 +97,15 @@ def test_netns_stop_removes_what_it_made(tmp_path: Path, toxiproxy_binary: str) 
     c = NetnsCluster(tmp_path / "cluster", 3, seed=3, **CHAOS_OVERRIDES)
     c.start()
     made = {c.namespace(p.name) for p in c.peers()}
-    procs = [proc for kinds in c._pids.values() for proc in kinds.values()]
+    services = [s for kinds in c._services.values() for s in kinds.values()]
+    assert len(services) == 3 * 2 and all(supervisor.is_ours(s) for s in services)
     assert made <= namespaces()
     c.stop()
     assert not made & namespaces()
     assert subprocess.run(["ip", "link", "show", c.bridge], capture_output=True,
                           check=False).returncode != 0
-    assert all(proc.poll() is not None for proc in procs)
+    assert _forward_rules(c.bridge) == 0
+    assert not any(Path(f"/proc/{s.pid}").exists() for s in services)  # ended and reaped
 
 
 @pytest.mark.chaos
@@ -140,16 +143,25 @@ def test_netns_cleanup_after_harness_killed(tmp_path: Path, toxiproxy_binary: st
         harness.kill()
         harness.wait()
     state = json.loads((home / STATE_NAME).read_text())
-    pids = [int(p) for kinds in state["pids"].values() for p in kinds.values()]
-    pids += [int(p) for p in state["toxiproxy_pids"]]
+    pids = [int(p["pid"]) for p in state["processes"]]
     assert set(state["namespaces"]) <= namespaces() and len(pids) == 3 * 2 + 3
     removed = cleanup(home)
-    assert len(removed) == len(pids) + 3 + 1, removed
+    kinds = [item.split()[0] for item in removed]
+    assert kinds.count("process") == len(pids) and kinds.count("namespace") == 3, removed
+    assert kinds.count("bridge") == 1, removed
+    assert _forward_rules(state["bridge"]) == 0, "the FORWARD rule for the bridge is left"
     assert not set(state["namespaces"]) & namespaces()
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{p}").exists() and b"Z" not in _state(p) for p in pids):
         assert time.monotonic() < deadline, "processes left running"
         time.sleep(0.1)
+
+
+def _forward_rules(bridge: str) -> int:
+    """How many FORWARD rules name ``bridge`` (the netns backend adds one while it runs)."""
+    out = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True,
+                         check=False).stdout
+    return sum(f"-i {bridge} " in line for line in out.splitlines())
 
 
 def _state(pid: int) -> bytes:
