@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from chaos.compose import ComposeError, ComposeUnavailable
 from chaos.netns import NetnsUnavailable
 from chaos.runner import format_report, run_scenario
 from chaos.scenario import ScenarioError, catalog, find
@@ -47,20 +48,25 @@ def chaos_list(as_json: bool) -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--keep", is_flag=True, help="keep the work directory even when all passed")
-@click.option("--backend", type=click.Choice(["local", "netns"]), default="local",
+@click.option("--backend", type=click.Choice(["local", "netns", "compose"]), default="local",
               show_default=True,
               help="local: processes on loopback; netns: each peer in its own network "
-                   "namespace (root on Linux)")
+                   "namespace (root on Linux); compose: a generated docker compose project "
+                   "(scripts/containers.sh makes the engine and images)")
 def chaos_run(scenario: str, peers: int, seed: int, as_json: bool, keep: bool,
               backend: str) -> None:
     """Run SCENARIO (a catalog name or a .toml file) from SEED; exit 1 if a guarantee broke."""
     if not 3 <= peers <= 64:
         click.echo(f"error: --peers must be between 3 and 64, got {peers}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    if backend == "compose" and peers < 4:
+        click.echo(f"error: the compose backend needs at least 4 peers, got {peers}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         report = run_scenario(find(scenario), peers=peers, seed=seed, keep=keep,
                               backend=backend)
-    except (ScenarioError, ToxiproxyError, NetnsUnavailable) as exc:
+    except (ScenarioError, ToxiproxyError, NetnsUnavailable, ComposeUnavailable,
+            ComposeError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     if as_json:

@@ -20,7 +20,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mydrive.client import PeerClient
 from mydrive.crypto.keys import UserKeys, create_user
@@ -39,6 +39,9 @@ from .netns import NetnsCluster
 from .scenario import SCENARIO_DIR, Scenario, Step
 from .toxiproxy import Toxic
 
+if TYPE_CHECKING:
+    from .compose import ComposeCluster
+
 USER, PASSPHRASE = "chaos-owner", "chaos-passphrase"  # noqa: S105 - a throwaway test user
 FAST_KDF: dict[str, Any] = {"time_cost": 1, "memory_kib": 8 * 1024, "parallelism": 1}
 CHAOS_OVERRIDES: dict[str, Any] = {"chunk_size_bytes": 256 * 1024,
@@ -53,7 +56,7 @@ def derive_seed(scenario: str, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{scenario}|{seed}".encode()).digest()[:8], "big")
 
 
-BACKENDS = ("local", "netns")
+BACKENDS = ("local", "netns", "compose")
 
 
 def replay_command(scenario: str, peers: int, seed: int, backend: str = "local") -> str:
@@ -62,8 +65,14 @@ def replay_command(scenario: str, peers: int, seed: int, backend: str = "local")
 
 
 def make_cluster(backend: str, home: Path, peers: int, *, seed: int,
-                 peer_fault_plan: dict[str, Path]) -> LocalCluster | NetnsCluster:
-    """A cluster of the chosen backend (``local`` processes on loopback, or ``netns``)."""
+                 peer_fault_plan: dict[str, Path]) -> LocalCluster | NetnsCluster | ComposeCluster:
+    """A cluster of the chosen backend: ``local`` processes on loopback, ``netns``, or
+    ``compose`` (a generated docker compose project, chaos/compose.py)."""
+    if backend == "compose":
+        from .compose import ComposeCluster
+
+        return ComposeCluster(home, peers, seed=seed, peer_fault_plan=peer_fault_plan,
+                              **CHAOS_OVERRIDES)
     if backend == "netns":
         return NetnsCluster(home, peers, seed=seed, peer_fault_plan=peer_fault_plan,
                             **CHAOS_OVERRIDES)

@@ -20,7 +20,7 @@ import logging
 
 import click
 
-from . import cluster, files, peer, pki, serve, sftp, users
+from . import cluster, compose, files, peer, pki, serve, sftp, users
 
 
 @click.group()
@@ -34,6 +34,7 @@ def cli(verbose: bool) -> None:
 for command in (peer.peer, pki.pki, serve.serve, cluster.cluster, users.user, *files.COMMANDS):
     cli.add_command(command)
 sftp.register(users.user)  # user add-ssh-key | ssh-keys | remove-ssh-key
+cli.add_command(compose.compose)  # compose generate: N peers as one compose project
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
-"""The docker deployment files (docker/) checked without a Docker engine.
+"""The docker deployment files (docker/) and the projects `mydrive compose generate` writes,
+checked without a Docker engine (tests/integration/test_compose_cluster.py runs them).
 
-This machine has no Docker engine and no compose plugin, so `docker compose config` can't
-run here. Instead these tests parse the YAML and check the properties the deployment relies
-on; each checker returns a list of problems, and the mutation tests show every checker
-finding the problem it exists for in a broken copy of the files.
+These tests parse the YAML and check the properties the deployment relies on; each checker
+returns a list of problems, and the mutation tests show every checker finding the problem it
+exists for in a broken copy of the files. A generated project must pass the same checkers,
+and its pods must be docker/compose.peer.yaml's pod with only the differences
+mydrive/node/compose.py lists.
 """
 
 from __future__ import annotations
@@ -112,12 +114,18 @@ def check_cli_args(args: list[str]) -> list[str]:
     return problems
 
 
+TOXIPROXY_IMAGE = "ghcr.io/shopify/toxiproxy:2.12.0"
+
+
 def check_images(compose: dict[str, Any], version: str) -> list[str]:
-    """Images are pinned: couchdb:3, nginx:1.2x, mydrive at the project's version."""
+    """Images are pinned: couchdb:3, nginx:1.2x, mydrive at the project's version (and the
+    test-bed's Toxiproxy at 2.12.0)."""
     problems = []
     for name, svc in compose["services"].items():
         image = str(svc.get("image", ""))
-        if image.startswith("couchdb"):
+        if "toxiproxy" in image:
+            ok = image == TOXIPROXY_IMAGE
+        elif image.startswith("couchdb"):
             ok = image == "couchdb:3"
         elif image.startswith("nginx"):
             ok = re.fullmatch(r"nginx:1\.2\d", image) is not None
@@ -195,8 +203,9 @@ def split_volume(v: Any) -> tuple[str, str]:
     return unmask(source), unmask(target)
 
 
-def check_volumes(compose: dict[str, Any]) -> list[str]:
-    """Named volumes exist; bind mounts come from the env file; a pod shares one peer dir."""
+def check_volumes(compose: dict[str, Any], *, project_relative: bool = False) -> list[str]:
+    """Named volumes exist; bind mounts come from the env file (or, ``project_relative``,
+    from the generated project's own directory); a pod shares one peer dir."""
     problems = []
     declared = set((compose.get("volumes") or {}).keys())
     pod_dirs: dict[str, set[str]] = {}
@@ -204,7 +213,8 @@ def check_volumes(compose: dict[str, Any]) -> list[str]:
         for v in svc.get("volumes", []) or []:
             source, target = split_volume(v)
             if source.startswith("${") or source.startswith("/") or source.startswith("."):
-                if not source.startswith("${MYDRIVE_"):
+                inside = project_relative and source.startswith("./") and ".." not in source
+                if not source.startswith("${MYDRIVE_") and not inside:
                     problems.append(f"{name}: bind mount {source} not from the env file")
             elif source not in declared:
                 problems.append(f"{name}: volume {source!r} is not declared")
@@ -585,3 +595,241 @@ def test_checkers_find_dockerfile_mistakes() -> None:
     problems = check_dockerfile(bad)
     for needle in ("non-root", "build tools", "python:3.11-slim", "HEALTHCHECK: "):
         assert any(needle in p for p in problems), (needle, problems)
+
+
+# ---- projects from `mydrive compose generate` ------------------------------------------
+POD_SUFFIX = {"render": "-render", "nginx": "", "couchdb": "-couchdb", "register": "-register",
+              "receiver": "-receiver", "sender": "-sender", "ui": "-ui"}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any], str]:
+    """A 5-peer project as `mydrive compose generate` writes it: (project, parsed, text)."""
+    from mydrive.node.compose import generate
+
+    project = generate(tmp_path_factory.mktemp("gen") / "net", peers=5,
+                       subnet="10.219.7.0/24")
+    text = project.compose_file.read_text()
+    return project, yaml.safe_load(text), text
+
+
+def _only(text: str, env: dict[str, str]) -> str:
+    """Substitute only the variables in ``env``; leave the others as compose will see them."""
+    return INTERP.sub(lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+def _sub_all(value: Any, env: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return _only(value, env)
+    if isinstance(value, list):
+        return [_sub_all(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _sub_all(v, env) for k, v in value.items()}
+    return value
+
+
+def expected_pod(peer_file: dict[str, Any], peer: Any, all_peers: list[str]) -> dict[str, Any]:
+    """docker/compose.peer.yaml's pod as the generator must write it for ``peer``: renamed
+    and with exactly the differences listed in mydrive/node/compose.py applied."""
+    rename = {svc: f"{peer.name}{suffix}" for svc, suffix in POD_SUFFIX.items()}
+    env = {"MYDRIVE_PEER_PORT": str(peer.peer_port), "MYDRIVE_UI_PORT": str(peer.ui_port),
+           "MYDRIVE_PEER_DIR": f"./peers/{peer.name}"}
+    pod: dict[str, Any] = {}
+    for name, svc in peer_file["services"].items():
+        svc = _sub_all(copy.deepcopy(svc), env)
+        if str(svc.get("network_mode", "")).startswith("service:"):
+            svc["network_mode"] = f"service:{rename[svc['network_mode'][8:]]}"
+        if "depends_on" in svc:
+            svc["depends_on"] = {rename[d]: spec for d, spec in svc["depends_on"].items()}
+        svc["volumes"] = [v.replace("couchdb-data:", f"couchdb-{peer.name}:")
+                          for v in svc.get("volumes", [])]
+        pod[rename[name]] = svc
+    # The differences, one by one.
+    nginx = pod[peer.name]
+    nginx["ports"] = [f"127.0.0.1:{peer.ui_port}:{peer.ui_port}",
+                      f"127.0.0.1:{peer.couchdb_port}:{peer.couchdb_port}"]
+    nginx["networks"] = {"mesh": {"ipv4_address": peer.pod_address}}
+    couchdb = pod[f"{peer.name}-couchdb"]
+    couchdb["volumes"].append(f"./couchdb/{peer.name}:/opt/couchdb/etc/local.d")
+    couchdb["healthcheck"]["test"][-1] = couchdb["healthcheck"]["test"][-1].replace(
+        "/5984 ", f"/{peer.couchdb_port} ")
+    register = pod[f"{peer.name}-register"]
+    register["volumes"].append("./public:/public:ro")
+    register["command"] += [f"/public/{n}.json" for n in all_peers]
+    return pod
+
+
+def pod_differences(expected: dict[str, Any], compose: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, svc in expected.items():
+        got = compose["services"].get(name)
+        if got is None:
+            problems.append(f"{name}: missing")
+            continue
+        for key in sorted(set(svc) | set(got)):
+            if svc.get(key) != got.get(key):
+                problems.append(f"{name}.{key}: {got.get(key)!r}, compose.peer.yaml's pod "
+                                f"says {svc.get(key)!r}")
+    return problems
+
+
+def test_generated_pods_are_the_peer_pod(generated: tuple[Any, dict[str, Any], str]) -> None:
+    """Every generated pod is docker/compose.peer.yaml's pod, renamed, with only the
+    documented differences (no CouchDB or peer port published beyond 127.0.0.1, the
+    network address, CouchDB's port, every peer introduced)."""
+    project, compose, _ = generated
+    names = [p.name for p in project.peers]
+    for peer in project.peers:
+        assert pod_differences(expected_pod(load("compose.peer.yaml"), peer, names),
+                               compose) == []
+    assert set(compose["services"]) == {f"{n}{s}" for n in names for s in POD_SUFFIX.values()} \
+        | {"toxiproxy"}
+
+
+def test_checkers_find_a_pod_that_drifted(generated: tuple[Any, dict[str, Any], str]) -> None:
+    """A change to compose.peer.yaml's pod that the generator does not make is reported."""
+    project, compose, _ = generated
+    peer_file = mutated("compose.peer.yaml")
+    peer_file["services"]["sender"]["command"] = ["serve", "sender", "/peer", "--verbose"]
+    peer_file["services"]["couchdb"]["healthcheck"]["retries"] = 9
+    problems = pod_differences(expected_pod(peer_file, project.peers[0],
+                                            [p.name for p in project.peers]), compose)
+    assert any("peer-0-sender.command" in p for p in problems), problems
+    assert any("peer-0-couchdb.healthcheck" in p for p in problems), problems
+
+
+def test_generated_compose_passes_the_checkers(generated: tuple[Any, dict[str, Any], str],
+                                              version: str) -> None:
+    """The generated file passes every checker the hand-written ones pass (bind mounts are
+    relative to the project directory)."""
+    _, compose, text = generated
+    assert check_commands(compose) == []
+    assert check_images(compose, version) == []
+    assert check_ports(compose) == []
+    assert check_secrets(text, compose) == []
+    assert check_volumes(compose, project_relative=True) == []
+    assert check_dependencies(compose) == []
+    assert check_volumes(compose) != [], "relative mounts are refused in docker/ files"
+
+
+def test_generated_yaml_is_the_model(generated: tuple[Any, dict[str, Any], str]) -> None:
+    """The YAML written is exactly the compose model (the product's small emitter)."""
+    from mydrive.node.compose import compose_model, to_yaml
+
+    project, compose, _ = generated
+    assert compose == compose_model(project)
+    tricky = {"a": ["x: y", "#no", "it's", "${V:?a b}", 'q"q', "\\"], "b": {"c": []},
+              "d": [{"e": 1, "f": [True, "no"]}], "g": {}, "with space": "v"}
+    assert yaml.safe_load(to_yaml(tricky)) == tricky
+
+
+def test_generated_toxiproxy_fronts_every_peer(
+        generated: tuple[Any, dict[str, Any], str]) -> None:
+    """Every peer is dialed at Toxiproxy's address and its own port (its peer document,
+    its certificate's host), and Toxiproxy forwards that port to the pod's own address."""
+    import json as json_
+
+    from mydrive.node.peerdir import PeerDir
+
+    project, compose, _ = generated
+    proxies = json_.loads((project.root / "toxiproxy.json").read_text())
+    assert [(p["name"], p["listen"], p["upstream"]) for p in proxies] == [
+        (p.name, f"0.0.0.0:{p.peer_port}", f"{p.pod_address}:{p.peer_port}")
+        for p in project.peers]
+    toxi = compose["services"]["toxiproxy"]
+    assert toxi["networks"]["mesh"]["ipv4_address"] == project.toxiproxy_address
+    assert "-config=/config/toxiproxy.json" in toxi["command"]
+    for p in project.peers:
+        cfg = PeerDir(p.directory).config
+        assert (cfg.host, cfg.nginx_port, cfg.tls, cfg.metadata) == (
+            project.toxiproxy_address, p.peer_port, True, "couchdb")
+        doc = json_.loads((project.root / "public" / f"{p.name}.json").read_text())
+        assert doc["peer_id"] == p.peer_id
+        assert doc["receiver_address"] == f"{project.toxiproxy_address}:{p.peer_port}"
+        ini = (project.root / "couchdb" / p.name / "10-mydrive-port.ini").read_text()
+        assert f"port = {cfg.couchdb_port}" in ini
+    assert len({p.pod_address for p in project.peers} | {project.toxiproxy_address}) == 6
+
+
+def test_generated_env_file_private_and_complete(
+        generated: tuple[Any, dict[str, Any], str], version: str) -> None:
+    """.env is 0600 and sets every variable the file requires; ca.key stays in pki/."""
+    project, _, text = generated
+    env_path = project.root / ".env"
+    assert env_path.stat().st_mode & 0o077 == 0
+    env = dict(line.split("=", 1) for line in env_path.read_text().splitlines()
+               if line and not line.startswith("#"))
+    required = {m.group(1) for m in re.finditer(r"\$\{([A-Z0-9_]+):\?", text)}
+    assert required and required - set(env) == set()
+    assert (project.root / "pki" / "ca.key").exists() and "pki" not in text
+    assert substitute("${MYDRIVE_IMAGE:-x}", env) == f"mydrive:{version}"
+
+
+def test_generate_refuses_bad_input(tmp_path: Path) -> None:
+    """Fewer than 4 peers (R = 2 needs them), a non-empty directory or a bad subnet are
+    refused with a message naming the problem, and nothing is written."""
+    from mydrive.errors import BadRequest
+    from mydrive.node.compose import generate
+
+    with pytest.raises(BadRequest, match="between 4 and"):
+        generate(tmp_path / "few", peers=3)
+    assert not (tmp_path / "few").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(BadRequest, match="not empty"):
+        generate(tmp_path / "full", peers=4)
+    with pytest.raises(BadRequest, match="subnet"):
+        generate(tmp_path / "net", peers=4, subnet="10.219.7.0/30")
+
+
+def test_generated_render_passes_nginx_t(generated: tuple[Any, dict[str, Any], str],
+                                         tmp_path: Path) -> None:
+    """A generated pod's render command writes a config the local nginx accepts with the
+    pod's nginx arguments, listening on the port Toxiproxy forwards to and the UI port."""
+    project, compose, _ = generated
+    peer = project.peers[2]
+    copy_dir = tmp_path / peer.name
+    shutil.copytree(peer.directory, copy_dir)
+    render = compose["services"][f"{peer.name}-render"]["command"]
+    done = mydrive(*[a.replace(PEER_MOUNT, str(copy_dir)) for a in render], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    conf = (copy_dir / "nginx" / "nginx.conf").read_text()
+    assert f"listen 0.0.0.0:{peer.peer_port} ssl" in conf
+    assert f"listen 0.0.0.0:{peer.ui_port} ssl" in conf
+    args = [a.replace(PEER_MOUNT, str(copy_dir))
+            for a in compose["services"][peer.name]["command"]]
+    r = subprocess.run([nginx_binary(), "-t", *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_compose_cli_generate_json(tmp_path: Path) -> None:
+    """`mydrive compose generate --peers 4 OUT --json` writes the project and describes it."""
+    import json as json_
+
+    r = mydrive("compose", "generate", "--peers", "4", str(tmp_path / "net"), "--json",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    doc = json_.loads(r.stdout)
+    assert [p["name"] for p in doc["peers"]] == ["peer-0", "peer-1", "peer-2", "peer-3"]
+    assert (tmp_path / "net" / "compose.yaml").exists()
+    again = mydrive("compose", "generate", str(tmp_path / "net"), cwd=tmp_path)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+@pytest.mark.parametrize("which", ["generated", "compose.peer.yaml", "compose.local.yaml"])
+def test_compose_config_accepts_the_files(which: str, tmp_path: Path,
+                                          generated: tuple[Any, dict[str, Any], str]) -> None:
+    """Compose v2 itself (`docker compose config -q`, no engine needed) accepts the files."""
+    if not shutil.which("docker") or subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, timeout=30).returncode:
+        pytest.skip("no Compose v2 plugin here (scripts/containers.sh compose builds it)")
+    if which == "generated":
+        project = generated[0]
+        args = ["-f", str(project.compose_file)]
+    else:
+        env = tmp_path / "test.env"
+        env.write_text("".join(f"{k}={v}\n" for k, v in SAMPLE_ENV.items()))
+        args = ["-f", str(DOCKER / which), "--env-file", str(env)]
+    r = subprocess.run(["docker", "compose", *args, "config", "-q"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
