@@ -82,6 +82,7 @@ cmd_start() {
   fi
   local dockerd; dockerd="$(find_dockerd)"
   [ -n "$dockerd" ] || die "no Docker engine answers and dockerd is not installed: run $0 install"
+  [ "$(id -u)" = 0 ] || die "no Docker engine answers, and starting dockerd needs root (or start one yourself: rootless docker, Docker Desktop)"
   mkdir -p "$STATE"
   say "starting $dockerd (log: $LOG)"
   # Its own session, so it outlives this script and the test that asked for it; containerd
@@ -131,8 +132,11 @@ cmd_compose() {
     return 0
   fi
   if [ ! -x "$COMPOSE_BIN" ] || ! "$COMPOSE_BIN" version 2>/dev/null | grep -q "$want"; then
-    local go; go="$(go_bin)"
+    local go minor; go="$(go_bin)"
     [ -n "$go" ] || die "Go is needed to build Compose v2: run $0 install"
+    minor="$("$go" env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
+    [ "${minor:-0}" -ge 24 ] \
+      || die "Compose $COMPOSE_VERSION needs Go >= 1.24 to build; $go is $("$go" env GOVERSION) (install a newer Go, e.g. in /usr/local/go)"
     # `go install github.com/docker/compose/v2/cmd@…` is refused (its go.mod has exclude
     # directives), so build it from a throw-away module that requires it (2-4 min once,
     # ~1.5 GB of Go caches in Go's usual places).
