@@ -32,6 +32,7 @@ FULL = {"size_mib": 1024, "runs": 3, "rss_sizes_mib": [256, 4096], "fault_size_m
 QUICK = {"size_mib": 64, "runs": 1, "rss_sizes_mib": [16, 64], "fault_size_mib": 32,
          "tahoe": False}
 FAULT_RATES = [0.01, 0.05, 0.2]
+PHASES = ("throughput", "command_overhead", "failover", "memory", "resend", "profile")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -46,9 +47,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile-size-mib", type=int,
                    help="file of the py-spy phase (default: the fault size)")
     tahoe = p.add_mutually_exclusive_group()
-    tahoe.add_argument("--tahoe", dest="tahoe", action="store_true", default=None)
+    tahoe.add_argument("--tahoe", dest="tahoe", action="store_true", default=None,
+                       help="include Tahoe-LAFS (installs it; the full run does)")
     tahoe.add_argument("--no-tahoe", dest="tahoe", action="store_false")
-    p.add_argument("--no-profile", action="store_true", help="skip the py-spy phase")
+    p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES),
+                   help="run only these phases (default: all)")
     p.add_argument("--no-setup", action="store_true", help="don't run benchmarks/setup.sh")
     p.add_argument("--out", type=Path, help="results directory (default: "
                    "benchmarks/results/quick or benchmarks/results/full)")
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     tls = MydriveNetwork(work / "net-tls", tls=True)
     plain = MydriveNetwork(work / "net-plain", tls=False)
     ssh = SshServer(work / "ssh")
-    grid = TahoeGrid(work / "tahoe") if opts.tahoe else None
+    grid = TahoeGrid(work / "tahoe") if opts.tahoe and "throughput" in opts.phases else None
     started: list[Callable[[], None]] = []
 
     def phase(name: str, body: Callable[[], Any]) -> None:
@@ -104,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             results["errors"][name] = f"{type(exc).__name__}: {exc}"
         log(f"phase {name} done in {time.monotonic() - t0:.0f} s")
 
+    want = set(opts.phases)
     try:
-        log(f"starting on loopback: 2 mydrive networks, sshd{', Tahoe grid' * bool(grid)}; "
-            f"work dir {work}")
-        for thing in (tls, plain, ssh, *([grid] if grid else [])):
+        needed: list[Any] = [tls]
+        if "throughput" in want:
+            needed += [plain, ssh, *([grid] if grid else [])]
+        log(f"starting on loopback: {len(needed)} of (mydrive TLS network, mydrive plain "
+            f"network, sshd, Tahoe grid); work dir {work}")
+        for thing in needed:
             # Registered before starting, so a half-started one is stopped too.
             if isinstance(thing, MydriveNetwork):
                 started.append(thing.down)
@@ -115,26 +122,35 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 started.append(thing.stop)
                 thing.start()
-        src = random_file(work / "src", opts.size_mib * MiB)
-        systems = [throughput.mydrive_system("mydrive_tls", tls),
-                   throughput.mydrive_system("mydrive_plain", plain),
-                   throughput.ssh_system("scp", ssh, work / "ssh-store"),
-                   throughput.ssh_system("sftp", ssh, work / "ssh-store")]
-        if grid:
-            systems.append(throughput.tahoe_system(grid))
-        phase("throughput", lambda: throughput.run(systems, src, runs=opts.runs, work=work,
-                                                   log=log))
-        phase("command_overhead", lambda: overhead(tls, opts.runs))
-        if grid:
-            grid.stop()  # its shares take disk and its nodes CPU; not needed any more
-        phase("failover", lambda: faults.failover(tls, src, runs=opts.runs, work=work, log=log))
-        src.unlink()
-        plain.down()
-        phase("memory", lambda: memory.run(tls, opts.rss_sizes_mib, work=work, log=log))
-        fsrc = random_file(work / "fault-src", opts.fault_size_mib * MiB)
-        phase("resend", lambda: faults.resend(tls, fsrc, FAULT_RATES, runs=opts.runs,
-                                              work=work, log=log))
-        if not opts.no_profile:
+        if want & {"throughput", "failover"}:
+            src = random_file(work / "src", opts.size_mib * MiB)
+        if "throughput" in want:
+            systems = [throughput.mydrive_system("mydrive_tls", tls),
+                       throughput.mydrive_system("mydrive_plain", plain),
+                       throughput.ssh_system("scp", ssh, work / "ssh-store"),
+                       throughput.ssh_system("sftp", ssh, work / "ssh-store")]
+            if grid:
+                systems.append(throughput.tahoe_system(grid))
+            phase("throughput", lambda: throughput.run(systems, src, runs=opts.runs,
+                                                       work=work, log=log))
+            if grid:
+                grid.stop()  # its shares take disk and its nodes CPU; not needed any more
+            plain.down()
+        if "command_overhead" in want:
+            phase("command_overhead", lambda: overhead(tls, opts.runs))
+        if "failover" in want:
+            phase("failover", lambda: faults.failover(tls, src, runs=opts.runs, work=work,
+                                                      log=log))
+        if want & {"throughput", "failover"}:
+            src.unlink()
+        if "memory" in want:
+            phase("memory", lambda: memory.run(tls, opts.rss_sizes_mib, work=work, log=log))
+        if want & {"resend", "profile"}:
+            fsrc = random_file(work / "fault-src", opts.fault_size_mib * MiB)
+        if "resend" in want:
+            phase("resend", lambda: faults.resend(tls, fsrc, FAULT_RATES, runs=opts.runs,
+                                                  work=work, log=log))
+        if "profile" in want:
             psrc = fsrc
             if opts.profile_size_mib != opts.fault_size_mib:
                 psrc = random_file(work / "profile-src", opts.profile_size_mib * MiB)

@@ -16,9 +16,9 @@ from typing import Any
 
 from benchmarks.procs import (
     Measured,
+    cpu_by_kind,
     reset_peak_rss,
     run_measured,
-    session_cpu_s,
     session_peak_rss_bytes,
 )
 
@@ -71,12 +71,13 @@ class MydriveNetwork:
                 if s["pid"] is not None and s["alive"]]
 
     def cpu_s_by_kind(self) -> dict[str, float]:
-        """CPU seconds so far of all receivers, all senders, all nginx (sessions summed)."""
-        totals = {kind: 0.0 for kind in SERVICE_KINDS if self.tls or kind != "nginx"}
+        """CPU seconds so far of all receivers, all senders, all nginx (and their kernel part)."""
+        sessions: dict[str, list[int]] = {kind: [] for kind in SERVICE_KINDS
+                                          if self.tls or kind != "nginx"}
         for s in self.services():
-            if s["kind"] in totals:
-                totals[s["kind"]] += session_cpu_s(s["pid"])
-        return totals
+            if s["kind"] in sessions:
+                sessions[s["kind"]].append(s["pid"])
+        return cpu_by_kind(sessions)
 
     def reset_peaks(self) -> bool:
         return all([reset_peak_rss(s["pid"]) for s in self.services()])

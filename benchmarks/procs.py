@@ -29,6 +29,7 @@ class Measured:
 
     wall_s: float
     cpu_s: float
+    sys_s: float  # the part of cpu_s spent in the kernel
     peak_rss_bytes: int
     stdout: str
 
@@ -66,7 +67,7 @@ def run_measured(args: list[str], *, env: dict[str, str] | None = None,
     if proc.returncode != 0:
         raise ChildFailed(f"{' '.join(args)} exited {proc.returncode}: "
                           f"{stderr.decode(errors='replace')[-2000:]}")
-    return Measured(wall_s=wall_s, cpu_s=usage.ru_utime + usage.ru_stime,
+    return Measured(wall_s=wall_s, cpu_s=usage.ru_utime + usage.ru_stime, sys_s=usage.ru_stime,
                     peak_rss_bytes=int(usage.ru_maxrss) * 1024,
                     stdout=stdout.decode(errors="replace"))
 
@@ -92,14 +93,31 @@ def session_pids(session_id: int) -> list[int]:
     return found
 
 
-def session_cpu_s(session_id: int) -> float:
-    """CPU seconds so far of a session: its live processes and the children they reaped."""
-    ticks = 0
+def session_cpu_split_s(session_id: int) -> tuple[float, float]:
+    """(user, system) CPU seconds so far of a session: its live processes and the children
+    they reaped."""
+    user = system = 0
     for pid in session_pids(session_id):
         fields = _stat_fields(pid)
-        if fields is not None:
-            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / CLOCK_TICKS_PER_S
+        if fields is not None:  # utime stime cutime cstime
+            user += int(fields[11]) + int(fields[13])
+            system += int(fields[12]) + int(fields[14])
+    return user / CLOCK_TICKS_PER_S, system / CLOCK_TICKS_PER_S
+
+
+def session_cpu_s(session_id: int) -> float:
+    """CPU seconds so far of a session (user + system)."""
+    return sum(session_cpu_split_s(session_id))
+
+
+def cpu_by_kind(sessions: dict[str, list[int]]) -> dict[str, float]:
+    """{kind: CPU s, kind/sys: its system part} summed over each kind's sessions."""
+    out: dict[str, float] = {}
+    for kind, sids in sessions.items():
+        split = [session_cpu_split_s(sid) for sid in sids]
+        out[kind] = sum(u + s for u, s in split)
+        out[f"{kind}/sys"] = sum(s for _, s in split)
+    return out
 
 
 def peak_rss_bytes(pid: int) -> int:

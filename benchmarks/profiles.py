@@ -1,12 +1,16 @@
 """Phase 4: where the CPU seconds go, from py-spy samples of a put and a get.
 
 The client runs under ``py-spy record`` and, at the same time, py-spy attaches to every peer
-service that works in that direction (receivers for a put, senders for a get). Only running
-threads are sampled (py-spy's default), so sample counts are CPU time, not waiting. Sampling
-is ``--nonblocking``: in its default (blocking) mode py-spy counted the idle gRPC worker
-threads of the services as running here (about 20 x the CPU seconds the kernel counted);
-without pausing, sampled and counted seconds agree (the JSON keeps both, ``cpu_s_sampled``
-and, for the services, ``cpu_s_measured``). The raw
+service that works in that direction (receivers for a put, senders for a get). Two passes:
+
+- ``gil``: only the thread holding the GIL is sampled, so the samples are the Python-level
+  work that serializes a process (C code that releases the GIL, such as gRPC's core threads
+  and the kernel, is not in it: compare ``cpu_s_sampled`` with ``cpu_s_measured`` from /proc).
+- ``active``: every thread py-spy does not see idle, which includes threads blocked in disk
+  I/O (fsync, write): where the wall time of busy threads goes.
+
+Sampling is ``--nonblocking``: in its default (blocking) mode py-spy counted the idle gRPC
+worker threads of the services as running here (about 20 x the CPU seconds /proc counted). The raw
 (collapsed-stack) files are kept next to the JSON; the JSON lists, per process kind, the
 functions with the most samples on top of the stack ("self") and the share of samples in a
 few families of work (encryption, hashing, gRPC, disk, ...).
@@ -29,6 +33,7 @@ from benchmarks.procs import session_cpu_s
 
 PY_SPY = Path(sys.executable).parent / "py-spy"  # installed next to this Python
 RATE_HZ = 100
+MODES = {"gil": ["--gil"], "active": []}
 TOP_FUNCTIONS = 12
 
 # Families of work, by the file the sampled leaf frame is in (first match wins).
@@ -79,23 +84,24 @@ def summarize(raw: Path) -> dict[str, Any]:
     }
 
 
-def _attach(pid: int, out: Path) -> subprocess.Popen[bytes]:
+def _attach(pid: int, out: Path, flags: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--rate", str(RATE_HZ),
-                             "--format", "raw", "--nonblocking", "--output", str(out)],
+                             "--format", "raw", "--nonblocking", *flags, "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
 
 
 def _profile(net: MydriveNetwork, args: list[str], service_kind: str, tag: str,
-             out_dir: Path) -> dict[str, Any]:
+             out_dir: Path, flags: list[str]) -> dict[str, Any]:
     services = [s for s in net.services() if s["kind"] == service_kind]
     cpu_before = sum(session_cpu_s(s["pid"]) for s in services)
-    attached = {s["peer"]: _attach(s["pid"], out_dir / f"{tag}-{s['peer']}-{service_kind}.txt")
-                for s in services}
+    attached = {s["peer"]: _attach(s["pid"], out_dir / f"{tag}-{s['peer']}-{service_kind}.txt",
+                                   flags) for s in services}
     time.sleep(1.0)  # let py-spy attach before the transfer starts
     client_raw = out_dir / f"{tag}-client.txt"
     result = subprocess.run([str(PY_SPY), "record", "--rate", str(RATE_HZ), "--format", "raw",
-                             "--nonblocking", "--output", str(client_raw), "--", *args],
+                             "--nonblocking", *flags, "--output", str(client_raw), "--",
+                             *args],
                             env=net.env, capture_output=True, text=True, timeout=3600)
     cpu_after = sum(session_cpu_s(s["pid"]) for s in services)
     for proc in attached.values():
@@ -122,12 +128,16 @@ def run(net: MydriveNetwork, src: Path, *, out_dir: Path, work: Path,
     if not PY_SPY.exists():
         raise RuntimeError(f"{PY_SPY} missing: run benchmarks/setup.sh (py-spy)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    remote = "/bench/profile"
-    put = _profile(net, net.put_args(src, remote), "receiver", "put", out_dir)
-    log(f"profiled put: client {put['client']['cpu_s_sampled']} s sampled")
-    get = _profile(net, net.get_args(remote, work / "profile-out"), "sender", "get", out_dir)
-    log(f"profiled get: client {get['client']['cpu_s_sampled']} s sampled")
-    net.rm(remote)
-    return {"size_bytes": src.stat().st_size, "rate_hz": RATE_HZ,
-            "raw_files": sorted(p.name for p in out_dir.glob("*.txt")),
-            "put": put, "get": get}
+    doc: dict[str, Any] = {"size_bytes": src.stat().st_size, "rate_hz": RATE_HZ}
+    for mode, flags in MODES.items():
+        remote = f"/bench/profile-{mode}"
+        put = _profile(net, net.put_args(src, remote), "receiver", f"{mode}-put", out_dir,
+                       flags)
+        get = _profile(net, net.get_args(remote, work / "profile-out"), "sender",
+                       f"{mode}-get", out_dir, flags)
+        log(f"profiled ({mode}): put client {put['client']['cpu_s_sampled']} s sampled, "
+            f"get client {get['client']['cpu_s_sampled']} s")
+        net.rm(remote)
+        doc[mode] = {"put": put, "get": get}
+    doc["raw_files"] = sorted(p.name for p in out_dir.glob("*.txt"))
+    return doc

@@ -142,17 +142,26 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "| ratio | put | get |", "|---|---|---|"]
         for name, r in t["ratios"].items():
             lines.append(f"| {name} | {r['put']} | {r['get']} |")
-        lines += ["", "CPU seconds per GiB by process kind:", "",
+        lines += ["", "CPU seconds per GiB by process kind (in brackets: the part spent in the "
+                  "kernel):", "",
                   "| system | direction | " + " | ".join(
                       ["client", "receiver", "sender", "nginx", "sshd", "tahoe nodes"]) + " |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, d in t["systems"].items():
             for direction in ("put", "get"):
                 c = d[f"{direction}_cpu_s_per_gib"]
-                tahoe = (round(c.get("tahoe_client_node", 0) + c.get("tahoe_storage_nodes", 0), 2)
-                         if "tahoe_client_node" in c else "")
-                cells = [c.get("client", ""), c.get("receiver", ""), c.get("sender", ""),
-                         c.get("nginx", ""), c.get("sshd", ""), tahoe]
+                k = d.get(f"{direction}_kernel_cpu_s_per_gib", {})
+
+                def cell(kind: str, c: dict[str, float] = c, k: dict[str, float] = k) -> str:
+                    return f"{c[kind]} ({k[kind]})" if kind in c and kind in k else \
+                        str(c.get(kind, ""))
+
+                tahoe = ""
+                if "tahoe_client_node" in c:
+                    tahoe = (f"{round(c['tahoe_client_node'] + c['tahoe_storage_nodes'], 2)} "
+                             f"({round(k['tahoe_client_node'] + k['tahoe_storage_nodes'], 2)})")
+                cells = [cell("client"), cell("receiver"), cell("sender"), cell("nginx"),
+                         cell("sshd"), tahoe]
                 lines.append(f"| {name} | {direction} | " + " | ".join(str(x) for x in cells)
                              + " |")
     if "command_overhead" in results:
@@ -190,6 +199,20 @@ def markdown(results: dict[str, Any]) -> str:
                   f"without ({fo['killed_mid_transfer']} of {fo['runs']} runs killed it "
                   f"mid-transfer; {fo['fetch_failures_from_killed_peer']} fetches from it "
                   f"failed over)."]
+    if "profile" in results:
+        pr = results["profile"]
+        lines += ["", f"py-spy, {pr['size_bytes'] >> 20} MiB put and get, mydrive TLS "
+                  f"(sampled seconds; `gil`: the thread holding the GIL, `active`: every "
+                  f"non-idle thread, disk waits included):", "",
+                  "| mode | process | sampled s | /proc CPU s | top functions (share of samples) |",
+                  "|---|---|---|---|---|"]
+        for mode in ("gil", "active"):
+            for direction in ("put", "get"):
+                for proc, p in pr.get(mode, {}).get(direction, {}).items():
+                    top = ", ".join(f"{t['function']} {t['share']:.0%}"
+                                    for t in p["top_self"][:4])
+                    lines.append(f"| {mode} | {direction} {proc} | {p['cpu_s_sampled']} | "
+                                 f"{p.get('cpu_s_measured', '')} | {top} |")
     if results.get("errors"):
         lines += ["", "Phases that failed: " + "; ".join(
             f"{k}: {v}" for k, v in results["errors"].items())]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from benchmarks.procs import (
     Measured,
+    cpu_by_kind,
     free_port,
     run_measured,
-    session_cpu_s,
     stop_process,
     wait_port,
 )
@@ -76,10 +76,10 @@ class SshServer:
             stop_process(self.proc)
             self.proc = None
 
-    def cpu_s(self) -> float:
-        """CPU seconds of sshd and its per-connection children so far."""
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds of sshd and its per-connection children so far (and the kernel part)."""
         assert self.proc is not None
-        return session_cpu_s(self.proc.pid)
+        return cpu_by_kind({"sshd": [self.proc.pid]})
 
     def _options(self) -> list[str]:
         return ["-i", str(self.root / "client_key"), "-o", "BatchMode=yes",

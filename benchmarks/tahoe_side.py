@@ -17,9 +17,9 @@ from pathlib import Path
 
 from benchmarks.procs import (
     Measured,
+    cpu_by_kind,
     free_port,
     run_measured,
-    session_cpu_s,
     stop_process,
     wait_port,
 )
@@ -113,10 +113,10 @@ class TahoeGrid:
 
     def cpu_s(self) -> dict[str, float]:
         """CPU seconds so far of the client node and of all storage nodes together."""
-        storage = sum(session_cpu_s(p.pid) for n, p in self.procs.items()
-                      if n.startswith("storage"))
-        return {"tahoe_client_node": session_cpu_s(self.procs["client"].pid),
-                "tahoe_storage_nodes": storage}
+        return cpu_by_kind({
+            "tahoe_client_node": [self.procs["client"].pid],
+            "tahoe_storage_nodes": [p.pid for n, p in self.procs.items()
+                                    if n.startswith("storage")]})
 
     def _cli(self) -> list[str]:
         return [str(TAHOE), "-d", str(self.root / "client")]

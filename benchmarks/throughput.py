@@ -5,7 +5,8 @@ Tahoe-LAFS in turn, so all systems see the same machine load; medians over the r
 reported. CPU is counted per process kind: the client child by wait4 (for scp that includes
 its ssh), every server process by /proc before and after (for mydrive: all receivers, all
 senders, all nginx; for OpenSSH: sshd and its per-connection children; for Tahoe: client
-node and storage nodes). CPU is given in seconds per GiB of the user's file.
+node and storage nodes). CPU is given in seconds per GiB of the user's file, and separately
+the part of it spent in the kernel (system time: syscalls, TCP over loopback, disk, fsync).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def ssh_system(name: str, server: SshServer, store: Path) -> System:
         out.mkdir(parents=True, exist_ok=True)
         return fetch(Path(remote), out / Path(remote).name)
 
-    return System(name, put, get, lambda: {"sshd": server.cpu_s()},
+    return System(name, put, get, server.cpu_s,
                   lambda remote: Path(remote).unlink(missing_ok=True))
 
 
@@ -107,8 +108,10 @@ def run(systems: list[System], src: Path, *, runs: int, work: Path,
             s = samples[system.name]
             s["put_s"].append(m_put.wall_s)
             s["get_s"].append(m_get.wall_s)
-            s["put_cpu"].append({"client": m_put.cpu_s, **_delta(before, mid)})
-            s["get_cpu"].append({"client": m_get.cpu_s, **_delta(mid, after)})
+            s["put_cpu"].append({"client": m_put.cpu_s, "client/sys": m_put.sys_s,
+                                 **_delta(before, mid)})
+            s["get_cpu"].append({"client": m_get.cpu_s, "client/sys": m_get.sys_s,
+                                 **_delta(mid, after)})
             log(f"run {i + 1}/{runs} {system.name}: put {mbps(size, m_put.wall_s):.1f} MB/s, "
                 f"get {mbps(size, m_get.wall_s):.1f} MB/s")
     out_doc: dict[str, Any] = {"size_bytes": size, "runs": runs, "systems": {}}
@@ -120,11 +123,13 @@ def run(systems: list[System], src: Path, *, runs: int, work: Path,
             "get_MBps": round(mbps(size, median(s["get_s"])), 1),
         }
         for direction in ("put", "get"):
-            kinds = s[f"{direction}_cpu"][0].keys()
-            per_kind = {k: round(per_gib(median(c[k] for c in s[f"{direction}_cpu"]), size), 2)
-                        for k in kinds}
+            cpu = s[f"{direction}_cpu"]
+            per_key = {k: round(per_gib(median(c[k] for c in cpu), size), 2) for k in cpu[0]}
+            per_kind = {k: v for k, v in per_key.items() if not k.endswith("/sys")}
             per_kind["total"] = round(sum(per_kind.values()), 2)
             doc[f"{direction}_cpu_s_per_gib"] = per_kind
+            doc[f"{direction}_kernel_cpu_s_per_gib"] = {
+                k.removesuffix("/sys"): v for k, v in per_key.items() if k.endswith("/sys")}
         out_doc["systems"][name] = doc
     systems_doc = out_doc["systems"]
     ratios: dict[str, dict[str, float]] = {}
