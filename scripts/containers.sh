@@ -84,6 +84,11 @@ cmd_start() {
   [ -n "$dockerd" ] || die "no Docker engine answers and dockerd is not installed: run $0 install"
   [ "$(id -u)" = 0 ] || die "no Docker engine answers, and starting dockerd needs root (or start one yourself: rootless docker, Docker Desktop)"
   mkdir -p "$STATE"
+  # dockerd sets the FORWARD chain's policy to DROP (and leaves it so when it ends), which
+  # stops traffic between other bridges, e.g. the chaos netns backend's: remember it.
+  if command -v iptables >/dev/null 2>&1; then
+    iptables -S FORWARD 2>/dev/null | sed -n 's/^-P FORWARD //p' > "$STATE/forward-policy" || true
+  fi
   say "starting $dockerd (log: $LOG)"
   # Its own session, so it outlives this script and the test that asked for it; containerd
   # is started by dockerd itself and ends with it.
@@ -117,6 +122,11 @@ cmd_stop() {
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$PIDFILE"
+  local policy; policy="$(cat "$STATE/forward-policy" 2>/dev/null || true)"
+  if [ -n "$policy" ] && [ "$policy" != "$(iptables -S FORWARD 2>/dev/null | sed -n 's/^-P FORWARD //p')" ]; then
+    iptables -P FORWARD "$policy" && say "iptables FORWARD policy back to $policy (dockerd had set DROP)"
+  fi
+  rm -f "$STATE/forward-policy"
   say "engine: stopped"
 }
 
