@@ -60,11 +60,13 @@ def openssh_side(work: Path, src: Path, digest: str) -> dict[str, Any]:
     sshd.start()
     try:
         remote, back = work / "sshd-remote.bin", work / "sshd-back.bin"
-        cpu0 = sshd.cpu_s()
+        assert sshd.proc is not None
+        sid = sshd.proc.pid  # sshd leads its own session: its per-connection children too
+        cpu0 = session_cpu_s(sid)
         put = sshd.sftp_put(src, remote)
-        cpu1 = sshd.cpu_s()
+        cpu1 = session_cpu_s(sid)
         get = sshd.sftp_get(remote, back)
-        cpu2 = sshd.cpu_s()
+        cpu2 = session_cpu_s(sid)
         assert sha256(back) == digest, "OpenSSH round trip is not bit-identical"
     finally:
         sshd.stop()
