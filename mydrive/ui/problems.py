@@ -10,9 +10,13 @@ from dataclasses import dataclass
 
 from mydrive.errors import (
     BadRequest,
+    ChunkNotFound,
+    Conflict,
     DataLoss,
     DecryptionFailed,
     FileExists,
+    MetadataUnavailable,
+    MisbehavingPeer,
     MydriveError,
     NotLoggedIn,
     PeerUnavailable,
@@ -21,6 +25,7 @@ from mydrive.errors import (
     TooLarge,
     UnknownFile,
     UnknownUser,
+    UntrustedMetadata,
     UserExists,
     WrongPassphrase,
 )
@@ -52,12 +57,27 @@ _TABLE: list[tuple[type[MydriveError], Problem]] = [
     (PeerUnavailable, Problem(503, "peers-unavailable", "Peers unavailable",
                               "The peers holding this data can't be reached right now. "
                               "Try again when they are back online.")),
+    (MisbehavingPeer, Problem(503, "peers-misbehaving", "Peers misbehaving",
+                              "Some peers answered in ways no honest peer does, and no other "
+                              "peer could stand in. Try again later; this peer's log names "
+                              "them.")),
+    (UntrustedMetadata, Problem(502, "untrusted-metadata", "Untrusted file information",
+                                "Information about this file is not signed by its owner "
+                                "(forged or damaged in replication), so it was not used.")),
     (DataLoss, Problem(503, "cannot-fetch", "This file can't be fetched right now",
                        "No reachable peer could supply a verified copy of every part of it. "
                        "Try again later, when more peers are online.")),
     (DecryptionFailed, Problem(503, "cannot-fetch", "This file can't be fetched right now",
                                "Its data did not verify; nothing was written. Try again "
                                "later.")),
+    (ChunkNotFound, Problem(503, "cannot-fetch", "This file can't be fetched right now",
+                            "A peer no longer holds a part of it. Try again later, or run "
+                            "mydrive check --repair.")),
+    (MetadataUnavailable, Problem(503, "metadata-unavailable", "File information unavailable",
+                                  "This peer's metadata server is not answering (or refused "
+                                  "its credentials). Check mydrive cluster status.")),
+    (Conflict, Problem(409, "conflict", "Changed meanwhile",
+                       "Someone changed this at the same time. Reload and try again.")),
     (UnknownFile, Problem(404, "unknown-file", "No such file",
                           "It may have been removed. Reload the file list.")),
     (FileExists, Problem(409, "file-exists", "Already there",

@@ -280,3 +280,16 @@ def test_ui_cookies_are_secure_behind_tls(net: ClientNet) -> None:
         assert flag in header
     plain = make_app(net).test_client().get("/welcome").headers.getlist("Set-Cookie")[0]
     assert plain.startswith("mydrive-csrf=") and "Secure" not in plain
+
+
+def test_problem_table_names_every_error_class() -> None:
+    """Every MydriveError class the product raises has its own UI problem, not the 500."""
+    import mydrive.errors as errors_module
+    from mydrive.ui.problems import INTERNAL, problem_for
+
+    classes = [c for c in vars(errors_module).values()
+               if isinstance(c, type) and issubclass(c, errors_module.MydriveError)
+               and c is not errors_module.MydriveError]
+    unmapped = [c.__name__ for c in classes if problem_for(c.__new__(c)) is INTERNAL]
+    assert unmapped == []
+    assert problem_for(errors_module.MisbehavingPeer("x")).kind == "peers-misbehaving"
