@@ -43,7 +43,7 @@ from mydrive.transport.base import PeerAddress
 from sim.world import World
 
 STEP_CHECKERS = ("no-full-file", "resent-equals-corrupted", "owner-only", "no-partial-state",
-                 "recoverable-from-replicas", "operations-as-expected")
+                 "recoverable-from-replicas", "deletes-as-pending", "operations-as-expected")
 
 
 def peer_views(world: World) -> list[PeerView]:
@@ -111,6 +111,25 @@ def _read_chunk(store_dir: Path, chunk_id: bytes) -> bytes | None:
         return None
 
 
+def check_deletes(world: World) -> Verdict:
+    """A removed file's chunk is left only on a peer its tombstone still lists as pending
+    (docs/deletion.md): a collection pass that crossed a peer off really removed it there."""
+    problems: list[str] = []
+    left = 0
+    for file_hex, (record, pending) in sorted(world.removed.items()):
+        for chunk in record.chunks:
+            for peer in chunk.replicas:
+                if _read_chunk(world.peers[peer].store_dir, chunk.chunk_id) is None:
+                    continue
+                left += 1
+                if peer not in pending:
+                    problems.append(f"file {file_hex[:12]}: chunk {chunk.index} is still on "
+                                    f"{peer}, which its tombstone no longer lists")
+    return Verdict("deletes-as-pending", FAIL if problems else PASS,
+                   f"{len(world.removed)} removed file(s), {left} chunk cop(ies) awaiting a "
+                   f"pending delete", problems)
+
+
 def check_operations(world: World) -> Verdict:
     problems = list(world.problems) + [f"internal error on peer {e}" for e in world.peer_errors]
     return Verdict("operations-as-expected", FAIL if problems else PASS,
@@ -130,9 +149,11 @@ def step_verdicts(world: World) -> list[Verdict]:
         checkers.check_no_full_file(records, views, world.owner),
         checkers.check_resent_equals_corrupted(records, world.fault_log.entries),
         owner_only,
-        checkers.check_no_partial(views, [world.download_dir], world.expected,
+        # A file downloaded, then removed, stays in the download directory: the user's copy.
+        checkers.check_no_partial(views, [world.download_dir], world.stored_ever,
                                   rotted=world.rotted),
         check_recoverable(world),
+        check_deletes(world),
         check_operations(world),
     ]
 

@@ -90,8 +90,12 @@ def generate(seed: int, peers: int) -> Scenario:
     target = rng.randint(MIN_STEPS, MAX_STEPS)
     while len(steps) < target:
         what = "put" if not files else _pick(rng, [("put", 4), ("get", 4), ("fault", 3),
-                                                    ("check", 1)])
-        if what in ("put", "get"):
+                                                    ("check", 1), ("rm", 1), ("gc", 1)])
+        if what == "rm":
+            steps.append(Step("rm", {"file": rng.choice(files), "expect": "any"}))
+        elif what == "gc":
+            steps.append(Step("gc", {"expect": "any"}))
+        elif what in ("put", "get"):
             if what == "put":
                 name = f"f{len(files)}.bin"
                 files.append(name)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import mydrive.engine.download as download_mod
 import mydrive.engine.upload as upload_mod
 import mydrive.storage.chunkstore as chunkstore_mod
 import mydrive.storage.receiver as receiver_mod
@@ -28,10 +29,13 @@ PLANTS: dict[str, str] = {
         "without the rule that no peer may hold every chunk (guarantee 1 breaks under churn)",
     "sender-skips-owner-check":
         "a sender serves any signed fetch, whoever signed it (guarantee 4 breaks)",
-    "sender-truncates-stream":
-        "a sender ends every fetch one segment early (downloads break)",
+    "download-accepts-corrupt":
+        "the download engine keeps segments without checking their digests (corrupt "
+        "segments served reach the chunk: downloads break)",
     "receiver-acks-without-commit":
         "a receiver acknowledges a chunk without committing it (recoverability breaks)",
+    "deleter-keeps-chunks":
+        "a receiver answers an owner's delete as done but keeps the chunk (deletes break)",
 }
 
 
@@ -63,17 +67,15 @@ def _authorize_anyone(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _truncating_stream(self: Any, chunk_id: bytes, indices: tuple[int, ...],
-                       nonce: bytes) -> Iterator[tuple[int, bytes]]:
-    for index in indices[:-1]:
-        yield index, self.store.read_segment(chunk_id, index)
-
-
 def _end_round_without_commit(self: Any) -> list[int]:
     pending = self._require_started()
     self._rounds += 1
     missing: list[int] = pending.missing()
     return missing
+
+
+def _remove_nothing(self: Any, chunk_id: bytes) -> bool:
+    return bool(self.has(chunk_id))
 
 
 @contextmanager
@@ -89,9 +91,10 @@ def planted(name: str | None) -> Iterator[None]:
         "substitute-ignores-no-full-file": [(upload_mod._Replicas, "substitute",
                                              _substitute_most_loaded)],
         "sender-skips-owner-check": [(sender_mod, "authorize", _authorize_anyone)],
-        "sender-truncates-stream": [(sender_mod.ChunkServer, "_stream", _truncating_stream)],
+        "download-accepts-corrupt": [(download_mod, "digests_equal", _always_equal)],
         "receiver-acks-without-commit": [(receiver_mod.ReceiverSession, "end_round",
                                           _end_round_without_commit)],
+        "deleter-keeps-chunks": [(chunkstore_mod.ChunkStore, "remove", _remove_nothing)],
     }
     swaps = table[name]
     saved = [(target, attr, getattr(target, attr)) for target, attr, _ in swaps]

@@ -23,7 +23,7 @@ def format_report(report: SimReport) -> str:
                                                   else ""))
     if not report.ops:
         lines.append("  (none)")
-    lines.append("checkers" + (f" (after {report.violation.after}):" if report.violation
+    lines.append("checkers" + (f" ({report.violation.after}):" if report.violation
                                else " (at the end, healed):"))
     for v in report.verdicts:
         lines.append(f"  {v.verdict.upper():<4}  {v.checker}: {v.detail}")
@@ -35,7 +35,7 @@ def format_report(report: SimReport) -> str:
         lines.append("result: OK")
     else:
         assert report.violation is not None
-        lines.append(f"result: FAILED after {report.violation.after}: "
+        lines.append(f"result: FAILED {report.violation.after}: "
                      f"{', '.join(report.violation.checkers)}")
         lines.append(f"replay with: {report.replay}")
         lines.append(f"the {len(report.violation.events_before)} events before it:")

@@ -31,7 +31,7 @@ FINAL_DRAIN_MS = 120_000  # at most this much virtual time for scripts left runn
 
 @dataclass
 class Violation:
-    after: str                      # the step it followed
+    after: str                      # where: "after step 3 (kill)", "at the end", ...
     checkers: list[str]             # the failed checkers, by name
     problems: list[str]
     events_before: list[str]        # the last trace lines before it
@@ -149,9 +149,12 @@ def run_scenario(scenario: Scenario, config: SimConfig, *, plant: str | None = N
                 for name in world.names:
                     if not world.peers[name].running():
                         world.resume(name)
+                if any(pending for _, pending in world.removed.values()):
+                    world.run_op(world.new_op("gc", "", "ok"))  # ``mydrive gc``, all up
                 verdicts = checks.step_verdicts(world) + [checks.downloads_verdict(world)]
-                _judge(world, report, verdicts, "the end (healed, every peer running)")
+                _judge(world, report, verdicts, "at the end (healed, every peer running)")
             report.ops = [op.to_json() for op in world.ops.values()]
+            world.close()
             report.virtual_ms = world.clock.now_ms() - START_MS
     finally:
         report.events = trace.count

@@ -31,6 +31,8 @@ SIM_ONLY_ACTIONS: dict[str, set[str]] = {
     "powerloss": {"peer", "when", "op"},   # the machine dies: unsynced writes are lost
     "disk_loss": {"peer"},                 # the disk is gone; the peer comes back empty
     "disk_full": {"peer"},                 # no room for new chunks
+    "rm": {"file", "expect"},              # the owner removes a file (mydrive.engine.gc)
+    "gc": {"expect"},                      # the owner's collection pass (``mydrive gc``)
 }
 
 CheckHook = Callable[[str], bool]  # (label) -> False when a checker failed: stop
@@ -107,9 +109,13 @@ class StepRunner:
                         j += 1
                     label = f"steps {i + 1}-{j} ({step.do} in the background)"
                     i = j
+            elif step.do in ("rm", "gc"):
+                self.w.run_op(self.w.new_op(step.do, str(step.get("file", "")),
+                                            str(step.get("expect", "ok"))))
+                i += 1
             elif step.do == "check":
                 i += 1
-                if not self.check(f"{label}, mid-run"):
+                if not self.check(f"at {label}, mid-run"):
                     return False
                 continue
             elif step.do == "wait":

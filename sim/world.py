@@ -27,11 +27,13 @@ from typing import Any
 from mydrive.crypto.keys import create_user
 from mydrive.crypto.primitives import new_kdf_params
 from mydrive.engine.download import download_file
+from mydrive.engine.gc import bury, collect
 from mydrive.engine.settings import TransferSettings
 from mydrive.engine.upload import PeerInfo, upload_file
 from mydrive.errors import FileExists, MydriveError, UnknownFile
 from mydrive.formats.digest import DIGEST_ALG
 from mydrive.formats.filerecord import FileRecord
+from mydrive.metadata.sqlite import SqliteStore
 from mydrive.runtime.executor import inline_executor
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.testing.faults import FaultPlan, SeededFaults
@@ -203,7 +205,13 @@ class World:
         self.download_dir = work / "downloads"
         self.sources: dict[str, bytes] = {}         # logical file -> bytes
         self.expected: dict[str, bytes] = {}        # acknowledged remote path -> bytes
+        self.stored_ever: dict[str, bytes] = {}     # the same, removed files included
         self.records: dict[str, FileRecord] = {}    # acknowledged remote path -> record
+        # The owner's metadata store: file documents (so a collection pass sees what is
+        # live) and tombstones, for the product's deletion (mydrive.engine.gc).
+        self.meta = SqliteStore(work / "owner-metadata.sqlite")
+        # Removed files: file id hex -> (record, peers still pending in its tombstone).
+        self.removed: dict[str, tuple[FileRecord, frozenset[str]]] = {}
         self.ops: dict[str, Op] = {}
         self.current_op: Op | None = None
         self.killed_op: str | None = None
@@ -316,10 +324,10 @@ class World:
         assert len(self.ops) < MAX_OPS
         if kind == "put" and file not in self.sources:
             self.sources[file] = self.rng.randbytes(size_bytes)  # the harness's draw
-        name = f"{kind}-{file}"
-        n = 2
-        while name in self.ops:
-            name, n = f"{kind}-{file}-{n}", n + 1
+        base = f"{kind}-{file}" if file else kind
+        name, n = base, 2
+        while name in self.ops:  # the harness's names: get-a.bin, get-a.bin-2, ...
+            name, n = f"{base}-{n}", n + 1
         op = Op(name=name, kind=kind, file=file, expect=expect, size_bytes=size_bytes)
         self.ops[name] = op
         return op
@@ -331,10 +339,7 @@ class World:
         op.t_start_ms = self.clock.now_ms()
         self.note("sim.op.start", op=op.name)
         try:
-            if op.kind == "put":
-                self._put(op)
-            else:
-                self._get(op)
+            {"put": self._put, "get": self._get, "rm": self._rm, "gc": self._gc}[op.kind](op)
             op.outcome = "ok"
         except ClientKilled:
             op.outcome, op.error = "killed", "killed by the scenario"
@@ -373,8 +378,35 @@ class World:
                             wrapped_file_key=result.wrapped_file_key, digest_alg=DIGEST_ALG,
                             created_ms=self.clock.now_ms(), chunks=result.chunks,
                             transfer={"upload": op.transfer})
+        self.meta.put(record.doc_id, record.to_doc())
         self.records[path] = record        # acknowledged: the file exists for its owner
         self.expected[path] = self.sources[op.file]
+        self.stored_ever[path] = self.sources[op.file]
+
+    def _rm(self, op: Op) -> None:
+        """The client's ``remove``: tombstone, file document gone, one collection pass."""
+        path = f"/{op.file}"
+        record = self.records.get(path)
+        if record is None:
+            raise UnknownFile(f"no file or folder {path!r} for this user")
+        bury(self.meta, self.keys, record, self.clock.now_ms())
+        del self.records[path]
+        del self.expected[path]
+        self.removed[record.file_id.hex()] = (record, frozenset(
+            p for c in record.chunks for p in c.replicas))
+        self._gc(op)
+
+    def _gc(self, op: Op) -> None:
+        """The client's ``collect_garbage``: deliver the pending owner-signed deletes."""
+        report = collect(self.meta, self.keys,
+                         peers={n: self.address(n) for n in self.names},
+                         transport=self.transport, clock=self.clock,
+                         random_bytes=self.engine_randomness.random_bytes)
+        for file_hex, (record, _) in list(self.removed.items()):
+            self.removed[file_hex] = (record, frozenset(report.pending.get(file_hex, ())))
+        op.transfer = {"gc": report.to_json()}
+        self.note("sim.gc", removed=report.chunks_removed, absent=report.chunks_absent,
+                  pending=tuple(sorted(report.pending)))
 
     def _get(self, op: Op) -> None:
         path = f"/{op.file}"
@@ -392,6 +424,9 @@ class World:
         op.transfer = ledger.to_json()
         if destination.read_bytes() != self.expected[path]:
             self.problem(f"{op.name}: the downloaded bytes differ from what was stored")
+
+    def close(self) -> None:
+        self.meta.close()
 
     def path_of(self, record: FileRecord) -> str:
         return record.path_tag
