@@ -184,7 +184,7 @@ def test_couchdb_network_bad_input(home: Path, tmp_path: Path) -> None:
     wait_for("garbage on peer 0", lambda: store_list(home, 0, "file:garbage") != [])
     listing = cli(home, 0, "ls", "--json")
     assert [f["path"] for f in json.loads(listing.stdout)["files"]] == ["/a.bin"]
-    assert "skipping malformed file document 'file:garbage'" in listing.stderr
+    assert "skipping untrusted file document 'file:garbage'" in listing.stderr
     bad_user = cli(home, 0, "ls", user="mallory", check=False)
     assert bad_user.returncode != 0 and "user document" in bad_user.stderr
     assert "Traceback" not in bad_user.stderr

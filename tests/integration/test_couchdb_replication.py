@@ -22,6 +22,7 @@ from mydrive.metadata.replication import (
 from mydrive.node.peerdir import free_port
 from tests.couchfix import PouchServer
 from tests.tcpgate import TcpGate
+from tests.unit.test_conflict_policy import signed_user
 
 pytestmark = pytest.mark.integration
 CONVERGE_S = 20.0
@@ -101,19 +102,18 @@ def test_replication_both_directions(pair: Pair) -> None:
 
 
 def test_replication_partition_converges_to_policy_winner(pair: Pair) -> None:
-    """Writes on both sides of a partition end as the highest-updated_ms version on both,
-    with the losing revision deleted."""
+    """Signed writes on both sides of a partition end as the highest-updated_ms version on
+    both, with the losing revision deleted; an unsigned one with a higher updated_ms loses."""
     a, b = pair.stores
-    a.put("user:alice", {"type": "user", "version": 1, "updated_ms": 1})
+    a.put("user:alice", signed_user(1))
     wait_for("initial copy", lambda: b.get("user:alice") is not None)
     pair.partition()
-    a.put("user:alice", {"type": "user", "version": 1, "updated_ms": 300, "side": "a"})
-    b.put("user:alice", {"type": "user", "version": 1, "updated_ms": 200, "side": "b"})
-    b.put("user:alice", {"type": "user", "version": 1, "updated_ms": 250, "side": "b2"})
+    a.put("user:alice", signed_user(300))
+    b.put("user:alice", signed_user(200))
+    b.put("user:alice", {"type": "user", "version": 2, "updated_ms": 10**12, "side": "b2"})
     pair.heal()
     wait_for("conflict on both", lambda: all(len(s.leaves("user:alice")) >= 1 for s in (a, b))
-             and all(s.get("user:alice") == {"type": "user", "version": 1,
-                                              "updated_ms": 300, "side": "a"} for s in (a, b)))
+             and all(s.get("user:alice") == signed_user(300) for s in (a, b)))
     wait_for("losers deleted everywhere",
              lambda: all(len(s.leaves("user:alice")) == 1 for s in (a, b)))
 
