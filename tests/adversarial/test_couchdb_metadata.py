@@ -228,3 +228,18 @@ def test_couchdb_rewritten_tombstone_deletes_nothing_live(network: Network,
     a.collect_garbage(keys)
     assert all(network.net.holders(ch.chunk_id) == set(ch.replicas) for ch in live.chunks)
     assert _fetches(a, keys, "/live.bin", tmp_path / "live.bin", tmp_path / "outl")
+
+
+def test_couchdb_verified_copies_never_replicate(network: Network, tmp_path: Path) -> None:
+    """C writes its own local verified copy of user:alice (mallory's key): replication never
+    carries local documents, so A's and B's copies stay alice's."""
+    keys, _ = _alice(network, tmp_path, "f.bin")
+    record, evil = keyslib.create_user("alice", "mallory", kdf_params=new_kdf_params(**FAST_KDF))
+    forged = sign_document("user:alice", record.to_doc(), evil.identity)
+    network.attacker.put_local(verified_key("user:alice"), forged)
+    network.attacker.put("file:marker:00", {"type": "file", "version": 2})
+    wait_for("a later write replicated", lambda: all(
+        s.get("file:marker:00") is not None for s in network.stores[:2]))
+    for store in network.stores[:2]:
+        assert store.get_local(verified_key("user:alice"))["identity_public_key"] == (
+            keys.identity.public_bytes().hex())

@@ -189,3 +189,28 @@ def test_store_concurrent_overwrites_all_succeed(opener: Opener) -> None:
     assert errors == []
     doc = stores[0].get("peer:hot")
     assert doc is not None and doc["n"] == 4
+
+
+def test_store_local_documents_round_trip_apart_from_documents(opener: Opener) -> None:
+    """Local documents (a peer's verified copies) read back as written, replace whole,
+    survive reopening, and never show in get or list_prefix of the replicated ones."""
+    store = opener()
+    assert store.get_local("verified:user:a") is None
+    store.put_local("verified:user:a", DOC)
+    store.put_local("verified:user:a", {"v": 2})
+    assert opener().get_local("verified:user:a") == {"v": 2}
+    assert store.get("verified:user:a") is None and store.list_prefix("verified:") == []
+    store.put("user:a", DOC)
+    assert store.get_local("user:a") is None
+    assert store.delete_local("verified:user:a") is True
+    assert store.delete_local("verified:user:a") is False
+    assert store.get_local("verified:user:a") is None and store.get("user:a") == DOC
+
+
+def test_store_local_documents_checked_like_documents(store: MetadataStore) -> None:
+    """A bad key or a reserved field is BadRequest, as for documents; nothing is written."""
+    with pytest.raises(BadRequest):
+        store.put_local("_design/x", {"v": 1})
+    with pytest.raises(BadRequest):
+        store.put_local("verified:x", {"_rev": "1-x"})
+    assert store.get_local("verified:x") is None
