@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,31 @@ def test_sftp_cluster_status_reports_sftp_and_down_stops_it(network_factory) -> 
         assert sftp.healthy and sftp.address.startswith("sftp://127.0.0.1:")
     cluster.stop(net.home)
     assert not any(sftp_healthy(PeerDir(net.peer_dir(i)).config) for i in range(3))
+
+
+def test_sftp_openssh_killed_upload_leaves_nothing(sftp_net, tmp_path: Path) -> None:
+    """An OpenSSH sftp killed in the middle of a put (rate-limited so the kill lands while
+    writes still arrive) stores nothing: no file in the tree, no spool file, no chunk on
+    any peer; the server keeps serving."""
+    net, ssh = sftp_net
+    key, secret = _register_key(net, ssh, "alice")
+    (tmp_path / "big.bin").write_bytes(os.urandom(16 * MiB))
+    batch = tmp_path / "batch"
+    batch.write_text("put big.bin /big.bin\n")
+    proc = subprocess.Popen(["sftp", "-l", "8000", "-b", str(batch), "-P", str(ssh.port),
+                             *ssh.key_options(key, secret), "alice@127.0.0.1"],
+                            cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(3.0)
+        assert proc.poll() is None, "the upload finished before it could be interrupted"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(1.0)
+    assert net.json("ls")["files"] == []
+    spool = net.peer_dir(0) / "sftp" / "spool"
+    assert list(spool.iterdir()) == []
+    assert [c for i in range(4) for c in (net.peer_dir(i) / "store").rglob("*.chunk")] == []
+    after = ssh.sftp_batch("alice", key, secret, "ls /\n", cwd=tmp_path)
+    assert after.returncode == 0 and "big.bin" not in after.stdout
