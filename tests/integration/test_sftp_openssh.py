@@ -98,8 +98,7 @@ def sftp_net(network_factory, tmp_path: Path):
 
 
 def test_sftp_openssh_put_ls_get_rename_rm_and_scp(sftp_net, tmp_path: Path) -> None:
-    """OpenSSH sftp in batch mode and scp, logged in by SSH key: put, ls, get bit-identical,
-    rename, rm; the CLI sees the same tree; scp up and down bit-identical."""
+    """OpenSSH sftp -b and scp by SSH key: put, ls, get bit-identical, rename, rm."""
     net, ssh = sftp_net
     key, secret = _register_key(net, ssh, "alice")
     work = tmp_path / "work"
@@ -137,8 +136,7 @@ def test_sftp_openssh_put_ls_get_rename_rm_and_scp(sftp_net, tmp_path: Path) -> 
 
 
 def test_sftp_openssh_second_user_sees_nothing_of_the_first(sftp_net, tmp_path: Path) -> None:
-    """bob, with his own key, lists an empty drive and cannot fetch or remove alice's file;
-    alice's key and secret do not open bob's account."""
+    """bob sees, fetches, removes nothing of alice's; alice's key does not open bob."""
     net, ssh = sftp_net
     alice_key, alice_secret = _register_key(net, ssh, "alice")
     bob_key, bob_secret = _register_key(net, ssh, "bob")
@@ -157,8 +155,7 @@ def test_sftp_openssh_second_user_sees_nothing_of_the_first(sftp_net, tmp_path: 
 
 
 def test_sftp_openssh_key_without_secret_stays_locked(sftp_net, tmp_path: Path) -> None:
-    """A registered key without its unlock secret (or with a wrong one) authenticates but the
-    drive stays locked: sftp fails and says why; nothing is stored."""
+    """A key without (or with a wrong) unlock secret stays locked; nothing is stored."""
     net, ssh = sftp_net
     key, secret = _register_key(net, ssh, "alice")
     (tmp_path / "f.txt").write_bytes(b"x")
@@ -177,8 +174,7 @@ def _askpass(tmp_path: Path) -> Path:
 
 
 def test_sftp_openssh_passphrase_login_via_askpass(sftp_net, tmp_path: Path) -> None:
-    """OpenSSH sftp logs in with the mydrive passphrase given by SSH_ASKPASS (forced); a wrong
-    passphrase is refused and changes nothing."""
+    """OpenSSH sftp logs in with the passphrase via SSH_ASKPASS; a wrong one is refused."""
     net, ssh = sftp_net
     (tmp_path / "p.txt").write_bytes(b"by passphrase")
 
@@ -213,9 +209,7 @@ def test_sftp_cluster_status_reports_sftp_and_down_stops_it(network_factory) -> 
 
 
 def test_sftp_openssh_killed_upload_leaves_nothing(sftp_net, tmp_path: Path) -> None:
-    """An OpenSSH sftp killed in the middle of a put (rate-limited so the kill lands while
-    writes still arrive) stores nothing: no file in the tree, no spool file, no chunk on
-    any peer; the server keeps serving."""
+    """sftp SIGKILLed mid-put stores no file, spool or chunk; the server keeps serving."""
     net, ssh = sftp_net
     key, secret = _register_key(net, ssh, "alice")
     (tmp_path / "big.bin").write_bytes(os.urandom(16 * MiB))

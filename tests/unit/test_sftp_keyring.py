@@ -46,8 +46,7 @@ def test_sftp_keyring_secret_unlocks_the_users_keys() -> None:
 
 
 def test_sftp_keyring_stolen_disk_holds_no_key(tmp_path: Path) -> None:
-    """The keyring file holds neither the master key, nor the secret, nor anything that
-    opens without the secret: the user's passphrase, a wrong or empty secret all fail."""
+    """The keyring file holds no key or secret and opens with nothing but the unlock secret."""
     record, keys = _user()
     entry, secret = _entry(record, keys)
     ring = KeyRing(tmp_path / "ssh_keys.json")
@@ -62,8 +61,7 @@ def test_sftp_keyring_stolen_disk_holds_no_key(tmp_path: Path) -> None:
 
 
 def test_sftp_keyring_wrap_is_bound_to_account_and_key() -> None:
-    """A wrap moved onto another key's entry, or an entry of an earlier account with the same
-    name, opens nothing even with the right secret."""
+    """A wrap moved to another key, or from an earlier same-name account, opens nothing."""
     record, keys = _user()
     entry, secret = _entry(record, keys)
     other_key = parse_public_key(_pub())
@@ -77,8 +75,7 @@ def test_sftp_keyring_wrap_is_bound_to_account_and_key() -> None:
 
 
 def test_sftp_keyring_refuses_bad_keys_and_duplicates(tmp_path: Path) -> None:
-    """Private keys, garbage, DSA keys and a second registration of one key are refused;
-    a user has at most MAX_KEYS_PER_USER keys."""
+    """Private, garbage and DSA keys, duplicates and over MAX_KEYS_PER_USER are refused."""
     private = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
     for text in (private, "ssh-ed25519 AAAAnot-base64", "", "x" * 20000):
         with pytest.raises(BadRequest):
@@ -97,8 +94,7 @@ def test_sftp_keyring_refuses_bad_keys_and_duplicates(tmp_path: Path) -> None:
 
 
 def test_sftp_keyring_file_tampering_is_refused(tmp_path: Path) -> None:
-    """An entry whose fingerprint does not match its key, or a malformed file, is an error
-    (BadRequest), never silently accepted."""
+    """A keyring entry with a forged fingerprint, or a malformed file, is BadRequest."""
     record, keys = _user()
     entry, _ = _entry(record, keys)
     doc = {"version": 1, "keys": [{**entry.to_json(), "fingerprint": "SHA256:forged"}]}

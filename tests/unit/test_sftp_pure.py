@@ -114,8 +114,7 @@ def _plan(size: int, chunk: int) -> ChunkPlan:
 
 
 def test_sftp_window_streams_whole_file_with_bounded_memory() -> None:
-    """Sequential reads of a 40-chunk file return its bytes, fetch each chunk once, and never
-    hold more than `window` chunks."""
+    """Sequential reads return the file, fetch each chunk once, hold at most `window` chunks."""
     data = os.urandom(40 * 8192 + 123)
     plan = _plan(len(data), 8192)
     held_max = 0
@@ -173,8 +172,7 @@ def test_sftp_window_refuses_a_chunk_of_the_wrong_length() -> None:
 
 # ---- spool ----------------------------------------------------------------------------
 def test_sftp_spool_holds_writes_unnamed_and_vanishes_on_close(tmp_path: Path) -> None:
-    """Writes at offsets read back through .path; on Linux the directory shows no file at
-    all while the upload is open, and nothing is left after close."""
+    """Spooled writes read back via .path; on Linux no file is ever named, none is left."""
     spool = Spool(tmp_path, max_bytes=1 << 20)
     spool.write(0, b"hello ")
     spool.write(6, b"world")
@@ -205,8 +203,7 @@ def test_sftp_spool_sweep_removes_named_leftovers(tmp_path: Path) -> None:
 # ---- host key ---------------------------------------------------------------------------
 @pytest.mark.skipif(os.name != "posix", reason="file modes")
 def test_sftp_host_key_is_private_kept_and_refused_when_readable(tmp_path: Path) -> None:
-    """The host key is made 0600 once and kept across starts; a host key others can read
-    is refused (BadRequest), not served."""
+    """The host key is made 0600 once and kept; a key readable by others is refused."""
     first = load_or_create_host_key(tmp_path)
     key_file = tmp_path / "sftp" / "host_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -220,8 +217,7 @@ def test_sftp_host_key_is_private_kept_and_refused_when_readable(tmp_path: Path)
 
 # ---- peer.json ----------------------------------------------------------------------------
 def test_sftp_old_peer_dir_without_sftp_fields_loads_and_runs_no_sftp(tmp_path: Path) -> None:
-    """A peer.json written before SFTP existed loads (sftp_port 0, loopback host) and its
-    peer runs no SFTP server; a new peer gets a port and runs one."""
+    """A peer.json from before SFTP loads (port 0) and runs no SFTP server; a new peer does."""
     import json
 
     from mydrive.node.cluster import kinds_of
@@ -241,8 +237,7 @@ def test_sftp_old_peer_dir_without_sftp_fields_loads_and_runs_no_sftp(tmp_path: 
 
 
 def test_sftp_health_probe_wants_this_peers_banner(tmp_path: Path) -> None:
-    """Only an SSH banner naming this peer is healthy: another SSH server, another peer's
-    mydrive, or silence on the port are not."""
+    """Only an SSH banner naming this peer is healthy (not OpenSSH, another peer, silence)."""
     import dataclasses
     import socket
 

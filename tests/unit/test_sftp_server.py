@@ -153,8 +153,7 @@ def test_sftp_server_wrong_passphrase_and_unknown_user_refused(tmp_path: Path) -
 
 
 def test_sftp_server_refuses_traversal_and_changes_nothing(tmp_path: Path) -> None:
-    """Paths above the root are PERMISSION_DENIED for every operation; nothing changes in the
-    drive or in the peer's own file system; links, statvfs and fsync are unsupported."""
+    """Paths above the root are PERMISSION_DENIED; links, statvfs unsupported; nothing changes."""
     outside = tmp_path / "outside.txt"
     outside.write_text("peer file")
 
@@ -179,8 +178,7 @@ def test_sftp_server_refuses_traversal_and_changes_nothing(tmp_path: Path) -> No
 
 
 def test_sftp_server_interrupted_upload_leaves_nothing(tmp_path: Path) -> None:
-    """A connection lost in the middle of an upload stores nothing: no file, no staging
-    record, no spool file, and nothing on any peer."""
+    """A connection lost mid-upload leaves no file, staging record, spool file or chunk."""
 
     async def body(s: Served) -> None:
         conn = await s.connect(*ALICE)
@@ -216,8 +214,7 @@ def test_sftp_server_failed_store_reports_on_close_and_leaves_nothing(tmp_path: 
 
 
 def test_sftp_server_overwrite_replaces_append_and_truncate_refused(tmp_path: Path) -> None:
-    """A new upload over a file replaces it once whole; appending to or truncating a stored
-    file is unsupported and leaves it as it was."""
+    """An upload over a file replaces it whole; append and truncate are refused, file intact."""
 
     async def body(s: Served) -> None:
         async with s.sftp(*ALICE) as sftp:
@@ -235,9 +232,7 @@ def test_sftp_server_overwrite_replaces_append_and_truncate_refused(tmp_path: Pa
 
 
 def test_sftp_server_rewrite_without_truncate_must_be_whole(tmp_path: Path) -> None:
-    """Opening a stored file for writing without truncation (as scp does) replaces it only
-    with a whole new content; a partial rewrite is refused and an untouched close (touch)
-    keeps the file as it was."""
+    """A file opened without truncation is replaced only by whole new content; touch keeps it."""
 
     async def body(s: Served) -> None:
         async with s.sftp(*ALICE) as sftp:
@@ -259,8 +254,7 @@ def test_sftp_server_rewrite_without_truncate_must_be_whole(tmp_path: Path) -> N
 
 
 def test_sftp_server_mkdir_rmdir_and_directory_rename(tmp_path: Path) -> None:
-    """mkdir makes an empty directory for the session; rmdir refuses a non-empty one; a
-    directory renames with all its files."""
+    """mkdir makes a session directory, rmdir refuses a non-empty one, a directory renames."""
 
     async def body(s: Served) -> None:
         async with s.sftp(*ALICE) as sftp:
@@ -300,8 +294,7 @@ def _ssh_key(tmp_path: Path, name: str) -> asyncssh.SSHKey:
 
 
 def test_sftp_server_ssh_key_login_unlocks_only_with_the_secret(tmp_path: Path) -> None:
-    """A registered key with its unlock secret reaches the drive; without the secret, with a
-    wrong one, or with an unregistered key, the drive stays locked or login fails."""
+    """A registered key reaches the drive only with its unlock secret; other keys can't log in."""
     key, stranger = _ssh_key(tmp_path, "alice"), _ssh_key(tmp_path, "stranger")
 
     async def body(s: Served) -> None:
@@ -329,8 +322,7 @@ def test_sftp_server_ssh_key_login_unlocks_only_with_the_secret(tmp_path: Path) 
 
 
 def test_sftp_server_login_attempts_rate_limited(tmp_path: Path) -> None:
-    """After 3 wrong passphrases even the right one is refused for alice (not for bob) until
-    the window passes."""
+    """After 3 wrong passphrases alice (not bob) is refused even the right one for a minute."""
     limiter_box: list[LoginLimiter] = []
 
     async def body(s: Served) -> None:
@@ -388,8 +380,7 @@ def test_sftp_server_logs_no_passphrase_or_unlock_secret(tmp_path: Path,
 
 
 def test_sftp_server_limiter_memory_bounded_for_junk_names(tmp_path: Path) -> None:
-    """Logins with huge invalid user names are refused and tracked as one name, so the
-    limiter's memory does not grow with what clients send."""
+    """Huge invalid user names are refused and counted as one name: the limiter stays small."""
 
     async def body(s: Served) -> None:
         for i in range(3):
@@ -402,8 +393,7 @@ def test_sftp_server_limiter_memory_bounded_for_junk_names(tmp_path: Path) -> No
 
 
 def test_sftp_server_wrong_unlock_secrets_are_rate_limited(tmp_path: Path) -> None:
-    """Wrong unlock secrets count as failed logins: after the user's limit even the right
-    secret leaves the drive locked until the window passes."""
+    """Wrong unlock secrets count as failures: past the limit even the right one stays locked."""
     key = _ssh_key(tmp_path, "alice")
 
     async def main() -> None:
@@ -432,8 +422,7 @@ def test_sftp_server_wrong_unlock_secrets_are_rate_limited(tmp_path: Path) -> No
 
 
 def test_sftp_server_limits_upload_size_open_files_and_connections(tmp_path: Path) -> None:
-    """An upload past max_upload_bytes fails, also at CLOSE, and stores nothing; a session
-    opens at most max_open_files files; connections past max_connections are dropped."""
+    """Upload size, open files and connections are bounded; an oversize put stores nothing."""
 
     async def main() -> None:
         async with served(tmp_path) as s:
