@@ -344,3 +344,88 @@ def sim_list() -> None:
     click.echo("plants (--plant):")
     for name, text in sorted(PLANTS.items()):
         click.echo(f"  {name:<34} {text}")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+@cli.command("fleet")
+@click.option("--peers", type=int, default=10_000, show_default=True)
+@click.option("--chunks", type=int, default=1_000_000, show_default=True)
+@click.option("--days", type=float, default=365.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--replicas", type=int, default=3, show_default=True)
+@click.option("--churn", "churn_scale", type=float, default=1.0, show_default=True,
+              help="every churn rate times this (sim/fleet/churn.py has the model)")
+@click.option("--repair", type=click.Choice(["rereplicate", "none"]), default="rereplicate",
+              show_default=True)
+@click.option("--grace-h", type=float, default=24.0, show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="draw availability and losses over the year (PNG)")
+@click.option("--json", "as_json", is_flag=True)
+def sim_fleet(peers: int, chunks: int, days: float, seed: int, replicas: int,
+              churn_scale: float, repair: str, grace_h: float, plot_path: Path | None,
+              as_json: bool) -> None:
+    """A fleet of PEERS holding CHUNKS through DAYS of churn; durability, availability,
+    events per second. Placement is the product's; repair is the chosen policy."""
+    from sim.fleet.model import FleetConfig, run_fleet
+    from sim.fleet.table import plot_series
+
+    config = FleetConfig(peers=peers, chunks=chunks, days=days, seed=seed, replicas=replicas,
+                         churn_scale=churn_scale, repair=repair, grace_h=grace_h)
+    say = None if as_json else (lambda text: click.echo(f"  {text}"))
+    result = run_fleet(config, progress=say)
+    if plot_path is not None:
+        plot_series([result], plot_path, title=f"{peers:,} peers, {result.chunks:,} chunks")
+    if as_json:
+        _print_json(result.to_json())
+    else:
+        doc = result.to_json()
+        click.echo(f"fleet: {peers:,} peers, {result.chunks:,} chunks in {result.files:,} "
+                   f"files, R={replicas}, {days:g} days, churn x{churn_scale:g} "
+                   f"({doc['churn']}), repair {result.policy}, seed {seed}")
+        click.echo(f"  files lost: {result.lost_files:,} ({result.lost_chunks:,} chunks); "
+                   f"durability {result.durability:.6%}")
+        click.echo(f"  availability: mean {result.availability_mean:.6%}, worst sampled day "
+                   f"{result.availability_min:.6%}")
+        click.echo(f"  repairs: {result.repairs:,} chunk copies "
+                   f"({doc['repair_bytes'] / 2**40:.2f} TiB)")
+        kinds = ", ".join(f"{k} {v:,}" for k, v in result.events.items() if v)
+        click.echo(f"  events: {result.events_total:,} ({kinds})")
+        click.echo(f"  time: wall {result.wall_s:.1f} s, CPU {result.cpu_s:.1f} s (placement "
+                   f"{result.place_cpu_s:.1f} s CPU); {result.events_per_s:,.0f} events/s wall")
+        for check in result.checks:
+            click.echo(f"  {'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    sys.exit(0 if result.ok else EXIT_FAILED)
+
+
+@cli.command("fleet-table")
+@click.option("--replicas", default="2,3", show_default=True)
+@click.option("--peers", default="1000,3000", show_default=True)
+@click.option("--churn", default="1,2,4", show_default=True)
+@click.option("--chunks-per-peer", type=int, default=100, show_default=True)
+@click.option("--days", type=float, default=365.0, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None)
+@click.option("--plots-dir", type=click.Path(path_type=Path), default=None)
+def sim_fleet_table(replicas: str, peers: str, churn: str, chunks_per_peer: int, days: float,
+                    seed: int, json_out: Path | None, plots_dir: Path | None) -> None:
+    """Durability and availability per (R, peers, churn rate), with and without repair:
+    a markdown table, the results as JSON and PNG plots."""
+    from sim.fleet.table import Sweep, markdown, plot, save_json, sweep
+
+    spec = Sweep(replicas=_ints(replicas), peers=_ints(peers), churn=_floats(churn),
+                 chunks_per_peer=chunks_per_peer, days=days, seed=seed)
+    results = sweep(spec, progress=lambda text: click.echo(f"  {text}", err=True))
+    if json_out is not None:
+        save_json(results, json_out)
+    if plots_dir is not None:
+        for path in plot(results, plots_dir):
+            click.echo(f"wrote {path}", err=True)
+    click.echo(markdown(results))
+    sys.exit(0 if all(r.ok for r in results) else EXIT_FAILED)

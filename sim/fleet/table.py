@@ -1,0 +1,168 @@
+"""Durability and availability per (R, peers, churn rate, repair policy): table and plots.
+
+``sweep`` runs one fleet year per combination (fixed seed), ``markdown`` renders the table
+that docs/simulator.md shows, ``plot`` draws the PNGs (matplotlib, from the bench extra;
+imported only here). Each row says how long it took in wall and CPU time, since the machine
+may be shared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.fleet.model import FleetConfig, FleetResult, run_fleet
+
+
+@dataclass(frozen=True)
+class Sweep:
+    replicas: tuple[int, ...] = (2, 3)
+    peers: tuple[int, ...] = (1000, 3000)
+    churn: tuple[float, ...] = (1.0, 2.0, 4.0)
+    repair: tuple[str, ...] = ("none", "rereplicate")
+    chunks_per_peer: int = 100
+    days: float = 365.0
+    seed: int = 1
+
+    def configs(self) -> Iterable[FleetConfig]:
+        for peers, r, churn, repair in itertools.product(self.peers, self.replicas,
+                                                         self.churn, self.repair):
+            yield FleetConfig(peers=peers, chunks=peers * self.chunks_per_peer,
+                              days=self.days, replicas=r, seed=self.seed,
+                              churn_scale=churn, repair=repair)
+
+
+QUICK = Sweep(replicas=(2, 3), peers=(200,), churn=(1.0, 4.0), chunks_per_peer=50,
+              days=120.0)
+
+
+def sweep(spec: Sweep, progress: Callable[[str], None] | None = None) -> list[FleetResult]:
+    results = []
+    for config in spec.configs():
+        result = run_fleet(config)
+        results.append(result)
+        if progress is not None:
+            progress(row_text(result))
+    return results
+
+
+def row_text(r: FleetResult) -> str:
+    c = r.config
+    return (f"R={c.replicas} peers={c.peers} chunks={r.chunks} churn x{c.churn_scale:g} "
+            f"{r.policy:<11} lost files {r.lost_files:>6} durability {r.durability:.6f} "
+            f"availability {r.availability_mean:.6f} repairs {r.repairs:>7} "
+            f"wall {r.wall_s:6.1f} s cpu {r.cpu_s:6.1f} s")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.4f} %"
+
+
+def markdown(results: list[FleetResult]) -> str:
+    lines = ["| R | peers | chunks | churn | repair | files lost | durability | "
+             "availability (mean) | availability (worst day) | repairs | events | "
+             "CPU s | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.config
+        lines.append(f"| {c.replicas} | {c.peers:,} | {r.chunks:,} | x{c.churn_scale:g} | "
+                     f"{r.policy} | {r.lost_files:,} of {r.files:,} | "
+                     f"{_pct(r.durability)} | {_pct(r.availability_mean)} | "
+                     f"{_pct(r.availability_min)} | {r.repairs:,} | {r.events_total:,} | "
+                     f"{r.cpu_s:.1f} | {r.wall_s:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_json(results: list[FleetResult], path: Path, *, note: str = "") -> None:
+    doc: dict[str, Any] = {"machine": f"{platform.machine()} {platform.python_version()}",
+                           "note": note, "runs": [r.to_json() for r in results],
+                           "series": [{"label": label(r), "samples": r.samples}
+                                      for r in results]}
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+
+
+def label(r: FleetResult) -> str:
+    c = r.config
+    return f"R={c.replicas} {r.policy} x{c.churn_scale:g} {c.peers} peers"
+
+
+def _lost(r: FleetResult) -> float:
+    return 1.0 - r.durability
+
+
+def _unavailable(r: FleetResult) -> float:
+    return 1.0 - r.availability_mean
+
+
+def plot(results: list[FleetResult], out_dir: Path, *, prefix: str = "sim-fleet") -> list[Path]:
+    """durability and availability against churn, per (R, policy), one panel per peer
+    count; and the availability over the year of each run with the most churn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    peers = sorted({r.config.peers for r in results})
+    metrics: list[tuple[Callable[[FleetResult], float], str, str]] = [
+        (_lost, "files lost in the year (fraction)", "lost"),
+        (_unavailable, "files unavailable (time-averaged fraction)", "unavailable")]
+    for metric, title, fname in metrics:
+        fig, axes = plt.subplots(1, len(peers), figsize=(5.5 * len(peers), 4), squeeze=False)
+        for ax, n in zip(axes[0], peers, strict=True):
+            groups: dict[tuple[int, str], list[FleetResult]] = {}
+            for r in results:
+                if r.config.peers == n:
+                    groups.setdefault((r.config.replicas, r.policy), []).append(r)
+            for (replicas, policy), rs in sorted(groups.items()):
+                rs.sort(key=lambda x: x.config.churn_scale)
+                ax.plot([x.config.churn_scale for x in rs],
+                        [max(metric(x), 1e-7) for x in rs], marker="o",
+                        linestyle="-" if policy != "none" else "--",
+                        label=f"R={replicas}, repair {policy}")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("churn rate (x the default model)")
+            ax.set_ylabel(title)
+            ax.set_title(f"{n:,} peers, {n * (results[0].chunks // results[0].config.peers):,}"
+                         f" chunks, one year")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"{prefix}-{fname}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_series(results: list[FleetResult], path: Path, *, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for r in results:
+        days = [s[0] for s in r.samples]
+        top.plot(days, [1.0 - s[1] for s in r.samples], label=label(r))
+        bottom.plot(days, [s[2] for s in r.samples], label=label(r))
+    top.set_ylabel("files unavailable (fraction)")
+    top.set_yscale("symlog", linthresh=1e-5)
+    bottom.set_ylabel("files lost (cumulative)")
+    bottom.set_xlabel("day")
+    top.set_title(title)
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
