@@ -40,6 +40,7 @@ from mydrive.errors import (
 from mydrive.formats.digest import DIGEST_ALG
 from mydrive.formats.filerecord import FileRecord
 from mydrive.formats.paths import local_destination, normalize_remote_path
+from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents
 from mydrive.metadata.base import MetadataStore
 from mydrive.metadata.trusted import (
     next_updated_ms,
@@ -95,7 +96,8 @@ class PeerClient:
                  faults: FaultHooks = NO_FAULTS,
                  randomness: Randomness = SYSTEM_RANDOMNESS,
                  executor: ExecutorFactory = thread_pool, events: EventRecorder = NO_EVENTS,
-                 kdf_costs: Mapping[str, int] | None = None) -> None:
+                 kdf_costs: Mapping[str, int] | None = None,
+                 peer_trust: PeerTrust | None = None) -> None:
         self.peer_id = peer_id
         self.settings = settings
         self.download_dir = download_dir
@@ -109,6 +111,9 @@ class PeerClient:
         self.events = events
         # Argon2id costs for new users and rotations (None: the documented defaults).
         self.kdf_costs = dict(kdf_costs or {})
+        # Whose peer documents count: on a TLS network those its CA's certificates sign;
+        # None (no TLS) takes them as written (mydrive.formats.peerdoc, docs/security.md).
+        self.peer_trust = peer_trust
 
     def close(self) -> None:
         self.store.close()
@@ -172,16 +177,14 @@ class PeerClient:
 
     # ---- peers -------------------------------------------------------------------------
     def known_peers(self) -> list[PeerInfo]:
-        peers = []
-        for _, doc in self.store.list_prefix("peer:"):
-            try:
-                address = PeerAddress(peer_id=str(doc["peer_id"]),
-                                      receiver_address=str(doc["receiver_address"]),
-                                      sender_address=str(doc["sender_address"]))
-                peers.append(PeerInfo(address=address, capacity_bytes=int(doc["capacity_bytes"])))
-            except (KeyError, TypeError, ValueError):
-                continue  # a malformed peer document is skipped, not fatal
-        return peers
+        """The peers whose documents verify (``peer_trust``), one per id (on a TLS network:
+        per certificate key); the others are logged and skipped, never fatal."""
+        return [PeerInfo(address=PeerAddress(peer_id=p.peer_id,
+                                             receiver_address=p.receiver_address,
+                                             sender_address=p.sender_address),
+                         capacity_bytes=p.capacity_bytes)
+                for p in accept_peer_documents(self.store.list_prefix("peer:"),
+                                               self.peer_trust)]
 
     # ---- files -------------------------------------------------------------------------
     def _records(self, keys: UserKeys) -> list[FileRecord]:

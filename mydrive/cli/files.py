@@ -121,8 +121,10 @@ def inspect(peer_dir: Path, user: str, remote: str, as_json: bool) -> None:
         if as_json:
             print_json(info)
             return
-        names = {pid: str(doc.get("name", pid)) for pid, doc in
-                 ((d.get("peer_id"), d) for _, d in client.store.list_prefix("peer:"))}
+        from mydrive.formats.peerdoc import accept_peer_documents
+
+        names = {p.peer_id: p.name for p in accept_peer_documents(
+            client.store.list_prefix("peer:"), client.peer_trust)}
         click.echo(f"{info['path']}: {info['size_bytes']} bytes, {info['chunk_count']} chunks")
         for c in info["chunks"]:
             where = ", ".join(names.get(p, p) for p in c["replicas"])

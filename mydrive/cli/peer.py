@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from mydrive.errors import BadRequest, MetadataUnavailable
+from mydrive.errors import BadRequest, MetadataUnavailable, PermissionDenied
 from mydrive.metadata.base import MetadataStore
 
 from .common import handle_errors, print_json
@@ -102,7 +102,7 @@ def peer_doc(directory: Path) -> None:
     from mydrive.node.peerdir import PeerDir, peer_document
 
     with handle_errors():
-        print_json(peer_document(PeerDir(directory).config))
+        print_json(peer_document(PeerDir(directory)))
 
 
 @peer.command("register")
@@ -119,20 +119,21 @@ def peer_register(directory: Path, docs: tuple[Path, ...], wait_s: float) -> Non
 
     with handle_errors():
         peer = PeerDir(directory)
-        found = [peer_document(peer.config)]
+        found = [peer_document(peer)]
+        trust = peer.peer_trust()  # with TLS: documents signed by a network certificate only
         for path in docs:
             try:
-                found.append(check_peer_document(json.loads(path.read_text())))
+                found.append(check_peer_document(json.loads(path.read_text()), trust))
             except ValueError as exc:
                 raise BadRequest(f"{path}: not JSON ({exc})") from exc
-            except BadRequest as exc:
-                raise BadRequest(f"{path}: {exc}") from exc
+            except (BadRequest, PermissionDenied) as exc:
+                raise type(exc)(f"{path}: {exc}") from exc
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 with closing(peer.open_metadata()) as store:
                     if peer.config.metadata == "couchdb":
-                        _ensure_couch_system_dbs(store)
+                        _ensure_couch_system_dbs(store, peer)
                     for doc in found:
                         store.put(f"peer:{doc['peer_id']}", doc)
                 break
@@ -145,14 +146,16 @@ def peer_register(directory: Path, docs: tuple[Path, ...], wait_s: float) -> Non
                        f"{doc['receiver_address']}")
 
 
-def _ensure_couch_system_dbs(store: MetadataStore) -> None:
+def _ensure_couch_system_dbs(store: MetadataStore, peer: Any) -> None:
     # A fresh single-node CouchDB 3 (the couchdb:3 image) has no _replicator (our pulls live
-    # there) nor _users until someone creates them; 412 means it exists.
+    # there) nor _users until someone creates them; 412 means it exists. Then the database's
+    # one member, as whom replication writes and nginx reads for the other peers.
     from mydrive.metadata.couchdb import CouchStore
 
     assert isinstance(store, CouchStore)
     for db in ("_users", "_replicator"):
         store.request("PUT", f"/{db}", ok=(201, 202, 412))
+    store.ensure_member(peer.config.couchdb_member_user, peer.config.couchdb_member_password)
 
 
 @peer.command("health")

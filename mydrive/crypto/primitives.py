@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mydrive.errors import BadRequest, DecryptionFailed
+from mydrive.errors import BadRequest, DecryptionFailed, PermissionDenied
 
 RandomBytes = Callable[[int], bytes]
 
@@ -436,12 +436,15 @@ def new_certificate_authority(name: str, *, valid_days: int = CA_VALID_DAYS,
 def issue_certificate(ca: CertificateBundle, common_name: str, *, dns_names: Sequence[str] = (),
                       ip_addresses: Sequence[str] = (), valid_days: int = PEER_CERT_VALID_DAYS,
                       not_before: datetime.datetime | None = None,
-                      not_after: datetime.datetime | None = None) -> CertificateBundle:
-    """A peer certificate signed by ``ca``, good for TLS server and client authentication."""
+                      not_after: datetime.datetime | None = None,
+                      key_pem: bytes | None = None) -> CertificateBundle:
+    """A peer certificate signed by ``ca``, good for TLS server and client authentication;
+    for ``key_pem`` (a key from ``new_tls_key_pem``) or a fresh key."""
     try:
         ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
         ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
         ips = [ipaddress.ip_address(a) for a in ip_addresses]
+        key = _new_tls_key() if key_pem is None else _load_tls_key(key_pem)
     except ValueError as exc:
         raise BadRequest(f"cannot issue certificate: {exc}") from exc
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -449,7 +452,6 @@ def issue_certificate(ca: CertificateBundle, common_name: str, *, dns_names: Seq
     now = datetime.datetime.now(datetime.UTC)
     start = not_before or now - datetime.timedelta(minutes=5)
     end = not_after or now + datetime.timedelta(days=valid_days)
-    key = _new_tls_key()
     san: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
     san += [x509.IPAddress(ip) for ip in ips]
     cert = (
@@ -484,3 +486,114 @@ def certificate_not_after(cert_pem: bytes) -> datetime.datetime:
         return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
     except ValueError as exc:
         raise BadRequest(f"not a PEM certificate: {exc}") from exc
+
+
+# ---- Peer identity: certificate keys name peers, and sign peer documents ----------------
+
+MAX_CERTIFICATE_PEM_BYTES = 8 * 1024
+
+
+def new_tls_key_pem() -> bytes:
+    """A fresh P-256 private key (PKCS#8 PEM) for a peer certificate; a secret (0600)."""
+    return _key_pem(_new_tls_key())
+
+
+def _load_tls_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("a peer key must be an EC key")
+    return key
+
+
+def _spki_digest(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    der = public_key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(der)
+    return digest.finalize()
+
+
+def tls_key_digest(key_pem: bytes) -> bytes:
+    """SHA-256 of the DER SubjectPublicKeyInfo of a private key's public half (32 bytes):
+    the same value ``CertificateTrust.check_certificate`` gives for its certificates."""
+    try:
+        return _spki_digest(_load_tls_key(key_pem).public_key())
+    except ValueError as exc:
+        raise BadRequest(f"not a PEM EC private key: {exc}") from exc
+
+
+def sign_with_tls_key(key_pem: bytes, message: bytes) -> bytes:
+    """ECDSA P-256 / SHA-256 signature (DER) of ``message`` with a peer's certificate key."""
+    try:
+        key = _load_tls_key(key_pem)
+    except ValueError as exc:
+        raise BadRequest(f"not a PEM EC private key: {exc}") from exc
+    return key.sign(message, ec.ECDSA(hashes.SHA256()))
+
+
+def _load_certificate(cert_pem: bytes) -> x509.Certificate:
+    if len(cert_pem) > MAX_CERTIFICATE_PEM_BYTES:
+        raise PermissionDenied(f"certificate larger than {MAX_CERTIFICATE_PEM_BYTES} bytes")
+    try:
+        return x509.load_pem_x509_certificate(cert_pem)
+    except ValueError as exc:
+        raise PermissionDenied(f"not a PEM certificate: {exc}") from None
+
+
+class CertificateTrust:
+    """What a peer believes about other peers' certificates: only what the network CA issued.
+
+    ``check_certificate`` and ``verify_signature`` are what mydrive.formats.peerdoc needs to
+    accept a peer document (its ``PeerTrust``); the CA certificate is the peer's trust anchor
+    (PEER_DIR/tls/ca.crt).
+    """
+
+    def __init__(self, ca_cert_pem: bytes, *,
+                 now: Callable[[], datetime.datetime] | None = None) -> None:
+        try:
+            self._ca = x509.load_pem_x509_certificate(ca_cert_pem)
+        except ValueError as exc:
+            raise BadRequest(f"network CA certificate unreadable: {exc}") from exc
+        self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
+
+    def check_certificate(self, cert_pem: bytes) -> tuple[bytes, tuple[str, ...]]:
+        """(SHA-256 of its SubjectPublicKeyInfo, its DNS names) if the network CA issued this
+        peer certificate and it is valid now; PermissionDenied naming the reason otherwise."""
+        cert = _load_certificate(cert_pem)
+        try:
+            cert.verify_directly_issued_by(self._ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PermissionDenied("certificate not issued by the network CA") from None
+        now = self._now()
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            raise PermissionDenied(f"certificate not valid now (valid "
+                                   f"{cert.not_valid_before_utc:%Y-%m-%d} to "
+                                   f"{cert.not_valid_after_utc:%Y-%m-%d})")
+        try:
+            constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or constraints.ca:
+            raise PermissionDenied("not a peer certificate (a CA certificate, or no "
+                                   "basic constraints)")
+        public_key = cert.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise PermissionDenied("peer certificate key is not an EC key")
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = tuple(san.get_values_for_type(x509.DNSName))
+        except x509.ExtensionNotFound:
+            names = ()
+        return _spki_digest(public_key), names
+
+    def verify_signature(self, cert_pem: bytes, message: bytes, signature: bytes) -> bool:
+        """True if ``signature`` is the certificate key's ECDSA/SHA-256 signature of
+        ``message`` (the certificate itself is checked by ``check_certificate``)."""
+        public_key = _load_certificate(cert_pem).public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            return False
+        try:
+            public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            return False
+        return True

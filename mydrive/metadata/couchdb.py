@@ -41,7 +41,9 @@ _HIGH_KEY = "\ufff0"
 # stream continuous feeds unbuffered.
 _HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
 # Members must be admins: CouchDB 3 has this by default; pouchdb-server needs it set.
+# ``ensure_member`` then adds the one non-admin member replication uses.
 _SECURITY = {"admins": {"names": [], "roles": []}, "members": {"names": [], "roles": ["_admin"]}}
+MEMBER_DOC_PREFIX = "org.couchdb.user:"
 
 
 def redact_url(url: str) -> str:
@@ -155,6 +157,66 @@ class CouchStore:
     def server_info(self) -> dict[str, Any]:
         info: dict[str, Any] = self._json(self.request("GET", "/"))
         return info
+
+    # ---- who may write: admins (this peer's services) and one member (replication) -----
+    def ensure_member(self, user: str, password: str) -> None:
+        """Make ``user`` (a non-admin) the database's only member, with ``password``.
+
+        This peer's replicator writes what it pulls as the member, so a design document (code
+        the server would run) can't arrive: only admins write those. This peer's nginx reads
+        as the member for the other peers' pulls (docs/metadata.md). Needs admin rights.
+        """
+        if not user or not password:
+            raise BadRequest("the CouchDB member user and password must be set (peer.json "
+                             "couchdb_member_user / couchdb_member_password)")
+        if not self._member_can_read(user, password):
+            for db in ("_users",):  # CouchDB 3 starts without it; 412: it exists
+                self.request("PUT", f"/{db}", ok=(201, 202, 412))
+            doc_path = f"/_users/{quote(MEMBER_DOC_PREFIX + user, safe='')}"
+            for attempt in range(MAX_WRITE_ATTEMPTS):
+                current = self.request("GET", doc_path, ok=(200, 404))
+                body: dict[str, Any] = {"_id": MEMBER_DOC_PREFIX + user, "name": user,
+                                        "password": password, "roles": [], "type": "user"}
+                if current.status_code == 200:
+                    rev = self._json(current).get("_rev")
+                    if isinstance(rev, str):
+                        body["_rev"] = rev
+                try:
+                    self.request("PUT", doc_path, body=body, ok=(200, 201, 202))
+                    break
+                except Conflict:
+                    self._backoff(attempt)
+        security = {"admins": {"names": [], "roles": []},
+                    "members": {"names": [user], "roles": ["_admin"]}}
+        self.request("PUT", f"/{self.db}/_security", body=security)
+
+    def _member_can_read(self, user: str, password: str) -> bool:
+        try:
+            response = self._http.get(f"/{self.db}/_security", auth=httpx.BasicAuth(
+                user, password))
+            security = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return False
+        members = security.get("members", {}) if isinstance(security, dict) else {}
+        names = members.get("names", []) if isinstance(members, dict) else []
+        return isinstance(names, list) and names == [user]
+
+    def remove_foreign(self, doc_id: str) -> bool:
+        """Delete every live revision of a document mydrive never writes (a design document,
+        an unknown kind) whatever its id; True if there was one. Needs admin rights."""
+        found = False
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            page = self._json(self.request("GET", f"/{self.db}/_all_docs",
+                                           params={"key": json.dumps(doc_id)}))
+            rows = page.get("rows") if isinstance(page, dict) else None
+            row = rows[0] if isinstance(rows, list) and rows else None
+            value = row.get("value") if isinstance(row, dict) else None
+            rev = value.get("rev") if isinstance(value, dict) else None
+            if not isinstance(rev, str) or (isinstance(value, dict) and value.get("deleted")):
+                return found
+            self._delete_revs(doc_id, [rev])
+            found = True
+        return found
 
     # ---- documents ----------------------------------------------------------------------
     def _get_raw(self, doc_id: str) -> Document | None:

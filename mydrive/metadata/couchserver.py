@@ -23,6 +23,8 @@ POUCHDB_ENV = "MYDRIVE_POUCHDB_SERVER"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _LOCAL_BIN = _REPO_ROOT / ".tools" / "node_modules" / "pouchdb-server" / "bin" / "pouchdb-server"
 READY_TIMEOUT_S = 30.0
+MEMBER_USER = "mydrive-replicator"
+SECRET_BYTES = 24
 
 
 def find_pouchdb_server() -> Path:
@@ -46,10 +48,16 @@ def is_pouchdb_cmdline(args: list[bytes]) -> bool:
 
 
 def write_config(data_dir: Path, user: str, password: str) -> Path:
-    """pouchdb-server's config.json: one admin (it hashes the password on start)."""
+    """pouchdb-server's config.json: one admin (it hashes the password on start).
+
+    Without an admin pouchdb-server runs as "admin party" (everyone is admin), so an empty
+    ``user`` is refused: every peer has its own admin (mydrive.node.peerdir)."""
+    if not user or not password:
+        raise BadRequest("pouchdb-server needs an admin user and password (peer.json "
+                         "couchdb_user / couchdb_password); without one everyone is admin")
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "config.json"
-    config: dict[str, Any] = {"admins": {user: password} if user else {},
+    config: dict[str, Any] = {"admins": {user: password},
                               "log": {"file": str(data_dir / "pouchdb.log"), "level": "warning"}}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds a password
     with os.fdopen(fd, "w") as f:
@@ -103,15 +111,18 @@ def peer_command(data_dir: Path, *, port: int, user: str, password: str) -> list
     return command(data_dir, "127.0.0.1", port)
 
 
-def shared_credentials(home: Path, user: str = "mydrive") -> dict[str, str]:
-    """The admin credentials every CouchDB peer of a local network shares (replication uses
-    them to reach the other peers' servers): an existing peer's, or new ones."""
+def network_member_credentials(home: Path) -> dict[str, str]:
+    """The member credentials of a local network *without TLS* (``cluster up --no-tls``):
+    its peers' servers pull from one another directly as this one non-admin user, so all
+    share its password (an existing peer's, or a new one). Admin passwords stay per peer.
+    With TLS nothing is shared: each peer's nginx reads for the others (docs/metadata.md)."""
     for config_path in sorted(home.glob("peer-*/peer.json")):
         try:
             raw = json.loads(config_path.read_text())
         except (OSError, ValueError):
             continue
-        if raw.get("couchdb_user") and raw.get("couchdb_password"):
-            return {"couchdb_user": str(raw["couchdb_user"]),
-                    "couchdb_password": str(raw["couchdb_password"])}
-    return {"couchdb_user": user, "couchdb_password": os.urandom(16).hex()}
+        if raw.get("couchdb_member_user") and raw.get("couchdb_member_password"):
+            return {"couchdb_member_user": str(raw["couchdb_member_user"]),
+                    "couchdb_member_password": str(raw["couchdb_member_password"])}
+    return {"couchdb_member_user": MEMBER_USER,
+            "couchdb_member_password": os.urandom(SECRET_BYTES).hex()}

@@ -5,6 +5,14 @@ other peer, declared as a document ``mydrive-pull-<peer id>-<generation>`` in it
 ``_replicator`` database, so the server itself runs it and resumes it after a restart.
 N peers pulling from each other is master-master replication among all of them.
 
+Every other peer may be dishonest (docs/security.md), so a pull is read-only and can't
+carry code: it is made only from peers whose ``peer:`` documents verify
+(mydrive.formats.peerdoc); the source is read through that peer's nginx, which admits the
+pull protocol's reads only, without any credentials of ours; what arrives is written as this
+peer's database *member*, never an admin, so the server itself refuses design documents (the
+only place CouchDB and pouchdb-server run stored code); and the supervisor deletes, as they
+arrive, design documents and documents of kinds mydrive never writes.
+
 CouchDB (and pouchdb-server) retry a failing replication with growing back-off, so after an
 outage a returning peer could wait minutes for its updates. The supervisor watches the other
 peers' servers; when one comes back it replaces (kicks) the pull document for it, which makes
@@ -27,6 +35,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from mydrive.errors import MydriveError
+from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents
 from mydrive.metadata.base import Document
 from mydrive.metadata.couchdb import Change, CouchStore, redact_url
 from mydrive.metadata.guard import MetadataGuard
@@ -57,28 +66,22 @@ def with_credentials(url: str, user: str, password: str) -> str:
 
 
 def remote_peers(store: CouchStore, *, local_peer_id: str,
-                 reach: Callable[[str, str], str] | None = None) -> list[RemotePeer]:
-    """The other peers that run a metadata server, from the ``peer:`` documents.
+                 reach: Callable[[str, str], str] | None = None,
+                 trust: PeerTrust | None = None) -> list[RemotePeer]:
+    """The other peers that run a metadata server, from the ``peer:`` documents that verify
+    (``trust``: this peer's network CA; mydrive.formats.peerdoc logs and skips the rest).
 
     ``reach`` turns a peer's published URL into the one this peer dials (behind nginx:
-    through the local egress listener, which adds mutual TLS; see docs/tls.md).
+    through the local egress listener, which adds mutual TLS and checks that the server's
+    certificate names that peer id; see docs/tls.md).
     """
     out = []
-    for doc_id, doc in store.list_prefix("peer:"):
-        peer_id, url = doc.get("peer_id"), doc.get("couchdb_url")
-        if url is None:
-            continue  # a peer on SQLite: nothing to replicate with
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if (not isinstance(peer_id, str) or not peer_id.isalnum() or parts is None
-                or parts.scheme not in ("http", "https") or not parts.hostname
-                or parts.username or parts.password):
-            log.warning("skipping malformed peer document %r (peer_id %.40r, couchdb_url %.80r)",
-                        doc_id, peer_id, url)
-            continue
-        if peer_id != local_peer_id:
-            url = url.rstrip("/")
-            out.append(RemotePeer(peer_id=peer_id,
-                                  couchdb_url=reach(url, peer_id) if reach else url))
+    for peer in accept_peer_documents(store.list_prefix("peer:"), trust):
+        if peer.couchdb_url is None or peer.peer_id == local_peer_id:
+            continue  # a peer on SQLite (nothing to replicate with), or ourselves
+        url = peer.couchdb_url.rstrip("/")
+        out.append(RemotePeer(peer_id=peer.peer_id,
+                              couchdb_url=reach(url, peer.peer_id) if reach else url))
     if len(out) > MAX_REMOTE_PEERS:
         log.warning("%d peers with a metadata server; replicating with the first %d",
                     len(out), MAX_REMOTE_PEERS)
@@ -86,13 +89,24 @@ def remote_peers(store: CouchStore, *, local_peer_id: str,
 
 
 class Replicator:
-    """This peer's pull replications, as documents in its own server's ``_replicator``."""
+    """This peer's pull replications, as documents in its own server's ``_replicator``.
 
-    def __init__(self, local: CouchStore, *, user: str, password: str,
+    ``member_user``/``member_password``: the database's member (not admin) as whom pulled
+    documents are written here. With ``tls`` a source is read through its peer's nginx,
+    which reads as *its* member, so the source URL carries no credentials (ours would be
+    handed to that peer); without TLS (a local test network) the peers share one member
+    password and pull from one another's servers directly with it. ``trust``: whose peer
+    documents count (None without TLS).
+    """
+
+    def __init__(self, local: CouchStore, *, member_user: str, member_password: str,
+                 tls: bool = False, trust: PeerTrust | None = None,
                  now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
         self.local = local
-        self._user = user
-        self._password = password
+        self._user = member_user
+        self._password = member_password
+        self.tls = tls
+        self.trust = trust
         self._now_ms = now_ms
         self._generation = 0
 
@@ -101,10 +115,17 @@ class Replicator:
 
     def desired(self, remote: RemotePeer) -> Document:
         db = self.local.db
+        source = f"{remote.couchdb_url}/{db}"
+        if not self.tls:
+            source = with_credentials(source, self._user, self._password)
         return {
-            "source": with_credentials(f"{remote.couchdb_url}/{db}", self._user, self._password),
+            "source": source,
             "target": with_credentials(f"{self.local.url}/{db}", self._user, self._password),
             "continuous": True,
+            # The source is read-only to us: checkpoints only on the target (pouchdb), or
+            # none at all (CouchDB 3, which can't checkpoint on one side only).
+            "checkpoint": "target",
+            "use_checkpoints": False,
             "mydrive_peer_id": remote.peer_id,
         }
 
@@ -212,7 +233,8 @@ class ReplicationSupervisor:
 
     def step(self) -> None:
         """One round: ensure pulls, kick the peers that came back, resolve conflicts."""
-        remotes = remote_peers(self.store, local_peer_id=self.local_peer_id, reach=self.reach)
+        remotes = remote_peers(self.store, local_peer_id=self.local_peer_id, reach=self.reach,
+                               trust=self.replicator.trust)
         self.replicator.ensure(remotes)
         for remote in remotes:
             up = self._probe(remote.couchdb_url)
@@ -227,10 +249,29 @@ class ReplicationSupervisor:
         for _ in range(max_pages):
             changes, last_seq = self.store.changes(self.since, limit=500)
             for change in changes:
-                self.handle(change)
+                if not self.refuse_foreign(change):
+                    self.handle(change)
             self.since = last_seq
             if not changes:
                 return
+
+    def refuse_foreign(self, change: Change) -> bool:
+        """Delete a document mydrive never writes (a design document: code the server would
+        run; a kind it doesn't know) as soon as it shows up; True if ``change`` was one.
+
+        Pulled documents are written as a member, so design documents can't arrive; this
+        catches whatever got in anyway (an admin's hand, an older version)."""
+        kind, sep, _ = change.doc_id.partition(":")
+        if change.deleted or (sep and kind in KNOWN_KINDS):
+            return False
+        if change.doc_id.startswith("_local/"):
+            return True  # never replicated; not a document of the database's content
+        level = logging.ERROR if change.doc_id.startswith("_design/") else logging.WARNING
+        if self.store.remove_foreign(change.doc_id):
+            log.log(level, "deleted %r from the metadata database: mydrive never writes such "
+                    "documents (design documents hold code the server would run)",
+                    change.doc_id[:80])
+        return True
 
     def handle(self, change: Change) -> None:
         reason = check_shape(change)

@@ -90,10 +90,12 @@ def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
         network_dir = home / "pki"
         if not (network_dir / CA_KEY).exists():
             init_network(network_dir, name=f"mydrive network {home.name}")
-    if overrides.get("metadata") == "couchdb":
-        from mydrive.metadata.couchserver import shared_credentials
+    if overrides.get("metadata") == "couchdb" and not tls:
+        # Without TLS the peers' servers pull from one another directly, as one member user
+        # they share; with TLS nothing is shared (each nginx reads for the others).
+        from mydrive.metadata.couchserver import network_member_credentials
 
-        overrides = {**shared_credentials(home), **overrides}
+        overrides = {**network_member_credentials(home), **overrides}
     dirs = []
     for i in range(peers):
         root = home / f"peer-{i}"
@@ -113,7 +115,7 @@ def create(home: Path, peers: int, *, replicas: int = 2, tls: bool = False,
     for peer in dirs:
         with closing(peer.open_metadata()) as store:
             for other in dirs:
-                register_peer(store, other.config)
+                register_peer(store, other)
         if peer.config.metadata == "couchdb":
             from mydrive.node.replication import ensure_for_peer
 

@@ -394,7 +394,7 @@ def generate(out: Path, *, peers: int = DEFAULT_PEERS, name: str | None = None,
                                 couchdb_port=couchdb_port))
         public = out / "public" / f"{peer_name}.json"
         public.parent.mkdir(exist_ok=True)
-        atomic_write_bytes(public, json.dumps(peer_document(peer.config), indent=2).encode())
+        atomic_write_bytes(public, json.dumps(peer_document(peer), indent=2).encode())
         local_d = out / "couchdb" / peer_name
         local_d.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(local_d / "10-mydrive-port.ini",

@@ -6,6 +6,8 @@ directories live in PEER_DIR/nginx/, the prefix nginx is started with.
 
 from __future__ import annotations
 
+import base64
+import re
 import shutil
 import ssl
 import string
@@ -14,9 +16,8 @@ import urllib.request
 from pathlib import Path
 
 from mydrive.errors import BadRequest
-from mydrive.node.peerdir import PeerDir
-from mydrive.node.pki import tls_files
-from mydrive.runtime.disk import atomic_write_bytes
+from mydrive.node.peerdir import PeerConfig, PeerDir
+from mydrive.node.pki import tls_files, write_secret
 
 # In a source checkout (editable install) the template is nginx/ in the tree; a plain install
 # (the docker image) has it in PREFIX/share/mydrive/nginx/ (pyproject data-files).
@@ -32,6 +33,7 @@ def template_path() -> Path:
             return candidate
     raise BadRequest(f"nginx config template not found (looked at "
                      f"{', '.join(str(c) for c in TEMPLATE_CANDIDATES)}); reinstall mydrive")
+_DB_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
 
@@ -77,9 +79,10 @@ def render(peer: PeerDir, *, container: bool = False) -> Path:
     files = tls_files(peer.tls_dir)
     if not cfg.egress_port:
         raise BadRequest(f"peer {cfg.name} predates the egress listener: create it again")
-    couchdb_route = (f"proxy_pass http://127.0.0.1:{cfg.couchdb_port}/; proxy_buffering off; "
-                     f"proxy_request_buffering off; proxy_read_timeout 3600s;"
-                     if cfg.couchdb_port else "return 404;")
+    if _DB_NAME_RE.fullmatch(cfg.couchdb_db) is None:
+        raise BadRequest(f"couchdb_db {cfg.couchdb_db!r}: behind nginx it must be lowercase "
+                         f"letters, digits, '_' and '-', starting with a letter")
+    couchdb_pass = couchdb_read_route(cfg) if cfg.couchdb_port else "return 404;"
     text = string.Template(template_path().read_text()).substitute(
         prefix=base.resolve().as_posix(), peer_id=cfg.peer_id,
         listen_host="0.0.0.0" if container else cfg.host,  # noqa: S104 - the pod's own netns
@@ -89,10 +92,35 @@ def render(peer: PeerDir, *, container: bool = False) -> Path:
         receiver_port=cfg.receiver_port, sender_port=cfg.sender_port,
         egress_port=cfg.egress_port,
         cert=files.cert.resolve().as_posix(), key=files.key.resolve().as_posix(),
-        ca_cert=files.ca_cert.resolve().as_posix(), couchdb_route=couchdb_route)
+        ca_cert=files.ca_cert.resolve().as_posix(), couchdb_db=cfg.couchdb_db,
+        couchdb_pass=couchdb_pass)
     path = base / "nginx.conf"
-    atomic_write_bytes(path, text.encode())
+    write_secret(path, text.encode())  # it holds the member's password
     return path
+
+
+def couchdb_read_route(cfg: PeerConfig) -> str:
+    """The proxy half of every allowed ``/couchdb/`` location: to this peer's CouchDB, as its
+    database member, whatever credentials, cookies or proxy-auth headers the caller sent."""
+    if not cfg.couchdb_member_password:
+        raise BadRequest(f"peer {cfg.name} has no couchdb_member_password in peer.json: "
+                         f"create the peer again (mydrive peer init)")
+    basic = base64.b64encode(
+        f"{cfg.couchdb_member_user}:{cfg.couchdb_member_password}".encode()).decode()
+    return "\n            ".join([
+        "rewrite ^/couchdb(/.*)$ $1 break;",
+        f"proxy_pass http://127.0.0.1:{cfg.couchdb_port};",
+        f'proxy_set_header Authorization "Basic {basic}";',
+        'proxy_set_header Cookie "";',
+        'proxy_set_header X-Auth-CouchDB-UserName "";',
+        'proxy_set_header X-Auth-CouchDB-Roles "";',
+        'proxy_set_header X-Auth-CouchDB-Token "";',
+        "proxy_hide_header Set-Cookie;",
+        "proxy_http_version 1.1;",
+        "proxy_buffering off;",
+        "proxy_request_buffering off;",
+        "proxy_read_timeout 3600s;",
+    ])
 
 
 def command(peer: PeerDir) -> list[str]:

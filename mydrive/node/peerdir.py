@@ -1,6 +1,7 @@
 """A peer is a directory: its config (peer.json), metadata, chunk store, downloads and logs.
 
-  PEER_DIR/peer.json          this file's PeerConfig (docs/peer-directory.md)
+  PEER_DIR/peer.json          this file's PeerConfig (docs/peer-directory.md); holds this
+                              peer's own CouchDB secrets, so it is written 0600 (POSIX)
   PEER_DIR/metadata.sqlite3   embedded metadata store (default backend)
   PEER_DIR/store/             chunks held for other peers (mydrive.storage.chunkstore)
   PEER_DIR/downloads/         where fetched files land (configurable)
@@ -10,14 +11,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,15 +28,19 @@ from urllib.parse import urlsplit
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import BadRequest
 from mydrive.formats.chunkplan import DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_SEGMENT_SIZE_BYTES
+from mydrive.formats.peerdoc import PeerDocument, PeerTrust, tls_name, verify_peer_document
 from mydrive.metadata.base import MetadataStore
 from mydrive.metadata.sqlite import SqliteStore
-from mydrive.runtime.disk import atomic_write_bytes
+from mydrive.node.pki import network_trust, signer, write_secret
 from mydrive.transport.base import PeerAddress
 
 CONFIG_NAME = "peer.json"
-# Environment variables that, when set, replace peer.json's CouchDB credentials.
+# Environment variables that, when set, replace peer.json's CouchDB admin credentials.
 COUCHDB_CREDENTIAL_ENV = {"couchdb_user": "MYDRIVE_COUCHDB_USER",
                           "couchdb_password": "MYDRIVE_COUCHDB_PASSWORD"}
+COUCHDB_ADMIN_USER = "mydrive-admin"
+COUCHDB_MEMBER_USER = "mydrive-replicator"
+SECRET_BYTES = 24
 DEFAULT_CAPACITY_BYTES = 100 * 1024**3
 
 
@@ -68,6 +75,11 @@ class PeerConfig:
     couchdb_user: str = ""
     couchdb_password: str = ""
     couchdb_advertise_url: str = ""  # how other peers' servers reach it (default host:port)
+    # A member (not admin) of the database: this peer's replicator writes what it pulls as
+    # this user, so no design document can arrive (only admins write those), and this
+    # peer's nginx reads as this user for the other peers' pulls (docs/metadata.md).
+    couchdb_member_user: str = COUCHDB_MEMBER_USER
+    couchdb_member_password: str = ""
 
     @property
     def service_host(self) -> str:
@@ -150,6 +162,7 @@ class PeerDir:
             self.config = PeerConfig(**values)
         except (ValueError, TypeError) as exc:
             raise BadRequest(f"{config_path} is malformed: {exc}") from exc
+        _keep_private(config_path)
 
     @property
     def store_dir(self) -> Path:
@@ -180,14 +193,31 @@ class PeerDir:
                              f"expected 'sqlite' or 'couchdb'")
         return SqliteStore(self.root / "metadata.sqlite3")
 
+    def peer_trust(self) -> PeerTrust | None:
+        """Whose peer documents this peer believes: with TLS, only those signed by a
+        certificate of its network CA (mydrive.formats.peerdoc); without, all (no defence)."""
+        return network_trust(self.tls_dir) if self.config.tls else None
+
+
+def _keep_private(path: Path) -> None:
+    """peer.json holds this peer's secrets: make it 0600 if it is readable by others
+    (POSIX; on Windows the directory's ACL decides, docs/peer-directory.md)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            os.chmod(path, 0o600)
+            logging.getLogger("mydrive.node.peerdir").warning(
+                "%s was readable by other users; it holds secrets: made it 0600", path)
+    except OSError:
+        pass  # not ours to change: the services still run; docs say how to fix it
+
 
 def peer_tls_name(peer_id: str) -> str:
-    """A DNS name in every peer certificate that names the peer itself.
-
-    nginx checks upstream certificates by DNS name only (not IP SANs), so peer-to-peer
-    calls nginx makes (CouchDB pulls) verify this name.
-    """
-    return f"{peer_id}.peer.mydrive"
+    """A DNS name in every peer certificate that names the peer itself
+    (mydrive.formats.peerdoc.tls_name): nginx and the gRPC clients check it when dialing."""
+    return tls_name(peer_id)
 
 
 # Listening ports are chosen below the kernel's ephemeral range: a port picked there is
@@ -277,8 +307,10 @@ def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
     if network_dir is not None:
         from mydrive.node.pki import issue_peer_certificate
 
-        hosts = sorted({host, loopback, "localhost", peer_tls_name(peer_id)})
-        issue_peer_certificate(network_dir, root / "tls", peer_name=name, hosts=hosts)
+        # With TLS the id is the new certificate key's, whatever id was asked for: peer
+        # documents are then bound to the certificate (mydrive.formats.peerdoc).
+        peer_id = issue_peer_certificate(network_dir, root / "tls", peer_name=name,
+                                         hosts=[host, loopback, "localhost"])
         overrides = {"tls": True, **overrides}
         wanted += [("nginx_port", host), ("ui_port", host), ("egress_port", loopback)]
     if overrides.get("metadata") == "couchdb":
@@ -287,59 +319,63 @@ def init_peer(root: Path, *, name: str | None = None, host: str = "127.0.0.1",
     for key, where in wanted:
         if not overrides.get(key):
             overrides[key] = ports(where)
+    if overrides.get("metadata") == "couchdb":
+        overrides = {**new_couchdb_secrets(), **overrides}
     config = PeerConfig(peer_id=peer_id, name=name, host=host, **overrides)
-    atomic_write_bytes(root / CONFIG_NAME, json.dumps(asdict(config), indent=2).encode())
+    write_secret(root / CONFIG_NAME, json.dumps(asdict(config), indent=2).encode())
     peer = PeerDir(root)
     if config.metadata == "couchdb":
         return peer  # its server is not running yet: whoever starts it registers the peer
     with closing(peer.open_metadata()) as store:
-        register_peer(store, config)
+        register_peer(store, peer)
     return peer
 
 
-def peer_document(config: PeerConfig) -> dict[str, Any]:
-    """A peer's ``peer:<id>`` document: how other peers reach it (no secrets)."""
-    return {
-        "type": "peer", "version": 1, "peer_id": config.peer_id, "name": config.name,
-        "receiver_address": config.address().receiver_address,
-        "sender_address": config.address().sender_address, "tls": config.tls,
-        "capacity_bytes": config.capacity_bytes,
-        **({"couchdb_url": config.couchdb_public_url} if config.metadata == "couchdb" else {}),
-    }
+def new_couchdb_secrets() -> dict[str, str]:
+    """This peer's own CouchDB admin and member credentials: random, never shared."""
+    return {"couchdb_user": COUCHDB_ADMIN_USER,
+            "couchdb_password": os.urandom(SECRET_BYTES).hex(),
+            "couchdb_member_user": COUCHDB_MEMBER_USER,
+            "couchdb_member_password": os.urandom(SECRET_BYTES).hex()}
 
 
-def register_peer(store: MetadataStore, config: PeerConfig) -> None:
+def peer_document(peer: PeerDir | PeerConfig, *, updated_ms: int | None = None
+                  ) -> dict[str, Any]:
+    """A peer's ``peer:<id>`` document (mydrive.formats.peerdoc): how other peers reach it;
+    no secrets. With TLS it carries the certificate and is signed with its key, so ``peer``
+    must be the PeerDir (a bare PeerConfig is enough only without TLS)."""
+    config = peer.config if isinstance(peer, PeerDir) else peer
+    doc = PeerDocument(
+        peer_id=config.peer_id, name=config.name,
+        receiver_address=config.address().receiver_address,
+        sender_address=config.address().sender_address, tls=config.tls,
+        capacity_bytes=config.capacity_bytes,
+        updated_ms=int(time.time() * 1000) if updated_ms is None else updated_ms,
+        couchdb_url=config.couchdb_public_url if config.metadata == "couchdb" else None)
+    if not config.tls:
+        return doc.to_doc()
+    if not isinstance(peer, PeerDir):
+        raise BadRequest(f"peer {config.name} runs TLS: its document is signed with its "
+                         f"certificate key, so it needs the peer directory")
+    cert = (peer.tls_dir / "peer.crt").read_text()
+    return replace(doc, certificate_pem=cert).signed(signer(peer.tls_dir)).to_doc()
+
+
+def register_peer(store: MetadataStore, peer: PeerDir | PeerConfig) -> None:
     """Record a peer (ours or another) in a metadata store: the ``peer:<id>`` document."""
-    store.put(f"peer:{config.peer_id}", peer_document(config))
+    config = peer.config if isinstance(peer, PeerDir) else peer
+    store.put(f"peer:{config.peer_id}", peer_document(peer))
 
 
 _PEER_ID_RE = re.compile(r"[0-9a-f]{16}")
-_ADDRESS_RE = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,253}:[0-9]{1,5}")
-MAX_PEER_DOCUMENT_BYTES = 64 * 1024
 
 
-def check_peer_document(doc: Any) -> dict[str, Any]:
+def check_peer_document(doc: Any, trust: PeerTrust | None = None) -> dict[str, Any]:
     """Check a ``peer:`` document that came from outside (a file another machine exported).
 
-    Raises BadRequest naming the field; returns the document unchanged when it is sound.
+    BadRequest names a malformed field; with ``trust`` (a TLS peer's, ``PeerDir.peer_trust``)
+    PermissionDenied unless its network CA issued the certificate, the id is the certificate
+    key's and the signature verifies. Returns the document unchanged when it is sound.
     """
-    if not isinstance(doc, dict) or doc.get("type") != "peer":
-        raise BadRequest("not a peer document (expected a JSON object with type \"peer\"; "
-                         "make one with: mydrive peer doc PEER_DIR)")
-    if len(json.dumps(doc)) > MAX_PEER_DOCUMENT_BYTES:
-        raise BadRequest(f"peer document larger than {MAX_PEER_DOCUMENT_BYTES} bytes")
-    peer_id = doc.get("peer_id")
-    if not isinstance(peer_id, str) or _PEER_ID_RE.fullmatch(peer_id) is None:
-        raise BadRequest(f"peer document: peer_id must be 16 hex digits, got {peer_id!r:.40}")
-    for key in ("receiver_address", "sender_address"):
-        value = doc.get(key)
-        if not isinstance(value, str) or _ADDRESS_RE.fullmatch(value) is None:
-            raise BadRequest(f"peer document: {key} must be host:port, got {value!r:.80}")
-    url = doc.get("couchdb_url")
-    if url is not None:
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-                or parts.username or parts.password):
-            raise BadRequest("peer document: couchdb_url must be an http(s) URL without "
-                             "credentials")
-    return doc
+    verify_peer_document(doc, trust)
+    return dict(doc)

@@ -4,22 +4,31 @@
   NETWORK_DIR/ca.key   its private key (0600; stays on the machine that admits peers)
   PEER_DIR/tls/ca.crt  copy of the network CA certificate (trust anchor)
   PEER_DIR/tls/peer.crt, peer.key   the peer's certificate and key (key 0600)
-See docs/tls.md for how a new machine joins a network.
+A peer's id is its certificate key's (mydrive.formats.peerdoc), so the key is made first and
+the certificate names the id. Each file is written atomically; a crash while issuing leaves a
+tls/ directory without peer.crt, which ``peer init`` refuses to reuse (the peer.json is
+written last). See docs/tls.md for how a new machine joins a network.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mydrive.crypto.primitives import (
     CertificateBundle,
+    CertificateTrust,
     issue_certificate,
     new_certificate_authority,
+    new_tls_key_pem,
+    sign_with_tls_key,
+    tls_key_digest,
 )
 from mydrive.errors import BadRequest
-from mydrive.runtime.disk import atomic_write_bytes
+from mydrive.formats.peerdoc import peer_id_from_key_digest, tls_name
+from mydrive.runtime.disk import atomic_write_bytes, fsync_dir
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -28,10 +37,18 @@ PEER_KEY = "peer.key"
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Write a private key readable by its owner only (0600 on POSIX)."""
-    atomic_write_bytes(path, data)
-    if os.name == "posix":
-        os.chmod(path, 0o600)
+    """Write a secret (a private key, peer.json) readable by its owner only: 0600 on POSIX
+    from the moment the file exists, atomically (a crash leaves the old file or the new).
+    On Windows the file inherits its directory's ACL (docs/peer-directory.md)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def init_network(network_dir: Path, name: str = "mydrive network") -> Path:
@@ -55,16 +72,24 @@ def load_network(network_dir: Path) -> CertificateBundle:
 
 
 def issue_peer_certificate(network_dir: Path, tls_dir: Path, *, peer_name: str,
-                           hosts: list[str]) -> None:
-    """Give a peer its certificate (SAN: its addresses) and the network's trust anchor."""
+                           hosts: list[str]) -> str:
+    """Give a new peer its key, its certificate and the network's trust anchor; its id.
+
+    The id is the new key's (``peer_id_from_key_digest``); the certificate's SAN holds
+    ``hosts`` and the DNS name ``<id>.peer.mydrive`` that other peers check when they dial it.
+    """
     ca = load_network(network_dir)
-    dns = [h for h in hosts if not _is_ip(h)]
-    ips = [h for h in hosts if _is_ip(h)]
-    bundle = issue_certificate(ca, peer_name, dns_names=dns, ip_addresses=ips)
+    key_pem = new_tls_key_pem()
+    peer_id = peer_id_from_key_digest(tls_key_digest(key_pem))
+    names = sorted({*hosts, tls_name(peer_id)})
+    dns = [h for h in names if not _is_ip(h)]
+    ips = [h for h in names if _is_ip(h)]
+    bundle = issue_certificate(ca, peer_name, dns_names=dns, ip_addresses=ips, key_pem=key_pem)
     tls_dir.mkdir(parents=True, exist_ok=True)
     write_secret(tls_dir / PEER_KEY, bundle.key_pem)
     atomic_write_bytes(tls_dir / PEER_CERT, bundle.cert_pem)
     atomic_write_bytes(tls_dir / CA_CERT, ca.cert_pem)
+    return peer_id
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,20 @@ class TlsFiles:
 
 def tls_files(tls_dir: Path) -> TlsFiles:
     return TlsFiles(ca_cert=tls_dir / CA_CERT, cert=tls_dir / PEER_CERT, key=tls_dir / PEER_KEY)
+
+
+def network_trust(tls_dir: Path) -> CertificateTrust:
+    """The certificates this peer believes: those its copy of the network CA issued."""
+    try:
+        return CertificateTrust((tls_dir / CA_CERT).read_bytes())
+    except OSError as exc:
+        raise BadRequest(f"TLS files missing: {exc}") from exc
+
+
+def signer(tls_dir: Path) -> Callable[[bytes], bytes]:
+    """Signs with this peer's certificate key (its peer document, mydrive.formats.peerdoc)."""
+    key_pem = tls_files(tls_dir).read()[1]
+    return lambda message: sign_with_tls_key(key_pem, message)
 
 
 def _is_ip(host: str) -> bool:

@@ -18,10 +18,19 @@ log = logging.getLogger("mydrive.node.replication")
 
 
 def _open(peer: PeerDir) -> tuple[CouchStore, Replicator]:
+    """This peer's store (as admin) and replicator; makes sure the database's one member
+    (as whom pulled documents are written, and nginx reads for the others) exists."""
     c = peer.config
     store = peer.open_metadata()
     assert isinstance(store, CouchStore), "peer is not on CouchDB metadata"
-    return store, Replicator(store, user=c.couchdb_user, password=c.couchdb_password)
+    try:
+        store.ensure_member(c.couchdb_member_user, c.couchdb_member_password)
+    except BaseException:
+        store.close()
+        raise
+    return store, Replicator(store, member_user=c.couchdb_member_user,
+                             member_password=c.couchdb_member_password, tls=c.tls,
+                             trust=peer.peer_trust())
 
 
 def ensure_for_peer(peer: PeerDir) -> None:
@@ -29,7 +38,8 @@ def ensure_for_peer(peer: PeerDir) -> None:
     store, replicator = _open(peer)
     try:
         replicator.ensure(remote_peers(store, local_peer_id=peer.config.peer_id,
-                                       reach=peer.config.reach_couchdb))
+                                       reach=peer.config.reach_couchdb,
+                                       trust=replicator.trust))
     finally:
         store.close()
 

@@ -1,4 +1,11 @@
-"""The gRPC implementation of mydrive.transport.Transport."""
+"""The gRPC implementation of mydrive.transport.Transport.
+
+With TLS every call goes over mutual TLS to the target peer's nginx, and the channel is
+pinned to the peer it means to reach: the server's certificate must be issued by the network
+CA *and* name ``<peer id>.peer.mydrive`` (``ssl_target_name_override``). A peer's id is its
+certificate key's (mydrive.formats.peerdoc), so a machine answering at a peer's address
+with any other certificate fails the handshake: PeerUnavailable, and the engine fails over.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import grpc
 
 from mydrive.errors import BadRequest, MydriveError
 from mydrive.formats.chunkheader import MAX_SEGMENT_SIZE_BYTES, ChunkHeader
+from mydrive.formats.peerdoc import tls_name
 from mydrive.transport.base import Held, PeerAddress
 from mydrive.transport.codec import header_to_pb
 from mydrive.transport.signed_delete import DeleteOutcome, SignedDelete
@@ -32,26 +40,29 @@ class GrpcTransport:
     def __init__(self, *, rpc_timeout_s: float = 120.0,
                  tls: tuple[bytes, bytes, bytes] | None = None) -> None:
         """``tls`` = (network CA certificate, own key, own certificate), PEM: every call then
-        goes over mutual TLS to the target peer's nginx."""
+        goes over mutual TLS to the target peer's nginx, pinned to that peer's id."""
         self.rpc_timeout_s = rpc_timeout_s
         self._credentials = None
         if tls is not None:
             ca_pem, key_pem, cert_pem = tls
             self._credentials = grpc.ssl_channel_credentials(
                 root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
-        self._channels: dict[str, grpc.Channel] = {}
+        # One channel per (address, peer id): with TLS each is pinned to its peer's name.
+        self._channels: dict[tuple[str, str], grpc.Channel] = {}
         self._lock = threading.Lock()
 
-    def _channel(self, address: str) -> grpc.Channel:
+    def _channel(self, address: str, peer_id: str) -> grpc.Channel:
+        key = (address, peer_id)
         with self._lock:
-            channel = self._channels.get(address)
+            channel = self._channels.get(key)
             if channel is None:
                 if self._credentials is not None:
-                    channel = grpc.secure_channel(address, self._credentials,
-                                                  options=CHANNEL_OPTIONS)
+                    pinned = [*CHANNEL_OPTIONS,
+                              ("grpc.ssl_target_name_override", tls_name(peer_id))]
+                    channel = grpc.secure_channel(address, self._credentials, options=pinned)
                 else:
                     channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-                self._channels[address] = channel
+                self._channels[key] = channel
             return channel
 
     def _failed(self, address: str, exc: grpc.RpcError, peer_id: str) -> MydriveError:
@@ -61,18 +72,18 @@ class GrpcTransport:
         The old one is not closed: other threads may still be using it."""
         if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE:
             with self._lock:
-                self._channels.pop(address, None)
+                self._channels.pop((address, peer_id), None)
         return error_from_rpc(exc, peer_id)
 
     def open_store(self, peer: PeerAddress) -> _GrpcStoreSession:
-        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
+        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address, peer.peer_id))
         return _GrpcStoreSession(stub, peer, self.rpc_timeout_s,
                                  on_error=lambda exc: self._failed(peer.receiver_address, exc,
                                                                    peer.peer_id))
 
     def chunk_status(self, peer: PeerAddress, chunk_id: bytes, *,
                      timeout_s: float | None = None) -> Held:
-        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
+        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address, peer.peer_id))
         try:
             reply = stub.ChunkStatus(pb.ChunkRef(chunk_id=chunk_id),
                                      timeout=timeout_s or self.rpc_timeout_s)
@@ -81,8 +92,9 @@ class GrpcTransport:
         return Held(indices=frozenset(reply.indices), committed=reply.committed)
 
     def fetch(self, peer: PeerAddress, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
-        stub = pb_grpc.SenderStub(self._channel(peer.sender_address))
-        request = pb.SignedFetch(request=signed.request, signature=signed.signature)
+        stub = pb_grpc.SenderStub(self._channel(peer.sender_address, peer.peer_id))
+        request = pb.SignedFetch(request=signed.request, signature=signed.signature,
+                                 delegation=signed.delegation)
         try:
             for segment in stub.FetchChunk(request, timeout=self.rpc_timeout_s):
                 yield segment.index, bytes(segment.data)
@@ -90,7 +102,7 @@ class GrpcTransport:
             raise self._failed(peer.sender_address, exc, peer.peer_id) from None
 
     def delete_chunks(self, peer: PeerAddress, signed: SignedDelete) -> DeleteOutcome:
-        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address))
+        stub = pb_grpc.ReceiverStub(self._channel(peer.receiver_address, peer.peer_id))
         request = pb.SignedDelete(request=signed.request, signature=signed.signature)
         try:
             reply = stub.DeleteChunks(request, timeout=self.rpc_timeout_s)

@@ -26,6 +26,9 @@ from tests.unit.test_conflict_policy import signed_user
 
 pytestmark = pytest.mark.integration
 CONVERGE_S = 20.0
+MEMBER = "mydrive-replicator"
+MEMBER_PASSWORD = "member-" + uuid.uuid4().hex
+PEER_B = "0123456789abcdef"
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float = CONVERGE_S) -> float:
@@ -44,7 +47,10 @@ class Pair:
         self.servers = [a, b]
         self.gates = [TcpGate(a.port), TcpGate(b.port)]
         self.stores = [a.store(db), b.store(db)]
-        self.replicators = [Replicator(s, user=a.user, password=a.password) for s in self.stores]
+        for store in self.stores:  # no TLS here: the two servers share one member password
+            store.ensure_member(MEMBER, MEMBER_PASSWORD)
+        self.replicators = [Replicator(s, member_user=MEMBER, member_password=MEMBER_PASSWORD)
+                            for s in self.stores]
         self.remotes = [RemotePeer("peerb", self.gates[1].url),
                         RemotePeer("peera", self.gates[0].url)]
 
@@ -143,26 +149,28 @@ def test_replication_without_policy_would_diverge(pair: Pair) -> None:
 def test_replication_supervisor_kicks_returning_peer(pair: Pair) -> None:
     """When a remote server comes back, the supervisor re-puts its pull document."""
     a = pair.stores[0]
-    a.put("peer:peerb", {"type": "peer", "version": 1, "peer_id": "peerb",
-                         "couchdb_url": pair.gates[1].url})
+    a.put(f"peer:{PEER_B}", {"type": "peer", "version": 2, "peer_id": PEER_B, "name": "b",
+                             "receiver_address": "127.0.0.1:1", "sender_address": "127.0.0.1:1",
+                             "tls": False, "capacity_bytes": 1, "updated_ms": 1,
+                             "couchdb_url": pair.gates[1].url})
     up = {"value": True}
     sup = ReplicationSupervisor(a, pair.replicators[0], local_peer_id="peera",
                                 probe=lambda url: up["value"])
     sup.step()
-    before = [d["_id"] for d in pair.replicators[0].current()["peerb"]]
+    before = [d["_id"] for d in pair.replicators[0].current()[PEER_B]]
     up["value"] = False
     sup.step()
-    assert [d["_id"] for d in pair.replicators[0].current()["peerb"]] == before
+    assert [d["_id"] for d in pair.replicators[0].current()[PEER_B]] == before
     up["value"] = True
     sup.step()
-    after = [d["_id"] for d in pair.replicators[0].current()["peerb"]]
+    after = [d["_id"] for d in pair.replicators[0].current()[PEER_B]]
     assert len(after) == 1 and after != before
 
 
 def test_replication_malformed_replica_document_logged_and_skipped(
         pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     """Garbage written on one server replicates to the other: the supervisor logs it and
-    goes on; listing still works."""
+    goes on (a kind mydrive never writes is deleted); listing still works."""
     a, b = pair.stores
     b.request("PUT", f"/{b.db}/file:bad", body={"type": 42, "chunks": "nonsense"})
     b.request("PUT", f"/{b.db}/weird:thing", body={"x": 1})
@@ -173,8 +181,10 @@ def test_replication_malformed_replica_document_logged_and_skipped(
     sup = ReplicationSupervisor(a, pair.replicators[0], local_peer_id="peera")
     with caplog.at_level(logging.WARNING):
         sup.step()
-    assert "file:bad" in sup.malformed and "weird:thing" in sup.malformed
+    assert "file:bad" in sup.malformed
     assert "malformed document 'file:bad'" in caplog.text
+    assert "deleted 'weird:thing'" in caplog.text
+    assert a.request("GET", f"/{a.db}/weird:thing", ok=(200, 404)).status_code == 404
     assert [i for i, _ in a.list_prefix("file:")] == ["file:bad", "file:good"]
 
 

@@ -33,7 +33,10 @@ def make_peer(tmp: Path, name: str, host: str, couch_port: int) -> Path:
                 "--ui-port", "7444", cwd=tmp)
     assert r.returncode == 0, r.stderr
     config = json.loads((tmp / name / "peer.json").read_text())
-    assert config["couchdb_password"] == ""  # never written: it comes from the env file
+    # Its own secrets, never shared (containers replace the admin's from their env file).
+    assert config["couchdb_password"] and config["couchdb_member_password"]
+    if os.name == "posix":
+        assert (tmp / name / "peer.json").stat().st_mode & 0o077 == 0
     return tmp / name
 
 
@@ -101,3 +104,33 @@ def test_peer_register_refuses_bad_documents(tmp_path: Path, doc: dict[str, obje
     r = mydrive("peer", "register", "p", str(path), cwd=tmp_path)
     assert r.returncode != 0 and needle in r.stderr, r.stderr
     assert (tmp_path / "p" / "metadata.sqlite3").read_bytes() == before
+
+
+def test_peer_register_refuses_forged_documents_on_tls_peer(tmp_path: Path) -> None:
+    """On a TLS peer, register accepts a document only if signed by its certificate key, the
+    network CA issued that certificate and the id is that key's; nothing is written else."""
+    assert mydrive("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    assert mydrive("pki", "init", "other-pki", cwd=tmp_path).returncode == 0
+    for name, pki in (("alpha", "pki"), ("beta", "pki"), ("mallory", "other-pki")):
+        r = mydrive("peer", "init", name, "--network", pki, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    beta = json.loads(mydrive("peer", "doc", "beta", cwd=tmp_path).stdout)
+    mallory = json.loads(mydrive("peer", "doc", "mallory", cwd=tmp_path).stdout)
+    unsigned = {k: v for k, v in beta.items() if k not in ("signature", "certificate")}
+    forged = [
+        ({**beta, "receiver_address": "evil.example:7443"}, "signature does not verify"),
+        ({**beta, "peer_id": mallory["peer_id"]}, "not its certificate key"),
+        (mallory, "not issued by the network CA"),
+        (unsigned, "unsigned document"),
+    ]
+    before = (tmp_path / "alpha" / "metadata.sqlite3").read_bytes()
+    for doc, needle in forged:
+        path = tmp_path / "forged.json"
+        path.write_text(json.dumps(doc))
+        r = mydrive("peer", "register", "alpha", str(path), cwd=tmp_path)
+        assert r.returncode == 6 and needle in r.stderr, (needle, r.stderr)
+        assert (tmp_path / "alpha" / "metadata.sqlite3").read_bytes() == before
+    good = tmp_path / "beta.json"
+    good.write_text(json.dumps(beta))
+    r = mydrive("peer", "register", "alpha", str(good), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr  # the control: the genuine document is accepted
