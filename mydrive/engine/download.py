@@ -41,7 +41,7 @@ from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
 from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import PeerAddress, Transport
-from mydrive.transport.signed_fetch import sign_fetch
+from mydrive.transport.signed_fetch import FetchSigner, sign_fetch
 
 PARTIAL_DIR_NAME = ".mydrive-partial"
 MAX_PROBLEMS = 32  # failure descriptions kept per chunk for the final error message
@@ -52,22 +52,29 @@ Progress = Callable[[int], None]
 _HONEST_FETCH_ERRORS = (PeerUnavailable, ChunkNotFound, DataLoss, PermissionDenied)
 
 
-def download_file(record: FileRecord, destination: Path, *, keys: UserKeys,
+def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | None,
                   peers: Mapping[str, PeerAddress], settings: TransferSettings,
                   transport: Transport, clock: Clock, overwrite: bool = False,
                   randomness: Randomness = SYSTEM_RANDOMNESS,
                   executor: ExecutorFactory = thread_pool, events: EventRecorder = NO_EVENTS,
-                  progress: Progress | None = None) -> TransferLedger:
+                  progress: Progress | None = None, file_key: bytes | None = None,
+                  signer: FetchSigner | None = None) -> TransferLedger:
     """Fetch ``record`` into ``destination`` (a full file path); returns the accounting.
 
     Everything nondeterministic is handed in: ``clock`` (fetch signatures, the pause before
     asking unreachable replicas again, event stamps), ``randomness`` (fetch nonces, the
     temporary file's name), ``executor`` (chunks fetched in parallel) and ``events``.
+    A download job on the owner's peer has no ``keys``: it is handed the unwrapped
+    ``file_key`` and a delegate ``signer`` (docs/jobs.md) instead.
     """
     if destination.exists() and not overwrite:
         raise FileExists(f"{destination} already exists (use --overwrite to replace it)")
     note = ClockedEvents(events, clock)
-    file_key = unwrap_file_key(keys, record.file_id, record.wrapped_file_key)
+    if keys is not None:
+        file_key = unwrap_file_key(keys, record.file_id, record.wrapped_file_key)
+        signer = keys.identity if signer is None else signer
+    assert file_key is not None and signer is not None, "keys, or a file key and a signer"
+    fetch_signer: FetchSigner = signer
     ledger = TransferLedger()
     partial_dir = destination.parent / PARTIAL_DIR_NAME
     partial_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +82,7 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys,
     note("download.start", file_id=record.file_id.hex(), chunk_count=record.plan.chunk_count)
 
     def fetch_and_decrypt(chunk: ChunkRecord) -> bytes:
-        ciphertext = _fetch_chunk(chunk, keys=keys, peers=peers, transport=transport,
+        ciphertext = _fetch_chunk(chunk, signer=fetch_signer, peers=peers, transport=transport,
                                   clock=clock, randomness=randomness, ledger=ledger,
                                   settings=settings, note=note)
         return crypto.decrypt_chunk(file_key, record.file_id, chunk.index,
@@ -146,12 +153,12 @@ def fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerA
                 events: EventRecorder = NO_EVENTS) -> bytes:
     """One chunk's ciphertext, fetched with replica failover and checked segment by segment
     and whole: for a reader that streams a file instead of writing it (the SFTP face)."""
-    return _fetch_chunk(chunk, keys=keys, peers=peers, transport=transport, clock=clock,
+    return _fetch_chunk(chunk, signer=keys.identity, peers=peers, transport=transport, clock=clock,
                         randomness=randomness, ledger=ledger, settings=settings,
                         note=ClockedEvents(events, clock))
 
 
-def _fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerAddress],
+def _fetch_chunk(chunk: ChunkRecord, *, signer: FetchSigner, peers: Mapping[str, PeerAddress],
                  transport: Transport, clock: Clock, randomness: Randomness,
                  ledger: TransferLedger, settings: TransferSettings,
                  note: ClockedEvents) -> bytes:
@@ -162,7 +169,7 @@ def _fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, Peer
             note("download.pause", chunk=chunk.index,
                  pause_ms=round(settings.fetch_retry_pause_s * 1000))
             clock.sleep(settings.fetch_retry_pause_s)
-        to_ask = _fetch_pass(state, to_ask, attempt, keys=keys, peers=peers,
+        to_ask = _fetch_pass(state, to_ask, attempt, signer=signer, peers=peers,
                              transport=transport, clock=clock, randomness=randomness,
                              ledger=ledger, note=note)
         if not state.missing() or not to_ask:
@@ -180,7 +187,7 @@ def _fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, Peer
     return ciphertext
 
 
-def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, keys: UserKeys,
+def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, signer: FetchSigner,
                 peers: Mapping[str, PeerAddress], transport: Transport, clock: Clock,
                 randomness: Randomness, ledger: TransferLedger,
                 note: ClockedEvents) -> list[str]:
@@ -197,7 +204,7 @@ def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, keys: 
             state.problem(f"{peer_id}: unknown peer")
             continue
         asked = [] if len(need) == state.count else need
-        signed = sign_fetch(keys.identity, chunk_id=chunk.chunk_id, target_peer_id=peer_id,
+        signed = sign_fetch(signer, chunk_id=chunk.chunk_id, target_peer_id=peer_id,
                             segment_indices=asked, clock=clock,
                             random_bytes=randomness.random_bytes)
         note("download.fetch", chunk=chunk.index, peer=peer_id, segments=tuple(asked),

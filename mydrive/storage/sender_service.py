@@ -22,7 +22,8 @@ class SenderServicer(pb_grpc.SenderServicer):
                    context: grpc.ServicerContext) -> Iterator[pb.Segment]:
         try:
             signed = SignedFetch(request=bytes(request.request),
-                                 signature=bytes(request.signature))
+                                 signature=bytes(request.signature),
+                                 delegation=bytes(request.delegation))
             for index, data in self.server.fetch(signed):
                 yield pb.Segment(index=index, data=data)
         except MydriveError as exc:

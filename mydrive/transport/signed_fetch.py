@@ -3,6 +3,14 @@
 What is signed: b"mydrive-fetch-v1" || serialized FetchRequest (proto/mydrive.proto). The
 serving peer verifies with the owner key recorded when the chunk was stored, then checks
 the target peer, the freshness window and that the nonce was never seen (docs/protocol.md).
+
+A fetch may instead be signed by a delegate: the owner's own peer running a download job
+(docs/jobs.md). It then carries the owner's signed delegation (mydrive.formats.delegation,
+signed over b"mydrive-delegation-v1" || body), and the serving peer also checks that the
+owner signed it, that it names this chunk, that it has not expired, and that the request is
+signed by the delegate key it names (docs/delegation.md). Nothing is stored: a crash leaves
+only the in-memory nonce window, which a restart empties (stale requests still fail the
+freshness check).
 """
 
 from __future__ import annotations
@@ -17,10 +25,12 @@ from google.protobuf.message import DecodeError
 
 from mydrive.crypto.primitives import IdentityKey, verify_signature
 from mydrive.errors import BadRequest, PermissionDenied
+from mydrive.formats.delegation import Delegation, SignedDelegation
 from mydrive.runtime.clock import Clock
 from mydrive.transport.wire import mydrive_pb2 as pb
 
 SIGNING_CONTEXT = b"mydrive-fetch-v1"
+DELEGATION_CONTEXT = b"mydrive-delegation-v1"
 NONCE_BYTES = 16
 FRESHNESS_WINDOW_MS = 120_000
 MAX_REQUEST_BYTES = 64 * 1024
@@ -30,6 +40,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 class SignedFetch:
     request: bytes
     signature: bytes
+    delegation: bytes = b""  # an encoded SignedDelegation when a delegate signed the request
 
 
 @dataclass(frozen=True)
@@ -41,14 +52,57 @@ class FetchRequest:
     segment_indices: tuple[int, ...]  # empty = all
 
 
-def sign_fetch(identity: IdentityKey, *, chunk_id: bytes, target_peer_id: str,
+def sign_delegation(identity: IdentityKey, delegation: Delegation) -> SignedDelegation:
+    """The owner's signature over ``delegation`` (which must name the owner's own key)."""
+    assert delegation.owner_public_key == identity.public_bytes()
+    body = delegation.encode()
+    return SignedDelegation(body=body, signature=identity.sign(DELEGATION_CONTEXT + body))
+
+
+def verify_delegation(signed: SignedDelegation, owner_public_key: bytes) -> Delegation:
+    """The delegation, if ``owner_public_key`` signed it; PermissionDenied otherwise."""
+    delegation = Delegation.decode(signed.body)
+    if delegation.owner_public_key != owner_public_key or not verify_signature(
+            owner_public_key, DELEGATION_CONTEXT + signed.body, signed.signature):
+        raise PermissionDenied("delegation not signed by the chunk's owner")
+    return delegation
+
+
+class DelegateSigner:
+    """Signs fetches as a delegate: with this peer's delegate key, attaching the owner's
+    delegation that covers the chunk. Chunks no delegation covers can't be signed for."""
+
+    def __init__(self, key: IdentityKey, delegations: Sequence[SignedDelegation]) -> None:
+        self.key = key
+        self._by_chunk: dict[bytes, bytes] = {}
+        for signed in delegations:
+            encoded = signed.encode()
+            for chunk_id in Delegation.decode(signed.body).chunk_ids:
+                self._by_chunk[chunk_id] = encoded
+
+    def delegation_for(self, chunk_id: bytes) -> bytes:
+        found = self._by_chunk.get(chunk_id)
+        if found is None:
+            raise PermissionDenied(f"no delegation covers chunk {chunk_id.hex()[:16]}")
+        return found
+
+
+FetchSigner = IdentityKey | DelegateSigner
+
+
+def sign_fetch(signer: FetchSigner, *, chunk_id: bytes, target_peer_id: str,
                segment_indices: Sequence[int], clock: Clock,
                random_bytes: Callable[[int], bytes] = os.urandom) -> SignedFetch:
+    """A fetch signed by the owner's identity key, or by a delegate with its delegation."""
     msg = pb.FetchRequest(chunk_id=chunk_id, target_peer_id=target_peer_id,
                           timestamp_ms=clock.now_ms(), nonce=random_bytes(NONCE_BYTES),
                           segment_indices=list(segment_indices))
     request = msg.SerializeToString(deterministic=True)
-    return SignedFetch(request=request, signature=identity.sign(SIGNING_CONTEXT + request))
+    if isinstance(signer, DelegateSigner):
+        return SignedFetch(request=request,
+                           signature=signer.key.sign(SIGNING_CONTEXT + request),
+                           delegation=signer.delegation_for(chunk_id))
+    return SignedFetch(request=request, signature=signer.sign(SIGNING_CONTEXT + request))
 
 
 def parse_fetch(signed: SignedFetch) -> FetchRequest:
@@ -89,12 +143,26 @@ class ReplayGuard:
 
 def authorize(signed: SignedFetch, request: FetchRequest, *, owner_public_key: bytes,
               my_peer_id: str, clock: Clock, replay_guard: ReplayGuard) -> None:
-    """Raise PermissionDenied unless the chunk's owner signed this request for this peer now."""
-    if not verify_signature(owner_public_key, SIGNING_CONTEXT + signed.request, signed.signature):
+    """Raise PermissionDenied unless the chunk's owner, or a delegate holding the owner's
+    valid delegation for this chunk, signed this request for this peer now."""
+    now = clock.now_ms()
+    if signed.delegation:
+        delegation = verify_delegation(SignedDelegation.decode(signed.delegation),
+                                       owner_public_key)
+        if not delegation.covers(request.chunk_id):
+            raise PermissionDenied("the delegation does not cover this chunk")
+        if now >= delegation.not_after_ms:
+            raise PermissionDenied("the delegation has expired")
+        if delegation.issued_ms > now + replay_guard.window_ms:
+            raise PermissionDenied("the delegation is issued in the future")
+        signer_key = delegation.delegate_public_key
+        if not verify_signature(signer_key, SIGNING_CONTEXT + signed.request, signed.signature):
+            raise PermissionDenied("fetch not signed by the delegate the delegation names")
+    elif not verify_signature(owner_public_key, SIGNING_CONTEXT + signed.request,
+                              signed.signature):
         raise PermissionDenied("fetch not signed by the chunk's owner")
     if request.target_peer_id != my_peer_id:
         raise PermissionDenied("fetch request was signed for another peer")
-    now = clock.now_ms()
     if abs(now - request.timestamp_ms) > replay_guard.window_ms:
         raise PermissionDenied("stale fetch request (outside the freshness window)")
     replay_guard.check_and_remember(request.nonce, request.timestamp_ms, now)

@@ -122,9 +122,75 @@ class FetchRequest(_message.Message):
     def __init__(self, chunk_id: _Optional[bytes] = ..., target_peer_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., nonce: _Optional[bytes] = ..., segment_indices: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SignedFetch(_message.Message):
-    __slots__ = ("request", "signature")
+    __slots__ = ("request", "signature", "delegation")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DELEGATION_FIELD_NUMBER: _ClassVar[int]
     request: bytes
     signature: bytes
-    def __init__(self, request: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    delegation: bytes
+    def __init__(self, request: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., delegation: _Optional[bytes] = ...) -> None: ...
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PeerIdentity(_message.Message):
+    __slots__ = ("peer_id", "delegate_public_key")
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    DELEGATE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    peer_id: str
+    delegate_public_key: bytes
+    def __init__(self, peer_id: _Optional[str] = ..., delegate_public_key: _Optional[bytes] = ...) -> None: ...
+
+class DownloadJob(_message.Message):
+    __slots__ = ("file_record", "file_key", "delegations", "destination", "overwrite", "label")
+    FILE_RECORD_FIELD_NUMBER: _ClassVar[int]
+    FILE_KEY_FIELD_NUMBER: _ClassVar[int]
+    DELEGATIONS_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    file_record: bytes
+    file_key: bytes
+    delegations: _containers.RepeatedScalarFieldContainer[bytes]
+    destination: str
+    overwrite: bool
+    label: str
+    def __init__(self, file_record: _Optional[bytes] = ..., file_key: _Optional[bytes] = ..., delegations: _Optional[_Iterable[bytes]] = ..., destination: _Optional[str] = ..., overwrite: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class JobInfo(_message.Message):
+    __slots__ = ("job_id", "kind", "state", "label", "bytes_total", "bytes_done", "error", "created_ms", "updated_ms", "destination")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    kind: str
+    state: str
+    label: str
+    bytes_total: int
+    bytes_done: int
+    error: str
+    created_ms: int
+    updated_ms: int
+    destination: str
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., label: _Optional[str] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., destination: _Optional[str] = ...) -> None: ...
+
+class JobList(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ...) -> None: ...

@@ -255,3 +255,247 @@ class Sender:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ControlStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Identity = channel.unary_unary(
+                '/mydrive.v1.Control/Identity',
+                request_serializer=mydrive__pb2.Empty.SerializeToString,
+                response_deserializer=mydrive__pb2.PeerIdentity.FromString,
+                _registered_method=True)
+        self.SubmitDownload = channel.unary_unary(
+                '/mydrive.v1.Control/SubmitDownload',
+                request_serializer=mydrive__pb2.DownloadJob.SerializeToString,
+                response_deserializer=mydrive__pb2.JobRef.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/mydrive.v1.Control/ListJobs',
+                request_serializer=mydrive__pb2.Empty.SerializeToString,
+                response_deserializer=mydrive__pb2.JobList.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/mydrive.v1.Control/GetJob',
+                request_serializer=mydrive__pb2.JobRef.SerializeToString,
+                response_deserializer=mydrive__pb2.JobInfo.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/mydrive.v1.Control/CancelJob',
+                request_serializer=mydrive__pb2.JobRef.SerializeToString,
+                response_deserializer=mydrive__pb2.JobInfo.FromString,
+                _registered_method=True)
+
+
+class ControlServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Identity(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitDownload(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ControlServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Identity': grpc.unary_unary_rpc_method_handler(
+                    servicer.Identity,
+                    request_deserializer=mydrive__pb2.Empty.FromString,
+                    response_serializer=mydrive__pb2.PeerIdentity.SerializeToString,
+            ),
+            'SubmitDownload': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitDownload,
+                    request_deserializer=mydrive__pb2.DownloadJob.FromString,
+                    response_serializer=mydrive__pb2.JobRef.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=mydrive__pb2.Empty.FromString,
+                    response_serializer=mydrive__pb2.JobList.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=mydrive__pb2.JobRef.FromString,
+                    response_serializer=mydrive__pb2.JobInfo.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=mydrive__pb2.JobRef.FromString,
+                    response_serializer=mydrive__pb2.JobInfo.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mydrive.v1.Control', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mydrive.v1.Control', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Control:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Identity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/Identity',
+            mydrive__pb2.Empty.SerializeToString,
+            mydrive__pb2.PeerIdentity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitDownload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/SubmitDownload',
+            mydrive__pb2.DownloadJob.SerializeToString,
+            mydrive__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/ListJobs',
+            mydrive__pb2.Empty.SerializeToString,
+            mydrive__pb2.JobList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/GetJob',
+            mydrive__pb2.JobRef.SerializeToString,
+            mydrive__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/CancelJob',
+            mydrive__pb2.JobRef.SerializeToString,
+            mydrive__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
