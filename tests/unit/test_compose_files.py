@@ -62,6 +62,8 @@ def substitute(text: str, env: dict[str, str]) -> str:
 SAMPLE_ENV = {"MYDRIVE_PEER_NAME": "alpha", "MYDRIVE_PEER_DIR": "/srv/mydrive/alpha",
               "MYDRIVE_PEER_PORT": "7443", "MYDRIVE_UI_PORT": "7444",
               "MYDRIVE_COUCHDB_USER": "u", "MYDRIVE_COUCHDB_PASSWORD": "p",
+              "MYDRIVE_COUCHDB_PASSWORD_0": "p0", "MYDRIVE_COUCHDB_PASSWORD_1": "p1",
+              "MYDRIVE_COUCHDB_PASSWORD_2": "p2",
               "MYDRIVE_LOCAL_HOME": "/srv/mydrive-local"}
 
 
