@@ -29,6 +29,7 @@ from mydrive.transport.base import Held, PeerAddress
 from mydrive.transport.signed_fetch import sign_fetch
 from tests.clientnet import SMALL_CHUNKS
 from tests.strategies import FAST_KDF, random_file
+from tests.unit.test_chunkstore import _chunk
 
 ATTACKER_KEY = crypto.IdentityKey.from_seed(b"\x07" * 32).public_bytes()
 
@@ -101,9 +102,6 @@ def test_chunkstore_refuses_committed_chunk_under_another_owner_key(tmp_path: Pa
     owner is told, never answered 'committed'), and the reverse: a copy under the attacker's
     key can't replace the owner's."""
     store = ChunkStore(tmp_path / "s", capacity_bytes=10**9)
-    data = bytes(range(256)) * 100
-    from tests.unit.test_chunkstore import _chunk
-
     header, segments = _chunk()
     data = b"".join(segments)
     owner = replace(header, owner_public_key=b"o" * 32)
