@@ -6,7 +6,8 @@ that another program that took the port does not pass for the service. ``service
 is the one probe of it (``mydrive cluster``, ``mydrive peer health``, the chaos test-bed).
 
 The process keeps no state of its own; what a crash leaves in the peer's chunk store is
-told in mydrive.storage.chunkstore.
+told in mydrive.storage.chunkstore. The receiver also runs this peer's download jobs
+(mydrive.node.jobs_service: PEER_DIR/jobs/, a local Control socket; docs/jobs.md).
 """
 
 from __future__ import annotations
@@ -156,6 +157,12 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
     signal.signal(signal.SIGINT, on_signal)
     if sys.platform == "win32":  # the supervisor's graceful stop there is CTRL_BREAK_EVENT
         signal.signal(signal.SIGBREAK, on_signal)
+    jobs = None
+    if kind == "receiver":
+        from mydrive.node.jobs_service import start_job_service
+        from mydrive.node.local_client import open_client
+
+        jobs = start_job_service(peer.root, open_client(peer.root), stop)
     if kind == "receiver" and peer.config.metadata == "couchdb":
         from mydrive.node.replication import supervise_peer
 
@@ -166,5 +173,7 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
             pass
     finally:
         log.info("%s of peer %s stopping", kind, peer.config.name)
+        if jobs is not None:
+            jobs.stop()
         server.stop(grace=STOP_GRACE_S).wait()
         httpd.shutdown()

@@ -1,0 +1,286 @@
+"""The local Control endpoint: the CLI and UI hand their own peer's receiver download jobs.
+
+Local only: a unix socket in the peer directory (PEER_DIR/control.sock, never a TCP port,
+never routed by nginx), and every call must carry the peer's control token
+(PEER_DIR/control.token, 32 random bytes hex, 0600, made by the receiver service) as the
+``x-mydrive-token`` metadata; it is compared in constant time. Submitting a job sends the
+unwrapped file key over this socket (and nowhere else); the servicer never logs a request.
+A crash leaves the socket file behind; the next start removes it before binding.
+
+The client side (``ControlClient``, ``submit_get``) signs the owner's delegation here, in
+the submitting process, with the identity key that never leaves it (docs/jobs.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from mydrive.client import PeerClient
+from mydrive.crypto.keys import UserKeys, unwrap_file_key
+from mydrive.crypto.primitives import IdentityKey, constant_time_equal
+from mydrive.errors import BadRequest, MydriveError, PermissionDenied
+from mydrive.formats.delegation import Delegation, SignedDelegation, scope_chunks
+from mydrive.formats.filerecord import FileRecord
+from mydrive.formats.paths import local_destination, normalize_remote_path
+from mydrive.node.jobs_runner import JobRunner
+from mydrive.node.jobs_store import Job, JobSecrets, JobStore
+from mydrive.node.pki import write_secret
+from mydrive.transport.signed_fetch import sign_delegation
+from mydrive.transport.status import abort, error_from_rpc
+from mydrive.transport.wire import mydrive_pb2 as pb
+from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+
+SOCKET_NAME = "control.sock"
+TOKEN_NAME = "control.token"  # noqa: S105 - a file name, not a secret
+TOKEN_KEY = "x-mydrive-token"  # noqa: S105 - a metadata key
+MAX_SOCKET_PATH_CHARS = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
+CONTROL_THREADS = 4
+CONTROL_TIMEOUT_S = 10.0
+CONTROL_OPTIONS = [("grpc.max_send_message_length", 16 * 1024 * 1024),
+                   ("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+# How long a job's delegation lets this peer fetch: long enough for a large download and a
+# restart or two, short enough that a peer compromised later can't use it (docs/security.md).
+DEFAULT_DELEGATION_LIFETIME_MS = 6 * 3600 * 1000
+
+
+def socket_path(peer_root: Path) -> Path:
+    path = peer_root.resolve() / SOCKET_NAME
+    if len(str(path)) > MAX_SOCKET_PATH_CHARS:
+        raise BadRequest(f"peer directory path too long for a unix socket: {path}")
+    return path
+
+
+def ensure_token(peer_root: Path) -> bytes:
+    path = peer_root / TOKEN_NAME
+    if not path.exists():
+        write_secret(path, os.urandom(32).hex().encode())
+    return path.read_bytes().strip()
+
+
+def job_info(job: Job) -> pb.JobInfo:
+    return pb.JobInfo(job_id=job.job_id, kind=job.kind, state=job.state, label=job.label,
+                      bytes_total=job.bytes_total, bytes_done=job.bytes_done, error=job.error,
+                      created_ms=job.created_ms, updated_ms=job.updated_ms,
+                      destination=job.destination)
+
+
+class ControlServicer(pb_grpc.ControlServicer):
+    """Translates Control calls to the job store and runner; checks the token first."""
+
+    def __init__(self, *, peer_id: str, token: bytes, key: IdentityKey, store: JobStore,
+                 runner: JobRunner) -> None:
+        self.peer_id = peer_id
+        self.token = token
+        self.key = key
+        self.store = store
+        self.runner = runner
+
+    def _call(self, context: grpc.ServicerContext, fn: Callable[[], object]) -> object:
+        try:
+            given = dict(context.invocation_metadata()).get(TOKEN_KEY, "")
+            if not constant_time_equal(str(given).encode(), self.token):
+                raise PermissionDenied("wrong or missing control token")
+            return fn()
+        except MydriveError as exc:
+            abort(context, exc)
+            raise AssertionError("abort returns only by raising") from exc
+
+    def Identity(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.PeerIdentity:
+        return self._call(context, lambda: pb.PeerIdentity(  # type: ignore[return-value]
+            peer_id=self.peer_id, delegate_public_key=self.key.public_bytes()))
+
+    def SubmitDownload(self, request: pb.DownloadJob,
+                       context: grpc.ServicerContext) -> pb.JobRef:
+        return self._call(context, lambda: self._submit(request))  # type: ignore[return-value]
+
+    def _submit(self, request: pb.DownloadJob) -> pb.JobRef:
+        if len(request.file_key) != 32:
+            raise BadRequest("a file key is 32 bytes")
+        if not os.path.isabs(request.destination):
+            raise BadRequest("the destination must be an absolute path")
+        try:
+            record = FileRecord.from_doc(json.loads(request.file_record))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadRequest("malformed file record") from exc
+        covered: set[bytes] = set()
+        for blob in request.delegations:
+            d = Delegation.decode(SignedDelegation.decode(bytes(blob)).body)
+            if d.delegate_public_key != self.key.public_bytes() or \
+                    d.delegate_peer_id != self.peer_id:
+                raise BadRequest("a delegation names another peer than this one")
+            covered.update(d.chunk_ids)
+        if any(ch.chunk_id not in covered for ch in record.chunks):
+            raise BadRequest("the delegations do not cover every chunk of the file")
+        job = self.store.submit(
+            label=request.label, destination=request.destination, overwrite=request.overwrite,
+            bytes_total=record.size_bytes, secrets=JobSecrets(
+                file_record=request.file_record.decode(), file_key_hex=request.file_key.hex(),
+                delegations_hex=tuple(bytes(b).hex() for b in request.delegations)))
+        return pb.JobRef(job_id=job.job_id)
+
+    def ListJobs(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.JobList:
+        return self._call(context, lambda: pb.JobList(  # type: ignore[return-value]
+            jobs=[job_info(j) for j in self.store.list()]))
+
+    def GetJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobInfo:
+        return self._call(context,  # type: ignore[return-value]
+                          lambda: job_info(self.store.get(request.job_id)))
+
+    def CancelJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobInfo:
+        return self._call(context,  # type: ignore[return-value]
+                          lambda: job_info(self.runner.cancel(request.job_id)))
+
+
+def start_control_server(peer_root: Path, servicer: ControlServicer) -> grpc.Server:
+    path = socket_path(peer_root)
+    path.unlink(missing_ok=True)  # a crashed run's socket
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
+                                                    thread_name_prefix="control"),
+                         options=CONTROL_OPTIONS)
+    pb_grpc.add_ControlServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    old_umask = os.umask(0o077)  # the socket itself is owner-only too
+    try:
+        server.add_insecure_port(f"unix:{path}")
+        server.start()
+    finally:
+        os.umask(old_umask)
+    return server
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as the CLI and UI show it (what ``mydrive jobs --json`` prints)."""
+
+    job_id: str
+    kind: str
+    state: str
+    label: str
+    destination: str
+    bytes_total: int
+    bytes_done: int
+    error: str
+    created_ms: int
+    updated_ms: int
+
+    @classmethod
+    def from_pb(cls, m: pb.JobInfo) -> JobView:
+        return cls(job_id=m.job_id, kind=m.kind, state=m.state, label=m.label,
+                   destination=m.destination, bytes_total=m.bytes_total,
+                   bytes_done=m.bytes_done, error=m.error, created_ms=m.created_ms,
+                   updated_ms=m.updated_ms)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+
+class ControlClient:
+    """The CLI's and UI's handle on their own peer's Control endpoint."""
+
+    def __init__(self, peer_root: Path, *, timeout_s: float = CONTROL_TIMEOUT_S) -> None:
+        self.peer_root = peer_root
+        token_path = peer_root / TOKEN_NAME
+        if not token_path.exists():
+            raise PermissionDenied("no control token: is this peer's receiver running?")
+        self._metadata = ((TOKEN_KEY, token_path.read_bytes().strip().decode()),)
+        self._channel = grpc.insecure_channel(f"unix:{socket_path(peer_root)}",
+                                              options=CONTROL_OPTIONS)
+        self._stub = pb_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _rpc(self, fn: Callable[..., object], request: object) -> object:
+        try:
+            return fn(request, metadata=self._metadata, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, "this peer's receiver (control socket)") from None
+
+    def identity(self) -> tuple[str, bytes]:
+        reply = self._rpc(self._stub.Identity, pb.Empty())
+        assert isinstance(reply, pb.PeerIdentity)
+        return reply.peer_id, bytes(reply.delegate_public_key)
+
+    def submit(self, job: pb.DownloadJob) -> str:
+        reply = self._rpc(self._stub.SubmitDownload, job)
+        assert isinstance(reply, pb.JobRef)
+        return reply.job_id
+
+    def jobs(self) -> list[JobView]:
+        reply = self._rpc(self._stub.ListJobs, pb.Empty())
+        assert isinstance(reply, pb.JobList)
+        return [JobView.from_pb(j) for j in reply.jobs]
+
+    def job(self, job_id: str) -> JobView:
+        reply = self._rpc(self._stub.GetJob, pb.JobRef(job_id=job_id))
+        assert isinstance(reply, pb.JobInfo)
+        return JobView.from_pb(reply)
+
+    def cancel(self, job_id: str) -> JobView:
+        reply = self._rpc(self._stub.CancelJob, pb.JobRef(job_id=job_id))
+        assert isinstance(reply, pb.JobInfo)
+        return JobView.from_pb(reply)
+
+    def wait(self, job_id: str, *, on_progress: Callable[[JobView], None] | None = None,
+             poll_s: float = 0.2) -> JobView:
+        """Follow a job until it finishes (the CLI's non-detached put/get)."""
+        while True:
+            view = self.job(job_id)
+            if on_progress is not None:
+                on_progress(view)
+            if view.finished:
+                return view
+            time.sleep(poll_s)
+
+
+def control_running(peer_root: Path) -> bool:
+    """Whether this peer's receiver answers on its Control socket (else: run in-process)."""
+    try:
+        if not (peer_root / SOCKET_NAME).exists():
+            return False
+        client = ControlClient(peer_root, timeout_s=2.0)
+    except MydriveError:
+        return False
+    try:
+        client.identity()
+        return True
+    except MydriveError:
+        return False
+    finally:
+        client.close()
+
+
+def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: ControlClient,
+               *, out_dir: Path | None = None, overwrite: bool = False,
+               lifetime_ms: int = DEFAULT_DELEGATION_LIFETIME_MS) -> tuple[str, Path]:
+    """Submit a download of ``remote_path`` to this peer's receiver; (job id, destination).
+
+    The record is found and verified here, the file key unwrapped here, and the owner's
+    delegation for exactly this file's chunks, this peer's delegate key and ``lifetime_ms``
+    is signed here: the identity key never leaves this process.
+    """
+    record = client.find(keys, remote_path)
+    base = (out_dir if out_dir is not None else client.download_dir).resolve()
+    destination = local_destination(base, normalize_remote_path(remote_path))
+    peer_id, delegate_public_key = control.identity()
+    now = client.clock.now_ms()
+    delegations = [sign_delegation(keys.identity, Delegation(
+        owner_public_key=keys.identity.public_bytes(), delegate_public_key=delegate_public_key,
+        delegate_peer_id=peer_id, chunk_ids=group, issued_ms=now,
+        not_after_ms=now + lifetime_ms)).encode()
+        for group in scope_chunks(ch.chunk_id for ch in record.chunks)]
+    job_id = control.submit(pb.DownloadJob(
+        file_record=json.dumps(record.to_doc(), sort_keys=True).encode(),
+        file_key=unwrap_file_key(keys, record.file_id, record.wrapped_file_key),
+        delegations=delegations, destination=str(destination), overwrite=overwrite,
+        label=remote_path))
+    return job_id, destination

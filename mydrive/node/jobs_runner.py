@@ -1,0 +1,118 @@
+"""The receiver's download-job worker: runs queued jobs one at a time with the engine.
+
+A job runs mydrive.engine.download.download_file with the job's file key and a
+DelegateSigner (this peer's delegate key + the owner's delegations), so the owner's identity
+key is never here. Progress is written to the job file at most once per
+``PROGRESS_SAVE_INTERVAL_MS``. A crash mid-job leaves the engine's ``.part`` file in the
+download directory's partial folder and the job ``running`` on disk; the next start queues it
+again and downloads the file again from its first chunk (no byte-level resume). The delegate
+key is PEER_DIR/delegate.key (32-byte seed, 0600), made on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from mydrive.client import PeerClient
+from mydrive.crypto.primitives import IdentityKey
+from mydrive.engine.download import download_file
+from mydrive.errors import MydriveError
+from mydrive.formats.delegation import SignedDelegation
+from mydrive.formats.filerecord import FileRecord
+from mydrive.node.jobs_store import Job, JobStore
+from mydrive.node.pki import write_secret
+from mydrive.transport.signed_fetch import DelegateSigner
+
+DELEGATE_KEY_NAME = "delegate.key"
+PROGRESS_SAVE_INTERVAL_MS = 1000
+IDLE_POLL_S = 0.5
+log = logging.getLogger("mydrive.jobs")
+
+
+class JobCancelled(MydriveError):
+    """The job was cancelled by its user while it ran."""
+
+
+def delegate_key(peer_root: Path) -> IdentityKey:
+    """This peer's delegate key, made (0600, atomically) the first time it is asked for."""
+    path = peer_root / DELEGATE_KEY_NAME
+    if not path.exists():
+        write_secret(path, os.urandom(32))
+    return IdentityKey.from_seed(path.read_bytes())
+
+
+class JobRunner:
+    """Takes the oldest queued job, runs it, records the outcome; until ``stop`` is set."""
+
+    def __init__(self, store: JobStore, client: PeerClient, key: IdentityKey) -> None:
+        self.store = store
+        self.client = client
+        self.key = key
+        self._cancel: set[str] = set()
+        self._lock = threading.Lock()
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job.state == "queued":
+            return self.store.update(job_id, state="cancelled", error="cancelled")
+        if job.state == "running":
+            with self._lock:
+                self._cancel.add(job_id)
+        return job
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            job = self.store.next_queued()
+            if job is None:
+                stop.wait(IDLE_POLL_S)
+                continue
+            self.run_one(job)
+
+    def run_one(self, job: Job) -> Job:
+        assert job.secrets is not None, "a queued job keeps its secrets"
+        job = self.store.update(job.job_id, state="running", bytes_done=0, error="")
+        done = [0]
+        saved_ms = [0]
+
+        def progress(n_bytes: int) -> None:
+            with self._lock:
+                if job.job_id in self._cancel:
+                    raise JobCancelled("cancelled")
+            done[0] += n_bytes
+            now = self.client.clock.now_ms()
+            persist = now - saved_ms[0] >= PROGRESS_SAVE_INTERVAL_MS
+            if persist:
+                saved_ms[0] = now
+            self.store.update(job.job_id, bytes_done=done[0], persist=persist)
+
+        try:
+            secrets = job.secrets
+            assert secrets is not None
+            record = FileRecord.from_doc(json.loads(secrets.file_record))
+            signer = DelegateSigner(self.key, [SignedDelegation.decode(bytes.fromhex(h))
+                                               for h in secrets.delegations_hex])
+            destination = Path(job.destination)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            peers = {p.peer_id: p.address for p in self.client.known_peers()}
+            download_file(record, destination, keys=None,
+                          file_key=bytes.fromhex(secrets.file_key_hex), signer=signer,
+                          peers=peers, settings=self.client.settings,
+                          transport=self.client.transport, clock=self.client.clock,
+                          overwrite=job.overwrite, randomness=self.client.randomness,
+                          executor=self.client.executor, progress=progress)
+        except JobCancelled:
+            log.info("job %s cancelled", job.job_id)
+            return self.store.update(job.job_id, state="cancelled", error="cancelled")
+        except Exception as exc:  # a job's failure is recorded, never fatal to the service
+            log.warning("job %s failed: %s", job.job_id, type(exc).__name__)
+            return self.store.update(job.job_id, state="failed",
+                                     error=f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._cancel.discard(job.job_id)
+        log.info("job %s done", job.job_id)
+        return self.store.update(job.job_id, state="done", bytes_done=job.bytes_total)

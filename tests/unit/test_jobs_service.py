@@ -1,0 +1,115 @@
+"""Download jobs on the owner's peer, over the real Control socket, on an in-memory network.
+
+The submitting side holds the user's keys; the job service gets the file key and a
+delegation only. Jobs persist in PEER_DIR/jobs/ and a restart re-queues a running one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mydrive.errors import BadRequest, PermissionDenied
+from mydrive.node.jobs_control import TOKEN_NAME, ControlClient, control_running, submit_get
+from mydrive.node.jobs_service import start_job_service
+from mydrive.node.jobs_store import MAX_ACTIVE_JOBS, JobSecrets, JobStore
+from mydrive.transport.wire import mydrive_pb2 as pb
+from tests.clientnet import client_net
+from tests.strategies import random_file
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    net = client_net(tmp_path / "n")
+    c = net.client()
+    c.create_user("alice", "alice passphrase")
+    a = c.login("alice", "alice passphrase")
+    src = random_file(tmp_path / "big.bin", 300_000)
+    c.put(a, src, "/dir/big.bin")
+    root = net.dirs[0].root
+    yield net, c, a, src, root
+    c.close()
+
+
+def test_jobs_download_runs_on_the_service_bit_identical(world, tmp_path: Path) -> None:
+    """A submitted get completes on the service; the file is bit-identical; keys stay out."""
+    net, c, a, src, root = world
+    service = start_job_service(root, net.client())
+    try:
+        control = ControlClient(root)
+        assert control_running(root)
+        job_id, dest = submit_get(c, a, "/dir/big.bin", control, out_dir=tmp_path / "out")
+        view = control.wait(job_id, poll_s=0.05)
+        assert (view.state, view.error) == ("done", "")
+        assert view.bytes_done == view.bytes_total == src.stat().st_size
+        assert dest == (tmp_path / "out" / "dir" / "big.bin").resolve()
+        assert dest.read_bytes() == src.read_bytes()
+        saved = json.loads((root / "jobs" / f"{job_id}.json").read_text())
+        assert saved["secrets"] is None and saved["state"] == "done"
+        assert stat.S_IMODE((root / "jobs" / f"{job_id}.json").stat().st_mode) == 0o600
+        control.close()
+    finally:
+        service.stop()
+
+
+def test_jobs_control_refuses_wrong_token(world) -> None:
+    """A caller without the peer's token (0600 file) gets PermissionDenied on every call."""
+    net, c, a, src, root = world
+    service = start_job_service(root, net.client())
+    try:
+        assert stat.S_IMODE((root / TOKEN_NAME).stat().st_mode) == 0o600
+        (root / TOKEN_NAME).write_text("0" * 64)
+        control = ControlClient(root)
+        with pytest.raises(PermissionDenied, match="control token"):
+            control.jobs()
+        control.close()
+    finally:
+        service.stop()
+
+
+def test_jobs_control_refuses_delegation_for_another_peer(world, tmp_path: Path) -> None:
+    """A job whose delegations name another delegate key, or miss chunks, is refused."""
+    net, c, a, src, root = world
+    service = start_job_service(root, net.client())
+    try:
+        control = ControlClient(root)
+        record = c.find(a, "/dir/big.bin")
+        job = pb.DownloadJob(file_record=json.dumps(record.to_doc()).encode(),
+                             file_key=os.urandom(32), destination=str(tmp_path / "x"))
+        with pytest.raises(BadRequest, match="do not cover"):
+            control.submit(job)
+        control.close()
+    finally:
+        service.stop()
+
+
+def test_jobs_store_requeues_running_job_after_restart(tmp_path: Path) -> None:
+    """A job left 'running' by a crash is 'queued' again when the store is loaded."""
+    ids = iter(["00000000000000a1", "00000000000000a2"])
+    store = JobStore(tmp_path, now_ms=lambda: 5, new_id=lambda: next(ids))
+    secrets = JobSecrets(file_record="{}", file_key_hex="00" * 32, delegations_hex=())
+    job = store.submit(label="/f", destination="/tmp/f", overwrite=False, bytes_total=10,
+                       secrets=secrets)
+    store.update(job.job_id, state="running", bytes_done=4)
+    again = JobStore(tmp_path, now_ms=lambda: 6, new_id=lambda: next(ids))
+    assert again.get(job.job_id).state == "queued"
+    assert again.get(job.job_id).secrets == secrets
+
+
+def test_jobs_store_bounds_active_jobs(tmp_path: Path) -> None:
+    """More than MAX_ACTIVE_JOBS queued jobs are refused; a finished job loses its secrets."""
+    n = iter(range(10_000))
+    store = JobStore(tmp_path, now_ms=lambda: 1, new_id=lambda: f"{next(n):016x}")
+    secrets = JobSecrets(file_record="{}", file_key_hex="00" * 32, delegations_hex=())
+    jobs = [store.submit(label="/f", destination="/d", overwrite=False, bytes_total=1,
+                         secrets=secrets) for _ in range(MAX_ACTIVE_JOBS)]
+    with pytest.raises(Exception, match="limit"):
+        store.submit(label="/f", destination="/d", overwrite=False, bytes_total=1,
+                     secrets=secrets)
+    done = store.update(jobs[0].job_id, state="done")
+    assert done.secrets is None
+    assert json.loads((tmp_path / "jobs" / f"{done.job_id}.json").read_text())["secrets"] is None
