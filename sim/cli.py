@@ -324,7 +324,7 @@ def sim_catalog(seeds: str, peers: int, as_json: bool) -> None:
             if not as_json:
                 click.echo(f"  {'OK  ' if report.ok else 'FAIL'} {scenario.name:<28} seed "
                            f"{seed:<4} {report.trace_hash[:16]} {report.events:>6} events "
-                           f"{report.wall_s:6.2f} s"
+                           f"wall {report.wall_s:6.2f} s CPU {report.cpu_s:5.2f} s"
                            + ("" if report.ok else f"  replay: {report.replay}"))
     if as_json:
         _print_json({"runs": results, "failed": failed})
@@ -374,14 +374,15 @@ def sim_fleet(peers: int, chunks: int, days: float, seed: int, replicas: int,
     """A fleet of PEERS holding CHUNKS through DAYS of churn; durability, availability,
     events per second. Placement is the product's; repair is the chosen policy."""
     from sim.fleet.model import FleetConfig, run_fleet
-    from sim.fleet.table import plot_series
+    from sim.fleet.table import label, plot_series
 
     config = FleetConfig(peers=peers, chunks=chunks, days=days, seed=seed, replicas=replicas,
                          churn_scale=churn_scale, repair=repair, grace_h=grace_h)
     say = None if as_json else (lambda text: click.echo(f"  {text}"))
     result = run_fleet(config, progress=say)
     if plot_path is not None:
-        plot_series([result], plot_path, title=f"{peers:,} peers, {result.chunks:,} chunks")
+        plot_series([(label(result), result.samples)], plot_path,
+                    title=f"{peers:,} peers, {result.chunks:,} chunks")
     if as_json:
         _print_json(result.to_json())
     else:
@@ -429,3 +430,21 @@ def sim_fleet_table(replicas: str, peers: str, churn: str, chunks_per_peer: int,
             click.echo(f"wrote {path}", err=True)
     click.echo(markdown(results))
     sys.exit(0 if all(r.ok for r in results) else EXIT_FAILED)
+
+
+@cli.command("fleet-plot", hidden=True)
+@click.argument("results", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--title", default="the fleet year")
+def sim_fleet_plot(results: tuple[Path, ...], out: Path, title: str) -> None:
+    """Draw the year of each ``fleet --json`` result file in one PNG."""
+    from sim.fleet.table import plot_series
+
+    series = []
+    for path in results:
+        doc = json.loads(path.read_text())
+        name = (f"R={doc['replicas']} {doc['repair']} x{doc['churn_scale']:g} "
+                f"{doc['peers']:,} peers")
+        series.append((name, [tuple(s) for s in doc["samples"]]))
+    plot_series(series, out, title=title)
+    click.echo(f"wrote {out}")

@@ -29,8 +29,8 @@ def format_report(report: SimReport) -> str:
         lines.append(f"  {v.verdict.upper():<4}  {v.checker}: {v.detail}")
         lines.extend(f"          - {p}" for p in v.problems[:MAX_PROBLEMS_LISTED])
     lines.append(f"trace {report.trace_hash}  {report.events} events  virtual "
-                 f"{report.virtual_ms / 1000:.3f} s  wall {report.wall_s:.2f} s  "
-                 f"({report.events_per_s:,.0f} events/s)")
+                 f"{report.virtual_ms / 1000:.3f} s  wall {report.wall_s:.2f} s  CPU "
+                 f"{report.cpu_s:.2f} s  ({report.events_per_s:,.0f} events/s wall)")
     if report.ok:
         lines.append("result: OK")
     else:

@@ -55,6 +55,7 @@ class SimReport:
     events: int = 0
     virtual_ms: int = 0
     wall_s: float = 0.0
+    cpu_s: float = 0.0
     workdir: str = ""
     trace_lines: list[str] = field(default_factory=list)  # the first events, when kept
 
@@ -85,7 +86,9 @@ class SimReport:
                     "events_before": v.events_before},
                 "trace_hash": self.trace_hash, "events": self.events,
                 "virtual_ms": self.virtual_ms, "wall_s": round(self.wall_s, 3),
-                "events_per_s": round(self.events_per_s), "replay": self.replay}
+                "cpu_s": round(self.cpu_s, 3), "events_per_s": round(self.events_per_s),
+                "events_per_cpu_s": round(self.events / self.cpu_s) if self.cpu_s > 0 else 0,
+                "replay": self.replay}
 
 
 def replay_command(scenario_ref: str, config: SimConfig, plant: str | None) -> str:
@@ -120,7 +123,7 @@ def run_scenario(scenario: Scenario, config: SimConfig, *, plant: str | None = N
                  keep: bool = False, keep_events: int = 0,
                  scenario_ref: str | None = None) -> SimReport:
     """Run ``scenario`` from ``config.seed``; the report says what held."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     work = Path(tempfile.mkdtemp(prefix=f"mydrive-sim-{scenario.name}-", dir=work_root()))
     trace = Trace(keep_events=keep_events)
     report = SimReport(scenario=scenario.name, scenario_ref=scenario_ref or
@@ -160,6 +163,7 @@ def run_scenario(scenario: Scenario, config: SimConfig, *, plant: str | None = N
         report.events = trace.count
         report.trace_hash = trace.hash_hex
         report.wall_s = time.perf_counter() - t0
+        report.cpu_s = time.process_time() - cpu0
         report.trace_lines = trace.kept
         if keep:
             report.workdir = str(work)

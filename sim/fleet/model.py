@@ -97,7 +97,8 @@ class FleetResult:
     cpu_s: float
     place_s: float
     place_cpu_s: float
-    samples: list[tuple[float, float, int, int]]  # (day, available fraction, lost files, repairs)
+    # one a day: (day, available fraction, files lost so far, repairs so far)
+    samples: list[tuple[float, float, int, int]]
     checks: list[FleetCheck]
 
     @property
@@ -131,7 +132,8 @@ class FleetResult:
                 "cpu_s": round(self.cpu_s, 2), "placement_s": round(self.place_s, 2),
                 "placement_cpu_s": round(self.place_cpu_s, 2),
                 "events_per_s": round(self.events_per_s),
-                "checks": [x.to_json() for x in self.checks], "ok": self.ok}
+                "checks": [x.to_json() for x in self.checks], "ok": self.ok,
+                "samples": [list(x) for x in self.samples]}
 
 
 class Fleet:

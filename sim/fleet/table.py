@@ -142,19 +142,21 @@ def plot(results: list[FleetResult], out_dir: Path, *, prefix: str = "sim-fleet"
     return written
 
 
-def plot_series(results: list[FleetResult], path: Path, *, title: str) -> Path:
+def plot_series(series: list[tuple[str, list[tuple[float, float, int, int]]]], path: Path, *,
+                title: str) -> Path:
+    """Each run's year: unavailable files and files lost, day by day."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    for r in results:
-        days = [s[0] for s in r.samples]
-        top.plot(days, [1.0 - s[1] for s in r.samples], label=label(r))
-        bottom.plot(days, [s[2] for s in r.samples], label=label(r))
+    for name, samples in series:
+        days = [s[0] for s in samples]
+        top.plot(days, [1.0 - s[1] for s in samples], label=name)
+        bottom.plot(days, [s[2] for s in samples], label=name)
     top.set_ylabel("files unavailable (fraction)")
-    top.set_yscale("symlog", linthresh=1e-5)
+    top.set_yscale("symlog", linthresh=1e-6)
     bottom.set_ylabel("files lost (cumulative)")
     bottom.set_xlabel("day")
     top.set_title(title)
