@@ -50,11 +50,13 @@ def _store_whole(store: ChunkStore, header: ChunkHeader, data: bytes) -> Held:
 
 
 class SquattingTransport(MemoryTransport):
-    """The peer ``attacker`` takes the first chunk it is sent, plants copies of it under its
-    own key on ``plant_on``, and then answers the owner "peer is full"."""
+    """The first of ``candidates`` the owner sends a chunk to is the attacker: it plants
+    copies of that chunk under its own key on every other candidate, and then answers the
+    owner "peer is full"."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.candidates: list[str] = []
         self.attacker = ""
         self.plant_on: list[str] = []
         self.planted: list[tuple[str, bytes]] = []
@@ -62,6 +64,9 @@ class SquattingTransport(MemoryTransport):
 
     def open_store(self, peer: PeerAddress):  # type: ignore[override]
         honest = super().open_store(peer)
+        if not self.attacker and peer.peer_id in self.candidates:
+            self.attacker = peer.peer_id
+            self.plant_on = [p for p in self.candidates if p != peer.peer_id]
         if peer.peer_id != self.attacker or self.planted:
             if any(peer.peer_id == victim for victim, _ in self.planted):
                 self.offered.append(peer.peer_id)  # the owner's failover reached a squat
@@ -133,8 +138,7 @@ def test_squatted_peer_never_counts_as_owner_replica(tmp_path: Path) -> None:
     with closing(dirs[0].open_metadata()) as store:
         for d in dirs:
             register_peer(store, d.config)
-    ids = [d.config.peer_id for d in dirs]
-    transport.attacker, transport.plant_on = ids[1], ids[2:]
+    transport.candidates = [d.config.peer_id for d in dirs[1:]]  # all but the owner's
     client = open_client(dirs[0].root, transport=transport, clock=clock, kdf_costs=FAST_KDF)
     try:
         client.create_user("alice", "alice passphrase")
