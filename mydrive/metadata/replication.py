@@ -34,9 +34,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from mydrive.errors import MydriveError
-from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents
-from mydrive.metadata.base import Document
+from mydrive.errors import MetadataUnavailable, MydriveError
+from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents, verify_peer_document
+from mydrive.metadata.base import Document, MetadataStore
 from mydrive.metadata.couchdb import Change, CouchStore, redact_url
 from mydrive.metadata.guard import MetadataGuard
 
@@ -250,6 +250,7 @@ class ReplicationSupervisor:
             changes, last_seq = self.store.changes(self.since, limit=500)
             for change in changes:
                 if not self.refuse_foreign(change):
+                    keep_peer_document(self.store, change.doc_id, self.replicator.trust)
                     self.handle(change)
             self.since = last_seq
             if not changes:
@@ -296,6 +297,50 @@ class ReplicationSupervisor:
             except Exception:
                 log.exception("replication supervisor round failed; trying again")
             stop.wait(interval_s)
+
+
+KEPT_PEER_PREFIX = "kept-peer:"  # local document: the last verified revision of a peer
+
+
+def keep_peer_document(store: MetadataStore, doc_id: str, trust: PeerTrust | None) -> str:
+    """Keep the last verified revision of a ``peer:`` document and put it back when a
+    replica replaces it with one that doesn't verify, with an older one, or deletes it.
+
+    Readers already skip a document that doesn't verify; without this, a dishonest member
+    that overwrites another peer's document in its own database (a newer revision, so no
+    conflict) would make every reader drop that peer. The kept revision is a local document
+    ``kept-peer:<id>`` (never replicated); the revision written back replicates like any
+    write. A verified revision with an ``updated_ms`` at least the kept one's is the new kept
+    revision, so peers that disagree converge on the newest verified one. Returns what it did.
+    """
+    if not doc_id.startswith("peer:"):
+        return "not-a-peer"
+    key = KEPT_PEER_PREFIX + doc_id.removeprefix("peer:")
+    try:
+        kept = store.get_local(key)
+        current = store.get(doc_id)
+        if current is not None:
+            try:
+                peer = verify_peer_document(current, trust, doc_id=doc_id)
+            except MydriveError:
+                peer = None
+            newer = kept is None or peer is not None and peer.updated_ms >= int(
+                kept.get("updated_ms", 0))
+            if peer is not None and newer:
+                if current != kept:
+                    store.put_local(key, current)
+                return "kept"
+        if kept is None or current == kept:
+            return "nothing-kept"
+        store.put(doc_id, kept)
+    except MetadataUnavailable:
+        raise
+    except MydriveError as exc:  # a replica's garbage must not stop the supervisor
+        log.warning("peer document %r: %s", doc_id[:80], exc)
+        return "error"
+    log.warning("peer document %r was replaced by one that does not verify, an older one, "
+                "or a deletion; wrote the last verified revision back", doc_id[:80])
+    return "restored"
 
 
 def _probe(url: str) -> bool:

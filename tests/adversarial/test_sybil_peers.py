@@ -20,6 +20,7 @@ import pytest
 from mydrive.crypto import primitives as crypto
 from mydrive.errors import PeerUnavailable
 from mydrive.formats.peerdoc import PeerDocument, peer_id_from_key_digest, tls_name
+from mydrive.metadata.replication import keep_peer_document
 from mydrive.node.local_client import open_client
 from mydrive.node.peerdir import PeerDir, init_peer, peer_document, register_peer
 from mydrive.node.pki import init_network, signer, tls_files
@@ -190,3 +191,33 @@ def test_peer_answering_with_another_certificate_refused(tmp_path: Path) -> None
     finally:
         transport.close()
         server.stop(grace=None)
+
+
+def test_overwritten_peer_document_is_written_back(tmp_path: Path) -> None:
+    """A replica that replaces a peer's document with a forgery (newer, another address),
+    replays an older signed one or deletes it does not remove that peer: the replication
+    supervisor writes the last verified revision back; a genuine newer revision is taken."""
+    dirs, _, _ = _network(tmp_path, 4)
+    victim, attacker = dirs[2], dirs[ATTACKER]
+    trust = dirs[0].peer_trust()
+    doc_id = f"peer:{victim.config.peer_id}"
+    old = peer_document(victim, updated_ms=1_000)
+    now = peer_document(victim, updated_ms=2_000)
+    mine = PeerDocument.from_doc(peer_document(attacker))
+    forged = replace(PeerDocument.from_doc(now), receiver_address=mine.receiver_address,
+                     sender_address=mine.sender_address, updated_ms=9_999_999_999_999)
+    with closing(dirs[0].open_metadata()) as store:
+        store.put(doc_id, now)
+        assert keep_peer_document(store, doc_id, trust) == "kept"
+        for attack in (forged.signed(signer(attacker.tls_dir)).to_doc(), forged.to_doc(),
+                       old, None):
+            if attack is None:
+                store.delete(doc_id)
+            else:
+                store.put(doc_id, attack)
+            assert keep_peer_document(store, doc_id, trust) == "restored", attack
+            assert store.get(doc_id) == now
+        newer = peer_document(victim, updated_ms=3_000)  # the victim moved: genuine
+        store.put(doc_id, newer)
+        assert keep_peer_document(store, doc_id, trust) == "kept"
+        assert store.get(doc_id) == newer
