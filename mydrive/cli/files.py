@@ -20,10 +20,15 @@ from .common import (
     print_json,
     user_option,
 )
+from .jobs import jobs
 from .users import session
 
 if TYPE_CHECKING:
+    from mydrive.client import PeerClient
+    from mydrive.crypto.keys import UserKeys
     from mydrive.engine.gc import GcReport
+    from mydrive.errors import MydriveError
+    from mydrive.node.jobs_control import JobView
 
 METRICS_TIMEOUT_S = 5.0
 
@@ -93,12 +98,30 @@ def ls(peer_dir: Path, user: str, as_json: bool) -> None:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="directory to write into (default: the peer's download directory)")
 @click.option("--overwrite", is_flag=True, help="replace an existing local file")
+@click.option("--detach", is_flag=True,
+              help="submit the download to this peer's receiver and print its job id")
+@click.option("--local", "in_process", is_flag=True,
+              help="download in this process even when this peer's receiver runs jobs")
 @json_option
 def get(peer_dir: Path, user: str, remote: str, out_dir: Path | None, overwrite: bool,
-        as_json: bool) -> None:
-    """Fetch REMOTE back from the peers, verify and decrypt it."""
+        detach: bool, in_process: bool, as_json: bool) -> None:
+    """Fetch REMOTE back from the peers, verify and decrypt it.
+
+    When this peer's receiver runs (its control socket answers), the download is a job
+    there: it survives this command being interrupted (docs/jobs.md)."""
+    from mydrive.node.jobs_control import control_running
+
     with handle_errors(), session(peer_dir, user) as (client, keys):
         record = client.find(keys, remote)
+        if not in_process and control_running(peer_dir):
+            _get_as_job(peer_dir, client, keys, remote, record.size_bytes, out_dir=out_dir,
+                        overwrite=overwrite, detach=detach, as_json=as_json)
+            return
+        if detach:
+            from mydrive.errors import PeerUnavailable
+
+            raise PeerUnavailable("--detach needs this peer's receiver running (no control "
+                                  "socket answers)")
         with _progress(f"get {remote}", record.size_bytes, enabled=not as_json) as progress:
             path, ledger = client.get(keys, remote, out_dir=out_dir, overwrite=overwrite,
                                       progress=progress)
@@ -107,6 +130,57 @@ def get(peer_dir: Path, user: str, remote: str, out_dir: Path | None, overwrite:
                         "transfer": ledger.to_json()})
         else:
             click.echo(f"wrote {path}")
+
+
+def _get_as_job(peer_dir: Path, client: PeerClient, keys: UserKeys, remote: str,
+                size_bytes: int, *, out_dir: Path | None, overwrite: bool, detach: bool,
+                as_json: bool) -> None:
+    """``get`` through this peer's receiver: submit, then follow (or print the job id)."""
+    from mydrive.errors import MydriveError
+    from mydrive.node.jobs_control import ControlClient, submit_get
+
+    from .jobs import follow
+
+    control = ControlClient(peer_dir)
+    try:
+        job_id, path = submit_get(client, keys, remote, control, out_dir=out_dir,
+                                  overwrite=overwrite)
+    finally:
+        control.close()
+    if detach:
+        if as_json:
+            print_json({"job_id": job_id, "path": str(path), "size_bytes": size_bytes})
+        else:
+            click.echo(job_id)
+        return
+    with _progress(f"get {remote}", size_bytes, enabled=not as_json) as progress:
+        shown = [0]
+
+        def advance(view: JobView) -> None:
+            progress(view.bytes_done - shown[0])
+            shown[0] = view.bytes_done
+
+        view = follow(peer_dir, job_id, advance)
+    if view.state != "done":
+        raise _job_error(view.error, job_id) if view.error else MydriveError(
+            f"job {job_id} {view.state}")
+    if as_json:
+        print_json({"path": str(path), "size_bytes": size_bytes, "job_id": job_id,
+                    "transfer": view.transfer or {}})
+    else:
+        click.echo(f"wrote {path}")
+
+
+def _job_error(error: str, job_id: str) -> MydriveError:
+    """The job's recorded error as the class it was (so the exit code is the same)."""
+    from mydrive import errors
+
+    name, _, message = error.partition(": ")
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.MydriveError) and \
+            cls is not errors.TooFewPeers:
+        return cls(message)
+    return errors.MydriveError(f"job {job_id}: {error}")
 
 
 @click.command()
@@ -199,4 +273,4 @@ def metrics(peer_dir: Path) -> None:
                 click.echo(f"# {url}: {exc}", err=True)
 
 
-COMMANDS = (put, ls, get, inspect, rm, gc, metrics)
+COMMANDS = (put, ls, get, inspect, rm, gc, metrics, jobs)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -69,7 +70,7 @@ def job_info(job: Job) -> pb.JobInfo:
     return pb.JobInfo(job_id=job.job_id, kind=job.kind, state=job.state, label=job.label,
                       bytes_total=job.bytes_total, bytes_done=job.bytes_done, error=job.error,
                       created_ms=job.created_ms, updated_ms=job.updated_ms,
-                      destination=job.destination)
+                      destination=job.destination, transfer=job.transfer)
 
 
 class ControlServicer(pb_grpc.ControlServicer):
@@ -169,13 +170,15 @@ class JobView:
     error: str
     created_ms: int
     updated_ms: int
+    transfer: dict[str, Any] | None
 
     @classmethod
     def from_pb(cls, m: pb.JobInfo) -> JobView:
         return cls(job_id=m.job_id, kind=m.kind, state=m.state, label=m.label,
                    destination=m.destination, bytes_total=m.bytes_total,
                    bytes_done=m.bytes_done, error=m.error, created_ms=m.created_ms,
-                   updated_ms=m.updated_ms)
+                   updated_ms=m.updated_ms,
+                   transfer=json.loads(m.transfer) if m.transfer else None)
 
     @property
     def finished(self) -> bool:

@@ -98,7 +98,7 @@ class JobRunner:
             destination = Path(job.destination)
             destination.parent.mkdir(parents=True, exist_ok=True)
             peers = {p.peer_id: p.address for p in self.client.known_peers()}
-            download_file(record, destination, keys=None,
+            ledger = download_file(record, destination, keys=None,
                           file_key=bytes.fromhex(secrets.file_key_hex), signer=signer,
                           peers=peers, settings=self.client.settings,
                           transport=self.client.transport, clock=self.client.clock,
@@ -115,4 +115,5 @@ class JobRunner:
             with self._lock:
                 self._cancel.discard(job.job_id)
         log.info("job %s done", job.job_id)
-        return self.store.update(job.job_id, state="done", bytes_done=job.bytes_total)
+        return self.store.update(job.job_id, state="done", bytes_done=job.bytes_total,
+                                 transfer=json.dumps(ledger.to_json(), sort_keys=True))

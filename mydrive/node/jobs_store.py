@@ -57,6 +57,7 @@ class Job:
     error: str
     created_ms: int
     updated_ms: int
+    transfer: str = ""  # JSON of the engine's TransferLedger once done (no secrets)
     secrets: JobSecrets | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from mydrive.errors import BadRequest
+from mydrive.errors import BadRequest, MydriveError
 from mydrive.node.peerdir import PeerConfig, PeerDir
 from mydrive.node.ui_address import health_body
 from mydrive.runtime.clock import SystemClock
@@ -162,7 +162,10 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
         from mydrive.node.jobs_service import start_job_service
         from mydrive.node.local_client import open_client
 
-        jobs = start_job_service(peer.root, open_client(peer.root), stop)
+        try:
+            jobs = start_job_service(peer.root, open_client(peer.root), stop)
+        except MydriveError as exc:  # e.g. a peer path too long for a unix socket
+            log.warning("no download jobs on this peer (CLI and UI run in-process): %s", exc)
     if kind == "receiver" and peer.config.metadata == "couchdb":
         from mydrive.node.replication import supervise_peer
 

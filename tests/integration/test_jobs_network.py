@@ -1,0 +1,188 @@
+"""Issue 17 end to end: downloads run as jobs on the owner's peer, on real local peers.
+
+A 256 MiB download submitted from the CLI outlives the CLI being SIGKILLed; the receiver
+SIGKILLed and restarted mid-job resumes it; delegations presented through real gRPC by
+another key, for other chunks or after expiry are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mydrive.crypto.primitives import IdentityKey
+from mydrive.errors import PeerUnavailable, PermissionDenied
+from mydrive.formats.delegation import Delegation
+from mydrive.node import cluster
+from mydrive.node.jobs_control import ControlClient, JobView
+from mydrive.node.local_client import open_client
+from mydrive.transport.signed_fetch import DelegateSigner, SignedFetch, sign_delegation, sign_fetch
+from tests.integration.conftest import PASSPHRASE, LocalNetwork
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+BIG_BYTES = 256 * MiB
+WAIT_S = 600.0
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _job(net: LocalNetwork, job_id: str) -> dict:
+    """The job as `mydrive jobs --json` shows it (the CLI, as a user would ask)."""
+    jobs = net.json("jobs", user=None)["jobs"]
+    return next(j for j in jobs if j["job_id"] == job_id)
+
+
+def _poll(net: LocalNetwork, job_id: str, until) -> JobView:
+    """Poll the Control socket directly (ms, not a CLI start) until ``until(view)``; a
+    receiver being restarted is ridden out."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            control = ControlClient(net.peer_dir(0))
+            try:
+                view = control.job(job_id)
+            finally:
+                control.close()
+        except PeerUnavailable:
+            time.sleep(0.2)
+            continue
+        if until(view):
+            return view
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not get there in {WAIT_S} s")
+
+
+def _running(view: JobView) -> bool:
+    return view.finished or (view.state == "running" and view.bytes_done > 0)
+
+
+def _finished(view: JobView) -> bool:
+    return view.finished
+
+
+def _job_ids(net: LocalNetwork) -> set[str]:
+    control = ControlClient(net.peer_dir(0))
+    try:
+        return {j.job_id for j in control.jobs()}
+    finally:
+        control.close()
+
+
+@pytest.fixture
+def big_net(network_factory, tmp_path: Path):
+    net = network_factory(4)
+    net.mydrive("user", "create")
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(BIG_BYTES // (16 * MiB)):
+            f.write(os.urandom(16 * MiB))
+    net.mydrive("put", str(src), "/big.bin")
+    return net, src
+
+
+def test_jobs_download_survives_cli_sigkill_and_receiver_restart(big_net, tmp_path: Path) -> None:
+    """CLI SIGKILLed mid-get: the job completes; receiver SIGKILLed: it resumes; both exact."""
+    net, src = big_net
+    want = _sha256(src)
+    out = tmp_path / "out"
+    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
+           "MYDRIVE_PASSPHRASE": PASSPHRASE}
+    before = _job_ids(net)
+    cli = subprocess.Popen([sys.executable, "-m", "mydrive", "get", "/big.bin", "--out",
+                            str(out)], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not (_job_ids(net) - before) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (job_id,) = _job_ids(net) - before
+        seen = _poll(net, job_id, _running)
+        os.kill(cli.pid, signal.SIGKILL)
+        assert seen.state == "running" and seen.bytes_done < seen.bytes_total
+    finally:
+        cli.kill()
+        cli.wait()
+    _poll(net, job_id, _finished)
+    done = _job(net, job_id)
+    assert (done["state"], done["error"]) == ("done", ""), done
+    assert done["bytes_done"] == BIG_BYTES
+    assert _sha256(out / "big.bin") == want
+
+    # The receiver itself SIGKILLed mid-job and restarted: the job is queued again and runs.
+    detached = net.json("get", "/big.bin", "--out", str(out), "--overwrite", "--detach")
+    job_id = detached["job_id"]
+    seen = _poll(net, job_id, _running)
+    cluster.stop(net.home, only=["peer-0"], kinds=("receiver",), hard=True)
+    assert seen.state == "running" and seen.bytes_done < seen.bytes_total, seen
+    assert (out / "big.bin").exists()  # the first download's file, until the rename
+    cluster.start(net.home, only=["peer-0"])
+    _poll(net, job_id, _finished)
+    done = _job(net, job_id)
+    assert (done["state"], done["error"]) == ("done", ""), done
+    assert _sha256(out / "big.bin") == want
+
+
+def test_jobs_delegation_refused_over_grpc(network_factory) -> None:
+    """Through real gRPC: another key, other chunks, an expired delegation: all refused."""
+    net = network_factory(4)
+    net.mydrive("user", "create")
+    src = net.home / "small.bin"
+    src.write_bytes(os.urandom(300_000))
+    net.mydrive("put", str(src), "/a.bin")
+    net.mydrive("put", str(src), "/b.bin")
+    client = open_client(net.peer_dir(0))
+    try:
+        keys = client.login("alice", PASSPHRASE)
+        a, b = client.find(keys, "/a.bin"), client.find(keys, "/b.bin")
+        peers = {p.peer_id: p.address for p in client.known_peers()}
+        delegate, thief = IdentityKey.from_seed(os.urandom(32)), IdentityKey.from_seed(
+            os.urandom(32))
+        now = client.clock.now_ms()
+
+        def delegation(record, issued_ms: int, not_after_ms: int):
+            return sign_delegation(keys.identity, Delegation(
+                owner_public_key=keys.identity.public_bytes(),
+                delegate_public_key=delegate.public_bytes(), delegate_peer_id="peer-0",
+                chunk_ids=tuple(sorted(c.chunk_id for c in record.chunks)),
+                issued_ms=issued_ms, not_after_ms=not_after_ms))
+
+        chunk = a.chunks[0]
+        peer = peers[chunk.replicas[0]]
+
+        def fetch(signer, chunk_id: bytes = chunk.chunk_id) -> list:
+            signed = sign_fetch(signer, chunk_id=chunk_id, target_peer_id=peer.peer_id,
+                                segment_indices=[], clock=client.clock)
+            return list(client.transport.fetch(peer, signed))
+
+        good = delegation(a, now, now + 600_000)
+        assert fetch(DelegateSigner(delegate, [good]))  # the honest use is served
+        stolen = DelegateSigner(thief, [good])
+        with pytest.raises(PermissionDenied, match="not signed by the delegate"):
+            fetch(stolen)
+        other = DelegateSigner(delegate, [delegation(b, now, now + 600_000)])
+        raw = sign_fetch(DelegateSigner(delegate, [good]), chunk_id=chunk.chunk_id,
+                         target_peer_id=peer.peer_id, segment_indices=[], clock=client.clock)
+        widened = SignedFetch(request=raw.request, signature=raw.signature,
+                              delegation=other.delegation_for(b.chunks[0].chunk_id))
+        with pytest.raises(PermissionDenied, match="does not cover"):
+            list(client.transport.fetch(peer, widened))
+        expired = DelegateSigner(delegate, [delegation(a, now - 7_200_000, now - 3_600_000)])
+        with pytest.raises(PermissionDenied, match="expired"):
+            fetch(expired)
+    finally:
+        client.close()
