@@ -25,7 +25,16 @@ from mydrive.crypto.keys import (
 )
 from mydrive.engine.accounting import TransferLedger
 from mydrive.engine.download import download_file
+from mydrive.engine.durability import (
+    CheckReport,
+    DurabilitySettings,
+    DurabilityState,
+    run_check,
+    run_pass,
+)
 from mydrive.engine.gc import GcReport, bury, collect
+from mydrive.engine.repair import NO_REPAIR_HOOKS, RepairHooks
+from mydrive.engine.repair_policy import RepairBudget
 from mydrive.engine.settings import TransferSettings
 from mydrive.engine.upload import PeerInfo, Progress, upload_file
 from mydrive.errors import (
@@ -54,6 +63,7 @@ from mydrive.runtime.clock import Clock, SystemClock
 from mydrive.runtime.events import NO_EVENTS, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
+from mydrive.runtime.metrics import Metrics
 from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import PeerAddress, Transport
 
@@ -277,6 +287,7 @@ class PeerClient:
                                transport=self.transport, clock=self.clock, overwrite=overwrite,
                                randomness=self.randomness, executor=self.executor,
                                events=self.events, progress=progress)
+        self._note_bad_segments(keys, record, ledger)
         return destination, ledger
 
     def select(self, keys: UserKeys, remote_path: str, *,
@@ -340,3 +351,49 @@ class PeerClient:
             "chunks_per_peer": dict(sorted(per_peer.items())),
             "transfer": record.transfer,
         }
+
+    # ---- durability: check, repair, the background pass (docs/durability.md) ------------
+    def check(self, keys: UserKeys, remote_path: str | None = None, *,
+              verify_all: bool = False, repair: bool = False, rebalance: bool = False,
+              settings: DurabilitySettings | None = None,
+              budget: RepairBudget | None = None, max_bytes_per_s: float | None = None,
+              hooks: RepairHooks = NO_REPAIR_HOOKS) -> CheckReport:
+        """Audit every replica of the file at ``remote_path`` (a folder: every file under
+        it; None: all of this user's files) with fresh owner-signed fetches of random
+        segments (``verify_all``: every segment); with ``repair`` restore every chunk to R
+        and update the signed records (``mydrive check``)."""
+        if remote_path is None:
+            files = sorted(((self._decrypted_path(keys, r), r) for r in self._records(keys)),
+                           key=lambda pr: pr[0])
+        else:
+            files = self.select(keys, remote_path, recursive=True)
+        return run_check(files, keys=keys, store=self.store, peers=self.known_peers(),
+                         owner_peer_id=self.peer_id, transport=self.transport,
+                         clock=self.clock, randomness=self.randomness,
+                         transfer=self.settings, settings=settings or DurabilitySettings(),
+                         verify_all=verify_all, repair=repair, rebalance=rebalance,
+                         budget=budget, max_bytes_per_s=max_bytes_per_s,
+                         executor=self.executor, events=self.events, hooks=hooks)
+
+    def durability_pass(self, keys: UserKeys, *, settings: DurabilitySettings | None = None,
+                        metrics: Metrics | None = None,
+                        hooks: RepairHooks = NO_REPAIR_HOOKS) -> CheckReport:
+        """One tick of the background loop (``mydrive durability run``): the next audits,
+        dead-peer detection, repairs and rebalancing within the per-pass budget."""
+        return run_pass(self._records(keys), keys=keys, store=self.store,
+                        peers=self.known_peers(), owner_peer_id=self.peer_id,
+                        transport=self.transport, clock=self.clock,
+                        randomness=self.randomness, transfer=self.settings,
+                        settings=settings or DurabilitySettings(), executor=self.executor,
+                        events=self.events, hooks=hooks, metrics=metrics)
+
+    def _note_bad_segments(self, keys: UserKeys, record: FileRecord,
+                           ledger: TransferLedger) -> None:
+        """Replicas that served bad segments to a download: the next check or pass audits
+        them whole (bit rot found by a download gets repaired from a good replica)."""
+        bad = sorted({(record.file_id.hex(), chunk, peer)
+                      for chunk, _, peer in ledger.bad_fetched})
+        if bad:
+            state = DurabilityState.load(self.store, keys.user_id)
+            state.add_suspects(bad)
+            state.save(self.store, keys.user_id)

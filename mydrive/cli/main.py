@@ -12,6 +12,7 @@ documented in docs/cli.md. An error ends the process with its class's exit code
   users.py    user create | rotate-passphrase (and the login of every user command)
   files.py    put, ls, get, inspect, rm, gc, metrics
   sftp.py     serve sftp, user add-ssh-key | ssh-keys | remove-ssh-key (docs/sftp.md)
+  check.py    check [--repair], durability run (docs/durability.md)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 
 import click
 
-from . import cluster, compose, files, peer, pki, serve, sftp, users
+from . import check, cluster, compose, files, peer, pki, serve, sftp, users
 
 
 @click.group()
@@ -31,7 +32,8 @@ def cli(verbose: bool) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-for command in (peer.peer, pki.pki, serve.serve, cluster.cluster, users.user, *files.COMMANDS):
+for command in (peer.peer, pki.pki, serve.serve, cluster.cluster, users.user, *files.COMMANDS,
+                *check.COMMANDS):
     cli.add_command(command)
 sftp.register(users.user)  # user add-ssh-key | ssh-keys | remove-ssh-key
 cli.add_command(compose.compose)  # compose generate: N peers as one compose project

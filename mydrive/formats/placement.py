@@ -196,6 +196,15 @@ def _place_round_robin(
     return placement
 
 
+def rank_peers(file_id: bytes, index: int, peers: Sequence[PeerSlot]) -> list[str]:
+    """Every peer with positive capacity, in the order the placement prefers them for chunk
+    ``index`` of the file (highest score first, ties by id): the order a repair or a
+    rebalance picks new holders in (mydrive.engine.repair_policy)."""
+    ranked = sorted((p for p in peers if p.capacity_bytes > 0),
+                    key=lambda p: (-_chunk_score(file_id, index, p), p.peer_id))
+    return [p.peer_id for p in ranked]
+
+
 def holders_per_peer(placement: list[list[str]]) -> dict[str, int]:
     """How many chunks of the file each peer holds."""
     counts: dict[str, int] = {}
