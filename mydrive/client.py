@@ -51,6 +51,7 @@ from mydrive.formats.filerecord import FileRecord
 from mydrive.formats.paths import local_destination, normalize_remote_path
 from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents
 from mydrive.metadata.base import MetadataStore
+from mydrive.metadata.signed import verified_key
 from mydrive.metadata.trusted import (
     next_updated_ms,
     read_files,
@@ -134,7 +135,10 @@ class PeerClient:
     # ---- users -------------------------------------------------------------------------
     def create_user(self, name: str, passphrase: str) -> UserRecord:
         name = validate_username(name)
-        if self.store.get(user_doc_id(name)) is not None:
+        doc_id = user_doc_id(name)
+        # A name this peer has verified stays taken even if a replica deleted its document.
+        if (self.store.get(doc_id) is not None
+                or self.store.get_local(verified_key(doc_id)) is not None):
             raise UserExists(f"user {name!r} already exists")
         record, keys = create_user(name, passphrase, random_bytes=self.random_bytes,
                                    kdf_params=crypto.new_kdf_params(self.random_bytes,

@@ -19,7 +19,12 @@ from mydrive.client import PeerClient
 from mydrive.crypto import keys as keyslib
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.primitives import new_kdf_params
-from mydrive.errors import DecryptionFailed, UntrustedMetadata, WrongPassphrase
+from mydrive.errors import (
+    DecryptionFailed,
+    UntrustedMetadata,
+    UserExists,
+    WrongPassphrase,
+)
 from mydrive.formats.filerecord import FileRecord
 from mydrive.formats.tombstone import Tombstone
 from mydrive.metadata.signed import sign_document, verified_key
@@ -145,6 +150,16 @@ def test_deleted_or_unsigned_user_document_changes_nothing(tmp_path: Path) -> No
     record, _ = _mallory()
     legacy = {**replace(record, version=1).to_doc()}
     c.store.put("user:alice", legacy)
+    assert c.login("alice", PASS).user_id == a.user_id
+
+
+def test_deleted_user_name_cannot_be_taken_again(tmp_path: Path) -> None:
+    """After a replica deletes user:alice, creating a new alice on a peer that knew her is
+    refused, so her pin is never replaced by a new key."""
+    net, c, a = _world(tmp_path)
+    c.store.delete("user:alice")
+    with pytest.raises(UserExists):
+        c.create_user("alice", "another passphrase")
     assert c.login("alice", PASS).user_id == a.user_id
 
 
