@@ -44,6 +44,8 @@ TOKEN_NAME = "control.token"  # noqa: S105 - a file name, not a secret
 TOKEN_KEY = "x-mydrive-token"  # noqa: S105 - a metadata key
 MAX_SOCKET_PATH_CHARS = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
 CONTROL_THREADS = 4
+MAX_TAG_CHARS = 128
+MAX_LABEL_CHARS = 4096
 CONTROL_TIMEOUT_S = 10.0
 CONTROL_OPTIONS = [("grpc.max_send_message_length", 16 * 1024 * 1024),
                    ("grpc.max_receive_message_length", 16 * 1024 * 1024)]
@@ -70,7 +72,8 @@ def job_info(job: Job) -> pb.JobInfo:
     return pb.JobInfo(job_id=job.job_id, kind=job.kind, state=job.state, label=job.label,
                       bytes_total=job.bytes_total, bytes_done=job.bytes_done, error=job.error,
                       created_ms=job.created_ms, updated_ms=job.updated_ms,
-                      destination=job.destination, transfer=job.transfer)
+                      destination=job.destination, transfer=job.transfer,
+                      owner_id=job.owner_id, group=job.group)
 
 
 class ControlServicer(pb_grpc.ControlServicer):
@@ -105,6 +108,9 @@ class ControlServicer(pb_grpc.ControlServicer):
     def _submit(self, request: pb.DownloadJob) -> pb.JobRef:
         if len(request.file_key) != 32:
             raise BadRequest("a file key is 32 bytes")
+        if len(request.owner_id) > MAX_TAG_CHARS or len(request.group) > MAX_TAG_CHARS or \
+                len(request.label) > MAX_LABEL_CHARS:
+            raise BadRequest("job owner, group or label too long")
         if not os.path.isabs(request.destination):
             raise BadRequest("the destination must be an absolute path")
         try:
@@ -122,7 +128,8 @@ class ControlServicer(pb_grpc.ControlServicer):
             raise BadRequest("the delegations do not cover every chunk of the file")
         job = self.store.submit(
             label=request.label, destination=request.destination, overwrite=request.overwrite,
-            bytes_total=record.size_bytes, secrets=JobSecrets(
+            bytes_total=record.size_bytes, owner_id=request.owner_id, group=request.group,
+            secrets=JobSecrets(
                 file_record=request.file_record.decode(), file_key_hex=request.file_key.hex(),
                 delegations_hex=tuple(bytes(b).hex() for b in request.delegations)))
         return pb.JobRef(job_id=job.job_id)
@@ -171,6 +178,8 @@ class JobView:
     created_ms: int
     updated_ms: int
     transfer: dict[str, Any] | None
+    owner_id: str = ""
+    group: str = ""
 
     @classmethod
     def from_pb(cls, m: pb.JobInfo) -> JobView:
@@ -178,7 +187,8 @@ class JobView:
                    destination=m.destination, bytes_total=m.bytes_total,
                    bytes_done=m.bytes_done, error=m.error, created_ms=m.created_ms,
                    updated_ms=m.updated_ms,
-                   transfer=json.loads(m.transfer) if m.transfer else None)
+                   transfer=json.loads(m.transfer) if m.transfer else None,
+                   owner_id=m.owner_id, group=m.group)
 
     @property
     def finished(self) -> bool:
@@ -264,7 +274,8 @@ def control_running(peer_root: Path) -> bool:
 
 def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: ControlClient,
                *, out_dir: Path | None = None, overwrite: bool = False,
-               lifetime_ms: int = DEFAULT_DELEGATION_LIFETIME_MS) -> tuple[str, Path]:
+               lifetime_ms: int = DEFAULT_DELEGATION_LIFETIME_MS,
+               group: str = "") -> tuple[str, Path]:
     """Submit a download of ``remote_path`` to this peer's receiver; (job id, destination).
 
     The record is found and verified here, the file key unwrapped here, and the owner's
@@ -285,5 +296,5 @@ def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: Co
         file_record=json.dumps(record.to_doc(), sort_keys=True).encode(),
         file_key=unwrap_file_key(keys, record.file_id, record.wrapped_file_key),
         delegations=delegations, destination=str(destination), overwrite=overwrite,
-        label=remote_path))
+        label=remote_path, owner_id=keys.user_id, group=group))
     return job_id, destination

@@ -58,6 +58,8 @@ class Job:
     created_ms: int
     updated_ms: int
     transfer: str = ""  # JSON of the engine's TransferLedger once done (no secrets)
+    owner_id: str = ""  # the user the job is for (the UI shows users only their own)
+    group: str = ""     # jobs submitted together (one UI basket), or ""
     secrets: JobSecrets | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -108,7 +110,7 @@ class JobStore:
         write_secret(self.dir / f"{job.job_id}.json", _job_to_json(job))
 
     def submit(self, *, label: str, destination: str, overwrite: bool, bytes_total: int,
-               secrets: JobSecrets) -> Job:
+               secrets: JobSecrets, owner_id: str = "", group: str = "") -> Job:
         with self._lock:
             active = sum(1 for j in self._jobs.values() if j.state in ACTIVE_STATES)
             if active >= MAX_ACTIVE_JOBS:
@@ -117,7 +119,8 @@ class JobStore:
             now = self._now_ms()
             job = Job(job_id=self._new_id(), kind="download", state="queued", label=label,
                       destination=destination, overwrite=overwrite, bytes_total=bytes_total,
-                      bytes_done=0, error="", created_ms=now, updated_ms=now, secrets=secrets)
+                      bytes_done=0, error="", created_ms=now, updated_ms=now, secrets=secrets,
+                      owner_id=owner_id, group=group)
             self._save(job)
             return job
 

@@ -18,7 +18,7 @@ from mydrive.node.peerdir import PeerDir
 from mydrive.runtime.clock import Clock, SystemClock
 from mydrive.ui import csrf
 from mydrive.ui.basket import Baskets
-from mydrive.ui.jobs import JobBoard
+from mydrive.ui.jobs import JobBoard, ServiceJobs
 from mydrive.ui.problems import Problem, problem_for
 from mydrive.ui.sessions import SessionStore
 from mydrive.ui.settings import UiSettings
@@ -63,7 +63,8 @@ def create_app(peer_dir: Path, *, settings: UiSettings | None = None,
         jobs=JobBoard(clock=clock, workers=settings.transfer_workers,
                       max_queued=settings.max_queued_jobs,
                       max_per_user=settings.max_jobs_per_user),
-        settings=settings, csrf_secret=os.urandom(32), upload_dir=upload_dir)
+        settings=settings, csrf_secret=os.urandom(32), upload_dir=upload_dir,
+        service_jobs=ServiceJobs(peer.root))
 
     from mydrive.ui.views_account import bp as account
     from mydrive.ui.views_files import bp as files

@@ -3,7 +3,10 @@
 A job is a list of files worked through in order on a small thread pool; the page polls its
 progress as JSON. Jobs belong to one user and are only shown to that user. Bounded: at most
 ``max_queued`` unfinished jobs in all, and at most ``max_per_user`` kept per user (the oldest
-finished ones are forgotten first).
+finished ones are forgotten first). A crash of the UI process loses these jobs.
+
+When this peer's receiver runs jobs, a basket is downloaded by the receiver instead
+(``ServiceJobs``, docs/jobs.md): those jobs are kept by the peer and outlive the UI.
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mydrive.errors import MydriveError, TooLarge, UnknownFile
 from mydrive.runtime.clock import Clock
 from mydrive.ui.problems import INTERNAL, problem_for
+
+if TYPE_CHECKING:
+    from mydrive.client import PeerClient
+    from mydrive.crypto.keys import UserKeys
+    from mydrive.node.jobs_control import JobView
 
 log = logging.getLogger("mydrive.ui.jobs")
 
@@ -175,3 +184,82 @@ class JobBoard:
         with job._lock:
             item.state, item.local_path = "done", local_path
             item.done_bytes = item.size_bytes
+
+
+def _as_error(text: str) -> MydriveError:
+    """A service job's recorded error ("ClassName: message") as its mydrive class again."""
+    from mydrive import errors
+
+    name, _, message = text.partition(": ")
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, MydriveError) and cls is not errors.TooFewPeers:
+        return cls(message)
+    return MydriveError(text)
+
+
+def _file_of(view: JobView) -> JobFile:
+    item = JobFile(remote_path=view.label, size_bytes=view.bytes_total,
+                   done_bytes=min(view.bytes_done, view.bytes_total),
+                   state=view.state if view.state in ("queued", "running", "done") else "failed",
+                   local_path=view.destination if view.state == "done" else "")
+    if item.state == "failed":
+        problem = problem_for(_as_error(view.error or view.state))
+        item.error_kind, item.error_title = problem.kind, problem.title
+        item.error_advice, item.error = problem.advice, view.error or view.state
+    return item
+
+
+class ServiceJobs:
+    """Basket downloads run as jobs by this peer's receiver (docs/jobs.md), shown as this
+    board's Jobs: one UI job per basket (the service jobs of one ``group``). They live in the
+    peer's jobs directory, so they outlive this UI process; nothing is kept here."""
+
+    def __init__(self, peer_root: Path) -> None:
+        self.peer_root = peer_root
+
+    def available(self) -> bool:
+        from mydrive.node.jobs_control import control_running
+
+        return control_running(self.peer_root)
+
+    def submit_basket(self, client: PeerClient, keys: UserKeys, paths: list[str], *,
+                      overwrite: bool, group: str) -> None:
+        from mydrive.node.jobs_control import ControlClient, submit_get
+
+        control = ControlClient(self.peer_root)
+        try:
+            for path in paths:
+                submit_get(client, keys, path, control, overwrite=overwrite, group=group)
+        finally:
+            control.close()
+
+    def _views(self, user_id: str) -> list[JobView]:
+        from mydrive.node.jobs_control import ControlClient
+
+        control = ControlClient(self.peer_root)
+        try:
+            return [v for v in control.jobs() if v.owner_id == user_id and v.group]
+        finally:
+            control.close()
+
+    def of_user(self, user_id: str, *, target: str = "") -> list[Job]:
+        groups: dict[str, list[JobView]] = {}
+        for view in self._views(user_id):
+            groups.setdefault(view.group, []).append(view)
+        jobs = [self._job(user_id, group, views, target) for group, views in groups.items()]
+        return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
+
+    def get(self, user_id: str, group: str, *, target: str = "") -> Job:
+        views = [v for v in self._views(user_id) if v.group == group]
+        if not views:
+            raise UnknownFile("no such transfer (it may have been forgotten)")
+        return self._job(user_id, group, views, target)
+
+    @staticmethod
+    def _job(user_id: str, group: str, views: list[JobView], target: str) -> Job:
+        files = [_file_of(v) for v in sorted(views, key=lambda v: (v.created_ms, v.job_id))]
+        states = {f.state for f in files}
+        state = ("done" if states == {"done"} else "queued" if states == {"queued"}
+                 else "failed" if states <= {"done", "failed"} else "running")
+        return Job(job_id=group, user_id=user_id, kind="download", files=files,
+                   created_ms=min(v.created_ms for v in views), target=target, state=state)

@@ -11,7 +11,7 @@ from flask import current_app, g
 from mydrive.client import PeerClient
 from mydrive.errors import NotLoggedIn
 from mydrive.ui.basket import Baskets
-from mydrive.ui.jobs import JobBoard
+from mydrive.ui.jobs import JobBoard, ServiceJobs
 from mydrive.ui.sessions import Session, SessionStore
 from mydrive.ui.settings import UiSettings
 
@@ -27,6 +27,7 @@ class UiState:
     settings: UiSettings
     csrf_secret: bytes
     upload_dir: Path
+    service_jobs: ServiceJobs | None = None  # the receiver's basket downloads (docs/jobs.md)
 
     @property
     def session_cookie(self) -> str:

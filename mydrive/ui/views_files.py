@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,12 @@ from flask import Blueprint, jsonify, redirect, render_template, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
-from mydrive.errors import BadRequest, PathTraversal, TooLarge
+from mydrive.errors import BadRequest, MydriveError, PathTraversal, TooLarge, UnknownFile
 from mydrive.formats.paths import normalize_remote_path
 from mydrive.node.ui_address import health_body
 from mydrive.ui import forms
 from mydrive.ui.basket import BasketItem
-from mydrive.ui.jobs import JobFile, Progress
+from mydrive.ui.jobs import Job, JobFile, Progress
 from mydrive.ui.sessions import Session
 from mydrive.ui.state import require_session, ui_state
 from mydrive.ui.tree import build_tree
@@ -40,7 +41,7 @@ def files() -> str:
     tree = build_tree(state.client.list_files(session.keys))
     return render_template("files.html", tree=tree, notice=NOTICES.get(
         request.args.get("notice", "")), basket=state.baskets.items(session.user_id),
-        jobs=state.jobs.of_user(session.user_id)[:5],
+        jobs=_recent_jobs(session.user_id)[:5],
         download_dir=str(state.client.download_dir),
         folder=request.args.get("folder", "/"), max_upload_bytes=state.settings.max_upload_bytes)
 
@@ -103,6 +104,14 @@ def basket_download() -> Response:
                 raise TooLarge(f"the basket holds more than {state.settings.max_batch_files} "
                                f"files; download it in parts")
     client = state.client
+    service = state.service_jobs
+    if service is not None and service.available():
+        group = os.urandom(16).hex()
+        service.submit_basket(client, session.keys, list(chosen), overwrite=overwrite,
+                              group=group)
+        state.baskets.clear(session.user_id)
+        log.info("download job %s on this peer's receiver: %d file(s)", group, len(chosen))
+        return redirect(f"/jobs/{group}", code=303)
 
     def fetch(item: JobFile, progress: Progress) -> str:
         path, _ = client.get(_keys(session), item.remote_path, overwrite=overwrite,
@@ -115,6 +124,32 @@ def basket_download() -> Response:
     state.baskets.clear(session.user_id)
     log.info("download job %s: %d file(s)", job.job_id, len(chosen))
     return redirect(f"/jobs/{job.job_id}", code=303)
+
+
+def _recent_jobs(user_id: str) -> list[Job]:
+    """This UI's own jobs and the receiver's basket downloads, newest first."""
+    state = ui_state()
+    jobs = state.jobs.of_user(user_id)
+    if state.service_jobs is not None:
+        try:
+            jobs += state.service_jobs.of_user(user_id, target=str(state.client.download_dir))
+        except MydriveError as exc:  # the receiver is down: show what this UI has
+            log.info("receiver jobs unavailable: %s", type(exc).__name__)
+    return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
+
+
+def _find_job(user_id: str, job_id: str) -> Job:
+    state = ui_state()
+    try:
+        return state.jobs.get(user_id, job_id)
+    except UnknownFile as unknown:
+        if state.service_jobs is None:
+            raise
+        try:
+            return state.service_jobs.get(user_id, job_id,
+                                          target=str(state.client.download_dir))
+        except MydriveError:  # not there either, or no receiver: this UI doesn't know it
+            raise unknown from None
 
 
 def _keys(session: Session) -> Any:
@@ -171,11 +206,11 @@ def upload() -> Any:
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     session = require_session()
-    job = ui_state().jobs.get(session.user_id, job_id[:64])
+    job = _find_job(session.user_id, job_id[:64])
     return render_template("job.html", job=job.to_json())
 
 
 @bp.get("/api/jobs/<job_id>")
 def job_json(job_id: str) -> Response:
     session = require_session()
-    return jsonify(ui_state().jobs.get(session.user_id, job_id[:64]).to_json())
+    return jsonify(_find_job(session.user_id, job_id[:64]).to_json())

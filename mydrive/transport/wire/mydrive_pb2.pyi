@@ -144,20 +144,24 @@ class PeerIdentity(_message.Message):
     def __init__(self, peer_id: _Optional[str] = ..., delegate_public_key: _Optional[bytes] = ...) -> None: ...
 
 class DownloadJob(_message.Message):
-    __slots__ = ("file_record", "file_key", "delegations", "destination", "overwrite", "label")
+    __slots__ = ("file_record", "file_key", "delegations", "destination", "overwrite", "label", "owner_id", "group")
     FILE_RECORD_FIELD_NUMBER: _ClassVar[int]
     FILE_KEY_FIELD_NUMBER: _ClassVar[int]
     DELEGATIONS_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     file_record: bytes
     file_key: bytes
     delegations: _containers.RepeatedScalarFieldContainer[bytes]
     destination: str
     overwrite: bool
     label: str
-    def __init__(self, file_record: _Optional[bytes] = ..., file_key: _Optional[bytes] = ..., delegations: _Optional[_Iterable[bytes]] = ..., destination: _Optional[str] = ..., overwrite: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+    owner_id: str
+    group: str
+    def __init__(self, file_record: _Optional[bytes] = ..., file_key: _Optional[bytes] = ..., delegations: _Optional[_Iterable[bytes]] = ..., destination: _Optional[str] = ..., overwrite: _Optional[bool] = ..., label: _Optional[str] = ..., owner_id: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
@@ -166,7 +170,7 @@ class JobRef(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "kind", "state", "label", "bytes_total", "bytes_done", "error", "created_ms", "updated_ms", "destination", "transfer")
+    __slots__ = ("job_id", "kind", "state", "label", "bytes_total", "bytes_done", "error", "created_ms", "updated_ms", "destination", "transfer", "owner_id", "group")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +182,8 @@ class JobInfo(_message.Message):
     UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: str
     state: str
@@ -189,7 +195,9 @@ class JobInfo(_message.Message):
     updated_ms: int
     destination: str
     transfer: str
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., label: _Optional[str] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., destination: _Optional[str] = ..., transfer: _Optional[str] = ...) -> None: ...
+    owner_id: str
+    group: str
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., label: _Optional[str] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., destination: _Optional[str] = ..., transfer: _Optional[str] = ..., owner_id: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs",)
