@@ -2,7 +2,8 @@
 
 Installed into ``.tools/`` by scripts/install-pouchdb.sh (or found through
 MYDRIVE_POUCHDB_SERVER or on PATH). Compose deployments use the official couchdb:3 image
-instead; nothing here is needed there.
+instead; nothing here is needed there. Every peer's server has its own admin (config.json,
+0600, written before the server starts); it is never shared with another peer.
 """
 
 from __future__ import annotations

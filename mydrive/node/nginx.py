@@ -1,7 +1,9 @@
 """Render and run a peer's nginx (TLS termination and routing; docs/tls.md).
 
 The template is nginx/peer.conf.template; the rendered config, pid file, logs and temp
-directories live in PEER_DIR/nginx/, the prefix nginx is started with.
+directories live in PEER_DIR/nginx/, the prefix nginx is started with. The rendered config
+holds the CouchDB member's password (its ``/couchdb/`` route reads as that member for the
+other peers), so it is written 0600, atomically: a crash leaves the old config or the new.
 """
 
 from __future__ import annotations
