@@ -313,8 +313,11 @@ def assess(records: Sequence[FileRecord], *, peers: Mapping[str, PeerAddress],
             for result in pool.map(run, jobs):
                 results[(result.file_id, result.chunk_index, result.peer_id)] = result
     now_ms = clock.now_ms()
+    # A peer that answers probes but not audits (unreachable, or refusing the owner's
+    # signature: its clock, or a trick to keep its replicas listed) is not seen: after the
+    # grace period it is dead like a silent one.
     unreachable_in_audit = {r.peer_id for r in results.values()
-                            if r.state == ReplicaState.UNREACHABLE}
+                            if r.state in (ReplicaState.UNREACHABLE, ReplicaState.REFUSED)}
     for peer_id in sorted(involved):
         seen = reach.get(peer_id, False) and peer_id not in unreachable_in_audit
         liveness.observe(peer_id, seen, now_ms)
@@ -331,11 +334,14 @@ def assess(records: Sequence[FileRecord], *, peers: Mapping[str, PeerAddress],
     def state_of(file_id: bytes, index: int, peer_id: str) -> ReplicaState:
         result = results.get((file_id, index, peer_id))
         peer = status.get(peer_id, PeerStatus.SUSPECT)
-        if result is not None and result.state != ReplicaState.UNREACHABLE:
+        if result is not None and result.state not in (ReplicaState.UNREACHABLE,
+                                                       ReplicaState.REFUSED):
             return result.state
         if peer == PeerStatus.DEAD:
             return ReplicaState.DEAD
-        if result is not None or peer == PeerStatus.SUSPECT:
+        if result is not None:
+            return result.state
+        if peer == PeerStatus.SUSPECT:
             return ReplicaState.UNREACHABLE
         return ReplicaState.UNAUDITED
 

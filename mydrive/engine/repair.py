@@ -373,11 +373,12 @@ def _commit(record: FileRecord, done: Sequence[RepairAction],
         acts = [a for a in done if a.chunk_index == index]
         drop = {p for a in acts for p in a.drop}
         kept = [p for p in chunks[index].replicas if p not in drop]
+        # (a target listed already, lost and stored again, is appended after the kept ones)
         added = [a.target for a in acts if a.target not in kept]
         chunks[index] = replace(chunks[index], replicas=tuple(kept + added))
         for peer_id in added:
             new_strays.get(peer_id, set()).discard(index)
-        for peer_id in drop:
+        for peer_id in drop - set(added):  # (a peer may lose a chunk and get it again)
             new_strays.setdefault(peer_id, set()).add(index)
     return tuple(chunks), {p: idx for p, idx in new_strays.items() if idx}
 

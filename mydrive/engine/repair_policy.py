@@ -15,8 +15,10 @@ docs/durability.md explains the rules; in short:
   (capacity-weighted rendezvous, ``formats.placement.rank_peers``) that is live, not the
   owner's, does not hold the chunk already, and would still hold fewer than all of the
   file's chunks, counting copies outside the record (``strays``: a replica being added, or
-  one retired but not yet deleted). A stray that an audit proved good is adopted first: no
-  bytes move.
+  one retired but not yet deleted). Peers that failed an audit or were dead lately come
+  last, and a peer that said it lost this very chunk comes after them (storing it there
+  again adds nothing to what it was counted as holding). A stray that an audit proved good
+  is adopted first: no bytes move.
 * The most endangered chunks go first (fewest counted replicas), and a pass stops at its
   budget (bytes and actions); the rest is ``deferred`` to the next pass. The first action of
   a pass is always allowed, so a chunk larger than the budget still gets repaired.
@@ -251,9 +253,13 @@ def plan_repairs(files: Sequence[FileHealth], peers: Sequence[Candidate], *, rep
                 actions.append(RepairAction(ActionKind.ADOPT, file_id, index, stray.peer_id,
                                             (), 0, drop))
                 need -= 1
-        taken = chunk.may_hold()
+        # A peer that said it lost this very chunk may get it again, as the last choice.
+        lost_here = {r.peer_id for r in chunk.replicas if r.state == ReplicaState.MISSING}
+        taken = chunk.may_hold() - lost_here
         ranking = rank_peers(file_id, index, slots)
-        ranking = [p for p in ranking if p not in avoid] + [p for p in ranking if p in avoid]
+        ranking = ([p for p in ranking if p not in avoid and p not in lost_here]
+                   + [p for p in ranking if p in avoid and p not in lost_here]
+                   + [p for p in ranking if p in lost_here])
         for peer_id in ranking:
             if need == 0 or over_budget:
                 break

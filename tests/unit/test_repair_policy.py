@@ -99,7 +99,9 @@ def test_repair_policy_never_gives_a_peer_every_chunk(seed: int) -> None:
                 assert len(held) < health.chunk_count, (seed, peer_id, held)
         for a in actions:
             assert a.target in live and a.target != "p0", seed
-            assert a.target not in health.chunks[a.chunk_index].may_hold(), seed
+            chunk = health.chunks[a.chunk_index]
+            again = {r.peer_id for r in chunk.replicas if r.state == M}  # lost it: may re-take
+            assert a.target not in chunk.may_hold() - again, seed
 
 
 def test_repair_policy_most_endangered_first_within_budget() -> None:
@@ -138,13 +140,27 @@ def test_repair_policy_adopts_a_proven_stray_before_copying() -> None:
 def test_repair_policy_counts_strays_as_holdings() -> None:
     """A peer holding stray copies of other chunks is not given the last one."""
     # 3 chunks; p5 holds strays of chunks 1 and 2, so it must not get chunk 0.
-    health = _file(b"s" * 16, [[("p1", G), ("p2", M)], [("p2", G), ("p3", G)],
+    health = _file(b"s" * 16, [[("p1", G), ("p2", C)], [("p2", G), ("p3", G)],
                                [("p3", G), ("p4", G)]],
                    strays={1: [("p5", U)], 2: [("p5", U)]})
     only = [Candidate("p1", 1000), Candidate("p2", 1000), Candidate("p5", 1_000_000)]
     plan = plan_repairs([health], only, replicas=2, owner_peer_id=None, budget=UNLIMITED)
     assert plan.actions == ()
     assert plan.unplaceable and "no eligible peer" in plan.unplaceable[0].reason
+
+
+def test_repair_policy_peer_that_lost_a_chunk_gets_it_back_only_last() -> None:
+    """A peer that says it lost a chunk is the last choice for it: another peer first; and
+    when none other fits, it is given the chunk again (in place), never a peer that would
+    then hold every chunk."""
+    fid = b"m" * 16
+    health = _file(fid, [[("p1", G), ("p2", M)], [("p3", G), ("p4", G)]])
+    plenty = plan_repairs([health], PEERS, replicas=2, owner_peer_id="p0", budget=UNLIMITED)
+    assert plenty.actions[0].target not in ("p1", "p2")
+    few = [Candidate(p, 1000) for p in ("p1", "p2", "p3", "p4")]
+    plan = plan_repairs([health], few, replicas=2, owner_peer_id=None, budget=UNLIMITED)
+    (action,) = plan.actions
+    assert action.target == "p2" and action.drop == ("p2",)
 
 
 def test_repair_policy_unplaceable_without_a_source() -> None:
