@@ -25,7 +25,7 @@ from sim.network import LinkSpec
 from sim.plants import PLANTS
 from sim.report import format_report
 from sim.runner import SimReport, run_scenario
-from sim.shrink import DEFAULT_MAX_RUNS, shrink
+from sim.shrink import DEFAULT_MAX_RUNS, put_bytes, shrink
 from sim.world import SimConfig
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -151,8 +151,10 @@ def _shrink(scenario: Scenario, config: SimConfig, report: SimReport, plant: str
                     f"--seed {config.seed}"
     if not quiet:
         click.echo(f"shrunk case: {result.config.peers} peers, {len(result.scenario.steps)} "
-                   f"steps (from {result.original_peers} peers, {result.original_steps} "
-                   f"steps) after {result.runs} runs; written to {path}")
+                   f"step(s), {put_bytes(result.scenario):,} bytes put (from "
+                   f"{result.original_peers} peers, {result.original_steps} steps, "
+                   f"{put_bytes(scenario):,} bytes) after {result.runs} runs; written to "
+                   f"{path}")
         click.echo(f"replay the shrunk case: {replay}")
         if chaos_cmd:
             click.echo(f"try it on a real cluster: {chaos_cmd}")

@@ -7,7 +7,9 @@ no smaller version fails or the budget is spent. The passes, repeated while any 
 1. fewer peers (the smallest that still fails, from 3 up);
 2. fewer steps (delta debugging: drop halves, quarters, ... single steps);
 3. fewer faults in flight (corruption rates to 0);
-4. smaller files (halve each ``put`` while it still fails).
+4. smaller files (halve each ``put`` while it still fails);
+5. a background operation with no step running beside it moves to the foreground (so the
+   case means the same on a real cluster, where the next steps would overlap it).
 
 Every candidate is a full deterministic run, so the result replays exactly. A change of
 peers or steps changes what the seed draws downstream; that is fine: the shrunk case is
@@ -40,6 +42,18 @@ class Shrunk:
     original_peers: int
 
 
+def _has_company(steps: tuple[Step, ...], index: int) -> bool:
+    """Whether harness steps run beside the background operation at ``index``."""
+    from sim.steps import CONCURRENT
+
+    following = steps[index + 1:index + 2]
+    return bool(following) and following[0].do in CONCURRENT
+
+
+def put_bytes(scenario: Scenario) -> int:
+    return sum(int(s.get("size_bytes", 0)) for s in scenario.steps if s.do == "put")
+
+
 def _fails_alike(report: SimReport, target: set[str]) -> bool:
     return report.violation is not None and bool(set(report.violation.checkers) & target)
 
@@ -62,10 +76,10 @@ def shrink(scenario: Scenario, config: SimConfig, first: SimReport, *, plant: st
         report = run_scenario(s, c, plant=plant, scenario_ref=first.scenario_ref)
         if _fails_alike(report, target):
             best_s, best_c, best_r = s, c, report
-            if progress is not None:
-                progress(f"shrunk to {c.peers} peers, {len(s.steps)} steps "
-                         f"(run {runs}, fails {', '.join(report.violation.checkers)})"
-                         if report.violation else "")
+            if progress is not None and report.violation is not None:
+                progress(f"run {runs}: {c.peers} peers, {len(s.steps)} step(s), "
+                         f"{put_bytes(s):,} bytes put still fail "
+                         f"{', '.join(report.violation.checkers)}")
             return True
         return False
 
@@ -109,5 +123,18 @@ def shrink(scenario: Scenario, config: SimConfig, first: SimReport, *, plant: st
                     break
                 progressed = True
                 step = smaller
+        # 5. background operations with nothing running beside them: in the foreground (a
+        # real cluster would otherwise run the next steps while they still run)
+        for index, step in enumerate(best_s.steps):
+            if step.do in ("put", "get") and step.get("background", False) and \
+                    not _has_company(best_s.steps, index):
+                args = {k: v for k, v in step.args.items() if k != "background"}
+                rest = list(best_s.steps[index + 1:])
+                if rest and rest[0].do == "wait":
+                    rest = rest[1:]
+                steps = best_s.steps[:index] + (Step(step.do, args),) + tuple(rest)
+                if attempt(replace(best_s, steps=steps), best_c):
+                    progressed = True
+                    break
     return Shrunk(scenario=best_s, config=best_c, report=best_r, runs=runs,
                   original_steps=len(scenario.steps), original_peers=config.peers)
