@@ -113,3 +113,29 @@ def test_jobs_store_bounds_active_jobs(tmp_path: Path) -> None:
     done = store.update(jobs[0].job_id, state="done")
     assert done.secrets is None
     assert json.loads((tmp_path / "jobs" / f"{done.job_id}.json").read_text())["secrets"] is None
+
+
+def test_jobs_cancel_queued_and_running(world, tmp_path: Path) -> None:
+    """Cancel of a queued job is immediate; of a running one, at its next progress report."""
+    net, c, a, src, root = world
+    store = JobStore(root, now_ms=net.clock.now_ms, new_id=lambda: os.urandom(8).hex())
+    from mydrive.node.jobs_runner import JobRunner, delegate_key
+
+    runner = JobRunner(store, net.client(), delegate_key(root))
+    secrets = JobSecrets(file_record="{}", file_key_hex="00" * 32, delegations_hex=())
+    queued = store.submit(label="/q", destination=str(tmp_path / "q"), overwrite=False,
+                          bytes_total=1, secrets=secrets)
+    assert runner.cancel(queued.job_id).state == "cancelled"
+    assert store.next_queued() is None
+
+    service = start_job_service(root, net.client())
+    try:
+        control = ControlClient(root)
+        job_id, dest = submit_get(c, a, "/dir/big.bin", control, out_dir=tmp_path / "o")
+        control.cancel(job_id)  # queued (the worker polls every 0.5 s) or just started
+        view = control.wait(job_id, poll_s=0.05)
+        assert (view.state, view.error) == ("cancelled", "cancelled")
+        assert not dest.exists()
+        control.close()
+    finally:
+        service.stop()
