@@ -7,7 +7,7 @@ peer (the file lost, alice locked out, y's bytes served as x).
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 import uuid
@@ -70,8 +70,10 @@ class Network:
 
 def _supervise(sup: ReplicationSupervisor, stop: threading.Event) -> None:
     while not stop.is_set():
-        with contextlib.suppress(Exception):  # the server may be busy; next round
+        try:
             sup.catch_up()
+        except Exception:  # the server may be busy: logged (shown if a test fails), next round
+            logging.getLogger(__name__).exception("supervisor round failed")
         stop.wait(0.2)
 
 
