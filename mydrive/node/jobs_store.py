@@ -24,8 +24,8 @@ from mydrive.errors import BadRequest, TooLarge, UnknownFile
 from mydrive.node.pki import write_secret
 
 JOBS_DIR_NAME = "jobs"
-MAX_ACTIVE_JOBS = 64        # queued + running: more is refused (TooLarge)
-MAX_FINISHED_JOBS = 200     # done/failed/cancelled kept for listing; the oldest go first
+MAX_ACTIVE_JOBS = 10_000    # queued + running (a UI basket of up to 10 000 files); more: TooLarge
+MAX_FINISHED_JOBS = 1000    # done/failed/cancelled kept for listing; the oldest go first
 MAX_ERROR_CHARS = 2000
 ACTIVE_STATES = ("queued", "running")
 FINISHED_STATES = ("done", "failed", "cancelled")
@@ -88,8 +88,11 @@ def _job_from_json(raw: bytes) -> Job:
 class JobStore:
     """The jobs of one peer, in memory and on disk; thread-safe, bounded."""
 
-    def __init__(self, root: Path, *, now_ms: Callable[[], int],
-                 new_id: Callable[[], str]) -> None:
+    def __init__(self, root: Path, *, now_ms: Callable[[], int], new_id: Callable[[], str],
+                 max_active_jobs: int = MAX_ACTIVE_JOBS,
+                 max_finished_jobs: int = MAX_FINISHED_JOBS) -> None:
+        self.max_active_jobs = max_active_jobs
+        self.max_finished_jobs = max_finished_jobs
         self.dir = root / JOBS_DIR_NAME
         self.dir.mkdir(mode=0o700, exist_ok=True)
         self._now_ms = now_ms
@@ -113,9 +116,9 @@ class JobStore:
                secrets: JobSecrets, owner_id: str = "", group: str = "") -> Job:
         with self._lock:
             active = sum(1 for j in self._jobs.values() if j.state in ACTIVE_STATES)
-            if active >= MAX_ACTIVE_JOBS:
+            if active >= self.max_active_jobs:
                 raise TooLarge(f"this peer already has {active} jobs queued or running "
-                               f"(limit {MAX_ACTIVE_JOBS})")
+                               f"(limit {self.max_active_jobs})")
             now = self._now_ms()
             job = Job(job_id=self._new_id(), kind="download", state="queued", label=label,
                       destination=destination, overwrite=overwrite, bytes_total=bytes_total,
@@ -165,6 +168,6 @@ class JobStore:
     def _prune(self) -> None:
         finished = sorted((j for j in self._jobs.values() if j.state in FINISHED_STATES),
                           key=lambda j: (j.updated_ms, j.job_id))
-        for old in finished[:max(0, len(finished) - MAX_FINISHED_JOBS)]:
+        for old in finished[:max(0, len(finished) - self.max_finished_jobs)]:
             del self._jobs[old.job_id]
             (self.dir / f"{old.job_id}.json").unlink(missing_ok=True)

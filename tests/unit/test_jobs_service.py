@@ -16,7 +16,7 @@ import pytest
 from mydrive.errors import BadRequest, PermissionDenied
 from mydrive.node.jobs_control import TOKEN_NAME, ControlClient, control_running, submit_get
 from mydrive.node.jobs_service import start_job_service
-from mydrive.node.jobs_store import MAX_ACTIVE_JOBS, JobSecrets, JobStore
+from mydrive.node.jobs_store import JobSecrets, JobStore
 from mydrive.transport.wire import mydrive_pb2 as pb
 from tests.clientnet import client_net
 from tests.strategies import random_file
@@ -101,18 +101,24 @@ def test_jobs_store_requeues_running_job_after_restart(tmp_path: Path) -> None:
 
 
 def test_jobs_store_bounds_active_jobs(tmp_path: Path) -> None:
-    """More than MAX_ACTIVE_JOBS queued jobs are refused; a finished job loses its secrets."""
+    """Past max_active_jobs a submit is refused; finished jobs lose their secrets and only
+    max_finished_jobs of them are kept."""
     n = iter(range(10_000))
-    store = JobStore(tmp_path, now_ms=lambda: 1, new_id=lambda: f"{next(n):016x}")
+    store = JobStore(tmp_path, now_ms=lambda: 1, new_id=lambda: f"{next(n):016x}",
+                     max_active_jobs=8, max_finished_jobs=3)
     secrets = JobSecrets(file_record="{}", file_key_hex="00" * 32, delegations_hex=())
     jobs = [store.submit(label="/f", destination="/d", overwrite=False, bytes_total=1,
-                         secrets=secrets) for _ in range(MAX_ACTIVE_JOBS)]
+                         secrets=secrets) for _ in range(8)]
     with pytest.raises(Exception, match="limit"):
         store.submit(label="/f", destination="/d", overwrite=False, bytes_total=1,
                      secrets=secrets)
     done = store.update(jobs[0].job_id, state="done")
     assert done.secrets is None
     assert json.loads((tmp_path / "jobs" / f"{done.job_id}.json").read_text())["secrets"] is None
+    for job in jobs[1:]:
+        store.update(job.job_id, state="failed", error="x")
+    assert len([j for j in store.list() if j.state in ("done", "failed")]) == 3
+    assert len(list((tmp_path / "jobs").glob("*.json"))) == 3
 
 
 def test_jobs_cancel_queued_and_running(world, tmp_path: Path) -> None:
