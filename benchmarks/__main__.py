@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": {
         "date": now_utc(), "commit": commit(), "machine": machine(),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
-        "peers": 5, "replicas": 2}, "errors": {}}
+        "peers": 5, "replicas": 2, "load_average_at_start": os.getloadavg()}, "errors": {}}
     work = Path(tempfile.mkdtemp(prefix="mydrive-bench-", dir=opts.work_dir))
     tls = MydriveNetwork(work / "net-tls", tls=True)
     plain = MydriveNetwork(work / "net-plain", tls=False)
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001 - keep stopping the others
                 traceback.print_exc()
         shutil.rmtree(work, ignore_errors=True)
+    # Other work on a shared machine slows every system; a high load makes figures noisy.
+    results["meta"]["load_average_at_end"] = os.getloadavg()
     results["plots"] = report.write_plots(results, opts.out)
     (opts.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     summary = report.markdown(results)

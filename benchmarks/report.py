@@ -129,7 +129,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"Measured {m['date']} at commit `{m['commit']['head'][:12]}`"
              f"{' (mydrive/ modified)' if m['commit']['mydrive_modified'] else ''} on "
              f"{mach['nproc']} cores ({mach['cpu_model']}), {mach['ram_gib']} GiB RAM, "
-             f"Linux {mach['kernel']}, Python {mach['python']}.", ""]
+             f"Linux {mach['kernel']}, Python {mach['python']}."
+             + (f" Load average (1 min) {m['load_average_at_start'][0]:.1f} at the start, "
+                f"{m['load_average_at_end'][0]:.1f} at the end."
+                if "load_average_at_end" in m else ""), ""]
     if "throughput" in results:
         t = results["throughput"]
         lines += [f"Throughput, {t['size_bytes'] >> 20} MiB, median of {t['runs']} "
