@@ -7,6 +7,7 @@ another key, for other chunks or after expiry are refused.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mydrive.crypto.keys import unwrap_file_key
 from mydrive.crypto.primitives import IdentityKey
 from mydrive.errors import PeerUnavailable, PermissionDenied
 from mydrive.formats.delegation import Delegation
@@ -135,6 +137,22 @@ def test_jobs_download_survives_cli_sigkill_and_receiver_restart(big_net, tmp_pa
     done = _job(net, job_id)
     assert (done["state"], done["error"]) == ("done", ""), done
     assert _sha256(out / "big.bin") == want
+    _assert_file_key_nowhere(net)
+
+
+def _assert_file_key_nowhere(net: LocalNetwork) -> None:
+    """The file key crossed the control socket only: no log or finished job file holds it."""
+    client = open_client(net.peer_dir(0))
+    try:
+        keys = client.login("alice", PASSPHRASE)
+        record = client.find(keys, "/big.bin")
+        file_key = unwrap_file_key(keys, record.file_id, record.wrapped_file_key)
+    finally:
+        client.close()
+    needles = (file_key, file_key.hex().encode(), base64.b64encode(file_key))
+    for path in [*net.home.rglob("*.log"), *(net.peer_dir(0) / "jobs").glob("*.json")]:
+        data = path.read_bytes()
+        assert not any(n in data for n in needles), f"the file key is in {path}"
 
 
 def test_jobs_delegation_refused_over_grpc(network_factory) -> None:
