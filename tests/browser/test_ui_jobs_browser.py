@@ -42,7 +42,7 @@ def test_ui_restart_while_basket_downloads_still_shows_it_finishing(
 
     page = new_browser().new_page()
     login(page, ui_network, USER, PASSPHRASE)
-    page.wait_for_url("**/files")
+    page.wait_for_url("**/files", timeout=120_000)  # Argon2id on a loaded machine
     page.locator("li.file[data-path='/big/movie.bin'] button").click()
     expect(page.locator("#basket-count")).to_have_text("1")
     page.click("a:has-text('Basket')")
@@ -62,7 +62,7 @@ def test_ui_restart_while_basket_downloads_still_shows_it_finishing(
     cluster.start(ui_network.home, only=["peer-0"])
 
     login(page, ui_network, USER, PASSPHRASE)  # sessions live in the UI process only
-    page.wait_for_url("**/files")
+    page.wait_for_url("**/files", timeout=120_000)  # Argon2id on a loaded machine
     expect(page.locator(f"a[href='/jobs/{job.group}']")).to_be_visible()
     page.goto(job_url)
     expect(page.locator("#job-state")).to_have_text("done", timeout=300_000)
