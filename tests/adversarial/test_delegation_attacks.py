@@ -166,3 +166,37 @@ def test_delegated_fetch_for_another_peer_is_refused(world) -> None:
                         segment_indices=[], clock=net.clock)
     with pytest.raises(PermissionDenied, match="another peer"):
         _fetch(net, c, y, signed)
+
+
+def test_delegation_issued_in_the_future_is_refused(world) -> None:
+    """A delegation dated an hour ahead (to outlive its lifetime limit) is refused."""
+    net, c, a, b, rec, other, src = world
+    now = net.clock.now_ms()
+    ahead = sign_delegation(a.identity, Delegation(
+        owner_public_key=a.identity.public_bytes(), delegate_public_key=DELEGATE.public_bytes(),
+        delegate_peer_id="own-peer", chunk_ids=tuple(sorted(ch.chunk_id for ch in rec.chunks)),
+        issued_ms=now + 3_600_000, not_after_ms=now + 7_200_000))
+    chunk = rec.chunks[0]
+    signed = sign_fetch(DelegateSigner(DELEGATE, [ahead]), chunk_id=chunk.chunk_id,
+                        target_peer_id=chunk.replicas[0], segment_indices=[], clock=net.clock)
+    with pytest.raises(PermissionDenied, match="issued in the future"):
+        _fetch(net, c, chunk.replicas[0], signed)
+    assert _served(net) == 0
+
+
+def test_delegation_tampered_scope_is_refused(world) -> None:
+    """Adding a chunk id to a signed delegation's body breaks the owner's signature."""
+    net, c, a, b, rec, other, src = world
+    signed = _delegation(a, [other], net.clock)
+    body = Delegation.decode(signed.body)
+    widened = Delegation(owner_public_key=body.owner_public_key,
+                         delegate_public_key=body.delegate_public_key,
+                         delegate_peer_id=body.delegate_peer_id,
+                         chunk_ids=tuple(sorted({*body.chunk_ids, rec.chunks[0].chunk_id})),
+                         issued_ms=body.issued_ms, not_after_ms=body.not_after_ms)
+    forged = widened.encode() + signed.signature
+    chunk = rec.chunks[0]
+    with pytest.raises(PermissionDenied, match="not signed by the chunk's owner"):
+        _fetch(net, c, chunk.replicas[0],
+               _raw_fetch(DELEGATE, forged, chunk.chunk_id, chunk.replicas[0], net.clock))
+    assert _served(net) == 0
