@@ -26,9 +26,11 @@ RECONNECT_WAIT_S = 60.0
 POLL_S = 0.2
 
 
-def job_json(view: JobView) -> dict[str, Any]:
+def job_json(view: JobView, label: str | None = None) -> dict[str, Any]:
+    """``label``: the remote path, opened with the user's keys (None: not logged in, or
+    another user's job; the peer keeps it sealed, docs/jobs.md)."""
     return {"job_id": view.job_id, "kind": view.kind, "state": view.state,
-            "label": view.label, "destination": view.destination,
+            "label": label, "owner_id": view.owner_id, "destination": view.destination,
             "bytes_total": view.bytes_total, "bytes_done": view.bytes_done,
             "error": view.error, "created_ms": view.created_ms, "updated_ms": view.updated_ms}
 
@@ -68,11 +70,25 @@ def _open(peer_dir: Path) -> Any:
     return ControlClient(peer_dir)
 
 
+def _labels(peer_dir: Path, user: str | None, views: list[JobView]) -> dict[str, str | None]:
+    """Job id -> remote path for the logged-in user's jobs (asks the passphrase)."""
+    if not user:
+        return {}
+    from mydrive.node.jobs_control import open_label
+
+    from .users import session
+
+    with session(peer_dir, user) as (_, keys):
+        return {v.job_id: open_label(keys, v) for v in views}
+
+
 @click.group(invoke_without_command=True)
 @peer_option
+@click.option("--user", "user", envvar="MYDRIVE_USER", default=None,
+              help="show this user's file names (asks the passphrase; or MYDRIVE_USER)")
 @json_option
 @click.pass_context
-def jobs(ctx: click.Context, peer_dir: Path, as_json: bool) -> None:
+def jobs(ctx: click.Context, peer_dir: Path, user: str | None, as_json: bool) -> None:
     """This peer's download jobs: state, bytes done, errors."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = peer_dir
@@ -83,13 +99,15 @@ def jobs(ctx: click.Context, peer_dir: Path, as_json: bool) -> None:
             views = control.jobs()
         finally:
             control.close()
+        labels = _labels(peer_dir, user, views)
         if as_json:
-            print_json({"jobs": [job_json(v) for v in views]})
+            print_json({"jobs": [job_json(v, labels.get(v.job_id)) for v in views]})
             return
         for v in views:
             error = f"  {v.error}" if v.error else ""
+            label = labels.get(v.job_id) or "(name sealed)"
             click.echo(f"{v.job_id}  {v.kind:<8} {v.state:<9} {v.bytes_done:>14}/"
-                       f"{v.bytes_total:<14} {v.label}{error}")
+                       f"{v.bytes_total:<14} {label}{error}")
 
 
 @jobs.command("cancel")

@@ -26,7 +26,12 @@ import grpc
 
 from mydrive.client import PeerClient
 from mydrive.crypto.keys import UserKeys, unwrap_file_key
-from mydrive.crypto.primitives import IdentityKey, constant_time_equal
+from mydrive.crypto.primitives import (
+    IdentityKey,
+    constant_time_equal,
+    decrypt_name,
+    encrypt_name,
+)
 from mydrive.errors import BadRequest, MydriveError, PermissionDenied
 from mydrive.formats.delegation import Delegation, SignedDelegation, scope_chunks
 from mydrive.formats.filerecord import FileRecord
@@ -45,7 +50,7 @@ TOKEN_KEY = "x-mydrive-token"  # noqa: S105 - a metadata key
 MAX_SOCKET_PATH_CHARS = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
 CONTROL_THREADS = 4
 MAX_TAG_CHARS = 128
-MAX_LABEL_CHARS = 4096
+MAX_LABEL_CHARS = 20_000  # hex of a sealed name (names are at most 4 KiB)
 CONTROL_TIMEOUT_S = 10.0
 CONTROL_OPTIONS = [("grpc.max_send_message_length", 16 * 1024 * 1024),
                    ("grpc.max_receive_message_length", 16 * 1024 * 1024)]
@@ -296,5 +301,20 @@ def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: Co
         file_record=json.dumps(record.to_doc(), sort_keys=True).encode(),
         file_key=unwrap_file_key(keys, record.file_id, record.wrapped_file_key),
         delegations=delegations, destination=str(destination), overwrite=overwrite,
-        label=remote_path, owner_id=keys.user_id, group=group))
+        label=seal_label(keys, remote_path), owner_id=keys.user_id, group=group))
     return job_id, destination
+
+
+def seal_label(keys: UserKeys, remote_path: str) -> str:
+    """A job's label as the peer keeps it: the remote path sealed with the name key, hex."""
+    return encrypt_name(keys.name_key, normalize_remote_path(remote_path)).hex()
+
+
+def open_label(keys: UserKeys, view: JobView) -> str | None:
+    """The remote path of one of this user's jobs; None for anyone else's (or a damaged one)."""
+    if view.owner_id != keys.user_id:
+        return None
+    try:
+        return decrypt_name(keys.name_key, bytes.fromhex(view.label))
+    except (ValueError, MydriveError):
+        return None

@@ -45,6 +45,14 @@ def delegate_key(peer_root: Path) -> IdentityKey:
     return IdentityKey.from_seed(path.read_bytes())
 
 
+def _without_names(text: str, job: Job) -> str:
+    """An error as kept in the job file: the destination path and file name blanked out."""
+    if job.destination:
+        path = Path(job.destination)
+        text = text.replace(str(path), "<destination>").replace(path.name, "<file>")
+    return text
+
+
 class JobRunner:
     """Takes the oldest queued job, runs it, records the outcome; until ``stop`` is set."""
 
@@ -110,7 +118,7 @@ class JobRunner:
         except Exception as exc:  # a job's failure is recorded, never fatal to the service
             log.warning("job %s failed: %s", job.job_id, type(exc).__name__)
             return self.store.update(job.job_id, state="failed",
-                                     error=f"{type(exc).__name__}: {exc}")
+                                     error=_without_names(f"{type(exc).__name__}: {exc}", job))
         finally:
             with self._lock:
                 self._cancel.discard(job.job_id)

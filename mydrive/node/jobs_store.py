@@ -8,6 +8,10 @@ file key and the owner's delegations. So every job file is written 0600, atomica
 its secrets are wiped from it as soon as the job is done, failed or cancelled; only the
 public part (state, bytes, error) is kept, for at most ``MAX_FINISHED_JOBS`` jobs.
 A crash mid-job leaves the job ``running`` on disk; the next start queues it again.
+
+No file name is kept in the clear once a job is finished: the label is the remote path sealed
+with the user's name key by the submitting client (only it can open it), and the destination
+is blanked when the job finishes (names stay private on the owner's own peer too).
 """
 
 from __future__ import annotations
@@ -49,8 +53,8 @@ class Job:
     job_id: str
     kind: str
     state: str
-    label: str
-    destination: str
+    label: str        # the remote path sealed with the user's name key, hex (opaque here)
+    destination: str  # the local path while the job runs; "" once finished
     overwrite: bool
     bytes_total: int
     bytes_done: int
@@ -155,7 +159,7 @@ class JobStore:
                 changes["error"] = str(changes["error"])[:MAX_ERROR_CHARS]
             job = replace(job, updated_ms=self._now_ms(), **changes)
             if job.state in FINISHED_STATES:
-                job = replace(job, secrets=None)
+                job = replace(job, secrets=None, destination="")
                 persist = True
             if persist:
                 self._save(job)

@@ -197,11 +197,18 @@ def _as_error(text: str) -> MydriveError:
     return MydriveError(text)
 
 
-def _file_of(view: JobView) -> JobFile:
-    item = JobFile(remote_path=view.label, size_bytes=view.bytes_total,
+def _file_of(view: JobView, keys: UserKeys, target: str) -> JobFile:
+    from mydrive.formats.paths import local_destination
+    from mydrive.node.jobs_control import open_label
+
+    remote_path = open_label(keys, view) or "(unreadable name)"
+    local_path = ""
+    if view.state == "done" and target and remote_path.startswith("/"):
+        local_path = str(local_destination(Path(target), remote_path))
+    item = JobFile(remote_path=remote_path, size_bytes=view.bytes_total,
                    done_bytes=min(view.bytes_done, view.bytes_total),
                    state=view.state if view.state in ("queued", "running", "done") else "failed",
-                   local_path=view.destination if view.state == "done" else "")
+                   local_path=local_path)
     if item.state == "failed":
         problem = problem_for(_as_error(view.error or view.state))
         item.error_kind, item.error_title = problem.kind, problem.title
@@ -242,22 +249,24 @@ class ServiceJobs:
         finally:
             control.close()
 
-    def of_user(self, user_id: str, *, target: str = "") -> list[Job]:
+    def of_user(self, keys: UserKeys, *, target: str = "") -> list[Job]:
         groups: dict[str, list[JobView]] = {}
-        for view in self._views(user_id):
+        for view in self._views(keys.user_id):
             groups.setdefault(view.group, []).append(view)
-        jobs = [self._job(user_id, group, views, target) for group, views in groups.items()]
+        jobs = [self._job(keys, group, views, target) for group, views in groups.items()]
         return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
 
-    def get(self, user_id: str, group: str, *, target: str = "") -> Job:
-        views = [v for v in self._views(user_id) if v.group == group]
+    def get(self, keys: UserKeys, group: str, *, target: str = "") -> Job:
+        views = [v for v in self._views(keys.user_id) if v.group == group]
         if not views:
             raise UnknownFile("no such transfer (it may have been forgotten)")
-        return self._job(user_id, group, views, target)
+        return self._job(keys, group, views, target)
 
     @staticmethod
-    def _job(user_id: str, group: str, views: list[JobView], target: str) -> Job:
-        files = [_file_of(v) for v in sorted(views, key=lambda v: (v.created_ms, v.job_id))]
+    def _job(keys: UserKeys, group: str, views: list[JobView], target: str) -> Job:
+        user_id = keys.user_id
+        files = [_file_of(v, keys, target)
+                 for v in sorted(views, key=lambda v: (v.created_ms, v.job_id))]
         states = {f.state for f in files}
         state = ("done" if states == {"done"} else "queued" if states == {"queued"}
                  else "failed" if states <= {"done", "failed"} else "running")

@@ -41,7 +41,7 @@ def files() -> str:
     tree = build_tree(state.client.list_files(session.keys))
     return render_template("files.html", tree=tree, notice=NOTICES.get(
         request.args.get("notice", "")), basket=state.baskets.items(session.user_id),
-        jobs=_recent_jobs(session.user_id)[:5],
+        jobs=_recent_jobs(session)[:5],
         download_dir=str(state.client.download_dir),
         folder=request.args.get("folder", "/"), max_upload_bytes=state.settings.max_upload_bytes)
 
@@ -126,27 +126,28 @@ def basket_download() -> Response:
     return redirect(f"/jobs/{job.job_id}", code=303)
 
 
-def _recent_jobs(user_id: str) -> list[Job]:
+def _recent_jobs(session: Session) -> list[Job]:
     """This UI's own jobs and the receiver's basket downloads, newest first."""
     state = ui_state()
-    jobs = state.jobs.of_user(user_id)
+    jobs = state.jobs.of_user(session.user_id)
     if state.service_jobs is not None:
         try:
-            jobs += state.service_jobs.of_user(user_id, target=str(state.client.download_dir))
+            jobs += state.service_jobs.of_user(session.keys,
+                                               target=str(state.client.download_dir))
         except MydriveError as exc:  # the receiver is down: show what this UI has
             log.info("receiver jobs unavailable: %s", type(exc).__name__)
     return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
 
 
-def _find_job(user_id: str, job_id: str) -> Job:
+def _find_job(session: Session, job_id: str) -> Job:
     state = ui_state()
     try:
-        return state.jobs.get(user_id, job_id)
+        return state.jobs.get(session.user_id, job_id)
     except UnknownFile as unknown:
         if state.service_jobs is None:
             raise
         try:
-            return state.service_jobs.get(user_id, job_id,
+            return state.service_jobs.get(session.keys, job_id,
                                           target=str(state.client.download_dir))
         except MydriveError:  # not there either, or no receiver: this UI doesn't know it
             raise unknown from None
@@ -206,11 +207,11 @@ def upload() -> Any:
 @bp.get("/jobs/<job_id>")
 def job_page(job_id: str) -> str:
     session = require_session()
-    job = _find_job(session.user_id, job_id[:64])
+    job = _find_job(session, job_id[:64])
     return render_template("job.html", job=job.to_json())
 
 
 @bp.get("/api/jobs/<job_id>")
 def job_json(job_id: str) -> Response:
     session = require_session()
-    return jsonify(_find_job(session.user_id, job_id[:64]).to_json())
+    return jsonify(_find_job(session, job_id[:64]).to_json())

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from mydrive.errors import BadRequest, PermissionDenied
-from mydrive.node.jobs_control import TOKEN_NAME, ControlClient, control_running, submit_get
+from mydrive.node.jobs_control import (
+    TOKEN_NAME,
+    ControlClient,
+    control_running,
+    open_label,
+    submit_get,
+)
 from mydrive.node.jobs_service import start_job_service
 from mydrive.node.jobs_store import JobSecrets, JobStore
 from mydrive.transport.wire import mydrive_pb2 as pb
@@ -48,8 +54,11 @@ def test_jobs_download_runs_on_the_service_bit_identical(world, tmp_path: Path) 
         assert view.bytes_done == view.bytes_total == src.stat().st_size
         assert dest == (tmp_path / "out" / "dir" / "big.bin").resolve()
         assert dest.read_bytes() == src.read_bytes()
-        saved = json.loads((root / "jobs" / f"{job_id}.json").read_text())
+        saved_text = (root / "jobs" / f"{job_id}.json").read_text()
+        saved = json.loads(saved_text)
         assert saved["secrets"] is None and saved["state"] == "done"
+        assert "big.bin" not in saved_text and saved["destination"] == ""
+        assert open_label(a, view) == "/dir/big.bin"
         assert stat.S_IMODE((root / "jobs" / f"{job_id}.json").stat().st_mode) == 0o600
         control.close()
     finally:
@@ -98,6 +107,22 @@ def test_jobs_store_requeues_running_job_after_restart(tmp_path: Path) -> None:
     again = JobStore(tmp_path, now_ms=lambda: 6, new_id=lambda: next(ids))
     assert again.get(job.job_id).state == "queued"
     assert again.get(job.job_id).secrets == secrets
+
+
+def test_jobs_label_opens_only_for_its_user(world) -> None:
+    """A job's sealed label opens with its user's keys; another user's keys get None."""
+    net, c, a, src, root = world
+    from mydrive.node.jobs_control import JobView, seal_label
+
+    c.create_user("bob", "bob passphrase")
+    b = c.login("bob", "bob passphrase")
+    view = JobView(job_id="0" * 16, kind="download", state="done",
+                   label=seal_label(a, "/dir/big.bin"), destination="", bytes_total=1,
+                   bytes_done=1, error="", created_ms=0, updated_ms=0, transfer=None,
+                   owner_id=a.user_id)
+    assert open_label(a, view) == "/dir/big.bin"
+    assert open_label(b, view) is None
+    assert open_label(b, JobView(**{**view.__dict__, "owner_id": b.user_id})) is None
 
 
 def test_jobs_store_bounds_active_jobs(tmp_path: Path) -> None:
