@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS_SCRIPT = ROOT / "scripts" / "containers.sh"
 SCRIPT_TIMEOUT_S = 1800.0       # a cold machine: packages, Compose from source, images
 DOCKER_TIMEOUT_S = 60.0
-READY_TIMEOUT_S = 90.0
+READY_TIMEOUT_S = 180.0  # a loaded 2-core machine starts 36 containers slowly
 STOP_TIMEOUT_S = 10
 HEALTH_INTERVAL_S = 2          # the pods' health checks (nginx, CouchDB: bash, cheap)
 SUBNET_POOL = ipaddress.ip_network("10.219.0.0/16")
@@ -444,7 +444,14 @@ class ComposeCluster:
 
     def run_cli(self, peer: str, args: list[str], *, env: dict[str, str],
                 log_path: Path) -> subprocess.Popen[bytes]:
-        """``mydrive ARGS`` on the host with ``--peer HOME/peers/PEER``, as a user runs it."""
+        """``mydrive ARGS`` on the host with ``--peer HOME/peers/PEER``, as a user runs it.
+
+        ``get`` runs with ``--local``: the download then happens in this process on the host,
+        as on the other backends (the harness kills it, watches its partial files and reads
+        its ``--out`` directory). Without it ``get`` becomes a job of the pod's receiver,
+        which would write ``--out`` inside its container (docs/jobs.md)."""
+        if args[:1] == ["get"] and "--local" not in args:
+            args = [*args, "--local"]
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
             return subprocess.Popen(

@@ -6,8 +6,9 @@ This module writes a project for any N with everything it needs, so ``docker com
 is the only step left:
 
   OUT/compose.yaml        N pods and one Toxiproxy on one network with fixed addresses
-  OUT/.env                the network's CouchDB admin and password, the image, the uid/gid
-                          the containers run as (0600: it holds the password; compose reads it)
+  OUT/.env                each pod's own CouchDB admin password (from its peer.json, never
+                          shared), the image, the uid/gid the containers run as (0600: it
+                          holds the passwords; compose reads it)
   OUT/pki/                the network CA; ca.key is never mounted into any container
   OUT/peers/peer-I/       the peer directories, bind-mounted at /peer in pod I; the host's
                           `mydrive … --peer OUT/peers/peer-I` works on the same directory
@@ -28,7 +29,8 @@ them), with these differences only:
   ``couchdb_port`` (CouchDB listens there inside the pod, set in ``couchdb/peer-I/``), so
   ``mydrive`` run on the host with ``--peer OUT/peers/peer-I`` reads that peer's metadata
   exactly as the pod's services do; the UI is published on 127.0.0.1 as in the pod file;
-* ``register`` introduces every peer of the project (the documents in ``public/``), as in
+* ``register`` introduces every peer of the project (the documents in ``public/``), and each
+  pod's CouchDB admin password is its own variable, ``MYDRIVE_COUCHDB_PASSWORD_I``, as in
   docker/compose.local.yaml;
 * health checks may run more often (``health_interval_s``) so a test cluster is up sooner.
 
@@ -71,7 +73,6 @@ NETWORK = "mesh"
 COMPOSE_FILE = "compose.yaml"
 ENV_FILE = ".env"
 TOXIPROXY_CONFIG = "toxiproxy.json"
-COUCHDB_USER = "mydrive"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
@@ -158,20 +159,27 @@ def _check_subnet(subnet: str, peers: int) -> ipaddress.IPv4Network:
 # ---- the pod ----------------------------------------------------------------------------
 LOGGING: dict[str, Any] = {"driver": "json-file",
                            "options": {"max-size": "10m", "max-file": "3"}}
-MYDRIVE_ENV: dict[str, str] = {
-    "MYDRIVE_COUCHDB_USER":
-        "${MYDRIVE_COUCHDB_USER:?set MYDRIVE_COUCHDB_USER in the env file}",
-    "MYDRIVE_COUCHDB_PASSWORD":
-        "${MYDRIVE_COUCHDB_PASSWORD:?set MYDRIVE_COUCHDB_PASSWORD in the env file}",
-}
 USER = "${MYDRIVE_UID:-10001}:${MYDRIVE_GID:-10001}"
 
 
-def _mydrive_service(**fields: Any) -> dict[str, Any]:
+def password_variable(peer: str) -> str:
+    """The env file's variable holding ``peer-I``'s own CouchDB admin password."""
+    return f"MYDRIVE_COUCHDB_PASSWORD_{peer.rsplit('-', 1)[1]}"
+
+
+def mydrive_env(peer: str) -> dict[str, str]:
+    """What every mydrive container of ``peer``'s pod gets: its CouchDB admin."""
+    var = password_variable(peer)
+    return {"MYDRIVE_COUCHDB_USER":
+            "${MYDRIVE_COUCHDB_USER:?set MYDRIVE_COUCHDB_USER in the env file}",
+            "MYDRIVE_COUCHDB_PASSWORD": f"${{{var}:?set {var} ({peer}'s own) in the env file}}"}
+
+
+def _mydrive_service(env: dict[str, str], **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"image": "${MYDRIVE_IMAGE:-mydrive:0.1.0}", "user": USER,
                             "restart": "unless-stopped"}
     base.update(fields)
-    base.setdefault("environment", dict(MYDRIVE_ENV))
+    base.setdefault("environment", dict(env))
     base["logging"] = LOGGING
     return base
 
@@ -180,6 +188,7 @@ def pod_services(peer: ComposePeer, *, all_peers: Sequence[str], mount: str,
                  health_interval_s: int = 10) -> dict[str, dict[str, Any]]:
     """The services of one peer's pod: docker/compose.peer.yaml's pod, for this project."""
     pod = peer.name
+    env = mydrive_env(pod)
     volumes = [f"{mount}:{PEER_MOUNT}"]
     interval = f"{health_interval_s}s"
     after_register = {pod: {"condition": "service_healthy", "restart": True},
@@ -189,6 +198,7 @@ def pod_services(peer: ComposePeer, *, all_peers: Sequence[str], mount: str,
     return {
         # One-shot: render /peer/nginx/nginx.conf for the container (and check the ports).
         f"{pod}-render": _mydrive_service(
+            env,
             network_mode="none", restart="no", healthcheck={"disable": True},
             volumes=list(volumes),
             command=["peer", "render-nginx", PEER_MOUNT, "--container",
@@ -214,7 +224,7 @@ def pod_services(peer: ComposePeer, *, all_peers: Sequence[str], mount: str,
             "image": COUCHDB_IMAGE, "restart": "unless-stopped",
             "network_mode": f"service:{pod}",
             "environment": {"COUCHDB_USER": "${MYDRIVE_COUCHDB_USER}",
-                            "COUCHDB_PASSWORD": "${MYDRIVE_COUCHDB_PASSWORD}"},
+                            "COUCHDB_PASSWORD": f"${{{password_variable(pod)}}}"},
             "volumes": [f"couchdb-{pod}:/opt/couchdb/data",
                         f"./couchdb/{pod}:/opt/couchdb/etc/local.d"],
             "depends_on": {pod: {"condition": "service_healthy", "restart": True}},
@@ -224,25 +234,26 @@ def pod_services(peer: ComposePeer, *, all_peers: Sequence[str], mount: str,
         },
         # One-shot: CouchDB's _users and _replicator, and every peer's document.
         f"{pod}-register": _mydrive_service(
+            env,
             network_mode=f"service:{pod}", restart="no", healthcheck={"disable": True},
             volumes=[*volumes, "./public:/public:ro"],
             command=["peer", "register", PEER_MOUNT, "--wait-s", "120",
                      *[f"/public/{name}.json" for name in all_peers]],
             depends_on={f"{pod}-couchdb": {"condition": "service_healthy"}}),
         f"{pod}-receiver": _mydrive_service(
-            network_mode=f"service:{pod}", volumes=list(volumes),
+            env, network_mode=f"service:{pod}", volumes=list(volumes),
             command=["serve", "receiver", PEER_MOUNT],
-            environment={**MYDRIVE_ENV, "MYDRIVE_SERVICE": "receiver"},
+            environment={**env, "MYDRIVE_SERVICE": "receiver"},
             depends_on=dict(after_register)),
         f"{pod}-sender": _mydrive_service(
-            network_mode=f"service:{pod}", volumes=list(volumes),
+            env, network_mode=f"service:{pod}", volumes=list(volumes),
             command=["serve", "sender", PEER_MOUNT],
-            environment={**MYDRIVE_ENV, "MYDRIVE_SERVICE": "sender"},
+            environment={**env, "MYDRIVE_SERVICE": "sender"},
             depends_on=dict(after_register)),
         f"{pod}-ui": _mydrive_service(
-            network_mode=f"service:{pod}", volumes=list(volumes),
+            env, network_mode=f"service:{pod}", volumes=list(volumes),
             command=["serve", "ui", PEER_MOUNT, "--server", "gunicorn"],
-            environment={**MYDRIVE_ENV, "MYDRIVE_SERVICE": "ui"},
+            environment={**env, "MYDRIVE_SERVICE": "ui"},
             depends_on=dict(after_register)),
     }
 
@@ -376,8 +387,7 @@ def generate(out: Path, *, peers: int = DEFAULT_PEERS, name: str | None = None,
     toxiproxy_ip = str(hosts[TOXIPROXY_OCTET - 1])
     out.mkdir(parents=True, exist_ok=True)
     init_network(out / "pki", name=f"mydrive network {name}")
-    password = os.urandom(16).hex()
-    credentials: dict[str, Any] = {"couchdb_user": COUCHDB_USER, "couchdb_password": password}
+    admins: dict[str, tuple[str, str]] = {}  # peer -> its own CouchDB admin (init_peer's)
     made: list[ComposePeer] = []
     for i in range(peers):
         peer_name = f"peer-{i}"
@@ -386,7 +396,8 @@ def generate(out: Path, *, peers: int = DEFAULT_PEERS, name: str | None = None,
         peer = init_peer(out / "peers" / peer_name, name=peer_name, host=toxiproxy_ip,
                          network_dir=out / "pki", metadata="couchdb", replicas=replicas,
                          couchdb_port=couchdb_port, nginx_port=peer_port, ui_port=ui_port,
-                         **credentials, **overrides)
+                         **overrides)
+        admins[peer_name] = (peer.config.couchdb_user, peer.config.couchdb_password)
         made.append(ComposePeer(name=peer_name, peer_id=peer.config.peer_id,
                                 directory=peer.root,
                                 pod_address=str(hosts[FIRST_PEER_OCTET + i - 1]),
@@ -409,11 +420,14 @@ def generate(out: Path, *, peers: int = DEFAULT_PEERS, name: str | None = None,
         uid = os.getuid() if hasattr(os, "getuid") else 10001
     if gid is None:
         gid = os.getgid() if hasattr(os, "getgid") else 10001
+    users = {user for user, _ in admins.values()}
+    assert len(users) == 1, f"peers got different CouchDB admin names {users}"
     _secret_file(out / ENV_FILE, "\n".join([
         "# Read by docker compose from this directory (written by mydrive compose generate).",
-        "# The network's CouchDB admin: every pod's CouchDB and the host's mydrive use it.",
-        f"MYDRIVE_COUCHDB_USER={COUCHDB_USER}",
-        f"MYDRIVE_COUCHDB_PASSWORD={password}",
+        "# Each pod's CouchDB admin: the same name, a password of its own (from its peer.json;",
+        "# no peer ever needs another's).",
+        f"MYDRIVE_COUCHDB_USER={users.pop()}",
+        *[f"{password_variable(name)}={password}" for name, (_, password) in admins.items()],
         f"MYDRIVE_IMAGE={image or image_tag()}",
         "# The containers run as the owner of peers/ (the host's mydrive shares them).",
         f"MYDRIVE_UID={uid}",

@@ -630,6 +630,20 @@ def _sub_all(value: Any, env: dict[str, str]) -> Any:
     return value
 
 
+def _own_password(value: Any, peer: str) -> Any:
+    """The pod's CouchDB admin password comes from its own variable (one per pod)."""
+    var = f"MYDRIVE_COUCHDB_PASSWORD_{peer.rsplit('-', 1)[1]}"
+    if isinstance(value, str):
+        return (value.replace("${MYDRIVE_COUCHDB_PASSWORD:?set MYDRIVE_COUCHDB_PASSWORD in the "
+                              "env file}", f"${{{var}:?set {var} ({peer}'s own) in the env file}}")
+                .replace("${MYDRIVE_COUCHDB_PASSWORD}", f"${{{var}}}"))
+    if isinstance(value, list):
+        return [_own_password(v, peer) for v in value]
+    if isinstance(value, dict):
+        return {k: _own_password(v, peer) for k, v in value.items()}
+    return value
+
+
 def expected_pod(peer_file: dict[str, Any], peer: Any, all_peers: list[str]) -> dict[str, Any]:
     """docker/compose.peer.yaml's pod as the generator must write it for ``peer``: renamed
     and with exactly the differences listed in mydrive/node/compose.py applied."""
@@ -638,7 +652,7 @@ def expected_pod(peer_file: dict[str, Any], peer: Any, all_peers: list[str]) -> 
            "MYDRIVE_PEER_DIR": f"./peers/{peer.name}"}
     pod: dict[str, Any] = {}
     for name, svc in peer_file["services"].items():
-        svc = _sub_all(copy.deepcopy(svc), env)
+        svc = _own_password(_sub_all(copy.deepcopy(svc), env), peer.name)
         if str(svc.get("network_mode", "")).startswith("service:"):
             svc["network_mode"] = f"service:{rename[svc['network_mode'][8:]]}"
         if "depends_on" in svc:
@@ -755,7 +769,8 @@ def test_generated_toxiproxy_fronts_every_peer(
 
 def test_generated_env_file_private_and_complete(
         generated: tuple[Any, dict[str, Any], str], version: str) -> None:
-    """.env is 0600 and sets every variable the file requires; ca.key stays in pki/."""
+    """.env is 0600, sets every variable the file requires, gives every pod a CouchDB admin
+    password of its own; ca.key stays in pki/."""
     project, _, text = generated
     env_path = project.root / ".env"
     assert env_path.stat().st_mode & 0o077 == 0
@@ -763,6 +778,8 @@ def test_generated_env_file_private_and_complete(
                if line and not line.startswith("#"))
     required = {m.group(1) for m in re.finditer(r"\$\{([A-Z0-9_]+):\?", text)}
     assert required and required - set(env) == set()
+    passwords = [env[f"MYDRIVE_COUCHDB_PASSWORD_{i}"] for i in range(len(project.peers))]
+    assert len(set(passwords)) == len(passwords), "no two pods share a CouchDB password"
     assert (project.root / "pki" / "ca.key").exists() and "pki" not in text
     assert substitute("${MYDRIVE_IMAGE:-x}", env) == f"mydrive:{version}"
 
