@@ -32,6 +32,7 @@ from mydrive.formats.filerecord import FILE_PREFIX, FileRecord
 from mydrive.formats.tombstone import TOMB_PREFIX, Tombstone
 from mydrive.metadata.base import MetadataStore
 from mydrive.metadata.signed import sign_document, verified_key, verify_tomb
+from mydrive.metadata.trusted import write_signed
 from mydrive.runtime.clock import Clock
 from mydrive.transport.base import PeerAddress, Transport
 from mydrive.transport.signed_delete import MAX_DELETE_CHUNK_IDS, sign_delete
@@ -91,7 +92,7 @@ def bury(store: MetadataStore, keys: UserKeys, record: FileRecord, now_ms: int) 
         except UntrustedMetadata as exc:
             log.warning("%s: replacing an untrusted tombstone: %s", tomb.doc_id, exc)
     if earlier is None:
-        store.put(tomb.doc_id, signed_tombstone(tomb, keys))
+        write_signed(store, tomb.doc_id, tomb.to_doc(), keys.identity)  # and the pin
     else:
         tomb = earlier
     store.delete(record.doc_id)
@@ -100,14 +101,32 @@ def bury(store: MetadataStore, keys: UserKeys, record: FileRecord, now_ms: int) 
 
 
 def own_tombstones(store: MetadataStore, keys: UserKeys, report: GcReport) -> list[Tombstone]:
-    """This user's tombstones that verify under the user's key; the others are reported."""
+    """This user's tombstones that verify under the user's key. One that doesn't is replaced
+    by this peer's verified copy of it if there is one (the guard writes that back too);
+    otherwise it is reported and ignored."""
     tombs = []
+    mine = keys.identity.public_bytes()
     for doc_id, doc in store.list_prefix(f"{TOMB_PREFIX}{keys.user_id}:"):
         try:
-            tombs.append(verify_tomb(doc_id, doc, owner_key=keys.identity.public_bytes()))
+            tombs.append(verify_tomb(doc_id, doc, owner_key=mine))
         except UntrustedMetadata as exc:
-            report._error(f"{exc}; ignored")
+            kept = _kept_tomb(store, doc_id, mine)
+            if kept is None:
+                report._error(f"{exc}; ignored")
+            else:
+                log.warning("%s; using the last verified revision", exc)
+                tombs.append(kept)
     return tombs
+
+
+def _kept_tomb(store: MetadataStore, doc_id: str, mine: bytes) -> Tombstone | None:
+    kept = store.get_local(verified_key(doc_id))
+    if kept is None:
+        return None
+    try:
+        return verify_tomb(doc_id, kept, owner_key=mine)
+    except UntrustedMetadata:
+        return None
 
 
 def collect(store: MetadataStore, keys: UserKeys, *, peers: Mapping[str, PeerAddress],
@@ -152,14 +171,16 @@ def collect(store: MetadataStore, keys: UserKeys, *, peers: Mapping[str, PeerAdd
             except MydriveError as exc:  # refused (clock skew?) or bad data: retry later
                 report._error(f"file {tomb.file_id.hex()}: peer {peer_id}: {exc}")
         if not pending:
-            store.put(tomb.doc_id, signed_tombstone(tomb.with_pending({}, now_ms), keys))
+            write_signed(store, tomb.doc_id, tomb.with_pending({}, now_ms).to_doc(),
+                         keys.identity)
             report.tombstones_done += 1
         elif tomb.expired(now_ms):
             store.delete(tomb.doc_id)
             report.tombstones_expired += 1
         else:
             if pending != tomb.pending:
-                store.put(tomb.doc_id, signed_tombstone(tomb.with_pending(pending, now_ms), keys))
+                write_signed(store, tomb.doc_id, tomb.with_pending(pending, now_ms).to_doc(),
+                             keys.identity)
             report.pending[tomb.file_id.hex()] = sorted(pending)
     return report
 

@@ -188,11 +188,13 @@ def _pending_tomb(net: ClientNet, c: PeerClient, a: keyslib.UserKeys,
     return dead, down
 
 
-def test_rewritten_tombstone_deletes_no_live_chunk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("verified_here", [True, False])
+def test_rewritten_tombstone_deletes_no_live_chunk(tmp_path: Path, verified_here: bool) -> None:
     """An old tombstone whose pending list is rewritten to a live file's chunks, while the
-    live file's document lists bogus chunks (so the live-set check can't help): gc refuses
-    the tombstone and the live file comes back whole. (Before: gc deleted the live file's
-    chunks, ls still listed it and get failed with exit 7.)"""
+    live file's document lists bogus chunks (so the live-set check can't help): gc uses the
+    peer's verified tombstone (removing only the dead file's chunks) or, on a peer without
+    one, refuses it; the live file comes back whole either way. (Before: gc deleted the live
+    file's chunks, ls still listed it and get failed with exit 7.)"""
     net, c, a = _world(tmp_path)
     live = c.put(a, random_file(tmp_path / "live.bin", 60_000), "/live.bin")
     dead, down = _pending_tomb(net, c, a, tmp_path)
@@ -201,12 +203,18 @@ def test_rewritten_tombstone_deletes_no_live_chunk(tmp_path: Path) -> None:
     tomb_doc["pending"] = {p: [ch.chunk_id.hex() for ch in live.chunks if p in ch.replicas]
                            for ch in live.chunks for p in ch.replicas}
     c.store.put(tomb_id, tomb_doc)
+    if not verified_here:
+        _forget_verified(c, tomb_id)
     live_doc = c.store.get(live.doc_id)
     live_doc["chunks"] = [{**ch, "chunk_id": "00" * 32} for ch in live_doc["chunks"]]
     c.store.put(live.doc_id, live_doc)
     report = c.collect_garbage(a)
-    assert any("signature does not verify" in e for e in report.errors)
-    assert report.chunks_removed == 0
+    if verified_here:
+        assert report.errors == [] and report.tombstones_done == 1
+        assert all(net.holders(ch.chunk_id) == set() for ch in dead.chunks)
+    else:
+        assert any("signature does not verify" in e for e in report.errors)
+        assert report.chunks_removed == 0
     assert all(net.holders(ch.chunk_id) == set(ch.replicas) for ch in live.chunks)
     got, _ = c.get(a, "/live.bin", out_dir=tmp_path / "out")  # from the verified copy
     assert got.read_bytes() == (tmp_path / "live.bin").read_bytes()
