@@ -364,8 +364,9 @@ def _ints(text: str) -> tuple[int, ...]:
 @click.option("--replicas", type=int, default=3, show_default=True)
 @click.option("--churn", "churn_scale", type=float, default=1.0, show_default=True,
               help="every churn rate times this (sim/fleet/churn.py has the model)")
-@click.option("--repair", type=click.Choice(["rereplicate", "none"]), default="rereplicate",
-              show_default=True)
+@click.option("--repair", type=click.Choice(["rereplicate", "product", "none"]),
+              default="rereplicate", show_default=True,
+              help="product: mydrive.engine.repair_policy.plan_repairs")
 @click.option("--grace-h", type=float, default=24.0, show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="draw availability and losses over the year (PNG)")
@@ -411,18 +412,22 @@ def sim_fleet(peers: int, chunks: int, days: float, seed: int, replicas: int,
 @click.option("--replicas", default="2,3", show_default=True)
 @click.option("--peers", default="1000,3000", show_default=True)
 @click.option("--churn", default="1,2,4", show_default=True)
+@click.option("--repair", "repairs", default="none,rereplicate", show_default=True,
+              help="policies, separated by commas: none, rereplicate, product")
 @click.option("--chunks-per-peer", type=int, default=100, show_default=True)
 @click.option("--days", type=float, default=365.0, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--json-out", type=click.Path(path_type=Path), default=None)
 @click.option("--plots-dir", type=click.Path(path_type=Path), default=None)
-def sim_fleet_table(replicas: str, peers: str, churn: str, chunks_per_peer: int, days: float,
-                    seed: int, json_out: Path | None, plots_dir: Path | None) -> None:
+def sim_fleet_table(replicas: str, peers: str, churn: str, repairs: str, chunks_per_peer: int,
+                    days: float, seed: int, json_out: Path | None,
+                    plots_dir: Path | None) -> None:
     """Durability and availability per (R, peers, churn rate), with and without repair:
     a markdown table, the results as JSON and PNG plots."""
     from sim.fleet.table import Sweep, markdown, plot, save_json, sweep
 
     spec = Sweep(replicas=_ints(replicas), peers=_ints(peers), churn=_floats(churn),
+                 repair=tuple(r.strip() for r in repairs.split(",") if r.strip()),
                  chunks_per_peer=chunks_per_peer, days=days, seed=seed)
     results = sweep(spec, progress=lambda text: click.echo(f"  {text}", err=True))
     if json_out is not None:

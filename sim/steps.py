@@ -33,6 +33,8 @@ SIM_ONLY_ACTIONS: dict[str, set[str]] = {
     "disk_full": {"peer"},                 # no room for new chunks
     "rm": {"file", "expect"},              # the owner removes a file (mydrive.engine.gc)
     "gc": {"expect"},                      # the owner's collection pass (``mydrive gc``)
+    # the owner's ``check --all --repair`` (the harness has it too once its parser does)
+    "repair": {"dead_after_s", "expect"},
 }
 
 CheckHook = Callable[[str], bool]  # (label) -> False when a checker failed: stop
@@ -109,9 +111,11 @@ class StepRunner:
                         j += 1
                     label = f"steps {i + 1}-{j} ({step.do} in the background)"
                     i = j
-            elif step.do in ("rm", "gc"):
-                self.w.run_op(self.w.new_op(step.do, str(step.get("file", "")),
-                                            str(step.get("expect", "ok"))))
+            elif step.do in ("rm", "gc", "repair"):
+                op = self.w.new_op(step.do, str(step.get("file", "")),
+                                   str(step.get("expect", "ok")))
+                op.dead_after_s = float(step.get("dead_after_s", 0))
+                self.w.run_op(op)
                 i += 1
             elif step.do == "check":
                 i += 1
@@ -163,6 +167,8 @@ class StepRunner:
             peer = self.one(str(step.get("peer", "victim")))
             yield from self.trigger(str(step.get("when", "now")), peer=peer, op=step.get("op"))
             w.kill(peer, step.get("service"))
+            if step.get("wipe", False):
+                w.wipe(peer)
         elif do == "powerloss":
             peer = self.one(str(step.get("peer", "victim")))
             yield from self.trigger(str(step.get("when", "now")), peer=peer, op=step.get("op"))

@@ -27,13 +27,16 @@ from typing import Any
 from mydrive.crypto.keys import create_user
 from mydrive.crypto.primitives import new_kdf_params
 from mydrive.engine.download import download_file
+from mydrive.engine.durability import DurabilitySettings, run_check
 from mydrive.engine.gc import bury, collect
 from mydrive.engine.settings import TransferSettings
 from mydrive.engine.upload import PeerInfo, upload_file
 from mydrive.errors import FileExists, MydriveError, UnknownFile
 from mydrive.formats.digest import DIGEST_ALG
 from mydrive.formats.filerecord import FileRecord
+from mydrive.metadata.signed import verify_file
 from mydrive.metadata.sqlite import SqliteStore
+from mydrive.metadata.trusted import write_signed
 from mydrive.runtime.executor import inline_executor
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.testing.faults import FaultPlan, SeededFaults
@@ -96,6 +99,7 @@ class Op:
     file: str
     expect: str        # ok | any | killed
     size_bytes: int = 0
+    dead_after_s: float = 0.0  # repair: unreachable this long = dead
     outcome: str = "pending"   # ok | failed | killed
     error: str = ""
     t_start_ms: int = 0
@@ -339,7 +343,8 @@ class World:
         op.t_start_ms = self.clock.now_ms()
         self.note("sim.op.start", op=op.name)
         try:
-            {"put": self._put, "get": self._get, "rm": self._rm, "gc": self._gc}[op.kind](op)
+            {"put": self._put, "get": self._get, "rm": self._rm, "gc": self._gc,
+             "repair": self._repair}[op.kind](op)
             op.outcome = "ok"
         except ClientKilled:
             op.outcome, op.error = "killed", "killed by the scenario"
@@ -373,12 +378,14 @@ class World:
                              faults=self.client_faults, randomness=self.engine_randomness,
                              executor=inline_executor, events=self.trace)
         op.transfer = result.ledger.to_json()
+        now_ms = self.clock.now_ms()
         record = FileRecord(file_id=result.file_id, owner_id=self.keys.user_id,
                             path_tag=path, encrypted_path=b"", plan=result.plan,
                             wrapped_file_key=result.wrapped_file_key, digest_alg=DIGEST_ALG,
-                            created_ms=self.clock.now_ms(), chunks=result.chunks,
-                            transfer={"upload": op.transfer})
-        self.meta.put(record.doc_id, record.to_doc())
+                            created_ms=now_ms, chunks=result.chunks,
+                            transfer={"upload": op.transfer}, updated_ms=now_ms)
+        # Signed like the client's (the repairer verifies what it rewrites).
+        write_signed(self.meta, record.doc_id, record.to_doc(), self.keys.identity)
         self.records[path] = record        # acknowledged: the file exists for its owner
         self.expected[path] = self.sources[op.file]
         self.stored_ever[path] = self.sources[op.file]
@@ -395,6 +402,24 @@ class World:
         self.removed[record.file_id.hex()] = (record, frozenset(
             p for c in record.chunks for p in c.replicas))
         self._gc(op)
+
+    def _repair(self, op: Op) -> None:
+        """The client's ``check --all --repair --dead-after-s S``: audit every replica,
+        restore every chunk to R (mydrive.engine.durability, .repair, .repair_policy)."""
+        settings = DurabilitySettings(dead_after_s=op.dead_after_s,
+                                      min_failed_probes=1 if op.dead_after_s == 0 else 3)
+        files = [(path, self.records[path]) for path in sorted(self.records)]
+        report = run_check(files, keys=self.keys, store=self.meta, peers=self.peer_infos(),
+                           owner_peer_id=self.owner, transport=self.transport,
+                           clock=self.clock, randomness=self.engine_randomness,
+                           transfer=self.settings, settings=settings, repair=True,
+                           executor=inline_executor, events=self.trace)
+        for path, record in files:  # the records as the repair rewrote them
+            doc = self.meta.get(record.doc_id)
+            if doc is not None:
+                self.records[path] = verify_file(record.doc_id, doc,
+                                                 owner_key=self.keys.identity.public_bytes())
+        op.transfer = {"check": report.to_json()}
 
     def _gc(self, op: Op) -> None:
         """The client's ``collect_garbage``: deliver the pending owner-signed deletes."""
@@ -449,6 +474,14 @@ class World:
         self.peers[peer].kill()
         lost = disk.power_loss(self.peers[peer].store_dir, self.disk_rng)
         self.note("sim.fault", action="power-loss", peer=peer, segments_lost=lost)
+
+    def wipe(self, peer: str) -> None:
+        """The disk of a (killed) peer is gone for good: it will come back empty."""
+        store_dir = self.peers[peer].store_dir
+        held = [bytes.fromhex(p.stem) for p in disk.committed_chunk_files(store_dir)]
+        self.destroyed.update((peer, chunk_id) for chunk_id in held)
+        disk.wipe(store_dir)
+        self.note("sim.fault", action="wipe", peer=peer, chunks=len(held))
 
     def lose_disk(self, peer: str) -> None:
         """The disk is gone (its chunks with it): the peer restarts on a new, empty one."""

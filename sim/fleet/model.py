@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from mydrive.formats.placement import PeerSlot, place_chunks
 from sim.fleet.churn import DAYS_PER_YEAR, HOURS_PER_DAY, ChurnModel
-from sim.fleet.repair import NoRepair, RepairPolicy, RereplicateAfterGrace
+from sim.fleet.repair import NoRepair, ProductRepair, RepairPolicy, RereplicateAfterGrace
 from sim.world import stream_seed
 
 Ints = npt.NDArray[np.int64]
@@ -58,13 +58,15 @@ class FleetConfig:
     chunk_size_bytes: int = 4 * 1024 * 1024
     churn: ChurnModel = field(default_factory=ChurnModel)
     churn_scale: float = 1.0
-    repair: str = "rereplicate"      # or "none"
+    repair: str = "rereplicate"      # "none", "rereplicate" or "product"
     grace_h: float = 24.0
     sample_h: float = 24.0
 
     def policy(self) -> RepairPolicy:
         if self.repair == "none":
             return NoRepair()
+        if self.repair == "product":
+            return ProductRepair(grace_h=self.grace_h)
         assert self.repair == "rereplicate", self.repair
         return RereplicateAfterGrace(grace_h=self.grace_h)
 
@@ -159,6 +161,7 @@ class Fleet:
         self.alive = np.zeros(n, dtype=bool)       # has its disk (has joined, not left)
         self.on = np.zeros(n, dtype=bool)          # reachable now
         self.epoch = np.zeros(n, dtype=np.int64)
+        self.down_since = np.full(n, INF)          # when it went offline (inf: online)
         self.count = 0                             # peers created so far
         self.pool: list[int] = []                  # alive peers (for sampling)
         self.pool_pos: dict[int, int] = {}
@@ -231,6 +234,9 @@ class Fleet:
     def is_online(self, peer: int) -> bool:
         return bool(self.on[peer])
 
+    def offline_for_h(self, peer: int) -> float:
+        return 0.0 if self.on[peer] else max(0.0, self.now_h - float(self.down_since[peer]))
+
     def slot(self, peer: int) -> PeerSlot:
         return self.slots[peer]
 
@@ -254,6 +260,7 @@ class Fleet:
     def _come_alive(self, p: int) -> None:
         self.alive[p] = True
         self.on[p] = True
+        self.down_since[p] = INF
         self.epoch[p] += 1
         self.pool_pos[p] = len(self.pool)
         self.pool.append(p)
@@ -336,6 +343,7 @@ class Fleet:
 
     def _go_offline(self, p: int) -> Ints:
         self.on[p] = False
+        self.down_since[p] = self.now_h
         arr = self._chunks_of(p)
         if arr.size == 0:
             return arr
@@ -354,6 +362,7 @@ class Fleet:
 
     def _go_online(self, p: int) -> None:
         self.on[p] = True
+        self.down_since[p] = INF
         arr = self._chunks_of(p)
         if arr.size == 0:
             return

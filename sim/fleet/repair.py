@@ -1,17 +1,16 @@
 """Repair policies: when a chunk has lost replicas, whether, when and where to copy it again.
 
-The product has no repair module yet (issue 15). Until it has, the fleet calls a policy
-through this small interface, and two are written here against the product's placement
-function:
+The fleet calls a policy through this small interface. Three are here:
 
 * ``NoRepair``: replicas lost stay lost (the baseline durability of R alone);
 * ``RereplicateAfterGrace``: a chunk whose online replicas stayed below R for ``grace_h``
   gets new copies (from an online replica) on the peers the product's placement prefers
   for that chunk, among live peers that don't hold it, never making one peer hold every
   chunk of the file. The grace keeps a peer that is only rebooting from costing a copy.
-
-When the product grows ``mydrive.engine.repair``, a third policy here should call it instead
-(docs/simulator.md says what it should expose), so the fleet measures the real one.
+  Written against ``place_chunks`` before the product had a repair policy;
+* ``ProductRepair``: the product's own policy (``mydrive.engine.repair_policy.plan_repairs``,
+  issue 15) handed the file's health as the fleet knows it: a copy on an online peer counts,
+  one offline for less than ``grace_h`` is waited for, one offline longer is dead.
 """
 
 from __future__ import annotations
@@ -20,8 +19,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from mydrive.engine.repair_policy import (
+    ActionKind,
+    Candidate,
+    ChunkHealth,
+    FileHealth,
+    RepairBudget,
+    ReplicaHealth,
+    ReplicaState,
+    plan_repairs,
+)
 from mydrive.errors import TooFewPeers
 from mydrive.formats.placement import PeerSlot, place_chunks
+
+UNLIMITED = RepairBudget(max_bytes=1 << 62, max_actions=1 << 30)
 
 
 class FleetView(Protocol):
@@ -49,6 +60,10 @@ class FleetView(Protocol):
         ...
 
     def is_online(self, peer: int) -> bool: ...
+
+    def offline_for_h(self, peer: int) -> float:
+        """Hours since the peer went offline (0 when online)."""
+        ...
 
     def slot(self, peer: int) -> PeerSlot: ...
 
@@ -123,3 +138,40 @@ class RereplicateAfterGrace:
             if len(chosen) == wanted:
                 break
         return chosen
+
+
+@dataclass(frozen=True)
+class ProductRepair:
+    """The product's ``plan_repairs``: the chunk's replicas as states, candidates sampled."""
+
+    grace_h: float | None = 24.0  # DurabilitySettings.dead_after_s, in hours
+    candidates: int = 0           # online peers the ranking is over (0: 2R + 2)
+    name: str = "product"
+
+    def targets(self, fleet: FleetView, chunk: int, wanted: int) -> list[int]:
+        per_file = fleet.chunks_per_file
+        file, index = divmod(chunk, per_file)
+        owner = fleet.owner(file)
+        grace = self.grace_h if self.grace_h is not None else float("inf")
+        sizes = fleet.chunk_sizes(file)
+        chunks = []
+        holders: set[int] = set()
+        for i in range(per_file):
+            states = []
+            for peer in fleet.holders_of(file * per_file + i):
+                holders.add(peer)
+                down_h = fleet.offline_for_h(peer)
+                state = (ReplicaState.UNAUDITED if down_h == 0.0 else
+                         ReplicaState.DEAD if down_h >= grace else ReplicaState.UNREACHABLE)
+                states.append(ReplicaHealth(fleet.slot(peer).peer_id, state))
+            chunks.append(ChunkHealth(index=i, size_bytes=sizes[i], replicas=tuple(states)))
+        health = FileHealth(file_id=fleet.file_id(file), chunks=tuple(chunks))
+        k = self.candidates or 2 * fleet.replicas + 2
+        pool = list(dict.fromkeys(fleet.online_sample(k, exclude=[owner]) + sorted(holders)))
+        candidates = [Candidate(peer_id=fleet.slot(p).peer_id,
+                                capacity_bytes=fleet.slot(p).capacity_bytes,
+                                live=fleet.is_online(p)) for p in pool]
+        plan = plan_repairs([health], candidates, replicas=fleet.replicas,
+                            owner_peer_id=fleet.slot(owner).peer_id, budget=UNLIMITED)
+        return [fleet.peer_of(a.target) for a in plan.actions
+                if a.chunk_index == index and a.kind == ActionKind.REPLICATE][:wanted]

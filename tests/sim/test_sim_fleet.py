@@ -47,6 +47,16 @@ def test_fleet_repair_beats_no_repair_under_churn() -> None:
     assert fixed.availability_mean > none.availability_mean
 
 
+def test_fleet_product_repair_policy_runs_at_fleet_scale() -> None:
+    """The product's own plan_repairs (issue 15) drives repair in the fleet: it loses fewer
+    files than no repair, and the fleet's invariants hold."""
+    none = run_fleet(FleetConfig(**{**SMALL.__dict__, "repair": "none"}))
+    product = run_fleet(FleetConfig(**{**SMALL.__dict__, "repair": "product"}))
+    assert product.ok, [c.to_json() for c in product.checks]
+    assert product.policy == "product" and product.repairs > 0
+    assert product.lost_files < none.lost_files, _why(SMALL)
+
+
 def test_fleet_no_churn_no_loss_no_repair() -> None:
     """Without churn nothing is lost, nothing repaired, everything available."""
     still = ChurnModel(transient_per_day=0.0, leave_per_year=0.0, disk_loss_per_year=0.0,
