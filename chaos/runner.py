@@ -241,10 +241,13 @@ class Run:
             src.write_bytes(self.sources[file])
             args = ["put", "--user", USER, str(src), f"/{file}", "--json",
                     *self.client_fault_args]
+        elif kind == "repair":  # the owner's check --repair of every file (docs/durability.md)
+            args = ["check", "--user", USER, "--all", "--repair", "--json", "--dead-after-s",
+                    file]
         else:
             args = ["get", "--user", USER, f"/{file}", "--out", str(self.download_dir),
                     "--overwrite", "--json"]
-        name = f"{kind}-{file}"
+        name = f"{kind}-{file}" if kind != "repair" else "repair"
         n = 2
         while name in self.ops:
             name, n = f"{kind}-{file}-{n}", n + 1
@@ -322,7 +325,10 @@ class Run:
             peer = self.one(str(step.get("peer", "victim")))
             self.wait_trigger(str(step.get("when", "now")), peer=peer, op=step.get("op"))
             self.cluster.kill(peer, step.get("service"))
-            self.fault("kill", peer=peer, service=step.get("service", "all"))
+            if step.get("wipe", False):  # its disk is lost for good: it comes back empty
+                shutil.rmtree(self.cluster.peer_dir(peer) / "store", ignore_errors=True)
+            self.fault("kill", peer=peer, service=step.get("service", "all"),
+                       wipe=bool(step.get("wipe", False)))
         elif do == "kill_op":
             op = self.ops[str(step.get("op"))]
             self.wait_trigger(str(step.get("when", "now")), op=op.name)
@@ -369,6 +375,9 @@ class Run:
             time.sleep(int(step.get("ms", 0)) / 1000)
         elif do == "bitrot":
             self.bitrot(self.one(str(step.get("peer", "victim"))), int(step.get("chunks", 1)))
+        elif do == "repair":
+            self.finish_op(self.start_op("repair", str(float(step.get("dead_after_s", 0))),
+                                         str(step.get("expect", "ok"))))
         elif do == "check":
             for verdict in self.check():
                 verdict.checker = f"{verdict.checker} (mid-run t={self.now():.1f}s)"

@@ -22,7 +22,7 @@ ACTIONS: dict[str, set[str]] = {
     "put": {"file", "size_bytes", "background", "expect"},
     "get": {"file", "background", "expect"},
     "wait": {"op"},
-    "kill": {"peer", "service", "when", "op"},
+    "kill": {"peer", "service", "when", "op", "wipe"},
     "kill_op": {"op", "when"},
     "resume": {"peer"},
     "restart": {"peer", "graceful"},
@@ -37,6 +37,7 @@ ACTIONS: dict[str, set[str]] = {
     "sleep": {"ms"},
     "bitrot": {"peer", "chunks"},
     "check": set(),
+    "repair": {"dead_after_s", "expect"},
 }
 TRIGGERS = ("now", "receiving", "downloading")
 EXPECT = ("ok", "any", "killed")

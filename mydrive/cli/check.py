@@ -96,6 +96,25 @@ def _exit_code(report: CheckReport) -> int:
     return 0 if report.healthy else EXIT_DEGRADED
 
 
+def _why_not_healthy(report: CheckReport) -> str:
+    """One line for stderr when the check ends unhealthy (also under --json)."""
+    repaired = report.repair is not None
+    s = report.summary(after=repaired)
+    text = (f"check: {s['chunks_below_r']} of {s['chunks']} chunks below R={report.replicas}"
+            f"{' after the repair' if repaired else ''}, {s['chunks_without_replica']} with "
+            f"no replica that counts; waiting for {s['unreachable'] + s['refused']} "
+            f"unreachable replica(s)")
+    if report.repair is not None:
+        r = report.repair
+        if r.unplaceable:
+            text += f"; {r.unplaceable[0].reason}"
+        if r.deferred:
+            text += f"; {r.deferred} replica(s) left to a later run"
+        if r.errors:
+            text += f"; {r.errors[0]}"
+    return text
+
+
 @click.command("check")
 @peer_option
 @user_option
@@ -132,7 +151,10 @@ def check(peer_dir: Path, user: str, remote: str | None, all_files: bool, repair
             print_json(report.to_json())
         else:
             _print_report(report)
-    sys.exit(_exit_code(report))
+    code = _exit_code(report)
+    if code:
+        click.echo(_why_not_healthy(report), err=True)
+    sys.exit(code)
 
 
 @click.group("durability")

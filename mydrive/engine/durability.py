@@ -397,7 +397,8 @@ def _repair(run: _Run, status: dict[str, PeerStatus], checks: list[FileCheck], *
         # Plan again when a target failed (without it), or when copies that blocked a
         # placement were just cleared away.
         failed = done.failed_targets - excluded
-        if not failed and not (plan.unplaceable and report.strays_cleared > cleared):
+        room = plan.unplaceable or plan.waiting_for_room
+        if not failed and not (room and report.strays_cleared > cleared):
             break
         excluded |= failed
     # Rebalancing is the lowest priority: only in a pass that had nothing to repair, and

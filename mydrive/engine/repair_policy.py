@@ -166,6 +166,7 @@ class RepairPlan:
     actions: tuple[RepairAction, ...] = ()
     deferred: int = 0  # replicas needed but left to a later pass by the budget
     unplaceable: tuple[Unplaceable, ...] = ()  # no counted source, or no eligible peer now
+    waiting_for_room: int = 0  # replicas placeable once this plan's moves are cleaned up
 
     @property
     def total_bytes(self) -> int:
@@ -221,6 +222,12 @@ def plan_repairs(files: Sequence[FileHealth], peers: Sequence[Candidate], *, rep
     ``exclude``: peers not to use as targets or adopt from (they failed earlier in the
     pass). ``avoid``: peers used as targets only when no other can take the replica (they
     failed an audit lately, or were dead).
+
+    When every live peer that lacks a chunk already holds all the file's other chunks it may
+    hold (few peers left), one of this pass's own copies of another chunk is sent elsewhere
+    to free such a peer; failing that, an existing replica of another chunk is moved off it
+    (a ``MOVE`` now) and the chunk waits for the next round (``waiting_for_room``): the
+    moved copy must be deleted before that peer may take the chunk, or it would hold them all.
     """
     assert replicas >= 1
     live = {p.peer_id for p in peers if p.live}
@@ -231,10 +238,10 @@ def plan_repairs(files: Sequence[FileHealth], peers: Sequence[Candidate], *, rep
             if replicas_needed(chunk, replicas) > 0:
                 needs.append((len(chunk.counted()), health.file_id, chunk.index, health, chunk))
     needs.sort(key=lambda n: (n[0], n[1], n[2]))
-    holdings: dict[bytes, _Holdings] = {}
+    plans: dict[bytes, _FilePlan] = {}
     actions: list[RepairAction] = []
     unplaceable: list[Unplaceable] = []
-    spent = deferred = 0
+    spent = deferred = waiting = 0
     for _, file_id, index, health, chunk in needs:
         need = replicas_needed(chunk, replicas)
         sources = tuple(chunk.counted())
@@ -242,7 +249,7 @@ def plan_repairs(files: Sequence[FileHealth], peers: Sequence[Candidate], *, rep
         if not sources:
             _note(unplaceable, Unplaceable(file_id, index, "no replica left to copy from"))
             continue
-        held = holdings.setdefault(file_id, _Holdings.of(health))
+        plan = plans.setdefault(file_id, _FilePlan(health, slots, avoid, actions))
         over_budget = False
         for stray in chunk.strays:
             if need and stray.state == ReplicaState.GOOD and stray.peer_id in live \
@@ -253,34 +260,113 @@ def plan_repairs(files: Sequence[FileHealth], peers: Sequence[Candidate], *, rep
                 actions.append(RepairAction(ActionKind.ADOPT, file_id, index, stray.peer_id,
                                             (), 0, drop))
                 need -= 1
-        # A peer that said it lost this very chunk may get it again, as the last choice.
-        lost_here = {r.peer_id for r in chunk.replicas if r.state == ReplicaState.MISSING}
-        taken = chunk.may_hold() - lost_here
-        ranking = rank_peers(file_id, index, slots)
-        ranking = ([p for p in ranking if p not in avoid and p not in lost_here]
-                   + [p for p in ranking if p in avoid and p not in lost_here]
-                   + [p for p in ranking if p in lost_here])
-        for peer_id in ranking:
-            if need == 0 or over_budget:
-                break
-            if peer_id in taken or not held.may_add(peer_id, index):
-                continue
+        while need and not over_budget:
             if not budget.allows(spent, len(actions), chunk.size_bytes):
                 over_budget = True
                 break
-            actions.append(RepairAction(ActionKind.REPLICATE, file_id, index, peer_id, sources,
+            target = plan.free_target(index) or plan.retarget_for(index)
+            if target is None:
+                break
+            actions.append(RepairAction(ActionKind.REPLICATE, file_id, index, target, sources,
                                         chunk.size_bytes, drop))
             spent += chunk.size_bytes
-            held.add(peer_id, index)
-            taken.add(peer_id)
+            plan.held.add(target, index)
             need -= 1
         if need and over_budget:
             deferred += need
         elif need:
-            _note(unplaceable, Unplaceable(
-                file_id, index, f"no eligible peer for {need} more replica(s): every live "
-                f"peer holds it already or would then hold all {health.chunk_count} chunks"))
-    return RepairPlan(tuple(actions), deferred, tuple(unplaceable))
+            move = plan.make_room_for(index)
+            if move is not None and budget.allows(spent, len(actions), move.size_bytes):
+                actions.append(move)
+                spent += move.size_bytes
+                plan.held.add(move.target, move.chunk_index)
+                waiting += need
+            else:
+                _note(unplaceable, Unplaceable(
+                    file_id, index, f"no eligible peer for {need} more replica(s): every "
+                    f"live peer holds it already or would then hold all "
+                    f"{health.chunk_count} chunks"))
+    return RepairPlan(tuple(actions), deferred, tuple(unplaceable), waiting)
+
+
+class _FilePlan:
+    """One file's holdings while a pass is planned, and its ways of finding room."""
+
+    def __init__(self, health: FileHealth, slots: list[PeerSlot], avoid: frozenset[str],
+                 actions: list[RepairAction]) -> None:
+        self.health = health
+        self.slots = slots
+        self.avoid = avoid
+        self.actions = actions  # the pass's list (shared): this file's entries are edited
+        self.held = _Holdings.of(health)
+        self.chunks = {c.index: c for c in health.chunks}
+
+    def order(self, index: int) -> list[str]:
+        """Live candidates for chunk ``index``: by rank, distrusted ones later, a peer that
+        said it lost this very chunk last (giving it back adds nothing it is not counted
+        as holding already)."""
+        chunk = self.chunks[index]
+        lost_here = {r.peer_id for r in chunk.replicas if r.state == ReplicaState.MISSING}
+        ranking = rank_peers(self.health.file_id, index, self.slots)
+        return ([p for p in ranking if p not in self.avoid and p not in lost_here]
+                + [p for p in ranking if p in self.avoid and p not in lost_here]
+                + [p for p in ranking if p in lost_here])
+
+    def taken(self, index: int) -> set[str]:
+        """Peers that hold (or may hold, or are planned to get) chunk ``index``."""
+        chunk = self.chunks[index]
+        lost_here = {r.peer_id for r in chunk.replicas if r.state == ReplicaState.MISSING}
+        planned = {a.target for a in self.actions
+                   if a.file_id == self.health.file_id and a.chunk_index == index}
+        return (chunk.may_hold() - lost_here) | planned
+
+    def free_target(self, index: int, *, besides: str | None = None) -> str | None:
+        taken = self.taken(index)
+        for peer_id in self.order(index):
+            if peer_id != besides and peer_id not in taken \
+                    and self.held.may_add(peer_id, index):
+                return peer_id
+        return None
+
+    def retarget_for(self, index: int) -> str | None:
+        """Free a full peer by sending one of this pass's copies of another chunk to
+        another peer; the freed peer, or None."""
+        taken = self.taken(index)
+        for peer_id in self.order(index):
+            if peer_id in taken:
+                continue
+            for k, action in enumerate(self.actions):
+                if (action.file_id != self.health.file_id or action.target != peer_id
+                        or action.kind != ActionKind.REPLICATE or action.chunk_index == index):
+                    continue
+                other = self.free_target(action.chunk_index, besides=peer_id)
+                if other is None:
+                    continue
+                self.actions[k] = RepairAction(action.kind, action.file_id,
+                                               action.chunk_index, other, action.sources,
+                                               action.size_bytes, action.drop)
+                self.held.by_peer[peer_id].discard(action.chunk_index)
+                self.held.add(other, action.chunk_index)
+                if self.held.may_add(peer_id, index):
+                    return peer_id
+        return None
+
+    def make_room_for(self, index: int) -> RepairAction | None:
+        """A move of another chunk's counted replica off a full peer that lacks ``index``."""
+        taken = self.taken(index)
+        for peer_id in self.order(index):
+            if peer_id in taken:
+                continue
+            for other_index in sorted(self.held.by_peer.get(peer_id, set()) - {index}):
+                other = self.chunks[other_index]
+                if peer_id not in other.counted():
+                    continue  # only a proven (or live, unaudited) replica is moved
+                target = self.free_target(other_index, besides=peer_id)
+                if target is not None:
+                    return RepairAction(ActionKind.MOVE, self.health.file_id, other_index,
+                                        target, tuple(other.counted()), other.size_bytes,
+                                        (peer_id,))
+        return None
 
 
 def plan_rebalance(files: Sequence[FileHealth], peers: Sequence[Candidate], *, replicas: int,

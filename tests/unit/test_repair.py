@@ -421,3 +421,34 @@ def test_check_metrics_and_totals_count_audits_and_repairs(tmp_path: Path) -> No
     doc = world.client.check(world.keys, repair=True).to_json()
     assert doc["healthy"] and doc["after"]["chunks_below_r"] == 0
     assert set(doc["transfer"]) == {"per_peer", "totals", "resent", "bad_fetched"}
+
+
+def test_repair_with_one_peer_to_spare_makes_room_and_keeps_every_rule(tmp_path: Path) -> None:
+    """5 peers, a replica peer dead for good, 3-chunk files: only three peers can take
+    replicas, each at most two chunks of a file. The repair still restores R everywhere
+    (moving a replica first where that is the only way), and no disk ever holds a whole
+    file."""
+    net = client_net(tmp_path / "net", n=5)
+    client = net.client()
+    client.create_user("alice", PASS)
+    keys = client.login("alice", PASS)
+    sources = {}
+    for i in range(8):
+        src = random_file(tmp_path / f"s{i}", 100_000)
+        client.put(keys, src, f"/s{i}")
+        sources[f"/s{i}"] = src
+    world = World(net, client, keys, sources, tmp_path)
+    assert all(len(r.chunks) == 3 for r in world.records())
+    victim = _victim(world)
+    net.transport.down.add(victim)
+    settings = DurabilitySettings(dead_after_s=0, min_failed_probes=1)
+    report = client.check(keys, repair=True, settings=settings)
+    assert report.healthy, report.to_json()["repair"]
+    for record in world.records():
+        for chunk in record.chunks:
+            assert victim not in chunk.replicas and len(chunk.replicas) == 2
+            live = {p for p in net.peer_ids if p != victim
+                    and net.chunk_store(p).has(chunk.chunk_id)}
+            assert live == set(chunk.replicas)
+    world.assert_no_full_file()
+    world.assert_downloads()

@@ -163,6 +163,56 @@ def test_repair_policy_peer_that_lost_a_chunk_gets_it_back_only_last() -> None:
     assert action.target == "p2" and action.drop == ("p2",)
 
 
+def _apply(health: FileHealth, actions) -> FileHealth:
+    """The file after ``actions`` committed and their retired copies deleted."""
+    chunks = {c.index: [(r.peer_id, r.state) for r in c.replicas] for c in health.chunks}
+    for a in actions:
+        chunks[a.chunk_index] = [(p, s) for p, s in chunks[a.chunk_index] if p not in a.drop]
+        chunks[a.chunk_index].append((a.target, G))
+    return _file(health.file_id, [chunks[i] for i in sorted(chunks)])
+
+
+def _valid(health: FileHealth) -> bool:
+    counts: dict[str, int] = {}
+    for chunk in health.chunks:
+        for r in chunk.replicas:
+            counts[r.peer_id] = counts.get(r.peer_id, 0) + 1
+    return max(counts.values()) < health.chunk_count
+
+
+def test_repair_policy_reassigns_its_own_copies_to_fit_a_tight_file() -> None:
+    """Three live peers, a 3-chunk file with two chunks lost on a dead peer: whichever
+    target the first chunk gets, both chunks are placed, with no move and no peer given
+    every chunk."""
+    peers = [Candidate(p, 1000) for p in ("A", "B", "C")] + [Candidate("V", 1000, live=False)]
+    for fid in (b"t" * 16, b"u" * 16, b"v" * 16, b"w" * 16):
+        health = _file(fid, [[("V", D), ("A", G)], [("A", G), ("B", G)], [("V", D), ("C", G)]])
+        plan = plan_repairs([health], peers, replicas=2, owner_peer_id=None, budget=UNLIMITED)
+        assert [a.kind for a in plan.actions] == [ActionKind.REPLICATE] * 2, fid
+        assert plan.unplaceable == () and plan.waiting_for_room == 0
+        assert _valid(_apply(health, plan.actions))
+
+
+def test_repair_policy_moves_a_replica_to_make_room_then_places() -> None:
+    """When only a full peer could take the chunk, another chunk's replica is moved off it
+    first (the chunk waits for the next round), and then the chunk fits: R everywhere and
+    no peer with every chunk."""
+    peers = [Candidate(p, 1000) for p in ("A", "B", "C")] + [Candidate("V", 1000, live=False)]
+    health = _file(b"z" * 16, [[("A", G), ("B", G)], [("A", G), ("B", G)],
+                               [("V", D), ("C", G)]])
+    first = plan_repairs([health], peers, replicas=2, owner_peer_id=None, budget=UNLIMITED)
+    (move,) = first.actions
+    assert move.kind == ActionKind.MOVE and move.target == "C" and move.drop in (("A",), ("B",))
+    assert first.waiting_for_room == 1 and first.unplaceable == ()
+    moved = _apply(health, first.actions)
+    assert _valid(moved)
+    second = plan_repairs([moved], peers, replicas=2, owner_peer_id=None, budget=UNLIMITED)
+    (action,) = second.actions
+    assert action.kind == ActionKind.REPLICATE and action.target == move.drop[0]
+    final = _apply(moved, second.actions)
+    assert _valid(final) and all(len(c.counted()) == 2 for c in final.chunks)
+
+
 def test_repair_policy_unplaceable_without_a_source() -> None:
     """A chunk whose every replica is lost is reported, not planned."""
     health = _file(b"x" * 16, [[("p1", M), ("p2", C)], [("p2", G), ("p3", G)]])
