@@ -432,10 +432,11 @@ def sim_fleet_table(replicas: str, peers: str, churn: str, repairs: str, chunks_
     results = sweep(spec, progress=lambda text: click.echo(f"  {text}", err=True))
     if json_out is not None:
         save_json(results, json_out)
+    docs = [r.to_json() for r in results]
     if plots_dir is not None:
-        for path in plot(results, plots_dir):
+        for path in plot(docs, plots_dir):
             click.echo(f"wrote {path}", err=True)
-    click.echo(markdown(results))
+    click.echo(markdown(docs))
     sys.exit(0 if all(r.ok for r in results) else EXIT_FAILED)
 
 
@@ -455,3 +456,17 @@ def sim_fleet_plot(results: tuple[Path, ...], out: Path, title: str) -> None:
         series.append((name, [tuple(s) for s in doc["samples"]]))
     plot_series(series, out, title=title)
     click.echo(f"wrote {out}")
+
+
+@cli.command("fleet-replot", hidden=True)
+@click.argument("tables", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--plots-dir", type=click.Path(path_type=Path), required=True)
+def sim_fleet_replot(tables: tuple[Path, ...], plots_dir: Path) -> None:
+    """Table and plots again from saved ``fleet-table --json-out`` files (merged)."""
+    from sim.fleet.table import markdown, plot
+
+    runs = [run for path in tables for run in json.loads(path.read_text())["runs"]]
+    runs.sort(key=lambda r: (r["peers"], r["replicas"], r["churn_scale"], r["repair"]))
+    for path in plot(runs, plots_dir):
+        click.echo(f"wrote {path}", err=True)
+    click.echo(markdown(runs))

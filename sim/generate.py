@@ -3,12 +3,12 @@
 The catalog tests what someone thought of; a generated scenario mixes the same actions in
 orders nobody wrote down: uploads and downloads, some in the background with faults landing
 mid-transfer (kills on a trigger, restarts, flaps, cuts, isolation, toxics, power loss),
-bit-rot, a full disk, checks, heals. Everything is drawn from ``random.Random`` seeded by
-the seed alone, so ``random`` with seed S is one fixed scenario (and its replay command is
-just that). Operations expect ``any`` outcome: under these faults a transfer may fail
-honestly; what must hold is what the checkers check. Destruction is kept to the victim (its
-chunks may rot, its disk may go), so every chunk keeps an intact replica and the final
-download check applies to every acknowledged file.
+bit-rot, a full disk, removals, the owner's repair pass, checks, heals. Everything is drawn
+from ``random.Random`` seeded by the seed alone, so ``random`` with seed S is one fixed
+scenario (and its replay command is just that). Operations expect ``any`` outcome: under
+these faults a transfer may fail honestly; what must hold is what the checkers check.
+Destruction is kept to the victim (its chunks may rot, its disk may go), so every chunk
+keeps an intact replica and the final download check applies to every acknowledged file.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def _fault(rng: random.Random, peers: int, *, during: str | None) -> Step:
             args["when"] = "downloading"
         if kind == "kill" and rng.random() < 0.2:
             args["service"] = rng.choice(["receiver", "sender"])
+        elif kind == "kill" and args["peer"] == "victim" and rng.random() < 0.2:
+            args["wipe"] = True  # its disk is lost for good (destruction: the victim only)
     elif kind == "restart":
         args = {"peer": _peer(rng, peers), "graceful": rng.random() < 0.5}
     elif kind == "flap":
@@ -90,8 +92,12 @@ def generate(seed: int, peers: int) -> Scenario:
     target = rng.randint(MIN_STEPS, MAX_STEPS)
     while len(steps) < target:
         what = "put" if not files else _pick(rng, [("put", 4), ("get", 4), ("fault", 3),
-                                                    ("check", 1), ("rm", 1), ("gc", 1)])
-        if what == "rm":
+                                                    ("check", 1), ("rm", 1), ("gc", 1),
+                                                    ("repair", 1)])
+        if what == "repair":  # the owner's check --all --repair (mydrive.engine.durability)
+            steps.append(Step("repair", {"dead_after_s": rng.choice([0, 0, 60]),
+                                         "expect": "any"}))
+        elif what == "rm":
             steps.append(Step("rm", {"file": rng.choice(files), "expect": "any"}))
         elif what == "gc":
             steps.append(Step("gc", {"expect": "any"}))

@@ -63,26 +63,25 @@ def _pct(x: float) -> str:
     return f"{100 * x:.4f} %"
 
 
-def markdown(results: list[FleetResult]) -> str:
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """The table, from ``FleetResult.to_json()`` documents (so saved runs render too)."""
     lines = ["| R | peers | chunks | churn | repair | files lost | durability | "
              "availability (mean) | availability (worst day) | repairs | events | "
              "CPU s | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        c = r.config
-        lines.append(f"| {c.replicas} | {c.peers:,} | {r.chunks:,} | x{c.churn_scale:g} | "
-                     f"{r.policy} | {r.lost_files:,} of {r.files:,} | "
-                     f"{_pct(r.durability)} | {_pct(r.availability_mean)} | "
-                     f"{_pct(r.availability_min)} | {r.repairs:,} | {r.events_total:,} | "
-                     f"{r.cpu_s:.1f} | {r.wall_s:.1f} |")
+    for r in runs:
+        lines.append(f"| {r['replicas']} | {r['peers']:,} | {r['chunks']:,} | "
+                     f"x{r['churn_scale']:g} | {r['repair']} | {r['lost_files']:,} of "
+                     f"{r['files']:,} | {_pct(r['durability'])} | "
+                     f"{_pct(r['availability_mean'])} | {_pct(r['availability_min'])} | "
+                     f"{r['repairs']:,} | {r['events_total']:,} | {r['cpu_s']:.1f} | "
+                     f"{r['wall_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
 def save_json(results: list[FleetResult], path: Path, *, note: str = "") -> None:
     doc: dict[str, Any] = {"machine": f"{platform.machine()} {platform.python_version()}",
-                           "note": note, "runs": [r.to_json() for r in results],
-                           "series": [{"label": label(r), "samples": r.samples}
-                                      for r in results]}
+                           "note": note, "runs": [r.to_json() for r in results]}
     path.write_text(json.dumps(doc, indent=1, sort_keys=True))
 
 
@@ -91,17 +90,12 @@ def label(r: FleetResult) -> str:
     return f"R={c.replicas} {r.policy} x{c.churn_scale:g} {c.peers} peers"
 
 
-def _lost(r: FleetResult) -> float:
-    return 1.0 - r.durability
+FLOOR = 1e-7  # where a zero is drawn on the log scale (the legend says so)
 
 
-def _unavailable(r: FleetResult) -> float:
-    return 1.0 - r.availability_mean
-
-
-def plot(results: list[FleetResult], out_dir: Path, *, prefix: str = "sim-fleet") -> list[Path]:
-    """durability and availability against churn, per (R, policy), one panel per peer
-    count; and the availability over the year of each run with the most churn."""
+def plot(runs: list[dict[str, Any]], out_dir: Path, *, prefix: str = "sim-fleet") -> list[Path]:
+    """Files lost and files unavailable against churn, per (R, policy), one panel per peer
+    count (from ``FleetResult.to_json()`` documents)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,29 +103,32 @@ def plot(results: list[FleetResult], out_dir: Path, *, prefix: str = "sim-fleet"
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    peers = sorted({r.config.peers for r in results})
-    metrics: list[tuple[Callable[[FleetResult], float], str, str]] = [
-        (_lost, "files lost in the year (fraction)", "lost"),
-        (_unavailable, "files unavailable (time-averaged fraction)", "unavailable")]
-    for metric, title, fname in metrics:
-        fig, axes = plt.subplots(1, len(peers), figsize=(5.5 * len(peers), 4), squeeze=False)
+    peers = sorted({int(r["peers"]) for r in runs})
+    styles = {"none": "--", "rereplicate": "-", "product": ":"}
+    for key, title, fname in (("durability", "files lost in the year (fraction)", "lost"),
+                              ("availability_mean", "files unavailable (time-averaged)",
+                               "unavailable")):
+        fig, axes = plt.subplots(1, len(peers), figsize=(5.5 * len(peers), 4.2),
+                                 squeeze=False)
         for ax, n in zip(axes[0], peers, strict=True):
-            groups: dict[tuple[int, str], list[FleetResult]] = {}
-            for r in results:
-                if r.config.peers == n:
-                    groups.setdefault((r.config.replicas, r.policy), []).append(r)
+            groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+            for r in runs:
+                if int(r["peers"]) == n:
+                    groups.setdefault((int(r["replicas"]), str(r["repair"])), []).append(r)
+            chunks = 0
             for (replicas, policy), rs in sorted(groups.items()):
-                rs.sort(key=lambda x: x.config.churn_scale)
-                ax.plot([x.config.churn_scale for x in rs],
-                        [max(metric(x), 1e-7) for x in rs], marker="o",
-                        linestyle="-" if policy != "none" else "--",
+                rs.sort(key=lambda x: float(x["churn_scale"]))
+                chunks = int(rs[0]["chunks"])
+                ax.plot([float(x["churn_scale"]) for x in rs],
+                        [max(1.0 - float(x[key]), FLOOR) for x in rs], marker="o",
+                        linestyle=styles.get(policy, "-"),
                         label=f"R={replicas}, repair {policy}")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ax.set_ylim(bottom=FLOOR / 2)
             ax.set_xlabel("churn rate (x the default model)")
-            ax.set_ylabel(title)
-            ax.set_title(f"{n:,} peers, {n * (results[0].chunks // results[0].config.peers):,}"
-                         f" chunks, one year")
+            ax.set_ylabel(f"{title}; 0 drawn at {FLOOR:g}")
+            ax.set_title(f"{n:,} peers, {chunks:,} chunks, one year")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()

@@ -83,5 +83,5 @@ def test_fleet_quick_sweep_table() -> None:
     """The durability table's sweep at reduced size: every run's checks pass; a table."""
     results = sweep(QUICK)
     assert all(r.ok for r in results)
-    table = markdown(results)
+    table = markdown([r.to_json() for r in results])
     assert table.count("\n") == len(results) + 2
