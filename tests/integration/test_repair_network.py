@@ -117,6 +117,14 @@ def test_repair_network_restores_r_after_permanent_loss(network_factory,
     again = net.json("check", "--all", "--repair")
     assert again["healthy"] and again["repair"]["replicated"] == 0
     assert again["repair"]["bytes_stored"] == 0
+    # One pass of the background loop: audits, nothing to repair, metrics written.
+    prom = tmp_path / "durability.prom"
+    line = net.mydrive("durability", "run", "--once", "--json", "--audits-per-pass", "8",
+                       "--metrics-file", str(prom)).stdout
+    one_pass = json.loads(line)
+    assert one_pass["audits"]["replicas"] == 8
+    assert one_pass["summary"]["chunks_below_r"] == 0 and one_pass["totals"]["passes"] == 1
+    assert 'mydrive_durability_audits_total{state="good"} 8' in prom.read_text()
 
     originals = {p for info in before.values() for c in info["chunks"] for p in c["replicas"]}
     second = max(sorted(originals - {victim}),
