@@ -45,6 +45,7 @@ from typing import Any
 
 from mydrive.node import supervisor
 from mydrive.node.cluster import HEALTH_TIMEOUT_S
+from mydrive.node.compose import TOXIPROXY_API_PORT
 from mydrive.node.peerdir import PeerDir, init_peer, register_peer
 from mydrive.node.serve import SERVICES, serve_command, serve_words, service_healthy
 from mydrive.node.supervisor import Service
@@ -58,7 +59,7 @@ STATE_NAME = "netns.json"
 SUBNET_PREFIX = "10.215"
 HOST_OCTET, FIRST_PEER_OCTET = 1, 10
 MAX_PEERS = 64
-TOXIPROXY_API_PORT = 8474
+
 PORT_RANGE = (10000, 32000)  # below Linux's default ephemeral range (32768-60999)
 NFT_TABLE = "mydrive_chaos"
 CMD_TIMEOUT_S = 20.0

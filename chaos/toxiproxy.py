@@ -129,9 +129,6 @@ class ToxiproxyClient:
     def set_enabled(self, name: str, enabled: bool) -> Proxy:
         return _proxy(self._call("POST", f"/proxies/{name}", {"enabled": enabled}))
 
-    def delete_proxy(self, name: str) -> None:
-        self._call("DELETE", f"/proxies/{name}")
-
     def add_toxic(self, proxy: str, toxic: Toxic) -> None:
         self._call("POST", f"/proxies/{proxy}/toxics", toxic.to_json())
 

@@ -472,22 +472,6 @@ def issue_certificate(ca: CertificateBundle, common_name: str, *, dns_names: Seq
                              cert_pem=cert.public_bytes(serialization.Encoding.PEM))
 
 
-def certificate_fingerprint(cert_pem: bytes) -> str:
-    """SHA-256 of the DER certificate, hex: what peers pin and publish in metadata."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except ValueError as exc:
-        raise BadRequest(f"not a PEM certificate: {exc}") from exc
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def certificate_not_after(cert_pem: bytes) -> datetime.datetime:
-    try:
-        return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
-    except ValueError as exc:
-        raise BadRequest(f"not a PEM certificate: {exc}") from exc
-
-
 # ---- Peer identity: certificate keys name peers, and sign peer documents ----------------
 
 MAX_CERTIFICATE_PEM_BYTES = 8 * 1024

@@ -59,5 +59,3 @@ def local_destination(base: Path, remote_path: str) -> Path:
     return destination
 
 
-def basename(remote_path: str) -> str:
-    return PurePosixPath(normalize_remote_path(remote_path)).name

@@ -154,10 +154,6 @@ class CouchStore:
             self.request("PUT", f"/{self.db}", ok=(201, 202, 412))  # 412: created meanwhile
             self.request("PUT", f"/{self.db}/_security", body=_SECURITY)
 
-    def server_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = self._json(self.request("GET", "/"))
-        return info
-
     # ---- who may write: admins (this peer's services) and one member (replication) -----
     def ensure_member(self, user: str, password: str) -> None:
         """Make ``user`` (a non-admin) the database's only member, with ``password``.

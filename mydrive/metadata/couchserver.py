@@ -43,11 +43,6 @@ def find_pouchdb_server() -> Path:
                      f"install it with: bash scripts/install-pouchdb.sh")
 
 
-def is_pouchdb_cmdline(args: list[bytes]) -> bool:
-    """True if a process's argv (from /proc/PID/cmdline) runs pouchdb-server."""
-    return any(a.endswith(b"pouchdb-server") for a in args[:3])
-
-
 def write_config(data_dir: Path, user: str, password: str) -> Path:
     """pouchdb-server's config.json: one admin (it hashes the password on start).
 

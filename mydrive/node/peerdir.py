@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import BadRequest
 from mydrive.formats.chunkplan import DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_SEGMENT_SIZE_BYTES
-from mydrive.formats.peerdoc import PeerDocument, PeerTrust, tls_name, verify_peer_document
+from mydrive.formats.peerdoc import PeerDocument, PeerTrust, verify_peer_document
 from mydrive.metadata.base import MetadataStore
 from mydrive.metadata.sqlite import SqliteStore
 from mydrive.node.pki import network_trust, signer, write_secret
@@ -106,7 +106,7 @@ class PeerConfig:
 
         CouchDB's replicator can't present our client certificate, so with TLS on it goes
         through our nginx's loopback egress listener, which makes the mutual-TLS call and
-        checks the remote certificate names that peer (``peer_tls_name``).
+        checks the remote certificate names that peer (``formats.peerdoc.tls_name``).
         """
         parts = urlsplit(url)
         if not self.tls or parts.scheme != "https" or not parts.hostname:
@@ -212,12 +212,6 @@ def _keep_private(path: Path) -> None:
                 "%s was readable by other users; it holds secrets: made it 0600", path)
     except OSError:
         pass  # not ours to change: the services still run; docs say how to fix it
-
-
-def peer_tls_name(peer_id: str) -> str:
-    """A DNS name in every peer certificate that names the peer itself
-    (mydrive.formats.peerdoc.tls_name): nginx and the gRPC clients check it when dialing."""
-    return tls_name(peer_id)
 
 
 # Listening ports are chosen below the kernel's ephemeral range: a port picked there is

@@ -6,11 +6,6 @@ import os
 from pathlib import Path
 
 
-def fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 def fsync_dir(path: Path) -> None:
     # Directories can only be fsynced on POSIX; on Windows os.replace is already durable
     # enough once the file itself was flushed.
