@@ -1,7 +1,8 @@
 """Phase 4: where the CPU seconds go, from py-spy samples of a put and a get.
 
-The client runs under ``py-spy record`` and, at the same time, py-spy attaches to every peer
-service that works in that direction (receivers for a put, senders for a get). Two passes:
+The client runs under ``py-spy record`` and, at the same time, py-spy attaches to every
+receiver and sender of the network (a get may be carried out by the owner's own receiver
+service rather than the CLI process). Two passes:
 
 - ``gil``: only the thread holding the GIL is sampled, so the samples are the Python-level
   work that serializes a process (C code that releases the GIL, such as gRPC's core threads
@@ -34,6 +35,7 @@ from benchmarks.procs import session_cpu_s
 PY_SPY = Path(sys.executable).parent / "py-spy"  # installed next to this Python
 RATE_HZ = 100
 MODES = {"gil": ["--gil"], "active": []}
+PROFILED_KINDS = ("receiver", "sender")
 TOP_FUNCTIONS = 12
 
 # Families of work, by the file the sampled leaf frame is in (first match wins).
@@ -91,19 +93,23 @@ def _attach(pid: int, out: Path, flags: list[str]) -> subprocess.Popen[bytes]:
                             start_new_session=True)
 
 
-def _profile(net: MydriveNetwork, args: list[str], service_kind: str, tag: str,
-             out_dir: Path, flags: list[str]) -> dict[str, Any]:
-    services = [s for s in net.services() if s["kind"] == service_kind]
-    cpu_before = sum(session_cpu_s(s["pid"]) for s in services)
-    attached = {s["peer"]: _attach(s["pid"], out_dir / f"{tag}-{s['peer']}-{service_kind}.txt",
-                                   flags) for s in services}
+def _profile(net: MydriveNetwork, args: list[str], tag: str, out_dir: Path,
+             flags: list[str]) -> dict[str, Any]:
+    """Profile one client command and, meanwhile, every receiver and sender of the network
+    (the owner's own receiver may do the work of a get, other peers' that of a put)."""
+    services = [s for s in net.services() if s["kind"] in PROFILED_KINDS]
+    cpu_before = {k: sum(session_cpu_s(s["pid"]) for s in services if s["kind"] == k)
+                  for k in PROFILED_KINDS}
+    attached = {(s["peer"], s["kind"]): _attach(
+        s["pid"], out_dir / f"{tag}-{s['peer']}-{s['kind']}.txt", flags) for s in services}
     time.sleep(1.0)  # let py-spy attach before the transfer starts
     client_raw = out_dir / f"{tag}-client.txt"
     result = subprocess.run([str(PY_SPY), "record", "--rate", str(RATE_HZ), "--format", "raw",
                              "--nonblocking", *flags, "--output", str(client_raw), "--",
                              *args],
                             env=net.env, capture_output=True, text=True, timeout=3600)
-    cpu_after = sum(session_cpu_s(s["pid"]) for s in services)
+    cpu_after = {k: sum(session_cpu_s(s["pid"]) for s in services if s["kind"] == k)
+                 for k in PROFILED_KINDS}
     for proc in attached.values():
         os.kill(proc.pid, signal.SIGINT)  # py-spy writes its file on SIGINT
     for proc in attached.values():
@@ -111,15 +117,16 @@ def _profile(net: MydriveNetwork, args: list[str], service_kind: str, tag: str,
     if result.returncode != 0:
         raise RuntimeError(f"py-spy {tag} failed: {result.stderr[-2000:]}")
     doc: dict[str, Any] = {"client": summarize(client_raw)}
-    merged = out_dir / f"{tag}-{service_kind}s.txt"
-    with open(merged, "w") as f:
-        for peer in attached:
-            part = out_dir / f"{tag}-{peer}-{service_kind}.txt"
-            if part.exists():
-                f.write(part.read_text(errors="replace"))
-                part.unlink()
-    doc[f"{service_kind}s"] = {**summarize(merged),
-                               "cpu_s_measured": round(cpu_after - cpu_before, 2)}
+    for kind in PROFILED_KINDS:
+        merged = out_dir / f"{tag}-{kind}s.txt"
+        with open(merged, "w") as f:
+            for peer, k in attached:
+                part = out_dir / f"{tag}-{peer}-{k}.txt"
+                if k == kind and part.exists():
+                    f.write(part.read_text(errors="replace"))
+                    part.unlink()
+        doc[f"{kind}s"] = {**summarize(merged),
+                           "cpu_s_measured": round(cpu_after[kind] - cpu_before[kind], 2)}
     return doc
 
 
@@ -131,10 +138,9 @@ def run(net: MydriveNetwork, src: Path, *, out_dir: Path, work: Path,
     doc: dict[str, Any] = {"size_bytes": src.stat().st_size, "rate_hz": RATE_HZ}
     for mode, flags in MODES.items():
         remote = f"/bench/profile-{mode}"
-        put = _profile(net, net.put_args(src, remote), "receiver", f"{mode}-put", out_dir,
-                       flags)
-        get = _profile(net, net.get_args(remote, work / "profile-out"), "sender",
-                       f"{mode}-get", out_dir, flags)
+        put = _profile(net, net.put_args(src, remote), f"{mode}-put", out_dir, flags)
+        get = _profile(net, net.get_args(remote, work / "profile-out"), f"{mode}-get",
+                       out_dir, flags)
         log(f"profiled ({mode}): put client {put['client']['cpu_s_sampled']} s sampled, "
             f"get client {get['client']['cpu_s_sampled']} s")
         net.rm(remote)

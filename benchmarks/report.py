@@ -173,18 +173,21 @@ def markdown(results: dict[str, Any]) -> str:
                   f"derivation): `mydrive ls` takes {o['wall_s']} s wall, {o['cpu_s']} CPU s."]
     if "memory" in results:
         mem = results["memory"]
-        lines += ["", "Peak RSS (MiB, one process; mydrive TLS):", "",
-                  "| file | put client | put receiver | put nginx | get client | get sender "
-                  "| get nginx |", "|---|---|---|---|---|---|---|"]
+        kinds = ("client", "receiver", "sender", "nginx")
+        lines += ["", "Peak RSS (MiB, the largest single process of each kind; mydrive TLS):",
+                  "", "| file | " + " | ".join(f"put {k}" for k in kinds) + " | "
+                  + " | ".join(f"get {k}" for k in kinds) + " |",
+                  "|---" * (1 + 2 * len(kinds)) + "|"]
         for r in mem["rows"]:
             p, g = r["peak_rss_mib"]["put"], r["peak_rss_mib"]["get"]
-            lines.append(f"| {r['size_mib']} MiB | {p['client']} | {p.get('receiver', '')} | "
-                         f"{p.get('nginx', '')} | {g['client']} | {g.get('sender', '')} | "
-                         f"{g.get('nginx', '')} |")
+            lines.append(f"| {r['size_mib']} MiB | "
+                         + " | ".join(str(p.get(k, "")) for k in kinds) + " | "
+                         + " | ".join(str(g.get(k, "")) for k in kinds) + " |")
         gr = mem["growth_largest_over_smallest"]
         lines += ["", f"Growth of the peak from {mem['sizes_mib'][0]} to "
                   f"{mem['sizes_mib'][-1]} MiB: put client {gr['put'].get('client')} x, "
-                  f"get client {gr['get'].get('client')} x."]
+                  f"get client {gr['get'].get('client')} x, put receiver "
+                  f"{gr['put'].get('receiver')} x, get receiver {gr['get'].get('receiver')} x."]
     if "resend" in results:
         rs = results["resend"]
         lines += ["", f"Resends, {rs['size_bytes'] >> 20} MiB put, {rs['runs']} run(s) per "

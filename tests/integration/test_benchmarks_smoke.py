@@ -58,6 +58,7 @@ def test_benchmarks_quick_reports_every_figure(tmp_path: Path) -> None:
     assert doc["command_overhead"]["cpu_s"] > 0
     assert doc["profile"]["gil"]["put"]["client"]["samples"] > 0
     assert doc["profile"]["active"]["get"]["senders"]["cpu_s_measured"] >= 0
+    assert "receivers" in doc["profile"]["gil"]["get"]
     for plot in ("throughput.png", "cpu.png", "memory.png", "faults.png"):
         assert (out / plot).stat().st_size > 1000, plot
     assert "| mydrive_tls |" in (out / "summary.md").read_text()
