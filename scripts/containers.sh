@@ -271,7 +271,9 @@ build_project() {
     --label "org.mydrive.context=$digest" -t "$tag" - 2>&1)" \
     || die "building $tag failed: $out"
   say "image $tag: built in $((SECONDS - start)) s"
+  # The image it replaced and the build stage's image are left untagged: remove them.
   docker image prune -f --filter "label=org.opencontainers.image.title=mydrive" >/dev/null 2>&1 || true
+  docker image prune -f --filter "label=org.mydrive.stage=build" >/dev/null 2>&1 || true
 }
 
 toxiproxy_context() {
