@@ -89,7 +89,8 @@ def run_options(f: Any) -> Any:
         click.option("--shrink/--no-shrink", default=True, show_default=True,
                      help="on a violation, look for a smaller case that fails alike"),
         click.option("--shrink-dir", type=click.Path(path_type=Path),
-                     default=Path("sim-shrunk"), show_default=True),
+                     default=Path(tempfile.gettempdir()) / "mydrive-sim-shrunk",
+                     show_default=True, help="where a shrunk case is written"),
         click.option("--max-shrink-runs", type=int, default=DEFAULT_MAX_RUNS,
                      show_default=True),
     ]
