@@ -10,13 +10,15 @@ transport, so a property means the same on a real cluster and here:
   engine; it runs at the scenario's ``check`` steps and at the end, after healing, as the
   harness does.
 
-Two more are the simulator's, which can see what a cluster can't cheaply:
+Three more are the simulator's, which can see what a cluster can't cheaply:
 
 * ``recoverable-from-replicas`` (3, every step): every acknowledged file is rebuilt
   bit-identical from the chunk files of its recorded replicas, read straight from their
   disks; a replica that no simulated fault destroyed (bit-rot, disk loss) must hold its
   chunk intact, and a chunk all of whose replicas were destroyed is reported lost, not
   passed;
+* ``deletes-as-pending`` (every step): a removed file's chunk is left only on a peer that
+  its tombstone still lists as pending (docs/deletion.md);
 * ``operations-as-expected``: every operation ended as the scenario expects, a download
   gave back exactly what was stored, and no peer or engine raised an error no code path
   should raise.
