@@ -191,10 +191,11 @@ def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, signer
                 peers: Mapping[str, PeerAddress], transport: Transport, clock: Clock,
                 randomness: Randomness, ledger: TransferLedger,
                 note: ClockedEvents) -> list[str]:
-    """Ask each replica in turn for what is still missing; returns the unreachable ones
-    (worth asking again after a pause; a misbehaving peer is not)."""
+    """Ask each replica in turn for what is still missing; returns the replicas worth asking
+    again after a pause: the unreachable ones, and those that served a bad segment (damage in
+    transit heals; a fresh nonce makes a fresh request). A misbehaving peer is not asked again."""
     chunk = state.chunk
-    unreachable: list[str] = []
+    ask_again: list[str] = []
     for peer_id in replicas:
         need = state.missing()
         if not need:
@@ -210,8 +211,8 @@ def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, signer
         note("download.fetch", chunk=chunk.index, peer=peer_id, segments=tuple(asked),
              attempt=attempt)
         try:
-            _receive(state, peer_id, transport.fetch(peer, signed), wanted=set(need),
-                     ledger=ledger, note=note)
+            bad_segments = _receive(state, peer_id, transport.fetch(peer, signed),
+                                    wanted=set(need), ledger=ledger, note=note)
         except MydriveError as raw:
             exc = raw if isinstance(raw, (*_HONEST_FETCH_ERRORS, MisbehavingPeer)) else \
                 MisbehavingPeer(f"peer {peer_id} answered a valid fetch with "
@@ -222,15 +223,20 @@ def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, signer
             if isinstance(exc, MisbehavingPeer):
                 state.misbehaving.add(peer_id)
             elif isinstance(exc, PeerUnavailable):
-                unreachable.append(peer_id)
-    return unreachable
+                ask_again.append(peer_id)
+            continue
+        if bad_segments:
+            ask_again.append(peer_id)
+    return ask_again
 
 
 def _receive(state: _ChunkFetch, peer_id: str, stream: Iterator[tuple[int, bytes]], *,
-             wanted: set[int], ledger: TransferLedger, note: ClockedEvents) -> None:
-    """Take the segments a replica streams; keep the good ones, stop at the first lie."""
+             wanted: set[int], ledger: TransferLedger, note: ClockedEvents) -> int:
+    """Take the segments a replica streams; keep the good ones, stop at the first lie.
+    Returns how many segments failed their digest."""
     chunk = state.chunk
     received: set[int] = set()
+    bad_segments = 0
     for index, data in stream:
         if index not in wanted:
             raise MisbehavingPeer(f"peer {peer_id} sent segment {index} of chunk "
@@ -248,6 +254,9 @@ def _receive(state: _ChunkFetch, peer_id: str, stream: Iterator[tuple[int, bytes
         note("download.segment", chunk=chunk.index, segment=index, peer=peer_id, good=good)
         if good:
             state.got[index] = data
+        else:
+            bad_segments += 1
     if received != wanted:
         raise MisbehavingPeer(f"peer {peer_id} ended the stream of chunk {chunk.index} after "
                               f"{len(received)} of the {len(wanted)} segments asked for")
+    return bad_segments

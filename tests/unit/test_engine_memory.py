@@ -181,3 +181,32 @@ def test_engine_upload_leaves_out_unreachable_peers(tmp_path: Path) -> None:
                          faults=NO_FAULTS)
     assert all("p2" not in c.replicas for c in result.chunks)
     assert result.ledger.totals().failures == 0  # never even tried
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_engine_download_asks_again_a_replica_that_served_a_bad_segment(
+        tmp_path: Path, seed: int) -> None:
+    """Every replica serving some segments bad (in transit) still yields the file: a replica
+    that served a bad segment is asked again with a fresh nonce (found by the simulator)."""
+    from mydrive.testing.memory_transport import MemoryTransport
+
+    clock = ManualClock()
+    transport = MemoryTransport()
+    plan = FaultPlan(seed=seed, corrupt_serve_rate=0.3)
+    peers = []
+    from mydrive.engine.upload import PeerInfo
+
+    for i in range(5):
+        address = transport.add_peer(f"p{i}", tmp_path / f"p{i}", clock=clock,
+                                     faults=SeededFaults(plan))
+        peers.append(PeerInfo(address=address, capacity_bytes=2**40))
+    keys = fast_user()
+    src = random_file(tmp_path / "src.bin", 400_000)
+    result = upload_file(src, keys=keys, owner_peer_id="p0", peers=peers,
+                         settings=SMALL_SETTINGS, transport=transport, clock=clock)
+    out = tmp_path / "out.bin"
+    ledger = download_file(record_of(result, keys), out, keys=keys,
+                           peers={p.peer_id: p.address for p in peers},
+                           settings=SMALL_SETTINGS, transport=transport, clock=clock)
+    assert out.read_bytes() == src.read_bytes(), f"seed {seed}"
+    assert ledger.totals().segments_bad > 0, f"seed {seed} corrupted nothing"
