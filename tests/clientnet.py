@@ -43,10 +43,14 @@ class ClientNet:
         return {p for p in self.peer_ids if self.chunk_store(p).has(chunk_id)}
 
 
-def client_net(root: Path, n: int = 5) -> ClientNet:
+def client_net(root: Path, n: int = 5, *, seed: int | None = None) -> ClientNet:
+    """``n`` peers on the in-memory transport; with ``seed``, their ids come from it."""
     clock = ManualClock()
     transport = MemoryTransport()
-    dirs = [init_peer(root / f"peer-{i}", name=f"peer-{i}", **SMALL_CHUNKS) for i in range(n)]
+    ids = iter(f"{seed:08x}{i:08x}" for i in range(n)) if seed is not None else None
+    dirs = [init_peer(root / f"peer-{i}", name=f"peer-{i}", **SMALL_CHUNKS,
+                      **({"new_peer_id": ids.__next__} if ids is not None else {}))
+            for i in range(n)]
     for d in dirs:
         transport.add_peer(d.config.peer_id, d.store_dir, clock=clock)
     with closing(dirs[0].open_metadata()) as store:

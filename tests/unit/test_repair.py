@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from mydrive.node.peerdir import init_peer, register_peer
 from mydrive.runtime.events import EventLog
 from mydrive.runtime.metrics import Metrics
 from mydrive.testing.clock import ManualClock
+from mydrive.testing.randomness import SeededRandomness
 from tests.clientnet import SMALL_CHUNKS, ClientNet, client_net
 from tests.strategies import random_file
 
@@ -69,14 +71,19 @@ class World:
             assert path.read_bytes() == src.read_bytes(), name
 
 
+WORLD_SEED = 20261129  # one fixed world: which chunks a peer holds decides how many repairs run
+
+
 def _world(tmp_path: Path, n: int = 6) -> World:
-    net = client_net(tmp_path / "net", n=n)
+    net = client_net(tmp_path / "net", n=n, seed=WORLD_SEED)
     client = net.client()
+    client.randomness = SeededRandomness(WORLD_SEED)
     client.create_user("alice", PASS)
     keys = client.login("alice", PASS)
     sources = {}
     for i, size in enumerate(SIZES):
-        src = random_file(tmp_path / f"src{i}", size)
+        src = tmp_path / f"src{i}"
+        src.write_bytes(random.Random(WORLD_SEED + i).randbytes(size))
         client.put(keys, src, f"/f{i}.bin")
         sources[f"/f{i}.bin"] = src
     return World(net, client, keys, sources, tmp_path)
