@@ -82,9 +82,12 @@ def wait_ended(services: Sequence[Service], *, timeout_s: float) -> list[Service
     """Wait up to ``timeout_s`` for the services to end, reaping them; those still running."""
     deadline = time.monotonic() + timeout_s
     while True:
-        for service in services:
-            reap(service.pid)
         left = [s for s in services if is_ours(s)]
+        # Reap after the check: one that turned zombie just before it is collected now, not
+        # left behind in the process table.
+        for service in services:
+            if service not in left:
+                reap(service.pid)
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(POLL_S)
