@@ -82,12 +82,10 @@ def wait_ended(services: Sequence[Service], *, timeout_s: float) -> list[Service
     """Wait up to ``timeout_s`` for the services to end, reaping them; those still running."""
     deadline = time.monotonic() + timeout_s
     while True:
-        left = [s for s in services if is_ours(s)]
-        # Reap after the check: one that turned zombie just before it is collected now, not
-        # left behind in the process table.
-        for service in services:
-            if service not in left:
-                reap(service.pid)
+        # A process that no longer runs our command may still be exiting (its command line
+        # reads empty before it turns zombie): a child of ours counts as ended only once
+        # it has been reaped, so none is left behind in the process table.
+        left = [s for s in services if is_ours(s) or not reap(s.pid)]
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(POLL_S)
@@ -111,12 +109,18 @@ def stop(services: Iterable[Service], *, hard: bool = False,
     return signalled
 
 
-def reap(pid: int) -> None:
-    """Collect the exit status of a child of this process that ended (else it is a zombie)."""
+def reap(pid: int) -> bool:
+    """Collect the exit status of a child of this process that ended (else it is a zombie).
+
+    False only for a child of ours that has not exited yet; True once it is collected, and
+    for a PID that is not our child (someone else reaps it)."""
     if sys.platform == "win32":
-        return
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        return True
+    try:
+        collected, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return collected == pid
 
 
 def wait_healthy(unhealthy: Callable[[], list[str]], *, timeout_s: float) -> None:
