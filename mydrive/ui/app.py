@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from flask import Flask, Response, current_app, g, jsonify, redirect, render_template, request
 from flask.globals import request_ctx
@@ -150,7 +151,7 @@ def _back_link() -> str:
 def _mydrive_error(exc: Exception) -> Any:
     if isinstance(exc, NotLoggedIn) and request.method in SAFE_METHODS and not wants_json():
         expired = "&notice=expired" if g.get("mydrive_session_expired") else ""
-        return redirect(f"/login?next={request.path}{expired}", code=303)
+        return redirect(f"/login?next={quote(request.path, safe='/')}{expired}", code=303)
     problem = problem_for(exc)
     message = str(exc) if not isinstance(exc, csrf.CsrfRejected) else \
         "missing or invalid CSRF token"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote
+
 from flask import request
 
 from mydrive.errors import BadRequest
@@ -41,9 +44,20 @@ def new_passphrase(field: str, confirm_field: str) -> str:
     return value
 
 
-def local_next(raw: str | None) -> str:
-    """A redirect target after login: only a path on this site, else the file page."""
-    if raw and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw \
-            and len(raw) <= 512:
+def local_next(raw: str | None, default: str = "/files") -> str:
+    """A redirect target from the request: only a path on this site, else ``default``.
+
+    Browsers drop tabs and newlines from a Location and read a backslash as a slash, so
+    ``/\t/evil.example`` or ``/\\evil.example`` would leave the site. Only printable ASCII
+    without backslash, space or quote, starting with exactly one slash, passes; and once
+    percent-decoded it must still start so, in case anything decodes it again.
+    """
+    if raw and len(raw) <= MAX_NEXT_CHARS and _LOCAL_PATH.fullmatch(raw) \
+            and _LOCAL_START.match(re.sub(r"[\t\n\r]", "", unquote(raw))):
         return raw
-    return "/files"
+    return default
+
+
+MAX_NEXT_CHARS = 512
+_LOCAL_PATH = re.compile(r"/(?![/\\])[!#-\[\]-~]*")  # then 0x21-0x7e except quote, backslash
+_LOCAL_START = re.compile(r"/(?![/\\\s])")

@@ -55,7 +55,7 @@ def basket_page() -> str:
 
 
 def _back(default: str = "/files") -> Response:
-    target = forms.local_next(request.form.get("back") or default)
+    target = forms.local_next(request.form.get("back"), default)
     return redirect(target, code=303)
 
 
