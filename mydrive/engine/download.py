@@ -58,14 +58,16 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
                   randomness: Randomness = SYSTEM_RANDOMNESS,
                   executor: ExecutorFactory = thread_pool, events: EventRecorder = NO_EVENTS,
                   progress: Progress | None = None, file_key: bytes | None = None,
-                  signer: FetchSigner | None = None) -> TransferLedger:
+                  signer: FetchSigner | None = None,
+                  partial_name: str | None = None) -> TransferLedger:
     """Fetch ``record`` into ``destination`` (a full file path); returns the accounting.
 
     Everything nondeterministic is handed in: ``clock`` (fetch signatures, the pause before
     asking unreachable replicas again, event stamps), ``randomness`` (fetch nonces, the
     temporary file's name), ``executor`` (chunks fetched in parallel) and ``events``.
     A download job on the owner's peer has no ``keys``: it is handed the unwrapped
-    ``file_key`` and a delegate ``signer`` (docs/jobs.md) instead.
+    ``file_key`` and a delegate ``signer`` (docs/jobs.md) instead, and names its temporary
+    file (``partial_name``) so that it can remove what a crash left behind.
     """
     if destination.exists() and not overwrite:
         raise FileExists(f"{destination} already exists (use --overwrite to replace it)")
@@ -78,7 +80,7 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
     ledger = TransferLedger()
     partial_dir = destination.parent / PARTIAL_DIR_NAME
     partial_dir.mkdir(parents=True, exist_ok=True)
-    tmp = partial_dir / f"{randomness.random_bytes(8).hex()}.part"
+    tmp = partial_dir / (partial_name or f"{randomness.random_bytes(8).hex()}.part")
     note("download.start", file_id=record.file_id.hex(), chunk_count=record.plan.chunk_count)
 
     def fetch_and_decrypt(chunk: ChunkRecord) -> bytes:

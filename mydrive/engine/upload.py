@@ -70,6 +70,20 @@ class UploadResult:
     ledger: TransferLedger
 
 
+@dataclass(frozen=True)
+class FileKeys:
+    """A file's identity and key drawn by the owner's client, for an upload run elsewhere
+    (an upload job on the owner's peer: docs/jobs.md); the engine then needs no UserKeys."""
+
+    file_id: bytes
+    file_key: bytes
+    wrapped_file_key: bytes
+    owner_public_key: bytes
+
+    def __repr__(self) -> str:
+        return f"FileKeys(file_id={self.file_id.hex()}, <key withheld>)"
+
+
 @dataclass
 class _EncryptedChunk:
     index: int
@@ -121,13 +135,17 @@ class _Replicas:
             return candidates[0]
 
 
-def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
+def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | None,
                 peers: Sequence[PeerInfo], settings: TransferSettings, transport: Transport,
                 clock: Clock, faults: FaultHooks = NO_FAULTS,
                 randomness: Randomness = SYSTEM_RANDOMNESS,
                 executor: ExecutorFactory = thread_pool, events: EventRecorder = NO_EVENTS,
-                progress: Progress | None = None) -> UploadResult:
+                progress: Progress | None = None,
+                file_keys: FileKeys | None = None) -> UploadResult:
     """Encrypt ``source`` under a fresh file key and store each chunk on R peers.
+
+    An upload job passes ``file_keys`` (drawn by the owner's client) and no ``keys``; the
+    same ``file_keys`` give the same chunks again, so a resumed job finds them committed.
 
     Everything nondeterministic is handed in: the clock (it stamps the events; an upload
     never pauses), ``randomness`` (file id, file key, the key's wrap nonce),
@@ -151,10 +169,11 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
     # ciphertext is exactly chunk_size_bytes and splits into whole segments.
     plan = plan_chunks(size, chunk_size_bytes=settings.chunk_size_bytes - GCM_TAG_BYTES,
                        segment_size_bytes=settings.segment_size_bytes, min_chunks=min_chunks)
-    file_id = randomness.random_bytes(FILE_ID_BYTES)
-    file_key = randomness.random_bytes(crypto.KEY_BYTES)
-    wrapped_file_key = wrap_file_key(keys, file_id, file_key,
-                                     random_bytes=randomness.random_bytes)
+    if file_keys is None:
+        assert keys is not None, "keys, or the file keys an owner drew"
+        file_keys = new_file_keys(keys, randomness)
+    file_id, file_key = file_keys.file_id, file_keys.file_key
+    wrapped_file_key, owner_public_key = file_keys.wrapped_file_key, file_keys.owner_public_key
     stored_sizes = [plan.plaintext_length(i) + GCM_TAG_BYTES for i in range(plan.chunk_count)]
     slots = [PeerSlot(peer_id=p.peer_id, capacity_bytes=p.capacity_bytes,
                       free_bytes=p.capacity_bytes) for p in eligible]
@@ -242,8 +261,8 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
                 inflight.release()
                 break
             try:
-                job = _ChunkJob(_encrypt_chunk(f, plan, index, file_id, file_key, keys,
-                                               settings), settings.replicas)
+                job = _ChunkJob(_encrypt_chunk(f, plan, index, file_id, file_key,
+                                               owner_public_key, settings), settings.replicas)
             except BaseException:
                 inflight.release()
                 raise
@@ -257,6 +276,16 @@ def upload_file(source: Path, *, keys: UserKeys, owner_peer_id: str | None,
     return UploadResult(file_id=file_id, plan=plan, wrapped_file_key=wrapped_file_key,
                         chunks=tuple(records[i] for i in range(plan.chunk_count)),
                         ledger=ledger)
+
+
+def new_file_keys(keys: UserKeys, randomness: Randomness = SYSTEM_RANDOMNESS) -> FileKeys:
+    """A fresh file id and file key, the key wrapped for its owner."""
+    file_id = randomness.random_bytes(FILE_ID_BYTES)
+    file_key = randomness.random_bytes(crypto.KEY_BYTES)
+    return FileKeys(file_id=file_id, file_key=file_key,
+                    wrapped_file_key=wrap_file_key(keys, file_id, file_key,
+                                                   random_bytes=randomness.random_bytes),
+                    owner_public_key=keys.identity.public_bytes())
 
 
 def _as_store_failure(exc: MydriveError, peer_id: str) -> MydriveError:
@@ -291,7 +320,7 @@ def _reachable(peers: list[PeerInfo], transport: Transport, timeout_s: float,
 
 
 def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, file_key: bytes,
-                   keys: UserKeys, settings: TransferSettings) -> _EncryptedChunk:
+                   owner_public_key: bytes, settings: TransferSettings) -> _EncryptedChunk:
     start, end = plan.chunk_range(index)
     f.seek(start)
     plaintext = f.read(end - start)
@@ -301,7 +330,7 @@ def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, fil
     seg_digests = tuple(digest(ciphertext[a:b])
                         for a, b in segment_ranges(len(ciphertext), settings.segment_size_bytes))
     header = ChunkHeader(chunk_id=digest(ciphertext), digest_alg=DIGEST_ALG,
-                         owner_public_key=keys.identity.public_bytes(),
+                         owner_public_key=owner_public_key,
                          chunk_size_bytes=len(ciphertext),
                          segment_size_bytes=settings.segment_size_bytes,
                          segment_digests=seg_digests)
