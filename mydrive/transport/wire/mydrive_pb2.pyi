@@ -163,6 +163,40 @@ class DownloadJob(_message.Message):
     group: str
     def __init__(self, file_record: _Optional[bytes] = ..., file_key: _Optional[bytes] = ..., delegations: _Optional[_Iterable[bytes]] = ..., destination: _Optional[str] = ..., overwrite: _Optional[bool] = ..., label: _Optional[str] = ..., owner_id: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
+class UploadJob(_message.Message):
+    __slots__ = ("source", "size_bytes", "mtime_ns", "inode", "file_id", "file_key", "wrapped_file_key", "owner_public_key", "label", "owner_id", "group", "seal")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_KEY_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_FILE_KEY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    SEAL_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    size_bytes: int
+    mtime_ns: int
+    inode: int
+    file_id: bytes
+    file_key: bytes
+    wrapped_file_key: bytes
+    owner_public_key: bytes
+    label: str
+    owner_id: str
+    group: str
+    seal: str
+    def __init__(self, source: _Optional[str] = ..., size_bytes: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., inode: _Optional[int] = ..., file_id: _Optional[bytes] = ..., file_key: _Optional[bytes] = ..., wrapped_file_key: _Optional[bytes] = ..., owner_public_key: _Optional[bytes] = ..., label: _Optional[str] = ..., owner_id: _Optional[str] = ..., group: _Optional[str] = ..., seal: _Optional[str] = ...) -> None: ...
+
+class UploadResult(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: bytes
+    def __init__(self, result: _Optional[bytes] = ...) -> None: ...
+
 class JobRef(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -170,7 +204,7 @@ class JobRef(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "kind", "state", "label", "bytes_total", "bytes_done", "error", "created_ms", "updated_ms", "destination", "transfer", "owner_id", "group")
+    __slots__ = ("job_id", "kind", "state", "label", "bytes_total", "bytes_done", "error", "created_ms", "updated_ms", "destination", "transfer", "owner_id", "group", "source")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +218,7 @@ class JobInfo(_message.Message):
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: str
     state: str
@@ -197,7 +232,8 @@ class JobInfo(_message.Message):
     transfer: str
     owner_id: str
     group: str
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., label: _Optional[str] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., destination: _Optional[str] = ..., transfer: _Optional[str] = ..., owner_id: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
+    source: str
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., label: _Optional[str] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., error: _Optional[str] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., destination: _Optional[str] = ..., transfer: _Optional[str] = ..., owner_id: _Optional[str] = ..., group: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class JobList(_message.Message):
     __slots__ = ("jobs",)

@@ -291,6 +291,21 @@ class ControlStub:
                 request_serializer=mydrive__pb2.JobRef.SerializeToString,
                 response_deserializer=mydrive__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.SubmitUpload = channel.unary_unary(
+                '/mydrive.v1.Control/SubmitUpload',
+                request_serializer=mydrive__pb2.UploadJob.SerializeToString,
+                response_deserializer=mydrive__pb2.JobRef.FromString,
+                _registered_method=True)
+        self.GetUploadResult = channel.unary_unary(
+                '/mydrive.v1.Control/GetUploadResult',
+                request_serializer=mydrive__pb2.JobRef.SerializeToString,
+                response_deserializer=mydrive__pb2.UploadResult.FromString,
+                _registered_method=True)
+        self.FinishUpload = channel.unary_unary(
+                '/mydrive.v1.Control/FinishUpload',
+                request_serializer=mydrive__pb2.JobRef.SerializeToString,
+                response_deserializer=mydrive__pb2.JobInfo.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -326,6 +341,26 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitUpload(self, request, context):
+        """The sender's Control socket (PEER_DIR/uploads.sock) answers these three.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUploadResult(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishUpload(self, request, context):
+        """the owner wrote the signed document
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +386,21 @@ def add_ControlServicer_to_server(servicer, server):
             ),
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
+                    request_deserializer=mydrive__pb2.JobRef.FromString,
+                    response_serializer=mydrive__pb2.JobInfo.SerializeToString,
+            ),
+            'SubmitUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitUpload,
+                    request_deserializer=mydrive__pb2.UploadJob.FromString,
+                    response_serializer=mydrive__pb2.JobRef.SerializeToString,
+            ),
+            'GetUploadResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUploadResult,
+                    request_deserializer=mydrive__pb2.JobRef.FromString,
+                    response_serializer=mydrive__pb2.UploadResult.SerializeToString,
+            ),
+            'FinishUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishUpload,
                     request_deserializer=mydrive__pb2.JobRef.FromString,
                     response_serializer=mydrive__pb2.JobInfo.SerializeToString,
             ),
@@ -488,6 +538,87 @@ class Control:
             request,
             target,
             '/mydrive.v1.Control/CancelJob',
+            mydrive__pb2.JobRef.SerializeToString,
+            mydrive__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/SubmitUpload',
+            mydrive__pb2.UploadJob.SerializeToString,
+            mydrive__pb2.JobRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUploadResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/GetUploadResult',
+            mydrive__pb2.JobRef.SerializeToString,
+            mydrive__pb2.UploadResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mydrive.v1.Control/FinishUpload',
             mydrive__pb2.JobRef.SerializeToString,
             mydrive__pb2.JobInfo.FromString,
             options,
