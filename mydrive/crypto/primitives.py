@@ -533,12 +533,16 @@ class CertificateTrust:
     """
 
     def __init__(self, ca_cert_pem: bytes, *,
-                 now: Callable[[], datetime.datetime] | None = None) -> None:
+                 now: Callable[[], datetime.datetime] | None = None,
+                 revoked: Callable[[int, bytes], bool] | None = None) -> None:
+        """``revoked(serial, key digest)``: True for a certificate the network CA revoked
+        (the peer's verified revocation list, mydrive.node.revocation)."""
         try:
             self._ca = x509.load_pem_x509_certificate(ca_cert_pem)
         except ValueError as exc:
             raise BadRequest(f"network CA certificate unreadable: {exc}") from exc
         self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
+        self._revoked = revoked or (lambda serial, key_digest: False)
 
     def check_certificate(self, cert_pem: bytes) -> tuple[bytes, tuple[str, ...]]:
         """(SHA-256 of its SubjectPublicKeyInfo, its DNS names) if the network CA issued this
@@ -563,6 +567,8 @@ class CertificateTrust:
         public_key = cert.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise PermissionDenied("peer certificate key is not an EC key")
+        if self._revoked(cert.serial_number, _spki_digest(public_key)):
+            raise PermissionDenied("certificate revoked by the network CA")
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             names = tuple(san.get_values_for_type(x509.DNSName))
@@ -581,3 +587,145 @@ class CertificateTrust:
         except (InvalidSignature, ValueError):
             return False
         return True
+
+
+# ---- Revocation: the network CA's certificate revocation list (docs/tls.md) -------------
+
+# Private CRL entry extensions (non-critical, so OpenSSL/nginx skip them) under an OID arc
+# of our own (2.25.<UUID>, ITU-T X.667): the revoked certificate's key digest, which names
+# the peer id, and the operator's free-text reason.
+_MYDRIVE_OID_ARC = "2.25.184087753257010131850145767724772592184"
+REVOKED_KEY_OID = x509.ObjectIdentifier(f"{_MYDRIVE_OID_ARC}.1")
+REVOKED_NOTE_OID = x509.ObjectIdentifier(f"{_MYDRIVE_OID_ARC}.2")
+MAX_CRL_PEM_BYTES = 1024 * 1024
+MAX_REVOCATION_NOTE_BYTES = 200
+
+
+@dataclass(frozen=True)
+class Revoked:
+    """One revoked certificate: its serial, the SHA-256 of its key (its peer id's source),
+    when and why (the operator's text)."""
+
+    serial: int
+    key_digest: bytes
+    revoked_at: datetime.datetime
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """A CRL whose signature by the network CA has been checked. ``number`` only grows."""
+
+    number: int
+    issued_at: datetime.datetime
+    entries: tuple[Revoked, ...]
+    pem: bytes
+
+    def revokes(self, serial: int, key_digest: bytes) -> bool:
+        return any(e.serial == serial or e.key_digest == key_digest for e in self.entries)
+
+
+_DER_OCTET_STRING, _DER_UTF8_STRING = 0x04, 0x0C
+
+
+def _der(tag: int, data: bytes) -> bytes:
+    """A DER value of fewer than 256 bytes (all our extension values are)."""
+    assert len(data) < 256
+    length = bytes([len(data)]) if len(data) < 128 else bytes([0x81, len(data)])
+    return bytes([tag]) + length + data
+
+
+def _from_der(tag: int, der: bytes) -> bytes:
+    if len(der) >= 2 and der[0] == tag and der[1] < 128 and der[1] == len(der) - 2:
+        return der[2:]
+    if len(der) >= 3 and der[0] == tag and der[1] == 0x81 and der[2] == len(der) - 3:
+        return der[3:]
+    raise ValueError("extension value is not the expected DER string")
+
+
+def certificate_identity(cert_pem: bytes, ca_cert_pem: bytes) -> tuple[int, bytes]:
+    """(serial, SHA-256 of its key) of a peer certificate the network CA signed;
+    PermissionDenied if another key signed it (expiry does not matter to revoke it)."""
+    cert = _load_certificate(cert_pem)
+    try:
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_cert_pem))
+    except (ValueError, TypeError, InvalidSignature):
+        raise PermissionDenied("certificate not issued by the network CA") from None
+    public_key = cert.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise PermissionDenied("peer certificate key is not an EC key")
+    return cert.serial_number, _spki_digest(public_key)
+
+
+def sign_revocation_list(ca: CertificateBundle, entries: Sequence[Revoked], *, number: int,
+                         now: datetime.datetime | None = None) -> bytes:
+    """A CRL (PEM) of ``entries`` signed by the network CA. Its nextUpdate is the CA's own
+    expiry: OpenSSL refuses every client once a CRL's nextUpdate has passed, and this list
+    changes only when the operator revokes, never on a schedule."""
+    try:
+        ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    except ValueError as exc:
+        raise BadRequest(f"cannot sign a revocation list: {exc}") from exc
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise BadRequest("the network CA key must be an EC key")
+    now = now or datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(max(ca_cert.not_valid_after_utc, now + datetime.timedelta(days=1)))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+    )
+    for entry in entries:
+        revoked = (
+            x509.RevokedCertificateBuilder().serial_number(entry.serial)
+            .revocation_date(entry.revoked_at)
+            .add_extension(x509.UnrecognizedExtension(
+                REVOKED_KEY_OID, _der(_DER_OCTET_STRING, entry.key_digest)), critical=False)
+        )
+        note = entry.note.encode()[:MAX_REVOCATION_NOTE_BYTES].decode(errors="ignore")
+        if note:
+            revoked = revoked.add_extension(x509.UnrecognizedExtension(
+                REVOKED_NOTE_OID, _der(_DER_UTF8_STRING, note.encode())), critical=False)
+        builder = builder.add_revoked_certificate(revoked.build())
+    crl = builder.sign(ca_key, hashes.SHA256())
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def read_revocation_list(crl_pem: bytes, ca_cert_pem: bytes) -> RevocationList:
+    """Parse a CRL and check that the network CA signed it; PermissionDenied if another key
+    did (a forgery is never used), BadRequest if it is malformed."""
+    if len(crl_pem) > MAX_CRL_PEM_BYTES:
+        raise BadRequest(f"revocation list larger than {MAX_CRL_PEM_BYTES} bytes")
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem)
+        ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    except ValueError as exc:
+        raise BadRequest(f"not a PEM revocation list: {exc}") from None
+    ca_key = ca_cert.public_key()
+    if (crl.issuer != ca_cert.subject or not isinstance(ca_key, ec.EllipticCurvePublicKey)
+            or not crl.is_signature_valid(ca_key)):
+        raise PermissionDenied("revocation list not signed by the network CA")
+    try:
+        number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        entries = tuple(_revoked_entry(r) for r in crl)
+    except (x509.ExtensionNotFound, ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"revocation list entry malformed: {exc}") from None
+    return RevocationList(number=number, issued_at=crl.last_update_utc, entries=entries,
+                          pem=crl_pem)
+
+
+def _revoked_entry(entry: x509.RevokedCertificate) -> Revoked:
+    key = entry.extensions.get_extension_for_oid(REVOKED_KEY_OID).value
+    digest = _from_der(_DER_OCTET_STRING, key.value)  # type: ignore[attr-defined]
+    if len(digest) != 32:
+        raise ValueError("revoked key digest is not 32 bytes")
+    try:
+        note = entry.extensions.get_extension_for_oid(REVOKED_NOTE_OID).value
+        note_text = _from_der(_DER_UTF8_STRING, note.value).decode()  # type: ignore[attr-defined]
+    except x509.ExtensionNotFound:
+        note_text = ""
+    return Revoked(serial=entry.serial_number, key_digest=digest,
+                   revoked_at=entry.revocation_date_utc, note=note_text)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mydrive.client import PeerClient
 from mydrive.node.peerdir import PeerDir
-from mydrive.node.pki import tls_files
+from mydrive.node.pki import revocations, tls_files
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
@@ -24,7 +24,8 @@ def open_client(peer_dir: Path, *, transport: Transport | None = None,
     config = peer.config
     if transport is None:
         tls = tls_files(peer.tls_dir).read() if config.tls else None
-        transport = GrpcTransport(rpc_timeout_s=config.rpc_timeout_s, tls=tls)
+        revoked = revocations(peer.tls_dir).peer_revoked if config.tls else None
+        transport = GrpcTransport(rpc_timeout_s=config.rpc_timeout_s, tls=tls, revoked=revoked)
     return PeerClient(peer_id=config.peer_id, settings=config.transfer_settings(),
                       download_dir=peer.download_dir, store=peer.open_metadata(),
                       peer_trust=peer.peer_trust(),

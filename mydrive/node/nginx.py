@@ -9,17 +9,21 @@ other peers), so it is written 0600, atomically: a crash leaves the old config o
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import shutil
 import ssl
 import string
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 from mydrive.errors import BadRequest
 from mydrive.node.peerdir import PeerConfig, PeerDir
-from mydrive.node.pki import tls_files, write_secret
+from mydrive.node.pki import TlsFiles, tls_files, write_secret
+
+log = logging.getLogger("mydrive.node.nginx")
 
 # In a source checkout (editable install) the template is nginx/ in the tree; a plain install
 # (the docker image) has it in PREFIX/share/mydrive/nginx/ (pyproject data-files).
@@ -95,10 +99,45 @@ def render(peer: PeerDir, *, container: bool = False) -> Path:
         egress_port=cfg.egress_port,
         cert=files.cert.resolve().as_posix(), key=files.key.resolve().as_posix(),
         ca_cert=files.ca_cert.resolve().as_posix(), couchdb_db=cfg.couchdb_db,
-        couchdb_pass=couchdb_pass)
+        couchdb_pass=couchdb_pass, **_crl_directives(files))
     path = base / "nginx.conf"
     write_secret(path, text.encode())  # it holds the member's password
     return path
+
+
+def _crl_directives(files: TlsFiles) -> dict[str, str]:
+    """``ssl_crl``/``proxy_ssl_crl`` on the peer's revocation list. A peer directory made
+    before revocation has none (only the CA can sign one): nginx then runs without, said
+    loudly, until ``mydrive pki install-crl`` gives it the network's list."""
+    if not files.crl.is_file():
+        log.warning("%s missing: nginx will not refuse revoked certificates; install the "
+                    "network's list with: mydrive pki install-crl", files.crl)
+        missing = "# no revocation list installed (mydrive pki install-crl)"
+        return {"client_crl": missing, "upstream_crl": missing}
+    path = files.crl.resolve().as_posix()
+    return {"client_crl": f"ssl_crl {path};", "upstream_crl": f"proxy_ssl_crl {path};"}
+
+
+def reload(peer: PeerDir) -> str:
+    """Make a running nginx re-read its config and revocation list (``nginx -s reload``:
+    the master re-reads and replaces its workers; a connection already open keeps going
+    until it closes). What happened, for the operator."""
+    base = prefix(peer).resolve()
+    conf = base / "nginx.conf"
+    if not conf.is_file():
+        return "nginx's config is not rendered yet; nginx reads the list when it starts"
+    if "ssl_crl" not in conf.read_text(errors="replace"):
+        return ("nginx's config does not read the revocation list yet: render it again "
+                "(mydrive peer render-nginx, or restart the peer) and restart nginx")
+    if not (base / "nginx.pid").is_file():
+        return "nginx is not running; it reads the revocation list when it starts"
+    result = subprocess.run([nginx_binary(), "-p", str(base), "-c", str(conf),
+                             "-e", str(base / "logs" / "error.log"), "-s", "reload"],
+                            capture_output=True, text=True, timeout=30,
+                            stdin=subprocess.DEVNULL, check=False)
+    if result.returncode != 0:
+        raise BadRequest(f"nginx reload failed: {result.stderr.strip()[-400:]}")
+    return "nginx reloaded: it refuses the revoked certificates from now on"
 
 
 def couchdb_read_route(cfg: PeerConfig) -> str:

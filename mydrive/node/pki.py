@@ -2,7 +2,9 @@
 
   NETWORK_DIR/ca.crt   the network CA certificate (public: every peer has a copy)
   NETWORK_DIR/ca.key   its private key (0600; stays on the machine that admits peers)
+  NETWORK_DIR/crl.pem, issued/   its revocation list and issued certificates (revocation.py)
   PEER_DIR/tls/ca.crt  copy of the network CA certificate (trust anchor)
+  PEER_DIR/tls/crl.pem copy of the network's revocation list (verified against ca.crt)
   PEER_DIR/tls/peer.crt, peer.key   the peer's certificate and key (key 0600)
 A peer's id is its certificate key's (mydrive.formats.peerdoc), so the key is made first and
 the certificate names the id. Each file is written atomically; a crash while issuing leaves a
@@ -28,6 +30,13 @@ from mydrive.crypto.primitives import (
 )
 from mydrive.errors import BadRequest
 from mydrive.formats.peerdoc import peer_id_from_key_digest, tls_name
+from mydrive.node.revocation import (
+    CRL_NAME,
+    PeerRevocations,
+    ensure_network_crl,
+    install_crl,
+    record_issued,
+)
 from mydrive.runtime.disk import atomic_write_bytes, fsync_dir
 
 CA_CERT = "ca.crt"
@@ -59,6 +68,7 @@ def init_network(network_dir: Path, name: str = "mydrive network") -> Path:
     ca = new_certificate_authority(name)
     write_secret(network_dir / CA_KEY, ca.key_pem)
     atomic_write_bytes(network_dir / CA_CERT, ca.cert_pem)
+    ensure_network_crl(network_dir, ca)
     return network_dir / CA_CERT
 
 
@@ -89,6 +99,8 @@ def issue_peer_certificate(network_dir: Path, tls_dir: Path, *, peer_name: str,
     write_secret(tls_dir / PEER_KEY, bundle.key_pem)
     atomic_write_bytes(tls_dir / PEER_CERT, bundle.cert_pem)
     atomic_write_bytes(tls_dir / CA_CERT, ca.cert_pem)
+    install_crl(tls_dir, ensure_network_crl(network_dir, ca).read_bytes())
+    record_issued(network_dir, peer_id, bundle.cert_pem)
     return peer_id
 
 
@@ -97,6 +109,7 @@ class TlsFiles:
     ca_cert: Path
     cert: Path
     key: Path
+    crl: Path  # the network's revocation list (absent in peer directories made before it)
 
     def read(self) -> tuple[bytes, bytes, bytes]:
         """(CA certificate, peer key, peer certificate) PEM bytes."""
@@ -107,15 +120,27 @@ class TlsFiles:
 
 
 def tls_files(tls_dir: Path) -> TlsFiles:
-    return TlsFiles(ca_cert=tls_dir / CA_CERT, cert=tls_dir / PEER_CERT, key=tls_dir / PEER_KEY)
+    return TlsFiles(ca_cert=tls_dir / CA_CERT, cert=tls_dir / PEER_CERT, key=tls_dir / PEER_KEY,
+                    crl=tls_dir / CRL_NAME)
 
 
 def network_trust(tls_dir: Path) -> CertificateTrust:
-    """The certificates this peer believes: those its copy of the network CA issued."""
+    """The certificates this peer believes: those its copy of the network CA issued and its
+    copy of the revocation list does not revoke."""
     try:
-        return CertificateTrust((tls_dir / CA_CERT).read_bytes())
+        ca_pem = (tls_dir / CA_CERT).read_bytes()
     except OSError as exc:
         raise BadRequest(f"TLS files missing: {exc}") from exc
+    return CertificateTrust(ca_pem, revoked=revocations(tls_dir).certificate_revoked)
+
+
+def revocations(tls_dir: Path) -> PeerRevocations:
+    """This peer's verified revocation list (PEER_DIR/tls/crl.pem), kept current."""
+    try:
+        ca_pem = (tls_dir / CA_CERT).read_bytes()
+    except OSError as exc:
+        raise BadRequest(f"TLS files missing: {exc}") from exc
+    return PeerRevocations(tls_dir, ca_pem)
 
 
 def signer(tls_dir: Path) -> Callable[[bytes], bytes]:

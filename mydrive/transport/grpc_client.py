@@ -5,6 +5,8 @@ pinned to the peer it means to reach: the server's certificate must be issued by
 CA *and* name ``<peer id>.peer.mydrive`` (``ssl_target_name_override``). A peer's id is its
 certificate key's (mydrive.formats.peerdoc), so a machine answering at a peer's address
 with any other certificate fails the handshake: PeerUnavailable, and the engine fails over.
+A peer whose certificate the network CA revoked (``revoked``, the peer's verified list) is
+never dialled: PeerUnavailable before any byte goes out, so it is failed over, never used.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
-from mydrive.errors import BadRequest, MydriveError
+from mydrive.errors import BadRequest, MydriveError, PeerUnavailable
 from mydrive.formats.chunkheader import MAX_SEGMENT_SIZE_BYTES, ChunkHeader
 from mydrive.formats.peerdoc import tls_name
 from mydrive.transport.base import Held, PeerAddress
@@ -38,10 +40,14 @@ CHANNEL_OPTIONS = [
 
 class GrpcTransport:
     def __init__(self, *, rpc_timeout_s: float = 120.0,
-                 tls: tuple[bytes, bytes, bytes] | None = None) -> None:
+                 tls: tuple[bytes, bytes, bytes] | None = None,
+                 revoked: Callable[[str], bool] | None = None) -> None:
         """``tls`` = (network CA certificate, own key, own certificate), PEM: every call then
-        goes over mutual TLS to the target peer's nginx, pinned to that peer's id."""
+        goes over mutual TLS to the target peer's nginx, pinned to that peer's id.
+        ``revoked(peer id)``: True for a peer whose certificate key the CA revoked (the pin
+        makes the server's certificate name that id, and an id is its key's)."""
         self.rpc_timeout_s = rpc_timeout_s
+        self._revoked = revoked or (lambda peer_id: False)
         self._credentials = None
         if tls is not None:
             ca_pem, key_pem, cert_pem = tls
@@ -52,6 +58,9 @@ class GrpcTransport:
         self._lock = threading.Lock()
 
     def _channel(self, address: str, peer_id: str) -> grpc.Channel:
+        if self._revoked(peer_id):
+            raise PeerUnavailable(f"peer {peer_id}: its certificate is revoked by the network "
+                                  f"CA; not contacted")
         key = (address, peer_id)
         with self._lock:
             channel = self._channels.get(key)
