@@ -1,0 +1,118 @@
+"""A/B of the client side: the same put and get run from two source trees, interleaved.
+
+    python -m benchmarks.client_ab --tree A=/tmp/base --tree B=. [--size-mib 256] [--runs 3]
+
+One 5-peer TLS network (R = 2) is started from this tree (the peer side is the same for
+every variant); each variant's ``mydrive put`` and ``mydrive get --local`` (the download in
+the CLI process, so the engine measured is the variant's) run with ``PYTHONPATH`` at its
+tree. Runs alternate A, B, A, B, ... so both see the same load; medians of wall time,
+client CPU (wait4) and client peak RSS are printed as JSON. ``--failover`` adds a get during
+which the sender of the peer holding most of the file is killed a third of the way through
+(restarted by ``cluster up`` afterwards). Linux only, like the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import median
+from benchmarks.faults import _bytes_under
+from benchmarks.mydrive_side import MydriveNetwork
+from benchmarks.procs import run_measured
+
+MIB = 1024 * 1024
+
+
+def _make_file(path: Path, size_mib: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(MIB))
+
+
+def _env(net: MydriveNetwork, tree: Path) -> dict[str, str]:
+    return {**net.env, "PYTHONPATH": str(tree.resolve())}
+
+
+def _busiest_sender_pid(net: MydriveNetwork, get_doc: dict[str, Any]) -> int:
+    """The sender that served most bytes of a get (as the failover phase of run.sh picks)."""
+    per_peer = get_doc["transfer"]["per_peer"]
+    busiest = max(per_peer, key=lambda p: per_peer[p]["bytes_fetched"])
+    return int(next(s["pid"] for s in net.services()
+                    if s["peer_id"] == busiest and s["kind"] == "sender"))
+
+
+def _kill_when(out: Path, size: int, pid: int, done: threading.Event) -> None:
+    """SIGKILL the sender once a third of the file is under ``out``."""
+    while not done.is_set():
+        if _bytes_under(out) >= size // 3:
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.01)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", required=True,
+                        help="NAME=PATH of a source tree holding mydrive/")
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--failover", action="store_true")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
+    args = parser.parse_args()
+    trees = {n: Path(p) for n, p in (t.split("=", 1) for t in args.tree)}
+    work = Path(tempfile.mkdtemp(prefix="client-ab-", dir=args.work_dir))
+    net = MydriveNetwork(work / "net", tls=True)
+    src = work / "src.bin"
+    results: dict[str, dict[str, list[float]]] = {n: {} for n in trees}
+    try:
+        net.up()
+        for run in range(args.runs):
+            for name, tree in trees.items():
+                _make_file(src, args.size_mib)  # fresh bytes every time
+                env = _env(net, tree)
+                remote = f"/ab/{name}-{run}"
+                put = run_measured(net.put_args(src, remote), env=env)
+                out = work / f"out-{name}"
+                subprocess.run(["rm", "-rf", str(out)], check=False)
+                get = run_measured([*net.get_args(remote, out), "--local"], env=env)
+                row = results[name]
+                for key, m in (("put", put), ("get", get)):
+                    row.setdefault(f"{key}_wall_s", []).append(m.wall_s)
+                    row.setdefault(f"{key}_cpu_s", []).append(m.cpu_s)
+                    row.setdefault(f"{key}_rss_mib", []).append(m.peak_rss_bytes / MIB)
+                if args.failover:
+                    pid = _busiest_sender_pid(net, json.loads(get.stdout))
+                    subprocess.run(["rm", "-rf", str(out)], check=False)
+                    done = threading.Event()
+                    killer = threading.Thread(target=_kill_when,
+                                              args=(out, src.stat().st_size, pid, done))
+                    killer.start()
+                    try:
+                        slow = run_measured([*net.get_args(remote, out), "--local"], env=env)
+                    finally:
+                        done.set()
+                        killer.join()
+                    row.setdefault("failover_ratio", []).append(slow.wall_s / get.wall_s)
+                    net.up()  # restart the killed sender
+                net.rm(remote)
+        summary = {n: {k: round(median(v), 3) for k, v in row.items()} for n, row in
+                   results.items()}
+        print(json.dumps({"size_mib": args.size_mib, "runs": args.runs,
+                          "load_avg": os.getloadavg()[0], "median": summary, "all": results},
+                         indent=1))
+    finally:
+        net.down()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+if __name__ == "__main__":
+    main()
