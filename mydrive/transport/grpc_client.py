@@ -139,7 +139,8 @@ _END = object()
 class _GrpcStoreSession:
     """A bidirectional StoreChunk call driven step by step (header, then rounds)."""
 
-    def __init__(self, store_chunk: grpc.StreamStreamMultiCallable, peer: PeerAddress,
+    def __init__(self, store_chunk: grpc.StreamStreamMultiCallable[bytes, pb.StoreAck],
+                 peer: PeerAddress,
                  timeout_s: float,
                  on_error: Callable[[grpc.RpcError], MydriveError]) -> None:
         self.peer = peer
@@ -148,6 +149,7 @@ class _GrpcStoreSession:
         # a thread of its own, and every queue hand-off wakes it (profiled: docs/benchmarks.md).
         self._outbox: queue.Queue[object] = queue.Queue()
         self._call = store_chunk(self._requests(), timeout=timeout_s)
+        self._acks: Iterator[pb.StoreAck] = iter(self._call)
 
     def _requests(self) -> Iterator[bytes]:
         while True:
@@ -160,7 +162,7 @@ class _GrpcStoreSession:
 
     def _next_ack(self) -> pb.StoreAck:
         try:
-            ack: pb.StoreAck = next(self._call)
+            ack = next(self._acks)
         except StopIteration:
             raise BadRequest(f"peer {self.peer.peer_id} ended the upload early") from None
         except grpc.RpcError as exc:
