@@ -21,7 +21,7 @@ import logging
 
 import click
 
-from . import check, cluster, compose, files, peer, pki, serve, sftp, users
+from . import check, cluster, compose, files, kubernetes, peer, pki, serve, sftp, users
 
 
 @click.group()
@@ -37,6 +37,7 @@ for command in (peer.peer, pki.pki, serve.serve, cluster.cluster, users.user, *f
     cli.add_command(command)
 sftp.register(users.user)  # user add-ssh-key | ssh-keys | remove-ssh-key
 cli.add_command(compose.compose)  # compose generate: N peers as one compose project
+cli.add_command(kubernetes.kubernetes)  # kubernetes generate: N peers as manifests
 
 
 def main() -> None:

@@ -78,9 +78,13 @@ def peer_init(directory: Path, name: str | None, host: str, network_dir: Path | 
               help="fail unless peer.json's nginx_port is this (the port compose publishes)")
 @click.option("--expect-ui-port", type=int, default=None,
               help="fail unless peer.json's ui_port is this (the port compose publishes)")
+@click.option("--resolver", default=None,
+              help="the name server nginx asks (an IP address, or 'system': the first "
+                   "nameserver of /etc/resolv.conf, e.g. in Kubernetes)")
 def peer_render_nginx(directory: Path, container: bool, expect_peer_port: int | None,
-                      expect_ui_port: int | None) -> None:
+                      expect_ui_port: int | None, resolver: str | None) -> None:
     """Write DIR/nginx/nginx.conf for this peer (what its nginx runs with)."""
+    from mydrive.node.container import SYSTEM_RESOLVER, nginx_resolver, system_resolver
     from mydrive.node.nginx import render
     from mydrive.node.peerdir import PeerDir
 
@@ -92,7 +96,10 @@ def peer_render_nginx(directory: Path, container: bool, expect_peer_port: int | 
             if want is not None and want != have:
                 raise BadRequest(f"{directory}/peer.json has {what} {have} but {want} is "
                                  f"published: make them equal (env file or peer.json)")
-        click.echo(f"wrote {render(peer, container=container)}")
+        if resolver is not None:
+            resolver = system_resolver() if resolver == SYSTEM_RESOLVER \
+                else nginx_resolver(resolver)
+        click.echo(f"wrote {render(peer, container=container, resolver=resolver)}")
 
 
 @peer.command("doc")

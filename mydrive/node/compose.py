@@ -53,12 +53,16 @@ from pathlib import Path
 from typing import Any
 
 from mydrive.errors import BadRequest
-from mydrive.node.peerdir import PeerDir, free_port, init_peer, peer_document
-from mydrive.node.pki import init_network
+from mydrive.node.peerdir import PeerDir, free_port
+from mydrive.node.peerset import (
+    PeerPlan,
+    check_empty,
+    check_peer_count,
+    make_peer_set,
+    project_name,
+)
 from mydrive.runtime.disk import atomic_write_bytes
 
-MIN_PEERS = 4   # R = 2 without any peer holding a whole file (docs/placement.md)
-MAX_PEERS = 64
 DEFAULT_PEERS = 5
 FIRST_PEER_PORT = 7443
 PEER_MOUNT = "/peer"
@@ -73,7 +77,6 @@ NETWORK = "mesh"
 COMPOSE_FILE = "compose.yaml"
 ENV_FILE = ".env"
 TOXIPROXY_CONFIG = "toxiproxy.json"
-_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -371,46 +374,31 @@ def generate(out: Path, *, peers: int = DEFAULT_PEERS, name: str | None = None,
     are what the containers run as (default: the caller's, so the host's ``mydrive`` and
     the pods share the peer directories; on Windows 10001).
     """
-    if not MIN_PEERS <= peers <= MAX_PEERS:
-        raise BadRequest(f"--peers must be between {MIN_PEERS} and {MAX_PEERS} (with R = 2 "
-                         f"replicas, fewer than {MIN_PEERS} peers can't store a file without one "
-                         f"peer holding all of it), got {peers}")
-    if out.exists() and any(out.iterdir()):
-        raise BadRequest(f"{out} is not empty: generate into a new directory")
-    out = out.resolve()
-    name = name or f"mydrive-{out.name}".lower()
-    name = re.sub(r"[^a-z0-9_-]", "-", name)
-    if not _NAME_RE.fullmatch(name):
-        raise BadRequest(f"project name {name!r}: lowercase letters, digits, '-' and '_' only")
+    check_peer_count(peers)
+    out = check_empty(out)
+    name = project_name(out, name)
     net = _check_subnet(subnet or default_subnet(name), peers)
     hosts = list(net.hosts())
     toxiproxy_ip = str(hosts[TOXIPROXY_OCTET - 1])
     out.mkdir(parents=True, exist_ok=True)
-    init_network(out / "pki", name=f"mydrive network {name}")
-    admins: dict[str, tuple[str, str]] = {}  # peer -> its own CouchDB admin (init_peer's)
+    plans = [PeerPlan(name=f"peer-{i}", host=toxiproxy_ip, nginx_port=FIRST_PEER_PORT + i,
+                      ui_port=free_port(), couchdb_port=free_port()) for i in range(peers)]
     made: list[ComposePeer] = []
-    for i in range(peers):
-        peer_name = f"peer-{i}"
-        ui_port, couchdb_port = free_port(), free_port()
-        peer_port = FIRST_PEER_PORT + i
-        peer = init_peer(out / "peers" / peer_name, name=peer_name, host=toxiproxy_ip,
-                         network_dir=out / "pki", metadata="couchdb", replicas=replicas,
-                         couchdb_port=couchdb_port, nginx_port=peer_port, ui_port=ui_port,
-                         **overrides)
-        admins[peer_name] = (peer.config.couchdb_user, peer.config.couchdb_password)
-        made.append(ComposePeer(name=peer_name, peer_id=peer.config.peer_id,
+    admins: dict[str, tuple[str, str]] = {}  # peer -> its own CouchDB admin (init_peer's)
+    for i, (plan, peer) in enumerate(zip(plans, make_peer_set(
+            out, plans, network_name=f"mydrive network {name}", replicas=replicas,
+            **overrides), strict=True)):
+        admins[plan.name] = (peer.config.couchdb_user, peer.config.couchdb_password)
+        made.append(ComposePeer(name=plan.name, peer_id=peer.config.peer_id,
                                 directory=peer.root,
                                 pod_address=str(hosts[FIRST_PEER_OCTET + i - 1]),
-                                peer_port=peer_port, ui_port=ui_port,
-                                couchdb_port=couchdb_port))
-        public = out / "public" / f"{peer_name}.json"
-        public.parent.mkdir(exist_ok=True)
-        atomic_write_bytes(public, json.dumps(peer_document(peer), indent=2).encode())
-        local_d = out / "couchdb" / peer_name
+                                peer_port=plan.nginx_port, ui_port=plan.ui_port,
+                                couchdb_port=plan.couchdb_port))
+        local_d = out / "couchdb" / plan.name
         local_d.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(local_d / "10-mydrive-port.ini",
-                           (f"; written by mydrive compose generate: the port {peer_name}'s "
-                            f"services and the host use\n[chttpd]\nport = {couchdb_port}\n"
+                           (f"; written by mydrive compose generate: the port {plan.name}'s "
+                            f"services and the host use\n[chttpd]\nport = {plan.couchdb_port}\n"
                             f"bind_address = 0.0.0.0\n").encode())
     project = ComposeProject(root=out, name=name, subnet=str(net),
                              toxiproxy_address=toxiproxy_ip, peers=tuple(made))

@@ -68,13 +68,13 @@ CONTAINER_UI_ACCESS = "# access: the host publishes this port on 127.0.0.1 only 
 CONTAINER_RESOLVER = "resolver 127.0.0.11 ipv6=off valid=30s;"
 
 
-def render(peer: PeerDir, *, container: bool = False) -> Path:
+def render(peer: PeerDir, *, container: bool = False, resolver: str | None = None) -> Path:
     """Write PEER_DIR/nginx/nginx.conf for this peer's ports and certificates.
 
     ``container``: nginx runs in the peer's container network namespace (docker/, shared
     with the services, which stay on its loopback): it listens on every address there,
     leaves the UI's host restriction to the port publishing, and resolves names with
-    Docker's DNS.
+    Docker's DNS (``resolver``: another name server's address, e.g. Kubernetes' DNS).
     """
     cfg = peer.config
     if not cfg.tls:
@@ -93,7 +93,8 @@ def render(peer: PeerDir, *, container: bool = False) -> Path:
         prefix=base.resolve().as_posix(), peer_id=cfg.peer_id,
         listen_host="0.0.0.0" if container else cfg.host,  # noqa: S104 - the pod's own netns
         ui_access=CONTAINER_UI_ACCESS if container else LOOPBACK_UI_ACCESS,
-        resolver=CONTAINER_RESOLVER if container else "",
+        resolver=(f"resolver {resolver} ipv6=off valid=30s;" if resolver
+                  else CONTAINER_RESOLVER if container else ""),
         peer_port=cfg.nginx_port, ui_port=cfg.ui_port, ui_backend_port=cfg.ui_backend_port,
         receiver_port=cfg.receiver_port, sender_port=cfg.sender_port,
         egress_port=cfg.egress_port,
