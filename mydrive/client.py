@@ -47,7 +47,8 @@ from mydrive.errors import (
     UserExists,
 )
 from mydrive.formats.digest import DIGEST_ALG
-from mydrive.formats.filerecord import FileRecord
+from mydrive.formats.chunkplan import ChunkPlan
+from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.formats.paths import local_destination, normalize_remote_path
 from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents
 from mydrive.metadata.base import MetadataStore
@@ -242,34 +243,52 @@ class PeerClient:
 
     def put(self, keys: UserKeys, local: Path, remote_path: str | None = None, *,
             progress: Progress | None = None) -> FileRecord:
-        if not local.is_file():
-            raise BadRequest(f"{local} is not a readable file")
-        raw = remote_path or "/"
-        if raw.endswith("/"):  # a folder: keep the local file's name
-            raw += local.name
-        canonical = normalize_remote_path(raw)
-        tag = crypto.name_tag(keys.name_mac_key, canonical)
-        try:
-            self.find(keys, canonical)
-            raise FileExists(f"{canonical!r} already exists; remove it first or pick "
-                             f"another name")
-        except UnknownFile:
-            pass
+        canonical = self.put_target(keys, local, remote_path)
         result = upload_file(local, keys=keys, owner_peer_id=self.peer_id,
                              peers=self.known_peers(),
                              settings=self.settings,
                              transport=self.transport, clock=self.clock, faults=self.faults,
                              randomness=self.randomness, executor=self.executor,
                              events=self.events, progress=progress)
+        return self.record_upload(keys, canonical, file_id=result.file_id, plan=result.plan,
+                                  wrapped_file_key=result.wrapped_file_key,
+                                  chunks=result.chunks,
+                                  transfer={"upload": result.ledger.to_json()})
+
+    def put_target(self, keys: UserKeys, local: Path, remote_path: str | None) -> str:
+        """The remote path ``put`` stores ``local`` as; FileExists if it is taken."""
+        if not local.is_file():
+            raise BadRequest(f"{local} is not a readable file")
+        raw = remote_path or "/"
+        if raw.endswith("/"):  # a folder: keep the local file's name
+            raw += local.name
+        canonical = normalize_remote_path(raw)
+        self.check_name_free(keys, canonical)
+        return canonical
+
+    def check_name_free(self, keys: UserKeys, canonical: str) -> None:
+        """FileExists if this user already has a file at ``canonical``."""
+        try:
+            self.find(keys, canonical)
+            raise FileExists(f"{canonical!r} already exists; remove it first or pick "
+                             f"another name")
+        except UnknownFile:
+            pass
+
+    def record_upload(self, keys: UserKeys, canonical: str, *, file_id: bytes,
+                      plan: ChunkPlan, wrapped_file_key: bytes,
+                      chunks: tuple[ChunkRecord, ...], transfer: dict[str, Any]) -> FileRecord:
+        """Write the signed ``file:`` document of a stored upload (in this process, or an
+        upload job's once its owner checked it: mydrive.node.jobs_signing)."""
         now_ms = self.clock.now_ms()
-        record = FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag=tag,
+        record = FileRecord(file_id=file_id, owner_id=keys.user_id,
+                            path_tag=crypto.name_tag(keys.name_mac_key, canonical),
                             encrypted_path=crypto.encrypt_name(keys.name_key, canonical,
                                                                self.random_bytes,
-                                                               file_id=result.file_id),
-                            plan=result.plan, wrapped_file_key=result.wrapped_file_key,
+                                                               file_id=file_id),
+                            plan=plan, wrapped_file_key=wrapped_file_key,
                             digest_alg=DIGEST_ALG, created_ms=now_ms,
-                            chunks=result.chunks, transfer={"upload": result.ledger.to_json()},
-                            updated_ms=now_ms)
+                            chunks=chunks, transfer=transfer, updated_ms=now_ms)
         # The file exists for its owner only once this document is written: acknowledged.
         # Signed over every field; every reader verifies it (mydrive.metadata.signed).
         write_signed(self.store, record.doc_id, record.to_doc(), keys.identity,
@@ -291,7 +310,7 @@ class PeerClient:
                                transport=self.transport, clock=self.clock, overwrite=overwrite,
                                randomness=self.randomness, executor=self.executor,
                                events=self.events, progress=progress)
-        self._note_bad_segments(keys, record, ledger)
+        self.note_bad_segments(keys.user_id, record, ledger)
         return destination, ledger
 
     def select(self, keys: UserKeys, remote_path: str, *,
@@ -391,13 +410,14 @@ class PeerClient:
                         settings=settings or DurabilitySettings(), executor=self.executor,
                         events=self.events, hooks=hooks, metrics=metrics)
 
-    def _note_bad_segments(self, keys: UserKeys, record: FileRecord,
-                           ledger: TransferLedger) -> None:
+    def note_bad_segments(self, user_id: str, record: FileRecord,
+                          ledger: TransferLedger) -> None:
         """Replicas that served bad segments to a download: the next check or pass audits
-        them whole (bit rot found by a download gets repaired from a good replica)."""
+        them whole (bit rot found by a download gets repaired from a good replica). A
+        download job calls this too: the notes are a local document, no key needed."""
         bad = sorted({(record.file_id.hex(), chunk, peer)
                       for chunk, _, peer in ledger.bad_fetched})
         if bad:
-            state = DurabilityState.load(self.store, keys.user_id)
+            state = DurabilityState.load(self.store, user_id)
             state.add_suspects(bad)
-            state.save(self.store, keys.user_id)
+            state.save(self.store, user_id)

@@ -1,14 +1,17 @@
-"""The local Control endpoint: the CLI and UI hand their own peer's receiver download jobs.
+"""The local Control endpoint: the CLI and UI hand their own peer's receiver download jobs,
+and its sender upload jobs.
 
-Local only: a unix socket in the peer directory (PEER_DIR/control.sock, never a TCP port,
-never routed by nginx), and every call must carry the peer's control token
+Local only: a unix socket in the peer directory (PEER_DIR/control.sock for the receiver,
+PEER_DIR/uploads.sock for the sender; never a TCP port, never routed by nginx), and every
+call must carry the peer's control token
 (PEER_DIR/control.token, 32 random bytes hex, 0600, made by the receiver service) as the
 ``x-mydrive-token`` metadata; it is compared in constant time. Submitting a job sends the
 unwrapped file key over this socket (and nowhere else); the servicer never logs a request.
 A crash leaves the socket file behind; the next start removes it before binding.
 
 The client side (``ControlClient``, ``submit_get``) signs the owner's delegation here, in
-the submitting process, with the identity key that never leaves it (docs/jobs.md).
+the submitting process, with the identity key that never leaves it (docs/jobs.md); the
+upload side is mydrive.node.jobs_signing.
 """
 
 from __future__ import annotations
@@ -32,19 +35,22 @@ from mydrive.crypto.primitives import (
     decrypt_name,
     encrypt_name,
 )
-from mydrive.errors import BadRequest, MydriveError, PermissionDenied
+from mydrive.errors import BadRequest, MydriveError, PermissionDenied, UnknownFile
 from mydrive.formats.delegation import Delegation, SignedDelegation, scope_chunks
-from mydrive.formats.filerecord import FileRecord
+from mydrive.formats.filerecord import FileRecord, file_doc_id
 from mydrive.formats.paths import local_destination, normalize_remote_path
+from mydrive.metadata.signed import verify_file
 from mydrive.node.jobs_runner import JobRunner
-from mydrive.node.jobs_store import Job, JobSecrets, JobStore
+from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobSecrets, JobStore
+from mydrive.node.jobs_upload import SourceFingerprint, UploadSpec
 from mydrive.node.pki import write_secret
 from mydrive.transport.signed_fetch import sign_delegation
 from mydrive.transport.status import abort, error_from_rpc
 from mydrive.transport.wire import mydrive_pb2 as pb
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
-SOCKET_NAME = "control.sock"
+SOCKET_NAME = "control.sock"          # the receiver's: download jobs
+UPLOAD_SOCKET_NAME = "uploads.sock"   # the sender's: upload jobs
 TOKEN_NAME = "control.token"  # noqa: S105 - a file name, not a secret
 TOKEN_KEY = "x-mydrive-token"  # noqa: S105 - a metadata key
 MAX_SOCKET_PATH_CHARS = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
@@ -59,17 +65,28 @@ CONTROL_OPTIONS = [("grpc.max_send_message_length", 16 * 1024 * 1024),
 DEFAULT_DELEGATION_LIFETIME_MS = 6 * 3600 * 1000
 
 
-def socket_path(peer_root: Path) -> Path:
-    path = peer_root.resolve() / SOCKET_NAME
+def socket_path(peer_root: Path, name: str = SOCKET_NAME) -> Path:
+    path = peer_root.resolve() / name
     if len(str(path)) > MAX_SOCKET_PATH_CHARS:
         raise BadRequest(f"peer directory path too long for a unix socket: {path}")
     return path
 
 
 def ensure_token(peer_root: Path) -> bytes:
+    """The peer's control token, made on first use. The receiver and the sender may start
+    at once: the token is linked into place only if none is there, so both use one."""
     path = peer_root / TOKEN_NAME
     if not path.exists():
-        write_secret(path, os.urandom(32).hex().encode())
+        fresh = peer_root / f".{TOKEN_NAME}.new-{os.getpid()}"
+        write_secret(fresh, os.urandom(32).hex().encode())
+        try:
+            os.link(fresh, path)
+        except FileExistsError:
+            pass  # the other service made it first
+        except OSError:  # a file system without hard links
+            os.replace(fresh, path)
+        finally:
+            fresh.unlink(missing_ok=True)
     return path.read_bytes().strip()
 
 
@@ -78,14 +95,19 @@ def job_info(job: Job) -> pb.JobInfo:
                       bytes_total=job.bytes_total, bytes_done=job.bytes_done, error=job.error,
                       created_ms=job.created_ms, updated_ms=job.updated_ms,
                       destination=job.destination, transfer=job.transfer,
-                      owner_id=job.owner_id, group=job.group)
+                      owner_id=job.owner_id, group=job.group, source=job.source)
 
 
 class ControlServicer(pb_grpc.ControlServicer):
-    """Translates Control calls to the job store and runner; checks the token first."""
+    """Translates Control calls to the job store and runner; checks the token first.
+    ``kind``: the jobs this socket takes ("download": the receiver's, "upload": the
+    sender's; ``verify_stored`` then finds the owner's signed file document)."""
 
     def __init__(self, *, peer_id: str, token: bytes, key: IdentityKey, store: JobStore,
-                 runner: JobRunner) -> None:
+                 runner: JobRunner, kind: str = "download",
+                 verify_stored: Callable[[str, bytes], None] | None = None) -> None:
+        self.kind = kind
+        self.verify_stored = verify_stored
         self.peer_id = peer_id
         self.token = token
         self.key = key
@@ -111,6 +133,8 @@ class ControlServicer(pb_grpc.ControlServicer):
         return self._call(context, lambda: self._submit(request))  # type: ignore[return-value]
 
     def _submit(self, request: pb.DownloadJob) -> pb.JobRef:
+        if self.kind != "download":
+            raise BadRequest("this is the sender's control socket: it takes upload jobs")
         if len(request.file_key) != 32:
             raise BadRequest("a file key is 32 bytes")
         if len(request.owner_id) > MAX_TAG_CHARS or len(request.group) > MAX_TAG_CHARS or \
@@ -139,6 +163,66 @@ class ControlServicer(pb_grpc.ControlServicer):
                 delegations_hex=tuple(bytes(b).hex() for b in request.delegations)))
         return pb.JobRef(job_id=job.job_id)
 
+    def SubmitUpload(self, request: pb.UploadJob, context: grpc.ServicerContext) -> pb.JobRef:
+        return self._call(context,  # type: ignore[return-value]
+                          lambda: self._submit_upload(request))
+
+    def _submit_upload(self, request: pb.UploadJob) -> pb.JobRef:
+        if self.kind != "upload":
+            raise BadRequest("this is the receiver's control socket: it takes download jobs")
+        if len(request.file_key) != 32 or len(request.file_id) != 16 or \
+                len(request.owner_public_key) != 32 or not 0 < len(request.wrapped_file_key) <= 256:
+            raise BadRequest("a file key is 32 bytes, a file id 16, an owner key 32")
+        if len(request.owner_id) > MAX_TAG_CHARS or len(request.group) > MAX_TAG_CHARS or \
+                len(request.seal) > MAX_TAG_CHARS or len(request.label) > MAX_LABEL_CHARS:
+            raise BadRequest("job owner, group, seal or label too long")
+        if not os.path.isabs(request.source):
+            raise BadRequest("the source must be an absolute path")
+        source = Path(request.source)
+        given = SourceFingerprint(size_bytes=request.size_bytes, mtime_ns=request.mtime_ns,
+                                  inode=request.inode)
+        try:
+            seen = SourceFingerprint.of(source) if source.is_file() else None
+        except OSError:
+            seen = None
+        if seen != given:  # e.g. a sender in a container, with a file system of its own
+            raise UnknownFile(f"this peer's sender does not see the file {source} as it is "
+                              f"here")
+        spec = UploadSpec(file_id=request.file_id, wrapped_file_key=request.wrapped_file_key,
+                          owner_public_key=request.owner_public_key, fingerprint=given,
+                          seal=request.seal)
+        job = self.store.submit(
+            kind="upload", label=request.label, destination="", source=str(source),
+            overwrite=False, bytes_total=given.size_bytes, owner_id=request.owner_id,
+            group=request.group,
+            secrets=JobSecrets(file_record="", file_key_hex=request.file_key.hex(),
+                               delegations_hex=(), upload=spec.to_json()))
+        return pb.JobRef(job_id=job.job_id)
+
+    def _awaiting(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job.kind != "upload" or job.state != AWAITING_SIGNATURE:
+            raise BadRequest(f"job {job_id} is not an upload awaiting its owner's signature "
+                             f"(it is {job.kind}, {job.state})")
+        return job
+
+    def GetUploadResult(self, request: pb.JobRef,
+                        context: grpc.ServicerContext) -> pb.UploadResult:
+        return self._call(context, lambda: pb.UploadResult(  # type: ignore[return-value]
+            result=self._awaiting(request.job_id).result.encode()))
+
+    def FinishUpload(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobInfo:
+        return self._call(context,  # type: ignore[return-value]
+                          lambda: job_info(self._finish_upload(request.job_id)))
+
+    def _finish_upload(self, job_id: str) -> Job:
+        """Done only once the owner's signed document for this file is in the metadata."""
+        job = self._awaiting(job_id)
+        file_id = bytes.fromhex(json.loads(job.result)["file_id"])
+        if self.verify_stored is not None:
+            self.verify_stored(job.owner_id, file_id)
+        return self.store.update(job_id, state="done")
+
     def ListJobs(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.JobList:
         return self._call(context, lambda: pb.JobList(  # type: ignore[return-value]
             jobs=[job_info(j) for j in self.store.list()]))
@@ -152,8 +236,21 @@ class ControlServicer(pb_grpc.ControlServicer):
                           lambda: job_info(self.runner.cancel(request.job_id)))
 
 
-def start_control_server(peer_root: Path, servicer: ControlServicer) -> grpc.Server:
-    path = socket_path(peer_root)
+def signed_document_check(client: PeerClient) -> Callable[[str, bytes], None]:
+    """How the sender knows an upload is done: the owner's signed ``file:`` document for it
+    is in this peer's metadata and verifies (mydrive.metadata.signed)."""
+    def check(owner_id: str, file_id: bytes) -> None:
+        doc_id = file_doc_id(owner_id, file_id)
+        doc = client.store.get(doc_id)
+        if doc is None:
+            raise BadRequest(f"no file document {doc_id} yet: the owner has not signed it")
+        verify_file(doc_id, doc)
+    return check
+
+
+def start_control_server(peer_root: Path, servicer: ControlServicer,
+                         name: str = SOCKET_NAME) -> grpc.Server:
+    path = socket_path(peer_root, name)
     path.unlink(missing_ok=True)  # a crashed run's socket
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=CONTROL_THREADS,
                                                     thread_name_prefix="control"),
@@ -185,6 +282,7 @@ class JobView:
     transfer: dict[str, Any] | None
     owner_id: str = ""
     group: str = ""
+    source: str = ""
 
     @classmethod
     def from_pb(cls, m: pb.JobInfo) -> JobView:
@@ -193,7 +291,7 @@ class JobView:
                    bytes_done=m.bytes_done, error=m.error, created_ms=m.created_ms,
                    updated_ms=m.updated_ms,
                    transfer=json.loads(m.transfer) if m.transfer else None,
-                   owner_id=m.owner_id, group=m.group)
+                   owner_id=m.owner_id, group=m.group, source=m.source)
 
     @property
     def finished(self) -> bool:
@@ -203,13 +301,15 @@ class JobView:
 class ControlClient:
     """The CLI's and UI's handle on their own peer's Control endpoint."""
 
-    def __init__(self, peer_root: Path, *, timeout_s: float = CONTROL_TIMEOUT_S) -> None:
+    def __init__(self, peer_root: Path, *, timeout_s: float = CONTROL_TIMEOUT_S,
+                 socket_name: str = SOCKET_NAME) -> None:
         self.peer_root = peer_root
+        self.service = "sender" if socket_name == UPLOAD_SOCKET_NAME else "receiver"
         token_path = peer_root / TOKEN_NAME
         if not token_path.exists():
-            raise PermissionDenied("no control token: is this peer's receiver running?")
+            raise PermissionDenied(f"no control token: is this peer's {self.service} running?")
         self._metadata = ((TOKEN_KEY, token_path.read_bytes().strip().decode()),)
-        self._channel = grpc.insecure_channel(f"unix:{socket_path(peer_root)}",
+        self._channel = grpc.insecure_channel(f"unix:{socket_path(peer_root, socket_name)}",
                                               options=CONTROL_OPTIONS)
         self._stub = pb_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout_s = timeout_s
@@ -221,7 +321,7 @@ class ControlClient:
         try:
             return fn(request, metadata=self._metadata, timeout=self.timeout_s)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "this peer's receiver (control socket)") from None
+            raise error_from_rpc(exc, f"this peer's {self.service} (control socket)") from None
 
     def identity(self) -> tuple[str, bytes]:
         reply = self._rpc(self._stub.Identity, pb.Empty())
@@ -232,6 +332,21 @@ class ControlClient:
         reply = self._rpc(self._stub.SubmitDownload, job)
         assert isinstance(reply, pb.JobRef)
         return reply.job_id
+
+    def submit_upload(self, job: pb.UploadJob) -> str:
+        reply = self._rpc(self._stub.SubmitUpload, job)
+        assert isinstance(reply, pb.JobRef)
+        return reply.job_id
+
+    def upload_result(self, job_id: str) -> bytes:
+        reply = self._rpc(self._stub.GetUploadResult, pb.JobRef(job_id=job_id))
+        assert isinstance(reply, pb.UploadResult)
+        return bytes(reply.result)
+
+    def finish_upload(self, job_id: str) -> JobView:
+        reply = self._rpc(self._stub.FinishUpload, pb.JobRef(job_id=job_id))
+        assert isinstance(reply, pb.JobInfo)
+        return JobView.from_pb(reply)
 
     def jobs(self) -> list[JobView]:
         reply = self._rpc(self._stub.ListJobs, pb.Empty())
@@ -260,12 +375,13 @@ class ControlClient:
             time.sleep(poll_s)
 
 
-def control_running(peer_root: Path) -> bool:
-    """Whether this peer's receiver answers on its Control socket (else: run in-process)."""
+def control_running(peer_root: Path, socket_name: str = SOCKET_NAME) -> bool:
+    """Whether this peer's receiver (``UPLOAD_SOCKET_NAME``: sender) answers on its Control
+    socket (else: run in-process)."""
     try:
-        if not (peer_root / SOCKET_NAME).exists():
+        if not (peer_root / socket_name).exists():
             return False
-        client = ControlClient(peer_root, timeout_s=2.0)
+        client = ControlClient(peer_root, timeout_s=2.0, socket_name=socket_name)
     except MydriveError:
         return False
     try:

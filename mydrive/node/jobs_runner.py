@@ -1,12 +1,15 @@
-"""The receiver's download-job worker: runs queued jobs one at a time with the engine.
+"""The job worker loop, and the receiver's download jobs: one job at a time, with the engine.
 
-A job runs mydrive.engine.download.download_file with the job's file key and a
+A download job runs mydrive.engine.download.download_file with the job's file key and a
 DelegateSigner (this peer's delegate key + the owner's delegations), so the owner's identity
 key is never here. Progress is written to the job file at most once per
-``PROGRESS_SAVE_INTERVAL_MS``. A crash mid-job leaves the engine's ``.part`` file in the
-download directory's partial folder and the job ``running`` on disk; the next start queues it
-again and downloads the file again from its first chunk (no byte-level resume). The delegate
-key is PEER_DIR/delegate.key (32-byte seed, 0600), made on first use.
+``PROGRESS_SAVE_INTERVAL_MS``. The engine's temporary file is ``job-<id>.part`` in the
+download directory's partial folder: a crash mid-job leaves it and the job ``running`` on
+disk; the next start queues the job again and downloads the file again from its first chunk
+into the same file (no byte-level resume), and a job that fails or is cancelled removes it.
+Replicas that served bad segments are noted for the owner's next audit, as an in-process
+``get`` does. The delegate key is PEER_DIR/delegate.key (32-byte seed, 0600), made on first
+use. Upload jobs: mydrive.node.jobs_upload.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 from mydrive.client import PeerClient
 from mydrive.crypto.primitives import IdentityKey
-from mydrive.engine.download import download_file
+from mydrive.engine.download import PARTIAL_DIR_NAME, download_file
 from mydrive.errors import MydriveError
 from mydrive.formats.delegation import SignedDelegation
 from mydrive.formats.filerecord import FileRecord
-from mydrive.node.jobs_store import Job, JobStore
+from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobStore
 from mydrive.node.pki import write_secret
 from mydrive.transport.signed_fetch import DelegateSigner
 
@@ -46,15 +51,34 @@ def delegate_key(peer_root: Path) -> IdentityKey:
 
 
 def _without_names(text: str, job: Job) -> str:
-    """An error as kept in the job file: the destination path and file name blanked out."""
-    if job.destination:
-        path = Path(job.destination)
-        text = text.replace(str(path), "<destination>").replace(path.name, "<file>")
+    """An error as kept in the job file: the local path and file name blanked out."""
+    for local, what in ((job.destination, "<destination>"), (job.source, "<source>")):
+        if local:
+            path = Path(local)
+            text = text.replace(str(path), what).replace(path.name, "<file>")
     return text
 
 
+def partial_file(job: Job) -> Path | None:
+    """Where a download job's engine writes before the rename (None: no destination)."""
+    if job.kind != "download" or not job.destination:
+        return None
+    return Path(job.destination).parent / PARTIAL_DIR_NAME / f"job-{job.job_id}.part"
+
+
+def remove_partial(job: Job) -> None:
+    """A failed or cancelled download leaves no temporary file (a crash may have left one)."""
+    part = partial_file(job)
+    if part is None:
+        return
+    part.unlink(missing_ok=True)
+    with suppress(OSError):  # another download may be using the folder
+        part.parent.rmdir()
+
+
 class JobRunner:
-    """Takes the oldest queued job, runs it, records the outcome; until ``stop`` is set."""
+    """Takes the oldest queued job, runs it, records the outcome; until ``stop`` is set.
+    This class runs download jobs; mydrive.node.jobs_upload.UploadRunner runs uploads."""
 
     def __init__(self, store: JobStore, client: PeerClient, key: IdentityKey) -> None:
         self.store = store
@@ -65,7 +89,8 @@ class JobRunner:
 
     def cancel(self, job_id: str) -> Job:
         job = self.store.get(job_id)
-        if job.state == "queued":
+        if job.state in ("queued", AWAITING_SIGNATURE):
+            remove_partial(job)  # a queued job may have run before a crash
             return self.store.update(job_id, state="cancelled", error="cancelled")
         if job.state == "running":
             with self._lock:
@@ -80,9 +105,9 @@ class JobRunner:
                 continue
             self.run_one(job)
 
-    def run_one(self, job: Job) -> Job:
-        assert job.secrets is not None, "a queued job keeps its secrets"
-        job = self.store.update(job.job_id, state="running", bytes_done=0, error="")
+    def _progress(self, job: Job) -> Callable[[int], None]:
+        """The engine's progress callback: counts bytes, saves now and then, and is where a
+        running job notices it was cancelled."""
         done = [0]
         saved_ms = [0]
 
@@ -97,6 +122,20 @@ class JobRunner:
                 saved_ms[0] = now
             self.store.update(job.job_id, bytes_done=done[0], persist=persist)
 
+        return progress
+
+    def _failed(self, job: Job, exc: Exception) -> Job:
+        if isinstance(exc, JobCancelled):
+            log.info("job %s cancelled", job.job_id)
+            return self.store.update(job.job_id, state="cancelled", error="cancelled")
+        log.warning("job %s failed: %s", job.job_id, type(exc).__name__)
+        return self.store.update(job.job_id, state="failed",
+                                 error=_without_names(f"{type(exc).__name__}: {exc}", job))
+
+    def run_one(self, job: Job) -> Job:
+        assert job.secrets is not None, "a queued job keeps its secrets"
+        job = self.store.update(job.job_id, state="running", bytes_done=0, error="")
+        progress = self._progress(job)
         try:
             secrets = job.secrets
             assert secrets is not None
@@ -106,22 +145,25 @@ class JobRunner:
             destination = Path(job.destination)
             destination.parent.mkdir(parents=True, exist_ok=True)
             peers = {p.peer_id: p.address for p in self.client.known_peers()}
+            part = partial_file(job)
+            assert part is not None
             ledger = download_file(record, destination, keys=None,
                           file_key=bytes.fromhex(secrets.file_key_hex), signer=signer,
                           peers=peers, settings=self.client.settings,
                           transport=self.client.transport, clock=self.client.clock,
                           overwrite=job.overwrite, randomness=self.client.randomness,
-                          executor=self.client.executor, progress=progress)
-        except JobCancelled:
-            log.info("job %s cancelled", job.job_id)
-            return self.store.update(job.job_id, state="cancelled", error="cancelled")
+                          executor=self.client.executor, progress=progress,
+                          partial_name=part.name)
         except Exception as exc:  # a job's failure is recorded, never fatal to the service
-            log.warning("job %s failed: %s", job.job_id, type(exc).__name__)
-            return self.store.update(job.job_id, state="failed",
-                                     error=_without_names(f"{type(exc).__name__}: {exc}", job))
+            remove_partial(job)
+            return self._failed(job, exc)
         finally:
             with self._lock:
                 self._cancel.discard(job.job_id)
+        try:
+            self.client.note_bad_segments(record.owner_id, record, ledger)
+        except MydriveError as exc:  # the file is good; only the audit hint is lost
+            log.warning("job %s: bad replicas not noted: %s", job.job_id, exc)
         log.info("job %s done", job.job_id)
         return self.store.update(job.job_id, state="done", bytes_done=job.bytes_total,
                                  transfer=json.dumps(ledger.to_json(), sort_keys=True))

@@ -1,13 +1,15 @@
-"""Download jobs persisted on the owner's peer: one JSON file per job under PEER_DIR/jobs/.
-
-The receiver service runs the jobs (mydrive.node.jobs_runner); the CLI and UI submit them
-over the local Control endpoint (mydrive.node.jobs_control). A job file holds what is needed
+"""Jobs persisted on the owner's peer: one JSON file per job, download jobs under
+PEER_DIR/jobs/ (the receiver runs them: mydrive.node.jobs_runner), upload jobs under
+PEER_DIR/upload-jobs/ (the sender runs them: mydrive.node.jobs_upload); the CLI and UI submit
+them over the local Control endpoint (mydrive.node.jobs_control). A job file holds what is needed
 to run the job again after a restart: the owner's verified file document, the unwrapped
 file key and the owner's delegations. So every job file is written 0600, atomically
 (mydrive.node.pki.write_secret: a crash leaves the old file or the new one, never half), and
 its secrets are wiped from it as soon as the job is done, failed or cancelled; only the
 public part (state, bytes, error) is kept, for at most ``MAX_FINISHED_JOBS`` jobs.
 A crash mid-job leaves the job ``running`` on disk; the next start queues it again.
+An upload job, once its chunks are stored, waits in ``awaiting_signature`` (its secrets
+already wiped) until the owner's client signs the file document (mydrive.node.jobs_signing).
 
 No file name is kept in the clear once a job is finished: the label is the remote path sealed
 with the user's name key by the submitting client (only it can open it), and the destination
@@ -28,10 +30,12 @@ from mydrive.errors import BadRequest, TooLarge, UnknownFile
 from mydrive.node.pki import write_secret
 
 JOBS_DIR_NAME = "jobs"
+UPLOAD_JOBS_DIR_NAME = "upload-jobs"
+AWAITING_SIGNATURE = "awaiting_signature"  # an upload stored; the owner has yet to sign
 MAX_ACTIVE_JOBS = 10_000    # queued + running (a UI basket of up to 10 000 files); more: TooLarge
 MAX_FINISHED_JOBS = 1000    # done/failed/cancelled kept for listing; the oldest go first
 MAX_ERROR_CHARS = 2000
-ACTIVE_STATES = ("queued", "running")
+ACTIVE_STATES = ("queued", "running", AWAITING_SIGNATURE)
 FINISHED_STATES = ("done", "failed", "cancelled")
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -40,9 +44,10 @@ _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 class JobSecrets:
     """What a job needs to run, and what must never reach a log: wiped when it finishes."""
 
-    file_record: str  # the owner's verified file document, JSON
+    file_record: str  # a download: the owner's verified file document, JSON
     file_key_hex: str
     delegations_hex: tuple[str, ...]
+    upload: str = ""  # an upload: the file id, wrapped key, owner key, source fingerprint
 
     def __repr__(self) -> str:
         return "JobSecrets(<withheld>)"
@@ -64,6 +69,8 @@ class Job:
     transfer: str = ""  # JSON of the engine's TransferLedger once done (no secrets)
     owner_id: str = ""  # the user the job is for (the UI shows users only their own)
     group: str = ""     # jobs submitted together (one UI basket), or ""
+    source: str = ""    # an upload's local file while it runs; "" once stored
+    result: str = ""    # an upload's stored chunks, JSON, for the owner to sign (not secret)
     secrets: JobSecrets | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -85,7 +92,8 @@ def _job_from_json(raw: bytes) -> Job:
     s = d.pop("secrets")
     secrets = None if s is None else JobSecrets(
         file_record=str(s["file_record"]), file_key_hex=str(s["file_key_hex"]),
-        delegations_hex=tuple(str(x) for x in s["delegations_hex"]))
+        delegations_hex=tuple(str(x) for x in s["delegations_hex"]),
+        upload=str(s.get("upload", "")))
     return Job(secrets=secrets, **d)
 
 
@@ -94,10 +102,11 @@ class JobStore:
 
     def __init__(self, root: Path, *, now_ms: Callable[[], int], new_id: Callable[[], str],
                  max_active_jobs: int = MAX_ACTIVE_JOBS,
-                 max_finished_jobs: int = MAX_FINISHED_JOBS) -> None:
+                 max_finished_jobs: int = MAX_FINISHED_JOBS,
+                 dir_name: str = JOBS_DIR_NAME) -> None:
         self.max_active_jobs = max_active_jobs
         self.max_finished_jobs = max_finished_jobs
-        self.dir = root / JOBS_DIR_NAME
+        self.dir = root / dir_name
         self.dir.mkdir(mode=0o700, exist_ok=True)
         self._now_ms = now_ms
         self._new_id = new_id
@@ -117,17 +126,18 @@ class JobStore:
         write_secret(self.dir / f"{job.job_id}.json", _job_to_json(job))
 
     def submit(self, *, label: str, destination: str, overwrite: bool, bytes_total: int,
-               secrets: JobSecrets, owner_id: str = "", group: str = "") -> Job:
+               secrets: JobSecrets, owner_id: str = "", group: str = "",
+               kind: str = "download", source: str = "") -> Job:
         with self._lock:
             active = sum(1 for j in self._jobs.values() if j.state in ACTIVE_STATES)
             if active >= self.max_active_jobs:
                 raise TooLarge(f"this peer already has {active} jobs queued or running "
                                f"(limit {self.max_active_jobs})")
             now = self._now_ms()
-            job = Job(job_id=self._new_id(), kind="download", state="queued", label=label,
+            job = Job(job_id=self._new_id(), kind=kind, state="queued", label=label,
                       destination=destination, overwrite=overwrite, bytes_total=bytes_total,
                       bytes_done=0, error="", created_ms=now, updated_ms=now, secrets=secrets,
-                      owner_id=owner_id, group=group)
+                      owner_id=owner_id, group=group, source=source)
             self._save(job)
             return job
 
@@ -150,7 +160,8 @@ class JobStore:
         return min(queued, key=lambda j: (j.created_ms, j.job_id)) if queued else None
 
     def update(self, job_id: str, *, persist: bool = True, **changes: Any) -> Job:
-        """Change a job's public fields; a finished job loses its secrets on disk at once."""
+        """Change a job's public fields; a finished job, or an upload awaiting its owner's
+        signature, loses its secrets (and local path) on disk at once."""
         with self._lock:
             job = self._jobs[job_id]
             if job.state in FINISHED_STATES:
@@ -158,9 +169,11 @@ class JobStore:
             if "error" in changes:
                 changes["error"] = str(changes["error"])[:MAX_ERROR_CHARS]
             job = replace(job, updated_ms=self._now_ms(), **changes)
-            if job.state in FINISHED_STATES:
-                job = replace(job, secrets=None, destination="")
+            if job.state in FINISHED_STATES or job.state == AWAITING_SIGNATURE:
+                job = replace(job, secrets=None, destination="", source="")
                 persist = True
+            if job.state in FINISHED_STATES:
+                job = replace(job, result="")  # signed (it is in the file document) or moot
             if persist:
                 self._save(job)
             else:

@@ -6,8 +6,9 @@ that another program that took the port does not pass for the service. ``service
 is the one probe of it (``mydrive cluster``, ``mydrive peer health``, the chaos test-bed).
 
 The process keeps no state of its own; what a crash leaves in the peer's chunk store is
-told in mydrive.storage.chunkstore. The receiver also runs this peer's download jobs
-(mydrive.node.jobs_service: PEER_DIR/jobs/, a local Control socket; docs/jobs.md).
+told in mydrive.storage.chunkstore. The receiver also runs this peer's download jobs, the
+sender its upload jobs (mydrive.node.jobs_service: PEER_DIR/jobs/ and upload-jobs/, local
+Control sockets; docs/jobs.md).
 """
 
 from __future__ import annotations
@@ -166,6 +167,14 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
             jobs = start_job_service(peer.root, open_client(peer.root), stop)
         except MydriveError as exc:  # e.g. a peer path too long for a unix socket
             log.warning("no download jobs on this peer (CLI and UI run in-process): %s", exc)
+    if kind == "sender":
+        from mydrive.node.jobs_service import start_job_service
+        from mydrive.node.local_client import open_client
+
+        try:  # the sender runs this peer's upload jobs (docs/jobs.md)
+            jobs = start_job_service(peer.root, open_client(peer.root), stop, kind="upload")
+        except MydriveError as exc:
+            log.warning("no upload jobs on this peer (CLI and UI upload in-process): %s", exc)
     if kind == "receiver" and peer.config.metadata == "couchdb":
         from mydrive.node.replication import supervise_peer
 

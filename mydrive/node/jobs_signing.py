@@ -1,0 +1,169 @@
+"""The owner's side of an upload job: submit it, and sign its file document once stored.
+
+The identity key never leaves the owner's process (CLI, UI), so the sender that runs the
+upload can't write the ``file:`` document; it stores the chunks and waits in
+``awaiting_signature``. The owner's client then checks what the sender hands back and signs
+the document itself: the ``mydrive put`` that follows the job at once, or, when that process
+is gone, the next ``mydrive put``, ``mydrive jobs --user`` or UI page of that user.
+
+What the client checks before signing (a compromised own peer must not get it to sign a
+document it did not mean):
+
+* the job is this user's, and its **seal** (an HMAC of the file id under a key derived from
+  the user's master key, never published) matches: this user submitted an upload of that
+  file id; a file id known from public metadata alone does not pass;
+* the **name** opens with the user's name key bound to that file id (AES-GCM, AAD = file id):
+  the name of one upload can't be put on another upload's chunks;
+* the **wrapped file key** unwraps under the user's key for that file id;
+* no document and no tombstone of that file id exist yet (a finished or deleted upload is not
+  signed again), and the name is still free.
+
+What it can't check without reading and encrypting the whole file again: that the chunk ids
+and digests are the real ones. A sender that lies there only makes that one file unreadable
+(``DataLoss`` on ``get``, the AEAD of every chunk binds file id, index and count) — which a
+compromised sender could do anyway by not storing it (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from mydrive.client import PeerClient
+from mydrive.crypto import primitives as crypto
+from mydrive.crypto.keys import UserKeys, unwrap_file_key
+from mydrive.engine.upload import new_file_keys
+from mydrive.errors import (
+    BadRequest,
+    DecryptionFailed,
+    FileExists,
+    MydriveError,
+    UntrustedMetadata,
+)
+from mydrive.formats.chunkplan import ChunkPlan
+from mydrive.formats.filerecord import ChunkRecord, FileRecord, file_doc_id
+from mydrive.formats.tombstone import tomb_doc_id
+from mydrive.metadata.signed import verify_file
+from mydrive.node.jobs_control import ControlClient, JobView
+from mydrive.node.jobs_store import AWAITING_SIGNATURE
+from mydrive.node.jobs_upload import SourceFingerprint
+from mydrive.transport.wire import mydrive_pb2 as pb
+
+SEAL_PURPOSE = "mydrive-upload-job-seal-v1"
+# Failed checks (UntrustedMetadata is a DecryptionFailed) and a name taken meanwhile: these
+# never pass later, unlike an unreachable metadata store.
+FINAL_ERRORS = (DecryptionFailed, FileExists)
+log = logging.getLogger("mydrive.jobs")
+
+
+def upload_seal(keys: UserKeys, file_id: bytes) -> str:
+    """The owner's proof that it submitted an upload of ``file_id`` (hex HMAC-SHA256)."""
+    return crypto.name_tag(crypto.hkdf_subkey(keys.master_key, SEAL_PURPOSE),
+                           f"upload-job:{file_id.hex()}")
+
+
+def submit_put(client: PeerClient, keys: UserKeys, local: Path, remote_path: str | None,
+               control: ControlClient, *, group: str = "") -> tuple[str, str]:
+    """Hand an upload of ``local`` to this peer's sender; (job id, remote path).
+
+    The file id and key are drawn and the key wrapped here; the file key crosses only the
+    local socket. UnknownFile when the sender does not see the file as this process does
+    (a sender in a container): upload in this process instead.
+    """
+    canonical = client.put_target(keys, local, remote_path)
+    source = local.resolve()
+    seen = SourceFingerprint.of(source)
+    file_keys = new_file_keys(keys, client.randomness)
+    job_id = control.submit_upload(pb.UploadJob(
+        source=str(source), size_bytes=seen.size_bytes, mtime_ns=seen.mtime_ns,
+        inode=seen.inode, file_id=file_keys.file_id, file_key=file_keys.file_key,
+        wrapped_file_key=file_keys.wrapped_file_key,
+        owner_public_key=file_keys.owner_public_key,
+        label=crypto.encrypt_name(keys.name_key, canonical, client.random_bytes,
+                                  file_id=file_keys.file_id).hex(),
+        owner_id=keys.user_id, group=group, seal=upload_seal(keys, file_keys.file_id)))
+    return job_id, canonical
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An awaiting upload after the owner's checks: what the document will say."""
+
+    path: str
+    file_id: bytes
+    plan: ChunkPlan
+    wrapped_file_key: bytes
+    chunks: tuple[ChunkRecord, ...]
+    transfer: dict[str, object]
+
+
+def check_upload(keys: UserKeys, view: JobView, result: bytes) -> CheckedUpload:
+    """The checks of the module docstring that need no metadata; UntrustedMetadata (or
+    DecryptionFailed) naming the one that failed."""
+    if view.owner_id != keys.user_id:
+        raise UntrustedMetadata(f"upload job {view.job_id} is not this user's")
+    try:
+        d = json.loads(result)
+        file_id = bytes.fromhex(d["file_id"])
+        seal = str(d["seal"])
+        wrapped = bytes.fromhex(d["wrapped_file_key"])
+        plan = ChunkPlan.from_json(d["plan"])
+        chunks = tuple(ChunkRecord.from_json(c) for c in d["chunks"])
+        transfer = dict(d.get("transfer", {}))
+        label = bytes.fromhex(view.label)
+    except (KeyError, TypeError, ValueError, BadRequest) as exc:
+        raise UntrustedMetadata(f"upload job {view.job_id}: malformed result: {exc}") from None
+    if not crypto.constant_time_equal(seal.encode(), upload_seal(keys, file_id).encode()):
+        raise UntrustedMetadata(f"upload job {view.job_id} was not submitted by this user "
+                                f"(its seal does not match)")
+    path = crypto.decrypt_name(keys.name_key, label, file_id=file_id)
+    unwrap_file_key(keys, file_id, wrapped)
+    if len(chunks) != plan.chunk_count or any(c.index != i for i, c in enumerate(chunks)):
+        raise UntrustedMetadata(f"upload job {view.job_id}: its chunks do not match its plan")
+    return CheckedUpload(path=path, file_id=file_id, plan=plan, wrapped_file_key=wrapped,
+                         chunks=chunks, transfer=transfer)
+
+
+def finish_upload(client: PeerClient, keys: UserKeys, control: ControlClient,
+                  view: JobView) -> FileRecord | None:
+    """Check and sign an awaiting upload's file document, then tell the sender it is done.
+    None when the document was already written (an earlier finish stopped before telling)."""
+    checked = check_upload(keys, view, control.upload_result(view.job_id))
+    doc_id = file_doc_id(keys.user_id, checked.file_id)
+    existing = client.store.get(doc_id)
+    if existing is not None:
+        verify_file(doc_id, existing, keys.identity.public_bytes())
+        control.finish_upload(view.job_id)
+        return None
+    if client.store.get(tomb_doc_id(keys.user_id, checked.file_id)) is not None:
+        raise UntrustedMetadata(f"upload job {view.job_id}: that file was stored and deleted "
+                                f"already; not signed again")
+    client.check_name_free(keys, checked.path)
+    record = client.record_upload(keys, checked.path, file_id=checked.file_id,
+                                  plan=checked.plan, wrapped_file_key=checked.wrapped_file_key,
+                                  chunks=checked.chunks, transfer=dict(checked.transfer))
+    control.finish_upload(view.job_id)
+    return record
+
+
+def finish_pending_uploads(client: PeerClient, keys: UserKeys,
+                           control: ControlClient) -> list[tuple[str, str]]:
+    """Sign every upload of this user that waits for it; (job id, path or error) each.
+    An upload that fails the checks, or whose name was taken meanwhile, is cancelled (its
+    chunks become orphans, like a crashed upload's): it would never pass later either."""
+    outcome: list[tuple[str, str]] = []
+    for view in control.jobs():
+        if view.kind != "upload" or view.state != AWAITING_SIGNATURE or \
+                view.owner_id != keys.user_id:
+            continue
+        try:
+            record = finish_upload(client, keys, control, view)
+            outcome.append((view.job_id, "stored" if record is None else "signed"))
+        except MydriveError as exc:
+            log.warning("upload job %s not signed: %s", view.job_id, exc)
+            outcome.append((view.job_id, f"{type(exc).__name__}: {exc}"))
+            if isinstance(exc, FINAL_ERRORS):
+                control.cancel(view.job_id)
+    return outcome

@@ -1,0 +1,130 @@
+"""The sender's upload jobs: read the owner's file, encrypt it and store its chunks.
+
+The submitting client (CLI, UI) draws the file id and file key, wraps the key for its owner
+and hands them over the local Control socket with the path of the file and what it looked
+like (size, modification time, inode). This peer's sender reads the file itself (same
+machine) and runs the ordinary engine (``upload_file`` with ``FileKeys``). It never holds
+the owner's identity key, so it can't write the file document: when the chunks are stored
+the job waits in ``awaiting_signature`` with what the owner is to sign (``result``), its file
+key already wiped; the owner's client checks and signs it (mydrive.node.jobs_signing).
+
+A crash mid-job leaves it ``running`` on disk; the next start queues it again and runs the
+engine with the same file keys: the same chunks, which the receivers that committed them
+answer "held" at once, so only what was not yet committed is sent again (a changed set of
+reachable peers may plan differently; then all is sent again, and the first run's chunks
+are orphans like any crashed upload's). A file that changed since it was submitted, or while
+it was read, fails the job with a message saying so (a mix of old and new bytes is never
+stored as the file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mydrive.engine.upload import FileKeys, UploadResult, upload_file
+from mydrive.errors import BadRequest
+from mydrive.node.jobs_runner import JobRunner
+from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job
+
+log = logging.getLogger("mydrive.jobs")
+
+
+@dataclass(frozen=True)
+class SourceFingerprint:
+    """What the file looked like when the job was submitted: any change fails the job."""
+
+    size_bytes: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: Path) -> SourceFingerprint:
+        st = path.stat()
+        return cls(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    """An upload job's inputs besides the file key (JobSecrets.upload, JSON)."""
+
+    file_id: bytes
+    wrapped_file_key: bytes
+    owner_public_key: bytes
+    fingerprint: SourceFingerprint
+    seal: str  # the owner's proof of submission, handed back with the result
+
+    def to_json(self) -> str:
+        f = self.fingerprint
+        return json.dumps({"file_id": self.file_id.hex(),
+                           "wrapped_file_key": self.wrapped_file_key.hex(),
+                           "owner_public_key": self.owner_public_key.hex(),
+                           "size_bytes": f.size_bytes, "mtime_ns": f.mtime_ns,
+                           "inode": f.inode, "seal": self.seal}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> UploadSpec:
+        d = json.loads(text)
+        return cls(file_id=bytes.fromhex(d["file_id"]),
+                   wrapped_file_key=bytes.fromhex(d["wrapped_file_key"]),
+                   owner_public_key=bytes.fromhex(d["owner_public_key"]),
+                   fingerprint=SourceFingerprint(int(d["size_bytes"]), int(d["mtime_ns"]),
+                                                 int(d["inode"])),
+                   seal=str(d["seal"]))
+
+
+def check_unchanged(source: Path, expected: SourceFingerprint, when: str) -> None:
+    try:
+        now = SourceFingerprint.of(source)
+    except OSError as exc:
+        raise BadRequest(f"the file to upload can't be read {when}: {exc.strerror}") from None
+    if now != expected:
+        raise BadRequest(f"the file changed {when} (size, modification time or inode differ "
+                         f"from when the upload was submitted); nothing was stored as the "
+                         f"file: put it again")
+
+
+def result_json(result: UploadResult, spec: UploadSpec) -> dict[str, Any]:
+    """What the owner's client is asked to sign (docs/jobs.md); no secret in it."""
+    return {"file_id": result.file_id.hex(), "wrapped_file_key": spec.wrapped_file_key.hex(),
+            "plan": result.plan.to_json(), "chunks": [c.to_json() for c in result.chunks],
+            "transfer": {"upload": result.ledger.to_json()}, "seal": spec.seal}
+
+
+class UploadRunner(JobRunner):
+    """Runs the sender's queued upload jobs one at a time (the loop is JobRunner's)."""
+
+    def run_one(self, job: Job) -> Job:
+        assert job.secrets is not None, "a queued job keeps its secrets"
+        job = self.store.update(job.job_id, state="running", bytes_done=0, error="")
+        progress = self._progress(job)
+        try:
+            secrets = job.secrets
+            assert secrets is not None
+            spec = UploadSpec.from_json(secrets.upload)
+            source = Path(job.source)
+            check_unchanged(source, spec.fingerprint, "since the upload was submitted")
+            result = upload_file(
+                source, keys=None, owner_peer_id=self.client.peer_id,
+                peers=self.client.known_peers(), settings=self.client.settings,
+                transport=self.client.transport, clock=self.client.clock,
+                faults=self.client.faults, randomness=self.client.randomness,
+                executor=self.client.executor, progress=progress,
+                file_keys=FileKeys(file_id=spec.file_id,
+                                   file_key=bytes.fromhex(secrets.file_key_hex),
+                                   wrapped_file_key=spec.wrapped_file_key,
+                                   owner_public_key=spec.owner_public_key))
+            check_unchanged(source, spec.fingerprint, "while it was being uploaded")
+        except Exception as exc:  # a job's failure is recorded, never fatal to the service
+            return self._failed(job, exc)
+        finally:
+            with self._lock:
+                self._cancel.discard(job.job_id)
+        log.info("job %s stored; awaiting its owner's signature", job.job_id)
+        return self.store.update(
+            job.job_id, state=AWAITING_SIGNATURE, bytes_done=job.bytes_total,
+            transfer=json.dumps(result.ledger.to_json(), sort_keys=True),
+            result=json.dumps(result_json(result, spec), sort_keys=True))
