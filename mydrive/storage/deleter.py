@@ -6,10 +6,11 @@ does not own removes nothing (docs/deletion.md).
 
 from __future__ import annotations
 
-from mydrive.errors import ChunkNotFound, PermissionDenied
+from mydrive.errors import ChunkNotFound
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
+from mydrive.transport.envelope import ReplayGuard
 from mydrive.transport.signed_delete import (
     DeleteOutcome,
     SignedDelete,
@@ -17,7 +18,6 @@ from mydrive.transport.signed_delete import (
     check_target_and_time,
     parse_delete,
 )
-from mydrive.transport.signed_fetch import ReplayGuard
 
 
 def describe_delete_metrics(metrics: Metrics) -> None:
@@ -47,18 +47,11 @@ class ChunkDeleter:
                 except ChunkNotFound:
                     continue
             if not held:
-                # Nothing here to protect and no key to check the signature with. The
-                # key-free checks still run, and the nonce is remembered, so a replay of a
-                # delete that already took effect is refused like any other replay. (Random
-                # nonces can't be guessed, so remembering unverified ones blocks no owner.)
+                # No key to check the signature with, so nothing to remember: the key-free
+                # checks run (a replay of a delete that took effect is still refused), and
+                # every named chunk is answered "absent": nothing is removed.
                 check_target_and_time(request, my_peer_id=self.peer_id, clock=self.clock,
-                                      window_ms=self.replay_guard.window_ms)
-                try:
-                    self.replay_guard.check_and_remember(request.nonce, request.timestamp_ms,
-                                                         self.clock.now_ms())
-                except PermissionDenied:
-                    raise PermissionDenied("replayed delete request (nonce already used)") \
-                        from None
+                                      replay_guard=self.replay_guard)
             else:
                 authorize(signed, request, owner_public_keys=owners, my_peer_id=self.peer_id,
                           clock=self.clock, replay_guard=self.replay_guard)

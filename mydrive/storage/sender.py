@@ -9,7 +9,8 @@ from mydrive.runtime.clock import Clock
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
-from mydrive.transport.signed_fetch import ReplayGuard, SignedFetch, authorize, parse_fetch
+from mydrive.transport.envelope import ReplayGuard
+from mydrive.transport.signed_fetch import SignedFetch, authorize, parse_fetch
 
 
 def describe_sender_metrics(metrics: Metrics) -> None:

@@ -1,10 +1,11 @@
 """Owner-signed delete requests: the byte format, signing, and the receiving peer's checks.
 
 What is signed: b"mydrive-delete-v1" || serialized DeleteRequest (proto/mydrive.proto): the
-chunk ids, the target peer, a timestamp and a 16-byte nonce. The receiving peer verifies the
-signature with the owner key recorded next to each chunk it holds, then checks the target
-peer, the freshness window and that the nonce was never seen (docs/deletion.md). The context
-string differs from fetches', so a signed fetch can never be replayed as a delete.
+chunk ids, the target peer, a timestamp and a 16-byte nonce, in the envelope shared with
+fetches (mydrive.transport.envelope). The receiving peer checks the target peer and the
+freshness window, verifies the signature with the owner key recorded next to each chunk it
+holds, and only then remembers the nonce (docs/deletion.md). The context string differs
+from fetches', so a signed fetch can never be replayed as a delete.
 """
 
 from __future__ import annotations
@@ -13,18 +14,17 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
-
-from mydrive.crypto.primitives import IdentityKey, verify_signature
+from mydrive.crypto.primitives import IdentityKey
 from mydrive.errors import BadRequest, PermissionDenied
 from mydrive.formats.digest import DIGEST_BYTES
 from mydrive.runtime.clock import Clock
-from mydrive.transport.signed_fetch import NONCE_BYTES, ReplayGuard
+from mydrive.transport import envelope
+from mydrive.transport.envelope import NONCE_BYTES, ReplayGuard, open_request, seal, signed_by
 from mydrive.transport.wire import mydrive_pb2 as pb
 
+KIND = "delete"
 SIGNING_CONTEXT = b"mydrive-delete-v1"
 MAX_DELETE_CHUNK_IDS = 1024
-MAX_REQUEST_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,20 +55,13 @@ def sign_delete(identity: IdentityKey, *, chunk_ids: Sequence[bytes], target_pee
     assert 1 <= len(chunk_ids) <= MAX_DELETE_CHUNK_IDS, "callers batch chunk ids"
     msg = pb.DeleteRequest(chunk_ids=list(chunk_ids), target_peer_id=target_peer_id,
                            timestamp_ms=clock.now_ms(), nonce=random_bytes(NONCE_BYTES))
-    request = msg.SerializeToString(deterministic=True)
-    return SignedDelete(request=request, signature=identity.sign(SIGNING_CONTEXT + request))
+    request, signature = seal(identity.sign, SIGNING_CONTEXT, msg)
+    return SignedDelete(request=request, signature=signature)
 
 
 def parse_delete(signed: SignedDelete) -> DeleteRequest:
     """Decode and bound-check without trusting anything yet (``authorize`` checks the rest)."""
-    if len(signed.request) > MAX_REQUEST_BYTES:
-        raise BadRequest("delete request too large")
-    try:
-        msg = pb.DeleteRequest.FromString(signed.request)
-    except DecodeError as exc:
-        raise BadRequest("malformed delete request") from exc
-    if len(msg.nonce) != NONCE_BYTES:
-        raise BadRequest(f"delete nonce must be {NONCE_BYTES} bytes")
+    msg = open_request(KIND, signed.request, pb.DeleteRequest)
     if not 1 <= len(msg.chunk_ids) <= MAX_DELETE_CHUNK_IDS:
         raise BadRequest(f"a delete names 1..{MAX_DELETE_CHUNK_IDS} chunk ids, "
                          f"got {len(msg.chunk_ids)}")
@@ -81,30 +74,30 @@ def parse_delete(signed: SignedDelete) -> DeleteRequest:
 
 
 def check_target_and_time(request: DeleteRequest, *, my_peer_id: str, clock: Clock,
-                          window_ms: int) -> None:
-    """The checks that need no key: aimed at this peer, inside the freshness window."""
-    if request.target_peer_id != my_peer_id:
-        raise PermissionDenied("delete request was signed for another peer")
-    if abs(clock.now_ms() - request.timestamp_ms) > window_ms:
-        raise PermissionDenied("stale delete request (outside the freshness window)")
+                          replay_guard: ReplayGuard) -> None:
+    """The checks that need no key: aimed at this peer, inside the freshness window, and not
+    a nonce already used. Nothing is remembered."""
+    now = clock.now_ms()
+    envelope.check_target_and_time(KIND, target_peer_id=request.target_peer_id,
+                                   timestamp_ms=request.timestamp_ms, my_peer_id=my_peer_id,
+                                   now_ms=now, window_ms=replay_guard.window_ms)
+    replay_guard.refuse_seen(KIND, request.nonce, now)
 
 
 def authorize(signed: SignedDelete, request: DeleteRequest, *,
               owner_public_keys: set[bytes], my_peer_id: str, clock: Clock,
               replay_guard: ReplayGuard) -> None:
-    """Raise PermissionDenied unless the owner of every held chunk signed this, for us, now.
+    """Raise PermissionDenied unless the owner of every held chunk signed this, for us, now;
+    then remember the nonce.
 
     ``owner_public_keys`` are the owner keys recorded with the named chunks this peer holds;
     one signature can verify under at most one of them, so chunks of two owners in one
     request are refused as a whole.
     """
+    assert owner_public_keys, "with no key to verify under, nothing may be remembered"
     check_target_and_time(request, my_peer_id=my_peer_id, clock=clock,
-                          window_ms=replay_guard.window_ms)
-    message = SIGNING_CONTEXT + signed.request
+                          replay_guard=replay_guard)
     for key in sorted(owner_public_keys):
-        if not verify_signature(key, message, signed.signature):
+        if not signed_by(key, SIGNING_CONTEXT, signed.request, signed.signature):
             raise PermissionDenied("delete not signed by the owner of every named chunk")
-    try:
-        replay_guard.check_and_remember(request.nonce, request.timestamp_ms, clock.now_ms())
-    except PermissionDenied:
-        raise PermissionDenied("replayed delete request (nonce already used)") from None
+    replay_guard.remember(KIND, request.nonce, request.timestamp_ms, clock.now_ms())

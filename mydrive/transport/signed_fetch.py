@@ -1,8 +1,9 @@
 """Owner-signed fetch requests: the byte format, signing, and the serving peer's checks.
 
-What is signed: b"mydrive-fetch-v1" || serialized FetchRequest (proto/mydrive.proto). The
-serving peer verifies with the owner key recorded when the chunk was stored, then checks
-the target peer, the freshness window and that the nonce was never seen (docs/protocol.md).
+What is signed: b"mydrive-fetch-v1" || serialized FetchRequest (proto/mydrive.proto), in the
+envelope shared with deletes (mydrive.transport.envelope). The serving peer checks the target
+peer and the freshness window, verifies with the owner key recorded when the chunk was
+stored, and only then remembers the nonce, refusing one seen before (docs/protocol.md).
 
 A fetch may instead be signed by a delegate: the owner's own peer running a download job
 (docs/jobs.md). It then carries the owner's signed delegation (mydrive.formats.delegation,
@@ -16,24 +17,27 @@ freshness check).
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
-
-from mydrive.crypto.primitives import IdentityKey, verify_signature
-from mydrive.errors import BadRequest, PermissionDenied
+from mydrive.crypto.primitives import IdentityKey
+from mydrive.errors import PermissionDenied
 from mydrive.formats.delegation import Delegation, SignedDelegation
 from mydrive.runtime.clock import Clock
+from mydrive.transport.envelope import FRESHNESS_WINDOW_MS as FRESHNESS_WINDOW_MS
+from mydrive.transport.envelope import (
+    NONCE_BYTES,
+    check_target_and_time,
+    open_request,
+    seal,
+    signed_by,
+)
+from mydrive.transport.envelope import ReplayGuard as ReplayGuard
 from mydrive.transport.wire import mydrive_pb2 as pb
 
+KIND = "fetch"
 SIGNING_CONTEXT = b"mydrive-fetch-v1"
 DELEGATION_CONTEXT = b"mydrive-delegation-v1"
-NONCE_BYTES = 16
-FRESHNESS_WINDOW_MS = 120_000
-MAX_REQUEST_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,8 @@ def sign_delegation(identity: IdentityKey, delegation: Delegation) -> SignedDele
 def verify_delegation(signed: SignedDelegation, owner_public_key: bytes) -> Delegation:
     """The delegation, if ``owner_public_key`` signed it; PermissionDenied otherwise."""
     delegation = Delegation.decode(signed.body)
-    if delegation.owner_public_key != owner_public_key or not verify_signature(
-            owner_public_key, DELEGATION_CONTEXT + signed.body, signed.signature):
+    if delegation.owner_public_key != owner_public_key or not signed_by(
+            owner_public_key, DELEGATION_CONTEXT, signed.body, signed.signature):
         raise PermissionDenied("delegation not signed by the chunk's owner")
     return delegation
 
@@ -97,55 +101,31 @@ def sign_fetch(signer: FetchSigner, *, chunk_id: bytes, target_peer_id: str,
     msg = pb.FetchRequest(chunk_id=chunk_id, target_peer_id=target_peer_id,
                           timestamp_ms=clock.now_ms(), nonce=random_bytes(NONCE_BYTES),
                           segment_indices=list(segment_indices))
-    request = msg.SerializeToString(deterministic=True)
     if isinstance(signer, DelegateSigner):
-        return SignedFetch(request=request,
-                           signature=signer.key.sign(SIGNING_CONTEXT + request),
+        request, signature = seal(signer.key.sign, SIGNING_CONTEXT, msg)
+        return SignedFetch(request=request, signature=signature,
                            delegation=signer.delegation_for(chunk_id))
-    return SignedFetch(request=request, signature=signer.sign(SIGNING_CONTEXT + request))
+    request, signature = seal(signer.sign, SIGNING_CONTEXT, msg)
+    return SignedFetch(request=request, signature=signature)
 
 
 def parse_fetch(signed: SignedFetch) -> FetchRequest:
     """Decode without trusting anything yet (the signature is checked by ``authorize``)."""
-    if len(signed.request) > MAX_REQUEST_BYTES:
-        raise BadRequest("fetch request too large")
-    try:
-        msg = pb.FetchRequest.FromString(signed.request)
-    except DecodeError as exc:
-        raise BadRequest("malformed fetch request") from exc
-    if len(msg.nonce) != NONCE_BYTES:
-        raise BadRequest(f"fetch nonce must be {NONCE_BYTES} bytes")
+    msg = open_request(KIND, signed.request, pb.FetchRequest)
     return FetchRequest(chunk_id=bytes(msg.chunk_id), target_peer_id=msg.target_peer_id,
                         timestamp_ms=msg.timestamp_ms, nonce=bytes(msg.nonce),
                         segment_indices=tuple(msg.segment_indices))
 
 
-class ReplayGuard:
-    """Remembers nonces for the freshness window so a captured request can't be replayed."""
-
-    def __init__(self, *, window_ms: int = FRESHNESS_WINDOW_MS, max_entries: int = 1_000_000):
-        self.window_ms = window_ms
-        self.max_entries = max_entries
-        self._seen: OrderedDict[bytes, int] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def check_and_remember(self, nonce: bytes, timestamp_ms: int, now_ms: int) -> None:
-        with self._lock:
-            while self._seen:
-                oldest_nonce, oldest_ts = next(iter(self._seen.items()))
-                if oldest_ts >= now_ms - self.window_ms and len(self._seen) < self.max_entries:
-                    break
-                del self._seen[oldest_nonce]
-            if nonce in self._seen:
-                raise PermissionDenied("replayed fetch request (nonce already used)")
-            self._seen[nonce] = timestamp_ms
-
-
 def authorize(signed: SignedFetch, request: FetchRequest, *, owner_public_key: bytes,
               my_peer_id: str, clock: Clock, replay_guard: ReplayGuard) -> None:
     """Raise PermissionDenied unless the chunk's owner, or a delegate holding the owner's
-    valid delegation for this chunk, signed this request for this peer now."""
+    valid delegation for this chunk, signed this request for this peer now. The nonce is
+    remembered only once all of that holds."""
     now = clock.now_ms()
+    check_target_and_time(KIND, target_peer_id=request.target_peer_id,
+                          timestamp_ms=request.timestamp_ms, my_peer_id=my_peer_id,
+                          now_ms=now, window_ms=replay_guard.window_ms)
     if signed.delegation:
         delegation = verify_delegation(SignedDelegation.decode(signed.delegation),
                                        owner_public_key)
@@ -155,14 +135,9 @@ def authorize(signed: SignedFetch, request: FetchRequest, *, owner_public_key: b
             raise PermissionDenied("the delegation has expired")
         if delegation.issued_ms > now + replay_guard.window_ms:
             raise PermissionDenied("the delegation is issued in the future")
-        signer_key = delegation.delegate_public_key
-        if not verify_signature(signer_key, SIGNING_CONTEXT + signed.request, signed.signature):
+        if not signed_by(delegation.delegate_public_key, SIGNING_CONTEXT, signed.request,
+                         signed.signature):
             raise PermissionDenied("fetch not signed by the delegate the delegation names")
-    elif not verify_signature(owner_public_key, SIGNING_CONTEXT + signed.request,
-                              signed.signature):
+    elif not signed_by(owner_public_key, SIGNING_CONTEXT, signed.request, signed.signature):
         raise PermissionDenied("fetch not signed by the chunk's owner")
-    if request.target_peer_id != my_peer_id:
-        raise PermissionDenied("fetch request was signed for another peer")
-    if abs(now - request.timestamp_ms) > replay_guard.window_ms:
-        raise PermissionDenied("stale fetch request (outside the freshness window)")
-    replay_guard.check_and_remember(request.nonce, request.timestamp_ms, now)
+    replay_guard.remember(KIND, request.nonce, request.timestamp_ms, now)
