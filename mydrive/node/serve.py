@@ -31,12 +31,14 @@ from mydrive.node.ui_address import health_body
 from mydrive.runtime.clock import SystemClock
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.runtime.metrics import Metrics
+from mydrive.storage.caller import CallerIdentity
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.deleter import ChunkDeleter, describe_delete_metrics
 from mydrive.storage.receiver import describe_receiver_metrics
 from mydrive.storage.receiver_service import ReceiverServicer
 from mydrive.storage.sender import ChunkServer, describe_sender_metrics
 from mydrive.storage.sender_service import SenderServicer
+from mydrive.storage.stream_limits import StreamLimits
 from mydrive.transport.grpc_client import CHANNEL_OPTIONS
 from mydrive.transport.signed_fetch import ReplayGuard
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
@@ -88,7 +90,8 @@ def service_healthy(config: PeerConfig, kind: str, *,
 def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
                  faults: FaultHooks = NO_FAULTS) -> tuple[grpc.Server, str]:
     config = peer.config
-    store = ChunkStore(peer.store_dir, capacity_bytes=config.capacity_bytes)
+    store = ChunkStore(peer.store_dir, capacity_bytes=config.capacity_bytes,
+                       partial_ttl_s=config.partial_ttl_s)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=RPC_THREADS,
                                                     thread_name_prefix=kind),
                          options=CHANNEL_OPTIONS,
@@ -98,8 +101,13 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
         describe_delete_metrics(metrics)
         deleter = ChunkDeleter(store, peer_id=config.peer_id, clock=SystemClock(),
                                replay_guard=ReplayGuard(), metrics=metrics)
-        pb_grpc.add_ReceiverServicer_to_server(ReceiverServicer(store, metrics, deleter=deleter),
-                                               server)
+        limits = config.stream_limits()
+        limits.validate(workers=RPC_THREADS)
+        store.clean_stale_partials()  # what a crash or an uploader that never came back left
+        servicer = ReceiverServicer(store, metrics, deleter=deleter,
+                                    limits=StreamLimits(limits, SystemClock()),
+                                    identify=CallerIdentity(peer.peer_trust()))
+        pb_grpc.add_ReceiverServicer_to_server(servicer, server)
         address = config.receiver_address
     elif kind == "sender":
         describe_sender_metrics(metrics)
