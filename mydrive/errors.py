@@ -29,6 +29,11 @@ class TooLarge(MydriveError):
     exit_code = 2
 
 
+class PeerBusy(TooLarge):
+    """A peer runs as many uploads as it allows (from the caller, or in all): try another.
+    RESOURCE_EXHAUSTED on the wire, like TooLarge, so the uploader fails over."""
+
+
 class WrongPassphrase(MydriveError):
     """The passphrase did not unwrap the user's master key."""
 

@@ -10,6 +10,9 @@ from mydrive.crypto.keys import UserKeys, create_user
 from mydrive.crypto.primitives import new_kdf_params
 from mydrive.engine.settings import TransferSettings
 from mydrive.engine.upload import PeerInfo, UploadResult
+from mydrive.formats.chunkheader import ChunkHeader
+from mydrive.formats.chunkplan import segment_ranges
+from mydrive.formats.digest import DIGEST_ALG, digest
 from mydrive.formats.filerecord import FileRecord
 from mydrive.testing.clock import ManualClock
 from mydrive.testing.memory_transport import MemoryTransport
@@ -58,3 +61,14 @@ def record_of(result: UploadResult, keys: UserKeys) -> FileRecord:
                       wrapped_file_key=result.wrapped_file_key, digest_alg="blake3",
                       created_ms=0, chunks=result.chunks,
                       transfer={"upload": result.ledger.to_json()})
+
+
+def random_chunk(size: int, segment_size: int = 4096) -> tuple[ChunkHeader, list[bytes]]:
+    """A chunk of random bytes as a receiver gets it: its header and its segments."""
+    data = os.urandom(size)
+    segments = [data[a:b] for a, b in segment_ranges(size, segment_size)]
+    header = ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
+                         owner_public_key=b"k" * 32, chunk_size_bytes=size,
+                         segment_size_bytes=segment_size,
+                         segment_digests=tuple(digest(s) for s in segments))
+    return header, segments

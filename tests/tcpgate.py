@@ -16,8 +16,11 @@ MAX_CONNECTIONS = 256
 
 
 class TcpGate:
-    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
-        self.host, self.target_port = host, target_port
+    def __init__(self, target_port: int, host: str = "127.0.0.1", *,
+                 source: str | None = None) -> None:
+        """``source``: the loopback address the gate dials from (the target sees it as the
+        caller's address, e.g. 127.0.0.2 for a second peer on one machine)."""
+        self.host, self.target_port, self.source = host, target_port, source
         self.port = free_port(host)
         self._open = threading.Event()
         self._open.set()
@@ -69,7 +72,9 @@ class TcpGate:
                     self._shut(client)
                     continue
                 try:
-                    upstream = socket.create_connection((self.host, self.target_port), timeout=5)
+                    upstream = socket.create_connection(
+                        (self.host, self.target_port), timeout=5,
+                        source_address=(self.source, 0) if self.source else None)
                 except OSError:
                     self._shut(client)
                     continue

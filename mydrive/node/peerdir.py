@@ -32,6 +32,13 @@ from mydrive.formats.peerdoc import PeerDocument, PeerTrust, verify_peer_documen
 from mydrive.metadata.base import MetadataStore
 from mydrive.metadata.sqlite import SqliteStore
 from mydrive.node.pki import network_trust, signer, write_secret
+from mydrive.storage.chunkstore import DEFAULT_PARTIAL_TTL_S
+from mydrive.storage.stream_limits import (
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_STREAMS_PER_PEER,
+    DEFAULT_STREAMS_TOTAL,
+    StreamLimitSettings,
+)
 from mydrive.transport.base import PeerAddress
 
 CONFIG_NAME = "peer.json"
@@ -60,6 +67,12 @@ class PeerConfig:
     replicas: int = 2
     max_inflight_chunks: int = 4
     rpc_timeout_s: float = 120.0
+    # Receiver limits (docs/chunk-store.md, "Limits"): concurrent uploads per calling peer
+    # and in all, how long an upload may send nothing, when a partial upload is stale.
+    max_streams_per_peer: int = DEFAULT_STREAMS_PER_PEER
+    max_streams_total: int = DEFAULT_STREAMS_TOTAL
+    stream_idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    partial_ttl_s: float = DEFAULT_PARTIAL_TTL_S
     metadata: str = "sqlite"
     # TLS front (issue 4): with tls on, other peers reach this one only through nginx.
     tls: bool = False
@@ -135,6 +148,11 @@ class PeerConfig:
                                sender_address=self.nginx_address)
         return PeerAddress(peer_id=self.peer_id, receiver_address=self.receiver_address,
                            sender_address=self.sender_address)
+
+    def stream_limits(self) -> StreamLimitSettings:
+        return StreamLimitSettings(per_peer=self.max_streams_per_peer,
+                                   total=self.max_streams_total,
+                                   idle_timeout_s=self.stream_idle_timeout_s)
 
     def transfer_settings(self) -> TransferSettings:
         return TransferSettings(chunk_size_bytes=self.chunk_size_bytes,

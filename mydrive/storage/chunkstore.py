@@ -6,8 +6,14 @@ Layout under the store root (see docs/chunk-store.md):
   incoming/<chunk id hex>.part       an upload in progress, segments written at their offsets
   incoming/<chunk id hex>.hdr        the header of that upload (to resume after a restart)
 The ``.chunk`` rename is the commit point: a crash at any moment leaves either no visible
-chunk or a complete, verified one. A committed chunk stays bound to the header (owner key,
+chunk or a complete, verified one (with its ``.meta``; a ``.chunk`` without one is a commit a
+crash cut short, never acknowledged, and is removed when the store opens). A committed chunk stays bound to the header (owner key,
 segments) it was committed with: storing it again under any other header is refused.
+
+Capacity counts committed chunks and every ``.part`` (its declared size, reserved by
+``begin``) until it is committed or removed. A partial untouched for ``partial_ttl_s`` is
+stale: ``clean_stale_partials`` removes it (at the receiver's start and, at most once a
+minute, on ``begin``), so an uploader that never finishes can't keep the space forever.
 """
 
 from __future__ import annotations
@@ -28,22 +34,32 @@ from mydrive.errors import (
 )
 from mydrive.formats.chunkheader import MAX_CHUNK_SIZE_BYTES, ChunkHeader
 from mydrive.formats.digest import Hasher, digest, digests_equal
-from mydrive.runtime.disk import atomic_write_bytes, fsync_dir
+from mydrive.runtime.clock import Clock, SystemClock
+from mydrive.runtime.disk import fsync_dir, sync_file, write_synced
+
+DEFAULT_PARTIAL_TTL_S = 3600.0
+STALE_SWEEP_INTERVAL_S = 60.0
 
 
 class ChunkStore:
     def __init__(self, root: Path, *, capacity_bytes: int,
-                 max_chunk_size_bytes: int = MAX_CHUNK_SIZE_BYTES) -> None:
+                 max_chunk_size_bytes: int = MAX_CHUNK_SIZE_BYTES,
+                 partial_ttl_s: float = DEFAULT_PARTIAL_TTL_S,
+                 clock: Clock | None = None) -> None:
         self.root = root
         self.capacity_bytes = capacity_bytes
         self.max_chunk_size_bytes = max_chunk_size_bytes
+        self.partial_ttl_s = partial_ttl_s
+        self.clock = clock or SystemClock()
         self._chunks = root / "chunks"
         self._incoming = root / "incoming"
         self._chunks.mkdir(parents=True, exist_ok=True)
         self._incoming.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._busy: set[bytes] = set()
-        self._used_bytes = sum(p.stat().st_size for p in self._chunks.glob("*/*.chunk"))
+        self._used_bytes = _committed_bytes(self._chunks)
+        self._partials = _partials_on_disk(self._incoming)  # chunk id -> reserved bytes
+        self._next_sweep_s: float | None = None  # the first begin sweeps
 
     # ---- paths -----------------------------------------------------------------------
     def _chunk_path(self, chunk_id: bytes) -> Path:
@@ -63,6 +79,12 @@ class ChunkStore:
     @property
     def used_bytes(self) -> int:
         return self._used_bytes
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes held by partial uploads (their declared sizes), counted against capacity."""
+        with self._lock:
+            return sum(self._partials.values())
 
     def has(self, chunk_id: bytes) -> bool:
         return self._chunk_path(chunk_id).exists()
@@ -116,8 +138,7 @@ class ChunkStore:
             busy = chunk_id in self._busy
         self._meta_path(chunk_id).unlink(missing_ok=True)
         if not busy:  # a running upload owns its .part; it is not committed, so not held
-            self._part_path(chunk_id).unlink(missing_ok=True)
-            self._hdr_path(chunk_id).unlink(missing_ok=True)
+            self._forget_partial(chunk_id)
         if removed:
             fsync_dir(path.parent)
         return removed
@@ -133,22 +154,35 @@ class ChunkStore:
         later store of that chunk count as a replica the owner could fetch.
         """
         header.validate(max_chunk_size_bytes=self.max_chunk_size_bytes)
+        self._sweep_if_due()
+        cid = header.chunk_id
         with self._lock:
-            if header.chunk_id in self._busy:
+            if cid in self._busy:
                 raise BadRequest("this chunk is already being uploaded by another stream")
-            committed = self.has(header.chunk_id)
-            if not committed and (
-                self._used_bytes + header.chunk_size_bytes > self.capacity_bytes
-            ):
-                raise TooLarge(f"peer is full: {self._used_bytes} of {self.capacity_bytes} "
-                               f"bytes used, chunk needs {header.chunk_size_bytes}")
-            self._busy.add(header.chunk_id)
+            committed = self.has(cid)
+            if not committed:
+                # A resumed partial's own reservation is replaced, not added to.
+                reserved = sum(self._partials.values()) - self._partials.get(cid, 0)
+                if self._used_bytes + reserved + header.chunk_size_bytes > self.capacity_bytes:
+                    raise TooLarge(f"peer is full: {self._used_bytes} of "
+                                   f"{self.capacity_bytes} bytes used, {reserved} reserved "
+                                   f"by partial uploads, chunk needs {header.chunk_size_bytes}")
+                self._partials[cid] = max(self._partials.get(cid, 0), header.chunk_size_bytes)
+            self._busy.add(cid)
         try:
             if committed:
                 self._check_same_header(header)
-            return PendingChunk(self, header)
+            pending = PendingChunk(self, header)
+            if not pending.committed:
+                with self._lock:  # the file now has exactly the declared size
+                    self._partials[cid] = header.chunk_size_bytes
+                os.utime(self._part_path(cid))  # resumed: fresh again for the stale sweep
+            return pending
         except BaseException:
-            self._release(header.chunk_id)
+            self._release(cid)
+            if not self._part_path(cid).exists():
+                with self._lock:
+                    self._partials.pop(cid, None)
             raise
 
     def _check_same_header(self, header: ChunkHeader) -> None:
@@ -169,9 +203,44 @@ class ChunkStore:
         with self._lock:
             self._busy.discard(chunk_id)
 
-    def _committed(self, size_bytes: int) -> None:
+    def _committed(self, size_bytes: int, chunk_id: bytes | None = None) -> None:
         with self._lock:
             self._used_bytes += size_bytes
+            if chunk_id is not None:  # its reservation became used bytes
+                self._partials.pop(chunk_id, None)
+
+    # ---- partial uploads -------------------------------------------------------------
+    def clean_stale_partials(self) -> list[bytes]:
+        """Remove every partial upload untouched for ``partial_ttl_s`` (and stray files in
+        incoming/ as old) unless a stream is receiving it now; the chunk ids removed."""
+        self._next_sweep_s = self.clock.monotonic_s() + STALE_SWEEP_INTERVAL_S
+        cutoff_s = self.clock.now_ms() / 1000 - self.partial_ttl_s
+        removed: list[bytes] = []
+        for path in self._incoming.iterdir():
+            cid = _chunk_id_of(path)
+            try:
+                if path.stat().st_mtime > cutoff_s:
+                    continue
+                with self._lock:
+                    if cid is not None and cid in self._busy:
+                        continue
+                    path.unlink()
+                    if path.suffix == ".part" and cid is not None:
+                        self._partials.pop(cid, None)
+                        removed.append(cid)
+            except OSError:
+                continue  # gone meanwhile, or open elsewhere (Windows): the next sweep
+        return removed
+
+    def _sweep_if_due(self) -> None:
+        if self._next_sweep_s is None or self.clock.monotonic_s() >= self._next_sweep_s:
+            self.clean_stale_partials()
+
+    def _forget_partial(self, chunk_id: bytes) -> None:
+        self._part_path(chunk_id).unlink(missing_ok=True)
+        self._hdr_path(chunk_id).unlink(missing_ok=True)
+        with self._lock:
+            self._partials.pop(chunk_id, None)
 
 
 class PendingChunk:
@@ -193,7 +262,9 @@ class PendingChunk:
         else:
             with open(part, "wb") as f:
                 f.truncate(header.chunk_size_bytes)
-            atomic_write_bytes(hdr, json.dumps(header.to_json()).encode())
+            # Not synced: it only lets a later stream resume, and a torn or lost one makes
+            # that stream start afresh (held segments are re-verified against the header).
+            hdr.write_bytes(json.dumps(header.to_json()).encode())
         self._file = open(part, "rb+")  # noqa: SIM115 - closed in close()
 
     def _verify_existing(self, part: Path) -> set[int]:
@@ -229,15 +300,22 @@ class PendingChunk:
         return sorted(set(range(self.header.segment_count)) - self.held)
 
     def commit(self) -> None:
-        """Verify the whole chunk, fsync, and rename it into place (the commit point)."""
+        """Verify the whole chunk, make it durable and rename it into place (the commit point).
+
+        Three syncs per chunk: its data, its ``.meta`` (written in place: nothing reads a
+        ``.meta`` without its ``.chunk``), and one sync of the directory after the rename,
+        which makes both names durable at once. Only then does the caller acknowledge the
+        chunk. A crash before that directory sync may keep the rename and lose the
+        ``.meta``'s name: that ``.chunk`` was never acknowledged and ``_committed_bytes``
+        removes it when the store opens.
+        """
         if self.committed:
             return
         assert not self.missing()
         store, cid = self.store, self.header.chunk_id
         part = self._file
         assert part is not None
-        part.flush()
-        os.fsync(part.fileno())
+        sync_file(part)
         part.seek(0)
         hasher = Hasher()
         for block in iter(lambda: part.read(1024 * 1024), b""):
@@ -246,12 +324,14 @@ class PendingChunk:
             raise DataLoss("segments verified but the whole chunk does not match its id")
         part.close()
         final = store._chunk_path(cid)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(store._meta_path(cid), json.dumps(self.header.to_json()).encode())
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(final.parent.parent)  # the new directory's own name
+        write_synced(store._meta_path(cid), json.dumps(self.header.to_json()).encode())
         os.replace(store._part_path(cid), final)
         fsync_dir(final.parent)
         store._hdr_path(cid).unlink(missing_ok=True)
-        store._committed(self.header.chunk_size_bytes)
+        store._committed(self.header.chunk_size_bytes, cid)
         self.committed = True
 
     def close(self) -> None:
@@ -261,8 +341,43 @@ class PendingChunk:
         self.store._release(self.header.chunk_id)
 
 
+def _committed_bytes(chunks: Path) -> int:
+    """Bytes of the committed chunks under ``chunks``; drops each ``.chunk`` without a
+    ``.meta`` (a commit cut short by a crash, see ``PendingChunk.commit``)."""
+    total = 0
+    for path in chunks.glob("*/*.chunk"):
+        if path.with_suffix(".meta").exists():
+            total += path.stat().st_size
+        else:
+            path.unlink(missing_ok=True)
+    return total
+
+
 def _same_header(path: Path, header: ChunkHeader) -> bool:
     try:
         return ChunkHeader.from_json(json.loads(path.read_text())) == header
     except (OSError, ValueError, BadRequest):
         return False
+
+
+def _chunk_id_of(path: Path) -> bytes | None:
+    """The chunk id an incoming/ file (``<id hex>.part`` or ``.hdr``) belongs to, if any."""
+    if path.suffix not in (".part", ".hdr"):
+        return None
+    try:
+        return bytes.fromhex(path.stem)
+    except ValueError:
+        return None
+
+
+def _partials_on_disk(incoming: Path) -> dict[bytes, int]:
+    """Reservations of the partial uploads a previous run left: each .part's size."""
+    out: dict[bytes, int] = {}
+    for path in incoming.glob("*.part"):
+        cid = _chunk_id_of(path)
+        try:
+            if cid is not None:
+                out[cid] = path.stat().st_size
+        except OSError:
+            continue
+    return out

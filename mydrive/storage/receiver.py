@@ -21,6 +21,10 @@ def describe_receiver_metrics(metrics: Metrics) -> None:
     metrics.describe("receiver_segments_rejected_total", "segments that failed verification")
     metrics.describe("receiver_bytes_received_total", "segment bytes received")
     metrics.describe("receiver_chunks_committed_total", "chunks verified and committed")
+    metrics.describe("receiver_streams_refused_total",
+                     "StoreChunk streams refused by the per-peer or total stream limit")
+    metrics.describe("receiver_streams_idle_ended_total",
+                     "StoreChunk streams ended for sending nothing within the idle timeout")
 
 
 class ReceiverSession:

@@ -1,4 +1,8 @@
-"""gRPC Receiver servicer: translates StoreChunk/ChunkStatus to mydrive.storage.receiver."""
+"""gRPC Receiver servicer: translates StoreChunk/ChunkStatus to mydrive.storage.receiver.
+
+Each StoreChunk stream is admitted by mydrive.storage.stream_limits under its caller's name
+(mydrive.storage.caller) before it reads anything, and ended if it idles.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ from collections.abc import Iterator
 import grpc
 
 from mydrive.errors import BadRequest, MydriveError
+from mydrive.runtime.clock import SystemClock
 from mydrive.runtime.metrics import Metrics
+from mydrive.storage.caller import CallerIdentity
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.deleter import ChunkDeleter
 from mydrive.storage.receiver import ReceiverSession
+from mydrive.storage.stream_limits import StreamLimits, StreamLimitSettings
 from mydrive.transport.codec import header_from_pb
 from mydrive.transport.signed_delete import SignedDelete
 from mydrive.transport.status import abort
@@ -20,14 +27,23 @@ from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
 class ReceiverServicer(pb_grpc.ReceiverServicer):
     def __init__(self, store: ChunkStore, metrics: Metrics, *,
-                 deleter: ChunkDeleter | None = None) -> None:
+                 deleter: ChunkDeleter | None = None, limits: StreamLimits | None = None,
+                 identify: CallerIdentity | None = None) -> None:
         self.store = store
         self.metrics = metrics
         self.deleter = deleter
+        self.limits = limits or StreamLimits(StreamLimitSettings(), SystemClock())
+        self.identify = identify or CallerIdentity()
 
     def StoreChunk(self, request_iterator: Iterator[pb.StoreMsg],
                    context: grpc.ServicerContext) -> Iterator[pb.StoreAck]:
+        try:
+            ticket = self.limits.admit(self.identify(context), on_idle=context.cancel)
+        except MydriveError as exc:
+            self.metrics.inc("receiver_streams_refused_total")
+            abort(context, exc)
         session = ReceiverSession(self.store, self.metrics)
+        request_iterator = ticket.messages(request_iterator)
         try:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("msg") != "header":
@@ -52,6 +68,9 @@ class ReceiverServicer(pb_grpc.ReceiverServicer):
         except MydriveError as exc:
             abort(context, exc)
         finally:
+            if ticket.expired:
+                self.metrics.inc("receiver_streams_idle_ended_total")
+            ticket.release()
             session.close()
 
     def ChunkStatus(self, request: pb.ChunkRef, context: grpc.ServicerContext) -> pb.SegmentsHeld:
