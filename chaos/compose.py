@@ -448,8 +448,8 @@ class ComposeCluster:
 
         ``get`` runs with ``--local``: the download then happens in this process on the host,
         as on the other backends (the harness kills it, watches its partial files and reads
-        its ``--out`` directory). Without it ``get`` becomes a job of the pod's receiver,
-        which would write ``--out`` inside its container (docs/jobs.md)."""
+        its ``--out`` directory). Without it ``get`` becomes a job of the pod's receiver, which
+        sees only the peer directory: an ``--out`` outside it is refused (docs/deploy.md)."""
         if args[:1] == ["get"] and "--local" not in args:
             args = [*args, "--local"]
         log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from mydrive.formats.delegation import Delegation, SignedDelegation, scope_chunk
 from mydrive.formats.filerecord import FileRecord, file_doc_id
 from mydrive.formats.paths import local_destination, normalize_remote_path
 from mydrive.metadata.signed import verify_file
+from mydrive.node.container import receiver_destination
 from mydrive.node.jobs_runner import JobRunner
 from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobSecrets, JobStore
 from mydrive.node.jobs_upload import SourceFingerprint, UploadSpec
@@ -416,7 +417,8 @@ def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: Co
     job_id = control.submit(pb.DownloadJob(
         file_record=json.dumps(record.to_doc(), sort_keys=True).encode(),
         file_key=unwrap_file_key(keys, record.file_id, record.wrapped_file_key),
-        delegations=delegations, destination=str(destination), overwrite=overwrite,
+        delegations=delegations, overwrite=overwrite,
+        destination=receiver_destination(control.peer_root, destination),  # its view
         label=seal_label(keys, remote_path), owner_id=keys.user_id, group=group))
     return job_id, destination
 

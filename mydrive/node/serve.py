@@ -168,9 +168,11 @@ def serve(kind: str, peer_dir: Path, *, faults: FaultHooks = NO_FAULTS) -> None:
         signal.signal(signal.SIGBREAK, on_signal)
     jobs = None
     if kind == "receiver":
+        from mydrive.node.container import record_receiver_root
         from mydrive.node.jobs_service import start_job_service
         from mydrive.node.local_client import open_client
 
+        record_receiver_root(peer.root)  # where the CLI's job destinations must point
         try:
             jobs = start_job_service(peer.root, open_client(peer.root), stop)
         except MydriveError as exc:  # e.g. a peer path too long for a unix socket

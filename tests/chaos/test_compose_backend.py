@@ -9,32 +9,19 @@ only when no Docker engine can be made to run, with the set-up's reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from chaos.compose import ComposeUnavailable, prepare_engine, prepare_images, stop_engine
 from chaos.runner import format_report, run_scenario
 from chaos.scenario import find
 from tests.chaos.conftest import CI_PEERS
+from tests.containerfix import docker_engine
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1800)]
 CI_SCENARIOS = ("corruption", "peer-loss-during-upload")
 CI_SEED = 7
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[None]:
-    try:
-        started = prepare_engine()
-    except ComposeUnavailable as exc:
-        pytest.skip(f"no Docker engine can be made to run here: {exc}")
-    try:
-        prepare_images()
-        yield
-    finally:
-        if started:
-            stop_engine()
+engine = pytest.fixture(scope="module")(docker_engine)
 
 
 @pytest.mark.parametrize("name", CI_SCENARIOS)

@@ -1,9 +1,9 @@
 """A generated 5-peer compose project, brought up through testcontainers' DockerCompose, used
 from the host exactly as the README tour uses a local network (`--peer DIR`).
 
-Needs a Docker engine: scripts/containers.sh installs and starts one when none answers (and
-the fixture stops what it started), builds Compose v2 and the images. The tests skip only when
-the engine can't be made to run, with the set-up's reason.
+Needs a Docker engine (tests/containerfix.py: scripts/containers.sh installs and starts one
+when none answers, the fixture stops what it started; Compose v2 and the images are built).
+The tests skip only when the engine can't be made to run, with the set-up's reason.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos.compose import ComposeUnavailable, prepare_engine, prepare_images, stop_engine
 from mydrive.node.compose import ComposeProject, generate
+from tests.containerfix import docker_engine
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 PASSPHRASE = "compose passphrase 1"
@@ -27,18 +27,7 @@ REPLICATION_TIMEOUT_S = 60.0
 HEALTHY_TIMEOUT_S = 300.0
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[None]:
-    try:
-        started = prepare_engine()
-    except ComposeUnavailable as exc:
-        pytest.skip(f"no Docker engine can be made to run here: {exc}")
-    try:
-        prepare_images()
-        yield
-    finally:
-        if started:
-            stop_engine()
+engine = pytest.fixture(scope="module")(docker_engine)
 
 
 @pytest.fixture(scope="module")
@@ -184,19 +173,25 @@ def test_compose_get_survives_a_killed_replica(project: ComposeProject, tmp_path
                        timeout=60)
 
 
-@pytest.mark.xfail(strict=True, reason="a download job gets the host's absolute download path "
-                   "(mydrive/node/jobs_control.py submit_get); the pod's receiver writes it "
-                   "inside its container, so the file never reaches the host")
 def test_compose_get_as_a_job_of_the_pods_receiver_reaches_the_host(
         project: ComposeProject, tmp_path: Path) -> None:
-    """`get` without --local (a job of the pod's receiver) puts the file in the peer's
-    download directory as the host sees it."""
+    """`get` without --local (a job of the pod's receiver, through the control socket in the
+    peer directory) puts the file in the peer's download directory as the host sees it (the
+    receiver is handed its own path, /peer/downloads/…); a destination the pod can't see is
+    refused before anything is submitted, naming --local."""
     data = os.urandom(300_000)
     src = tmp_path / "job.bin"
     src.write_bytes(data)
     if mydrive(project, 0, "ls", "--user", "ann", check=False).returncode != 0:
         mydrive(project, 0, "user", "create", "--user", "ann")
     mydrive(project, 0, "put", "--user", "ann", str(src), "/job.bin")
-    mydrive(project, 0, "get", "--user", "ann", "/job.bin")
-    assert (project.peers[0].directory / "downloads" / "job.bin").read_bytes() == data
-
+    got = json.loads(mydrive(project, 0, "get", "--user", "ann", "/job.bin", "--json").stdout)
+    assert got["job_id"], got  # it was a job of the pod's receiver, not an in-process get
+    host_path = Path(got["path"])  # the peer's download directory (per user) on the host
+    assert host_path.is_relative_to(project.peers[0].directory / "downloads"), host_path
+    assert host_path.read_bytes() == data
+    outside = mydrive(project, 0, "get", "--user", "ann", "/job.bin", "--out",
+                      str(tmp_path / "elsewhere"), check=False)
+    assert outside.returncode == 2, outside.stderr
+    assert "--local" in outside.stderr and "container" in outside.stderr, outside.stderr
+    assert not (tmp_path / "elsewhere" / "job.bin").exists()
