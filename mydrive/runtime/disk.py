@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
+
+# fdatasync skips the timestamps fsync also writes; the data and the size (what a reader
+# needs) are made durable by both. Not on Windows or macOS: fsync there.
+_sync_data = getattr(os, "fdatasync", os.fsync)
+
+
+def sync_file(f: BinaryIO) -> None:
+    """Flush ``f`` and make its bytes durable."""
+    f.flush()
+    _sync_data(f.fileno())
 
 
 def fsync_dir(path: Path) -> None:
@@ -18,12 +29,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` durably, in place: its name is durable only after a sync
+    of its directory, and a crash meanwhile may leave it torn (callers make that harmless)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        sync_file(f)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so a crash leaves the old content or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    write_synced(tmp, data)
     os.replace(tmp, path)
     fsync_dir(path.parent)

@@ -6,7 +6,9 @@ Layout under the store root (see docs/chunk-store.md):
   incoming/<chunk id hex>.part       an upload in progress, segments written at their offsets
   incoming/<chunk id hex>.hdr        the header of that upload (to resume after a restart)
 The ``.chunk`` rename is the commit point: a crash at any moment leaves either no visible
-chunk or a complete, verified one. A committed chunk stays bound to the header (owner key,
+chunk or a complete, verified one (with its ``.meta``; a ``.chunk`` without one is a commit
+a crash cut short, never acknowledged, and is removed when the store opens).
+A committed chunk stays bound to the header (owner key,
 segments) it was committed with: storing it again under any other header is refused.
 
 Capacity counts committed chunks and every ``.part`` (its declared size, reserved by
@@ -34,7 +36,7 @@ from mydrive.errors import (
 from mydrive.formats.chunkheader import MAX_CHUNK_SIZE_BYTES, ChunkHeader
 from mydrive.formats.digest import Hasher, digest, digests_equal
 from mydrive.runtime.clock import Clock, SystemClock
-from mydrive.runtime.disk import atomic_write_bytes, fsync_dir
+from mydrive.runtime.disk import fsync_dir, sync_file, write_synced
 
 DEFAULT_PARTIAL_TTL_S = 3600.0
 STALE_SWEEP_INTERVAL_S = 60.0
@@ -56,7 +58,7 @@ class ChunkStore:
         self._incoming.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._busy: set[bytes] = set()
-        self._used_bytes = sum(p.stat().st_size for p in self._chunks.glob("*/*.chunk"))
+        self._used_bytes = _committed_bytes(self._chunks)
         self._partials = _partials_on_disk(self._incoming)  # chunk id -> reserved bytes
         self._next_sweep_s: float | None = None  # the first begin sweeps
 
@@ -262,7 +264,9 @@ class PendingChunk:
         else:
             with open(part, "wb") as f:
                 f.truncate(header.chunk_size_bytes)
-            atomic_write_bytes(hdr, json.dumps(header.to_json()).encode())
+            # Not synced: it only lets a later stream resume, and a torn or lost one makes
+            # that stream start afresh (held segments are re-verified against the header).
+            hdr.write_bytes(json.dumps(header.to_json()).encode())
         self._file = open(part, "rb+")  # noqa: SIM115 - closed in close()
 
     def _verify_existing(self, part: Path) -> set[int]:
@@ -298,15 +302,22 @@ class PendingChunk:
         return sorted(set(range(self.header.segment_count)) - self.held)
 
     def commit(self) -> None:
-        """Verify the whole chunk, fsync, and rename it into place (the commit point)."""
+        """Verify the whole chunk, make it durable and rename it into place (the commit point).
+
+        Three syncs per chunk: its data, its ``.meta`` (written in place: nothing reads a
+        ``.meta`` without its ``.chunk``), and one sync of the directory after the rename,
+        which makes both names durable at once. Only then does the caller acknowledge the
+        chunk. A crash before that directory sync may keep the rename and lose the
+        ``.meta``'s name: that ``.chunk`` was never acknowledged and ``_committed_bytes``
+        removes it when the store opens.
+        """
         if self.committed:
             return
         assert not self.missing()
         store, cid = self.store, self.header.chunk_id
         part = self._file
         assert part is not None
-        part.flush()
-        os.fsync(part.fileno())
+        sync_file(part)
         part.seek(0)
         hasher = Hasher()
         for block in iter(lambda: part.read(1024 * 1024), b""):
@@ -315,8 +326,10 @@ class PendingChunk:
             raise DataLoss("segments verified but the whole chunk does not match its id")
         part.close()
         final = store._chunk_path(cid)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(store._meta_path(cid), json.dumps(self.header.to_json()).encode())
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(final.parent.parent)  # the new directory's own name
+        write_synced(store._meta_path(cid), json.dumps(self.header.to_json()).encode())
         os.replace(store._part_path(cid), final)
         fsync_dir(final.parent)
         store._hdr_path(cid).unlink(missing_ok=True)
@@ -328,6 +341,18 @@ class PendingChunk:
         if self._file is not None and not self._file.closed:
             self._file.close()
         self.store._release(self.header.chunk_id)
+
+
+def _committed_bytes(chunks: Path) -> int:
+    """Bytes of the committed chunks under ``chunks``; drops each ``.chunk`` without a
+    ``.meta`` (a commit cut short by a crash, see ``PendingChunk.commit``)."""
+    total = 0
+    for path in chunks.glob("*/*.chunk"):
+        if path.with_suffix(".meta").exists():
+            total += path.stat().st_size
+        else:
+            path.unlink(missing_ok=True)
+    return total
 
 
 def _same_header(path: Path, header: ChunkHeader) -> bool:

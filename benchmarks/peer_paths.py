@@ -1,0 +1,167 @@
+"""A/B of the peer's own disk paths, without gRPC or TLS: receiving and serving chunks.
+
+    .venv/bin/python -m benchmarks.peer_paths --against HEAD~3 [--chunks 64] [--threads 4]
+
+``receive``: ``--threads`` streams at once each take ``--chunks / threads`` chunks of 4 MiB
+(16 segments of 256 KiB) through ``ReceiverSession`` (header, segments, round end = verify,
+fsync, commit) into a fresh chunk store under ``--work-dir``. ``serve``: the same chunks are
+read back segment by segment through ``ChunkServer._stream``'s store read. Each figure is
+MB/s of chunk bytes and CPU seconds (user + system of the process) per GiB.
+
+With ``--against REV`` the mydrive package of REV (``git archive``, no worktree) and that of
+the working tree are measured alternately, ``--rounds`` times each, so both see the same
+machine load; medians are printed side by side. Linux test-bed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+CHUNK_BYTES = 4 * MiB
+SEGMENT_BYTES = 256 * 1024
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _chunks(count: int) -> list[tuple[Any, list[bytes]]]:
+    from mydrive.formats.chunkheader import ChunkHeader
+    from mydrive.formats.digest import DIGEST_ALG, digest
+
+    out = []
+    for _ in range(count):
+        data = os.urandom(CHUNK_BYTES)
+        segments = [data[i:i + SEGMENT_BYTES] for i in range(0, CHUNK_BYTES, SEGMENT_BYTES)]
+        header = ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
+                             owner_public_key=b"\x01" * 32, chunk_size_bytes=CHUNK_BYTES,
+                             segment_size_bytes=SEGMENT_BYTES,
+                             segment_digests=tuple(digest(s) for s in segments))
+        out.append((header, segments))
+    return out
+
+
+def _in_threads(threads: int, work: list[Any], fn: Any) -> None:
+    slices = [work[i::threads] for i in range(threads)]
+    errors: list[BaseException] = []
+
+    def run(items: list[Any]) -> None:
+        try:
+            for item in items:
+                fn(item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            errors.append(exc)
+
+    ts = [threading.Thread(target=run, args=(s,)) for s in slices]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def measure(store_dir: Path, *, chunks: int, threads: int) -> dict[str, Any]:
+    """One measurement in this process, with whichever mydrive is importable."""
+    import mydrive
+    from mydrive.runtime.metrics import Metrics
+    from mydrive.storage.chunkstore import ChunkStore
+    from mydrive.storage.receiver import ReceiverSession
+
+    work = _chunks(chunks)
+    store = ChunkStore(store_dir, capacity_bytes=1 << 40)
+    metrics = Metrics()
+
+    def receive(item: tuple[Any, list[bytes]]) -> None:
+        header, segments = item
+        session = ReceiverSession(store, metrics)
+        try:
+            session.start(header)
+            for i, seg in enumerate(segments):
+                session.segment(i, seg)
+            assert session.end_round() == []
+        finally:
+            session.close()
+
+    def serve(item: tuple[Any, list[bytes]]) -> None:
+        header, segments = item
+        for i in range(header.segment_count):
+            assert len(store.read_segment(header.chunk_id, i)) == len(segments[i])
+
+    total = chunks * CHUNK_BYTES
+    doc: dict[str, Any] = {"mydrive": str(Path(mydrive.__file__).parent)}
+    for name, fn in (("receive", receive), ("serve", serve)):
+        cpu0, t0 = _cpu_s(), time.perf_counter()
+        _in_threads(threads, work, fn)
+        wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+        doc[name] = {"mb_s": round(total / wall / 1e6, 1),
+                     "cpu_s_per_gib": round(cpu / (total / (1024 * MiB)), 2)}
+    return doc
+
+
+def _child(source: Path, store_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
+                          "--store", str(store_dir), "--chunks", str(args.chunks),
+                          "--threads", str(args.threads)],
+                         env=env, capture_output=True, text=True, check=True, cwd=source)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--against", help="git revision to compare the working tree with")
+    p.add_argument("--chunks", type=int, default=64)
+    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--work-dir", type=Path, default=Path("/tmp"))
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.store, chunks=args.chunks, threads=args.threads)))
+        return 0
+    with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="peer-paths-") as tmp:
+        sources = {"working tree": ROOT}
+        if args.against:
+            old = Path(tmp) / "against"
+            old.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against,
+                                      "mydrive"], capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+            sources = {args.against: old, **sources}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
+        for r in range(args.rounds):
+            for name, source in sources.items():
+                store = Path(tmp) / f"store-{r}-{len(runs[name])}-{name.replace(' ', '_')}"
+                runs[name].append(_child(source, store, args))
+                subprocess.run(["rm", "-rf", str(store)], check=True)
+        print(f"{args.chunks} chunks of 4 MiB, {args.threads} threads, median of "
+              f"{args.rounds}; load average {os.getloadavg()[0]:.1f}")
+        print(f"{'source':>14} | receive MB/s | receive CPU s/GiB | serve MB/s | "
+              f"serve CPU s/GiB")
+        for name, docs in runs.items():
+            def med(kind: str, key: str, docs: list[dict[str, Any]] = docs) -> float:
+                return float(statistics.median(d[kind][key] for d in docs))
+            print(f"{name:>14} | {med('receive', 'mb_s'):12} | "
+                  f"{med('receive', 'cpu_s_per_gib'):17} | {med('serve', 'mb_s'):10} | "
+                  f"{med('serve', 'cpu_s_per_gib'):15}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
