@@ -50,6 +50,7 @@ from typing import Any
 
 from mydrive.errors import PeerUnavailable
 from mydrive.node import compose as generator
+from mydrive.node import peerset
 from mydrive.node.compose import ComposeProject
 from mydrive.node.peerdir import PeerDir
 
@@ -68,7 +69,7 @@ READY_TIMEOUT_S = 180.0  # a loaded 2-core machine starts 36 containers slowly
 STOP_TIMEOUT_S = 10
 HEALTH_INTERVAL_S = 2          # the pods' health checks (nginx, CouchDB: bash, cheap)
 SUBNET_POOL = ipaddress.ip_network("10.219.0.0/16")
-MAX_PEERS = generator.MAX_PEERS
+MAX_PEERS = peerset.MAX_PEERS
 
 
 class ComposeUnavailable(Exception):
@@ -174,8 +175,8 @@ class ComposeCluster:
     def __init__(self, home: Path, peers: int, *, seed: int, replicas: int = 2,
                  service_env: dict[str, str] | None = None,
                  peer_fault_plan: dict[str, Path] | None = None, **overrides: Any) -> None:
-        if not generator.MIN_PEERS <= peers <= MAX_PEERS:
-            raise ValueError(f"the compose backend needs {generator.MIN_PEERS} to {MAX_PEERS} "
+        if not peerset.MIN_PEERS <= peers <= MAX_PEERS:
+            raise ValueError(f"the compose backend needs {peerset.MIN_PEERS} to {MAX_PEERS} "
                              f"peers, got {peers}")
         self.home = home
         self.count = peers
