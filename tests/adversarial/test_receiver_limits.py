@@ -28,7 +28,6 @@ from mydrive.runtime.events import EventLog
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.receiver import ReceiverSession
-from mydrive.transport.codec import header_to_pb
 from mydrive.transport.grpc_client import GrpcTransport
 from mydrive.transport.wire import mydrive_pb2 as pb
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
