@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mydrive.crypto.keys import UserKeys
     from mydrive.engine.gc import GcReport
     from mydrive.errors import MydriveError
+    from mydrive.formats.filerecord import FileRecord
     from mydrive.node.jobs_control import JobView
 
 METRICS_TIMEOUT_S = 5.0
@@ -58,22 +59,96 @@ def _progress(label: str, total: int, enabled: bool) -> Iterator[Callable[[int],
 @user_option
 @click.argument("local", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("remote", required=False)
+@click.option("--detach", is_flag=True,
+              help="submit the upload to this peer's sender and print its job id")
+@click.option("--local", "in_process", is_flag=True,
+              help="upload in this process even when this peer's sender runs jobs")
 @json_option
 @fault_plan_option
-def put(peer_dir: Path, user: str, local: Path, remote: str | None, as_json: bool,
-        fault_plan: Path | None) -> None:
-    """Encrypt LOCAL and store it on other peers as REMOTE (default: /NAME)."""
+def put(peer_dir: Path, user: str, local: Path, remote: str | None, detach: bool,
+        in_process: bool, as_json: bool, fault_plan: Path | None) -> None:
+    """Encrypt LOCAL and store it on other peers as REMOTE (default: /NAME).
+
+    When this peer's sender runs (its control socket answers), the upload is a job there:
+    it survives this command being interrupted; the file document is signed here, or by
+    your next put, jobs --user or UI visit (docs/jobs.md)."""
+    from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, control_running
+
     with handle_errors(), session(peer_dir, user, faults=fault_hooks(fault_plan)) as (client,
                                                                                      keys):
         size = local.stat().st_size
+        # A fault plan is the test-bed's, for an upload in this process.
+        if not in_process and fault_plan is None and \
+                control_running(peer_dir, UPLOAD_SOCKET_NAME):
+            if _put_as_job(peer_dir, client, keys, local, remote, size, detach=detach,
+                           as_json=as_json):
+                return
+        elif detach:
+            from mydrive.errors import PeerUnavailable
+
+            raise PeerUnavailable("--detach needs this peer's sender running (no control "
+                                  "socket answers)")
         with _progress(f"put {local.name}", size, enabled=not as_json) as progress:
             record = client.put(keys, local, remote, progress=progress)
-        info = client.describe(keys, record)
+        _print_stored(client, keys, record, size, as_json)
+
+
+def _print_stored(client: PeerClient, keys: UserKeys, record: FileRecord, size: int,
+                  as_json: bool, job_id: str | None = None) -> None:
+    info = client.describe(keys, record)
+    if as_json:
+        print_json(info if job_id is None else {**info, "job_id": job_id})
+    else:
+        click.echo(f"stored {info['path']}: {size} bytes in {info['chunk_count']} chunks "
+                   f"on {len(info['chunks_per_peer'])} peers")
+
+
+def _put_as_job(peer_dir: Path, client: PeerClient, keys: UserKeys, local: Path,
+                remote: str | None, size: int, *, detach: bool, as_json: bool) -> bool:
+    """``put`` through this peer's sender: submit, follow, sign (or print the job id).
+    False when the sender does not see the file as this process does: upload here."""
+    from mydrive.errors import MydriveError, UnknownFile
+    from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, ControlClient
+    from mydrive.node.jobs_signing import finish_pending_uploads, finish_upload, submit_put
+
+    from .jobs import follow
+
+    control = ControlClient(peer_dir, socket_name=UPLOAD_SOCKET_NAME)
+    try:
+        finish_pending_uploads(client, keys, control)  # earlier uploads left to sign
+        try:
+            job_id, path = submit_put(client, keys, local, remote, control)
+        except UnknownFile as exc:
+            if detach:
+                raise
+            click.echo(f"note: {exc}; uploading in this process", err=True)
+            return False
+    finally:
+        control.close()
+    if detach:
         if as_json:
-            print_json(info)
+            print_json({"job_id": job_id, "path": path, "size_bytes": size})
         else:
-            click.echo(f"stored {info['path']}: {size} bytes in {info['chunk_count']} chunks "
-                       f"on {len(info['chunks_per_peer'])} peers")
+            click.echo(job_id)
+        return True
+    with _progress(f"put {local.name}", size, enabled=not as_json) as progress:
+        shown = [0]
+
+        def advance(view: JobView) -> None:
+            progress(view.bytes_done - shown[0])
+            shown[0] = view.bytes_done
+
+        view = follow(peer_dir, job_id, advance, socket_name=UPLOAD_SOCKET_NAME)
+    if view.finished:
+        raise _job_error(view.error, job_id) if view.error else MydriveError(
+            f"job {job_id} {view.state}")
+    control = ControlClient(peer_dir, socket_name=UPLOAD_SOCKET_NAME)
+    try:
+        record = finish_upload(client, keys, control, view) or client.find(keys, path)
+    finally:
+        control.close()
+    _print_stored(client, keys, record, size, as_json, job_id)
+    return True
 
 
 @click.command("ls")

@@ -1,9 +1,11 @@
-"""``mydrive jobs [--json]``, ``mydrive jobs cancel ID``, and ``get``'s job path.
+"""``mydrive jobs [--json]``, ``mydrive jobs cancel ID``, and following a job for ``get``
+and ``put``.
 
-A ``get`` goes to this peer's receiver as a download job whenever its Control socket answers
-(docs/jobs.md); otherwise, or with ``--local``, it runs in the CLI process as before. The
-user's passphrase and identity key stay in this process: only the file key and the signed
-delegation cross the local socket.
+A ``get`` goes to this peer's receiver as a download job, a ``put`` to its sender as an
+upload job, whenever that service's Control socket answers (docs/jobs.md); otherwise, or
+with ``--local``, it runs in the CLI process as before. The user's passphrase and identity
+key stay in this process: only file keys and signed delegations cross the local sockets, and
+an upload's file document is signed here.
 """
 
 from __future__ import annotations
@@ -35,15 +37,18 @@ def job_json(view: JobView, label: str | None = None) -> dict[str, Any]:
             "error": view.error, "created_ms": view.created_ms, "updated_ms": view.updated_ms}
 
 
-def follow(peer_dir: Path, job_id: str, on_progress: Callable[[JobView], None]) -> JobView:
-    """Poll a job until it finishes; ride out a receiver restart of up to RECONNECT_WAIT_S."""
+def follow(peer_dir: Path, job_id: str, on_progress: Callable[[JobView], None], *,
+           socket_name: str | None = None) -> JobView:
+    """Poll a job until it finishes (an upload: or awaits its owner's signature); ride out
+    a receiver (``socket_name``: sender) restart of up to RECONNECT_WAIT_S."""
     from mydrive.errors import MydriveError, PeerUnavailable
-    from mydrive.node.jobs_control import ControlClient
+    from mydrive.node.jobs_control import SOCKET_NAME, ControlClient
+    from mydrive.node.jobs_store import AWAITING_SIGNATURE
 
     lost_since: float | None = None
     while True:
         try:
-            control = ControlClient(peer_dir)
+            control = ControlClient(peer_dir, socket_name=socket_name or SOCKET_NAME)
             try:
                 view = control.job(job_id)
             finally:
@@ -54,52 +59,83 @@ def follow(peer_dir: Path, job_id: str, on_progress: Callable[[JobView], None]) 
                 raise
             lost_since = lost_since or time.monotonic()
             if time.monotonic() - lost_since > RECONNECT_WAIT_S:
-                raise PeerUnavailable(f"this peer's receiver stopped answering; job {job_id} "
+                raise PeerUnavailable(f"this peer's service stopped answering; job {job_id} "
                                       f"continues when it is back (mydrive jobs)") from exc
             time.sleep(1.0)
             continue
         on_progress(view)
-        if view.finished:
+        if view.finished or view.state == AWAITING_SIGNATURE:
             return view
         time.sleep(POLL_S)
 
 
-def _open(peer_dir: Path) -> Any:
+def _all_jobs(peer_dir: Path) -> list[JobView]:
+    from mydrive.errors import MydriveError
+
+    views: list[JobView] = []
+    errors: list[MydriveError] = []
+    for name in _socket_names():
+        try:
+            views.extend(_call(peer_dir, name, lambda c: c.jobs()))
+        except MydriveError as exc:  # that service is not running: list the other's
+            errors.append(exc)
+    if len(errors) == 2:
+        raise errors[0]
+    return sorted(views, key=lambda v: (v.created_ms, v.job_id))
+
+
+def _socket_names() -> tuple[str, str]:
+    from mydrive.node.jobs_control import SOCKET_NAME, UPLOAD_SOCKET_NAME
+
+    return SOCKET_NAME, UPLOAD_SOCKET_NAME
+
+
+def _call(peer_dir: Path, socket_name: str, fn: Callable[[Any], Any]) -> Any:
     from mydrive.node.jobs_control import ControlClient
 
-    return ControlClient(peer_dir)
+    control = ControlClient(peer_dir, socket_name=socket_name)
+    try:
+        return fn(control)
+    finally:
+        control.close()
 
 
-def _labels(peer_dir: Path, user: str | None, views: list[JobView]) -> dict[str, str | None]:
-    """Job id -> remote path for the logged-in user's jobs (asks the passphrase)."""
+def _labels(peer_dir: Path, user: str | None) -> tuple[list[JobView], dict[str, str | None]]:
+    """The jobs, after signing this user's uploads that wait for it; job id -> remote path
+    for the user's jobs (asks the passphrase). Without a user: the jobs, no names."""
     if not user:
-        return {}
-    from mydrive.node.jobs_control import open_label
+        return _all_jobs(peer_dir), {}
+    from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, control_running, open_label
+    from mydrive.node.jobs_signing import finish_pending_uploads
 
     from .users import session
 
-    with session(peer_dir, user) as (_, keys):
-        return {v.job_id: open_label(keys, v) for v in views}
+    with session(peer_dir, user) as (client, keys):
+        if control_running(peer_dir, UPLOAD_SOCKET_NAME):
+            for job_id, outcome in _call(peer_dir, UPLOAD_SOCKET_NAME,
+                                         lambda c: finish_pending_uploads(client, keys, c)):
+                if outcome not in ("signed", "stored"):
+                    click.echo(f"upload job {job_id} not signed: {outcome}", err=True)
+        views = _all_jobs(peer_dir)
+        labels = {v.job_id: open_label(keys, v) for v in views}
+    return views, labels
 
 
 @click.group(invoke_without_command=True)
 @peer_option
 @click.option("--user", "user", envvar="MYDRIVE_USER", default=None,
-              help="show this user's file names (asks the passphrase; or MYDRIVE_USER)")
+              help="show this user's file names and sign their stored uploads (asks the "
+                   "passphrase; or MYDRIVE_USER)")
 @json_option
 @click.pass_context
 def jobs(ctx: click.Context, peer_dir: Path, user: str | None, as_json: bool) -> None:
-    """This peer's download jobs: state, bytes done, errors."""
+    """This peer's jobs (downloads on its receiver, uploads on its sender): state, bytes
+    done, errors."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = peer_dir
         return
     with handle_errors():
-        control = _open(peer_dir)
-        try:
-            views = control.jobs()
-        finally:
-            control.close()
-        labels = _labels(peer_dir, user, views)
+        views, labels = _labels(peer_dir, user)
         if as_json:
             print_json({"jobs": [job_json(v, labels.get(v.job_id)) for v in views]})
             return
@@ -115,13 +151,22 @@ def jobs(ctx: click.Context, peer_dir: Path, user: str | None, as_json: bool) ->
 @json_option
 @click.pass_obj
 def jobs_cancel(peer_dir: Path, job_id: str, as_json: bool) -> None:
-    """Cancel job JOB_ID (queued: at once; running: at its next chunk)."""
+    """Cancel job JOB_ID (queued or awaiting a signature: at once; running: at its next
+    chunk)."""
+    from mydrive.errors import MydriveError, UnknownFile
+
     with handle_errors():
-        control = _open(peer_dir)
-        try:
-            view = control.cancel(job_id)
-        finally:
-            control.close()
+        view = None
+        first_error: MydriveError | None = None
+        for name in _socket_names():
+            try:
+                view = _call(peer_dir, name, lambda c: c.cancel(job_id))
+                break
+            except MydriveError as exc:
+                if not isinstance(exc, UnknownFile) and first_error is None:
+                    first_error = exc
+        if view is None:
+            raise first_error or UnknownFile(f"no job {job_id} on this peer")
         if as_json:
             print_json(job_json(view))
         else:

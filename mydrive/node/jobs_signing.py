@@ -9,11 +9,11 @@ is gone, the next ``mydrive put``, ``mydrive jobs --user`` or UI page of that us
 What the client checks before signing (a compromised own peer must not get it to sign a
 document it did not mean):
 
-* the job is this user's, and its **seal** (an HMAC of the file id under a key derived from
-  the user's master key, never published) matches: this user submitted an upload of that
-  file id; a file id known from public metadata alone does not pass;
-* the **name** opens with the user's name key bound to that file id (AES-GCM, AAD = file id):
-  the name of one upload can't be put on another upload's chunks;
+* the job is this user's, its label (the remote path sealed with the user's name key, as a
+  download job's) opens, and its **seal** matches: an HMAC of the file id and that path
+  under a key derived from the user's master key, never published. So this user submitted an
+  upload of that file id under that name: a file id known from public metadata does not
+  pass, and the name of one upload can't be put on another upload's chunks;
 * the **wrapped file key** unwraps under the user's key for that file id;
 * no document and no tombstone of that file id exist yet (a finished or deleted upload is not
   signed again), and the name is still free.
@@ -46,7 +46,7 @@ from mydrive.formats.chunkplan import ChunkPlan
 from mydrive.formats.filerecord import ChunkRecord, FileRecord, file_doc_id
 from mydrive.formats.tombstone import tomb_doc_id
 from mydrive.metadata.signed import verify_file
-from mydrive.node.jobs_control import ControlClient, JobView
+from mydrive.node.jobs_control import ControlClient, JobView, open_label, seal_label
 from mydrive.node.jobs_store import AWAITING_SIGNATURE
 from mydrive.node.jobs_upload import SourceFingerprint
 from mydrive.transport.wire import mydrive_pb2 as pb
@@ -58,10 +58,11 @@ FINAL_ERRORS = (DecryptionFailed, FileExists)
 log = logging.getLogger("mydrive.jobs")
 
 
-def upload_seal(keys: UserKeys, file_id: bytes) -> str:
-    """The owner's proof that it submitted an upload of ``file_id`` (hex HMAC-SHA256)."""
+def upload_seal(keys: UserKeys, file_id: bytes, path: str) -> str:
+    """The owner's proof that it submitted an upload of ``file_id`` as ``path`` (hex
+    HMAC-SHA256; the file id is fixed-length hex, so the two can't be split differently)."""
     return crypto.name_tag(crypto.hkdf_subkey(keys.master_key, SEAL_PURPOSE),
-                           f"upload-job:{file_id.hex()}")
+                           f"upload-job:{file_id.hex()}:{path}")
 
 
 def submit_put(client: PeerClient, keys: UserKeys, local: Path, remote_path: str | None,
@@ -81,9 +82,8 @@ def submit_put(client: PeerClient, keys: UserKeys, local: Path, remote_path: str
         inode=seen.inode, file_id=file_keys.file_id, file_key=file_keys.file_key,
         wrapped_file_key=file_keys.wrapped_file_key,
         owner_public_key=file_keys.owner_public_key,
-        label=crypto.encrypt_name(keys.name_key, canonical, client.random_bytes,
-                                  file_id=file_keys.file_id).hex(),
-        owner_id=keys.user_id, group=group, seal=upload_seal(keys, file_keys.file_id)))
+        label=seal_label(keys, canonical), owner_id=keys.user_id, group=group,
+        seal=upload_seal(keys, file_keys.file_id, canonical)))
     return job_id, canonical
 
 
@@ -112,13 +112,13 @@ def check_upload(keys: UserKeys, view: JobView, result: bytes) -> CheckedUpload:
         plan = ChunkPlan.from_json(d["plan"])
         chunks = tuple(ChunkRecord.from_json(c) for c in d["chunks"])
         transfer = dict(d.get("transfer", {}))
-        label = bytes.fromhex(view.label)
     except (KeyError, TypeError, ValueError, BadRequest) as exc:
         raise UntrustedMetadata(f"upload job {view.job_id}: malformed result: {exc}") from None
-    if not crypto.constant_time_equal(seal.encode(), upload_seal(keys, file_id).encode()):
+    path = open_label(keys, view)
+    if path is None or not crypto.constant_time_equal(
+            seal.encode(), upload_seal(keys, file_id, path).encode()):
         raise UntrustedMetadata(f"upload job {view.job_id} was not submitted by this user "
-                                f"(its seal does not match)")
-    path = crypto.decrypt_name(keys.name_key, label, file_id=file_id)
+                                f"for this file and name (its seal does not match)")
     unwrap_file_key(keys, file_id, wrapped)
     if len(chunks) != plan.chunk_count or any(c.index != i for i, c in enumerate(chunks)):
         raise UntrustedMetadata(f"upload job {view.job_id}: its chunks do not match its plan")

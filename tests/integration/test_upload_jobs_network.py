@@ -1,0 +1,148 @@
+"""Issue 17, uploads: `mydrive put` runs as a job on the owner's peer's sender, real peers.
+
+A 128 MiB put whose CLI is SIGKILLed mid-upload is stored by the sender and waits for its
+owner's signature; the next `mydrive jobs --user` signs it and shows it done; `get` returns
+it bit-identical. The sender SIGKILLed and restarted mid-job resumes it without sending the
+chunks its receivers already committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mydrive.errors import PeerUnavailable
+from mydrive.node import cluster
+from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, ControlClient, JobView
+from tests.integration.conftest import PASSPHRASE, LocalNetwork
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024 * 1024
+BIG_BYTES = 128 * MiB
+WAIT_S = 600.0
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sender(net: LocalNetwork) -> ControlClient:
+    return ControlClient(net.peer_dir(0), socket_name=UPLOAD_SOCKET_NAME)
+
+
+def _upload_ids(net: LocalNetwork) -> set[str]:
+    control = _sender(net)
+    try:
+        return {j.job_id for j in control.jobs()}
+    finally:
+        control.close()
+
+
+def _poll(net: LocalNetwork, job_id: str, until) -> JobView:
+    """Poll the sender's Control socket until ``until(view)``; a restart is ridden out."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            control = _sender(net)
+            try:
+                view = control.job(job_id)
+            finally:
+                control.close()
+        except PeerUnavailable:
+            time.sleep(0.2)
+            continue
+        if until(view):
+            return view
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not get there in {WAIT_S} s")
+
+
+def _running(view: JobView) -> bool:
+    return view.state != "queued" and (view.state != "running" or view.bytes_done > 0)
+
+
+def _stored(view: JobView) -> bool:
+    return view.state != "queued" and view.state != "running"
+
+
+def _jobs_as_user(net: LocalNetwork) -> dict[str, dict]:
+    """`mydrive jobs --json --user alice`: signs alice's stored uploads, then lists."""
+    return {j["job_id"]: j for j in net.json("jobs")["jobs"]}
+
+
+@pytest.fixture
+def upload_net(network_factory, tmp_path: Path):
+    net = network_factory(4)
+    net.mydrive("user", "create")
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        for _ in range(BIG_BYTES // (16 * MiB)):
+            f.write(os.urandom(16 * MiB))
+    return net, src
+
+
+def test_upload_job_survives_cli_sigkill_and_sender_restart(upload_net, tmp_path: Path) -> None:
+    net, src = upload_net
+    want = _sha256(src)
+    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
+           "MYDRIVE_PASSPHRASE": PASSPHRASE}
+    before = _upload_ids(net)
+    cli = subprocess.Popen([sys.executable, "-m", "mydrive", "put", str(src), "/big.bin"],
+                           env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not (_upload_ids(net) - before) and time.monotonic() < deadline:
+            assert cli.poll() is None, "put ended before its job appeared"
+            time.sleep(0.1)
+        (job_id,) = _upload_ids(net) - before
+        seen = _poll(net, job_id, _running)
+        os.kill(cli.pid, signal.SIGKILL)
+        assert seen.state == "running" and seen.bytes_done < seen.bytes_total, seen
+    finally:
+        cli.kill()
+        cli.wait()
+    stored = _poll(net, job_id, _stored)
+    assert (stored.state, stored.error) == ("awaiting_signature", ""), stored
+    assert "/big.bin" not in net.mydrive("ls").stdout  # not acknowledged before it is signed
+    done = _jobs_as_user(net)[job_id]
+    assert (done["kind"], done["state"], done["error"]) == ("upload", "done", ""), done
+    assert done["label"] == "/big.bin" and done["bytes_done"] == BIG_BYTES
+    net.mydrive("get", "/big.bin", "--out", str(tmp_path / "out"))
+    assert _sha256(tmp_path / "out" / "big.bin") == want
+    first_sent = json.loads(net.mydrive("inspect", "/big.bin", "--json").stdout)[
+        "transfer"]["upload"]["totals"]["segments_sent"]
+
+    # The sender SIGKILLed mid-job and restarted: queued again, the same chunks, and only
+    # what its receivers had not committed is sent again.
+    job_id = net.json("put", str(src), "/again.bin", "--detach")["job_id"]
+    seen = _poll(net, job_id, lambda v: _stored(v) or v.bytes_done >= BIG_BYTES // 4)
+    cluster.stop(net.home, only=["peer-0"], kinds=("sender",), hard=True)
+    assert seen.state == "running" and seen.bytes_done < seen.bytes_total, seen
+    cluster.start(net.home, only=["peer-0"])
+    stored = _poll(net, job_id, _stored)
+    assert (stored.state, stored.error) == ("awaiting_signature", ""), stored
+    resumed = stored.transfer or {}
+    print(f"segments sent: whole upload {first_sent}, resumed after the sender's SIGKILL at "
+          f"{seen.bytes_done // MiB} MiB: {resumed['totals']['segments_sent']}")
+    assert 0 < resumed["totals"]["segments_sent"] < first_sent * 0.9, (resumed, first_sent)
+    done = _jobs_as_user(net)[job_id]
+    assert (done["state"], done["error"]) == ("done", ""), done
+    net.mydrive("get", "/again.bin", "--out", str(tmp_path / "out"))
+    assert _sha256(tmp_path / "out" / "again.bin") == want
+    for job_file in (net.peer_dir(0) / "upload-jobs").glob("*.json"):
+        saved = json.loads(job_file.read_text())
+        assert saved["secrets"] is None and saved["source"] == "", job_file
