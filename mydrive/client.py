@@ -46,8 +46,8 @@ from mydrive.errors import (
     UntrustedMetadata,
     UserExists,
 )
-from mydrive.formats.digest import DIGEST_ALG
 from mydrive.formats.chunkplan import ChunkPlan
+from mydrive.formats.digest import DIGEST_ALG
 from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.formats.paths import local_destination, normalize_remote_path
 from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents
@@ -66,6 +66,7 @@ from mydrive.runtime.events import NO_EVENTS, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.runtime.metrics import Metrics
+from mydrive.runtime.private_files import user_download_dir
 from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import PeerAddress, Transport
 
@@ -299,7 +300,7 @@ class PeerClient:
             overwrite: bool = False,
             progress: Progress | None = None) -> tuple[Path, TransferLedger]:
         record = self.find(keys, remote_path)
-        base = out_dir if out_dir is not None else self.download_dir
+        base = out_dir if out_dir is not None else self.download_dir_of(keys)
         base.mkdir(parents=True, exist_ok=True)
         stored_path = self._decrypted_path(keys, record)
         destination = local_destination(base, stored_path)
@@ -312,6 +313,11 @@ class PeerClient:
                                events=self.events, progress=progress)
         self.note_bad_segments(keys.user_id, record, ledger)
         return destination, ledger
+
+    def download_dir_of(self, keys: UserKeys) -> Path:
+        """This user's own download directory (by user id, private; not shared with the
+        peer's other users)."""
+        return user_download_dir(self.download_dir, keys.user_id)
 
     def select(self, keys: UserKeys, remote_path: str, *,
                recursive: bool = False) -> list[tuple[str, FileRecord]]:

@@ -39,6 +39,7 @@ from mydrive.runtime.clock import Clock
 from mydrive.runtime.disk import fsync_dir
 from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
+from mydrive.runtime.private_files import create_private
 from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import PeerAddress, Transport
 from mydrive.transport.signed_fetch import FetchSigner, sign_fetch
@@ -91,7 +92,7 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
                                     record.plan.chunk_count, ciphertext)
 
     try:
-        with open(tmp, "wb") as out, executor(max_workers=settings.max_inflight_chunks,
+        with create_private(tmp) as out, executor(max_workers=settings.max_inflight_chunks,
                                               name="download") as pool:
             # A window of chunks in flight, written strictly in order: flat memory.
             window: deque[Future[bytes]] = deque()

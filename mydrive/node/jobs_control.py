@@ -405,7 +405,7 @@ def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: Co
     is signed here: the identity key never leaves this process.
     """
     record = client.find(keys, remote_path)
-    base = (out_dir if out_dir is not None else client.download_dir).resolve()
+    base = (out_dir if out_dir is not None else client.download_dir_of(keys)).resolve()
     destination = local_destination(base, normalize_remote_path(remote_path))
     peer_id, delegate_public_key = control.identity()
     now = client.clock.now_ms()

@@ -42,7 +42,7 @@ def files() -> str:
     return render_template("files.html", tree=tree, notice=NOTICES.get(
         request.args.get("notice", "")), basket=state.baskets.items(session.user_id),
         jobs=_recent_jobs(session)[:5],
-        download_dir=str(state.client.download_dir),
+        download_dir=str(state.client.download_dir_of(session.keys)),
         folder=request.args.get("folder", "/"), max_upload_bytes=state.settings.max_upload_bytes)
 
 
@@ -51,7 +51,7 @@ def basket_page() -> str:
     session = require_session()
     state = ui_state()
     return render_template("basket.html", basket=state.baskets.items(session.user_id),
-                           download_dir=str(state.client.download_dir))
+                           download_dir=str(state.client.download_dir_of(session.keys)))
 
 
 def _back(default: str = "/files") -> Response:
@@ -120,7 +120,7 @@ def basket_download() -> Response:
 
     job = state.jobs.submit(session.user_id, "download",
                             [JobFile(remote_path=p, size_bytes=s) for p, s in chosen.items()],
-                            fetch, target=str(client.download_dir))
+                            fetch, target=str(client.download_dir_of(session.keys)))
     state.baskets.clear(session.user_id)
     log.info("download job %s: %d file(s)", job.job_id, len(chosen))
     return redirect(f"/jobs/{job.job_id}", code=303)
@@ -132,8 +132,8 @@ def _recent_jobs(session: Session) -> list[Job]:
     jobs = state.jobs.of_user(session.user_id)
     if state.service_jobs is not None:
         try:
-            jobs += state.service_jobs.of_user(session.keys,
-                                               target=str(state.client.download_dir))
+            target = str(state.client.download_dir_of(session.keys))
+            jobs += state.service_jobs.of_user(session.keys, target=target)
         except MydriveError as exc:  # the receiver is down: show what this UI has
             log.info("receiver jobs unavailable: %s", type(exc).__name__)
     return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
@@ -147,8 +147,8 @@ def _find_job(session: Session, job_id: str) -> Job:
         if state.service_jobs is None:
             raise
         try:
-            return state.service_jobs.get(session.keys, job_id,
-                                          target=str(state.client.download_dir))
+            target = str(state.client.download_dir_of(session.keys))
+            return state.service_jobs.get(session.keys, job_id, target=target)
         except MydriveError:  # not there either, or no receiver: this UI doesn't know it
             raise unknown from None
 

@@ -196,7 +196,11 @@ def test_ui_upload_tree_and_basket_download_are_bit_identical(
     page.wait_for_url("**/jobs/*")
     memo["alice_job_url"] = page.url
     expect(page.locator("#job-state")).to_have_text("done", timeout=120_000)
-    download_dir = ui_network.peer(0).download_dir
+    client = open_client(ui_network.peer(0).root)
+    try:  # alice's own download directory, named by her user id
+        download_dir = ui_network.peer(0).download_dir / client.user_record(ALICE).user_id
+    finally:
+        client.close()
     expect(page.locator("#download-dir")).to_have_text(str(download_dir))
     for remote in originals:
         row = page.locator(f".job-file[data-path='{remote}']")

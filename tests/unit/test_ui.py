@@ -147,7 +147,8 @@ def test_ui_round_trip_upload_tree_basket_download(net: ClientNet) -> None:
                                        "kind": "folder"}).status_code == 303
     r = c.post("/basket/download", data={"csrf_token": tok})
     job = wait_job(c, r.headers["Location"].rsplit("/", 1)[1])
-    landed = net.dirs[0].download_dir / "docs" / "x" / "a.bin"
+    own = net.client(0).user_record("alice").user_id  # each user's own directory
+    landed = net.dirs[0].download_dir / own / "docs" / "x" / "a.bin"
     assert job["state"] == "done" and job["files"][0]["local_path"] == str(landed)
     assert landed.read_bytes() == data
     assert list((net.dirs[0].root / "tmp" / "ui-uploads").iterdir()) == []

@@ -31,7 +31,8 @@ def test_ui_basket_runs_on_receiver_and_survives_ui_restart(net: ClientNet) -> N
         group = r.headers["Location"].rsplit("/", 1)[1]
         assert [j.group for j in service.store.list()] == [group]
         job = wait_job(c, group)
-        landed = net.dirs[0].download_dir / "docs" / "a.bin"
+        own = net.client(0).user_record("alice").user_id  # each user's own directory
+        landed = net.dirs[0].download_dir / own / "docs" / "a.bin"
         assert job["state"] == "done" and job["files"][0]["local_path"] == str(landed)
         assert landed.read_bytes() == data
 
