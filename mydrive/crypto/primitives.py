@@ -345,6 +345,23 @@ def decrypt_chunk(
         raise failed from None
 
 
+def decrypt_chunk_into(
+    file_key: bytes, file_id: bytes, index: int, count: int, ciphertext: bytes | memoryview,
+    plaintext: memoryview,
+) -> None:
+    """``decrypt_chunk`` into ``plaintext`` (exactly 16 bytes shorter than ``ciphertext``),
+    so a caller can reuse one buffer; on failure its contents are unspecified."""
+    aad = chunk_aad(file_id, index, count)
+    if len(ciphertext) < TAG_BYTES or len(plaintext) != len(ciphertext) - TAG_BYTES:
+        raise DecryptionFailed(f"chunk {index} of {count} failed authentication (wrong key, "
+                               f"tampered or misplaced)")
+    try:
+        _aesgcm(file_key).decrypt_into(chunk_nonce(index), ciphertext, aad, plaintext)
+    except InvalidTag:
+        raise DecryptionFailed(f"chunk {index} of {count} failed authentication (wrong key, "
+                               f"tampered or misplaced)") from None
+
+
 def _name_format(file_id: bytes | None) -> tuple[int, bytes]:
     if file_id is None:
         return NAME_VERSION, NAME_AAD

@@ -13,6 +13,7 @@ may leave a ``*.part`` file in ``.mydrive-partial/``, never the destination).
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
@@ -84,24 +85,33 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
     tmp = partial_dir / (partial_name or f"{randomness.random_bytes(8).hex()}.part")
     note("download.start", file_id=record.file_id.hex(), chunk_count=record.plan.chunk_count)
 
-    def fetch_and_decrypt(chunk: ChunkRecord) -> bytes:
-        ciphertext = _fetch_chunk(chunk, signer=fetch_signer, peers=peers, transport=transport,
-                                  clock=clock, randomness=randomness, ledger=ledger,
-                                  settings=settings, note=note)
-        return crypto.decrypt_chunk(file_key, record.file_id, chunk.index,
-                                    record.plan.chunk_count, ciphertext)
+    buffers = _Buffers()
+    order = _ReplicaOrder()
+
+    def fetch_and_decrypt(chunk: ChunkRecord) -> memoryview:
+        ciphertext = buffers.take(chunk.size_bytes)
+        _fetch_chunk_into(ciphertext, chunk, signer=fetch_signer, peers=peers,
+                          transport=transport, clock=clock, randomness=randomness,
+                          ledger=ledger, settings=settings, note=note, order=order)
+        # No digest of the whole chunk here: every segment matched the signed record's
+        # digest, and AES-GCM's tag covers the whole chunk (a mismatch cannot decrypt).
+        plaintext = buffers.take(chunk.size_bytes - crypto.TAG_BYTES)
+        crypto.decrypt_chunk_into(file_key, record.file_id, chunk.index,
+                                  record.plan.chunk_count, ciphertext, plaintext)
+        buffers.give(ciphertext)
+        return plaintext
 
     try:
         with create_private(tmp) as out, executor(max_workers=settings.max_inflight_chunks,
                                               name="download") as pool:
             # A window of chunks in flight, written strictly in order: flat memory.
-            window: deque[Future[bytes]] = deque()
+            window: deque[Future[memoryview]] = deque()
             for chunk in record.chunks:
                 window.append(pool.submit(fetch_and_decrypt, chunk))
                 if len(window) >= settings.max_inflight_chunks:
-                    _write(out, window.popleft().result(), progress)
+                    _write(out, window.popleft().result(), progress, buffers)
             while window:
-                _write(out, window.popleft().result(), progress)
+                _write(out, window.popleft().result(), progress, buffers)
             if out.tell() != record.size_bytes:
                 raise DataLoss(f"reassembled {out.tell()} bytes, expected {record.size_bytes}")
             out.flush()
@@ -115,10 +125,62 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
     return ledger
 
 
-def _write(out: BinaryIO, plaintext: bytes, progress: Progress | None) -> None:
+def _write(out: BinaryIO, plaintext: memoryview, progress: Progress | None,
+           buffers: _Buffers) -> None:
     out.write(plaintext)
+    buffers.give(plaintext)
     if progress is not None:
         progress(len(plaintext))
+
+
+class _Buffers:
+    """Chunk-sized buffers a download reuses. A fresh 4 MiB object per segment list, joined
+    chunk and plaintext cost page faults on first touch and an unmap when freed, per chunk
+    (profiled: docs/benchmarks.md); these are allocated once. Never blocks: the window of
+    chunks in flight bounds how many are out, so the free list stays that short too."""
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> memoryview:
+        with self._lock:
+            for i, buf in enumerate(self._free):
+                if len(buf) >= size:
+                    del self._free[i]
+                    return memoryview(buf)[:size]
+        return memoryview(bytearray(size))[:size]
+
+    def give(self, view: memoryview) -> None:
+        """Back to the free list; the caller keeps no view of it."""
+        buf = view.obj
+        assert isinstance(buf, bytearray)
+        with self._lock:
+            self._free.append(buf)
+
+
+class _ReplicaOrder:
+    """The order a download asks a chunk's replicas in. A replica found unreachable is asked
+    last for every chunk that follows (still asked when no other can serve): a dead peer
+    costs one failed fetch per chunk in flight when it died, not one per chunk it holds.
+    Otherwise the record's order: placement ranks peers per chunk, so the chunks in flight
+    are already pulled from different peers at once."""
+
+    def __init__(self) -> None:
+        self._unreachable: set[str] = set()
+        self._lock = threading.Lock()
+
+    def order(self, chunk: ChunkRecord) -> list[str]:
+        with self._lock:
+            return sorted(chunk.replicas, key=lambda p: p in self._unreachable)  # stable
+
+    def unreachable(self, peer_id: str) -> None:
+        with self._lock:
+            self._unreachable.add(peer_id)
+
+    def reached(self, peer_id: str) -> None:
+        with self._lock:
+            self._unreachable.discard(peer_id)
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -135,10 +197,12 @@ def _segment_length(chunk: ChunkRecord, index: int) -> int:
 class _ChunkFetch:
     """What one chunk's fetch has so far: good segments, and what went wrong where."""
 
-    def __init__(self, chunk: ChunkRecord) -> None:
+    def __init__(self, chunk: ChunkRecord, into: memoryview) -> None:
+        assert len(into) == chunk.size_bytes
         self.chunk = chunk
         self.count = len(chunk.segment_digests)
-        self.got: dict[int, bytes] = {}
+        self.into = into  # good segments are copied to their place in the chunk
+        self.got: set[int] = set()
         self.problems: list[str] = []
         self.misbehaving: set[str] = set()
 
@@ -156,17 +220,25 @@ def fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerA
                 events: EventRecorder = NO_EVENTS) -> bytes:
     """One chunk's ciphertext, fetched with replica failover and checked segment by segment
     and whole: for a reader that streams a file instead of writing it (the SFTP face)."""
-    return _fetch_chunk(chunk, signer=keys.identity, peers=peers, transport=transport, clock=clock,
-                        randomness=randomness, ledger=ledger, settings=settings,
-                        note=ClockedEvents(events, clock))
+    ciphertext = bytearray(chunk.size_bytes)
+    _fetch_chunk_into(memoryview(ciphertext), chunk, signer=keys.identity, peers=peers,
+                      transport=transport, clock=clock, randomness=randomness, ledger=ledger,
+                      settings=settings, note=ClockedEvents(events, clock),
+                      order=_ReplicaOrder())
+    # Checked whole too: this ciphertext is handed on (a repair stores it) undecrypted.
+    if not digests_equal(digest(memoryview(ciphertext)), chunk.chunk_id):
+        raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
+    return bytes(ciphertext)
 
 
-def _fetch_chunk(chunk: ChunkRecord, *, signer: FetchSigner, peers: Mapping[str, PeerAddress],
-                 transport: Transport, clock: Clock, randomness: Randomness,
-                 ledger: TransferLedger, settings: TransferSettings,
-                 note: ClockedEvents) -> bytes:
-    state = _ChunkFetch(chunk)
-    to_ask = list(chunk.replicas)
+def _fetch_chunk_into(into: memoryview, chunk: ChunkRecord, *, signer: FetchSigner,
+                      peers: Mapping[str, PeerAddress], transport: Transport, clock: Clock,
+                      randomness: Randomness, ledger: TransferLedger,
+                      settings: TransferSettings, note: ClockedEvents,
+                      order: _ReplicaOrder) -> None:
+    """Fill ``into`` with the chunk's ciphertext, every segment checked against the record."""
+    state = _ChunkFetch(chunk, into)
+    to_ask = order.order(chunk)
     for attempt in range(settings.fetch_passes):
         if attempt > 0:
             note("download.pause", chunk=chunk.index,
@@ -174,7 +246,7 @@ def _fetch_chunk(chunk: ChunkRecord, *, signer: FetchSigner, peers: Mapping[str,
             clock.sleep(settings.fetch_retry_pause_s)
         to_ask = _fetch_pass(state, to_ask, attempt, signer=signer, peers=peers,
                              transport=transport, clock=clock, randomness=randomness,
-                             ledger=ledger, note=note)
+                             ledger=ledger, note=note, order=order)
         if not state.missing() or not to_ask:
             break
     missing = state.missing()
@@ -183,17 +255,12 @@ def _fetch_chunk(chunk: ChunkRecord, *, signer: FetchSigner, peers: Mapping[str,
                 f"replica ({'; '.join(state.problems) or 'bad data everywhere'})")
         # A replica that broke the protocol is what the user (or operator) must hear about.
         raise MisbehavingPeer(text) if state.misbehaving else DataLoss(text)
-    ciphertext = b"".join(state.got[i] for i in range(state.count))
-    state.got.clear()
-    if not digests_equal(digest(ciphertext), chunk.chunk_id):
-        raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
-    return ciphertext
 
 
 def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, signer: FetchSigner,
                 peers: Mapping[str, PeerAddress], transport: Transport, clock: Clock,
                 randomness: Randomness, ledger: TransferLedger,
-                note: ClockedEvents) -> list[str]:
+                note: ClockedEvents, order: _ReplicaOrder) -> list[str]:
     """Ask each replica in turn for what is still missing; returns the replicas worth asking
     again after a pause: the unreachable ones, and those that served a bad segment (damage in
     transit heals; a fresh nonce makes a fresh request). A misbehaving peer is not asked again."""
@@ -226,14 +293,17 @@ def _fetch_pass(state: _ChunkFetch, replicas: list[str], attempt: int, *, signer
             if isinstance(exc, MisbehavingPeer):
                 state.misbehaving.add(peer_id)
             elif isinstance(exc, PeerUnavailable):
+                order.unreachable(peer_id)
                 ask_again.append(peer_id)
             continue
+        order.reached(peer_id)
         if bad_segments:
             ask_again.append(peer_id)
     return ask_again
 
 
-def _receive(state: _ChunkFetch, peer_id: str, stream: Iterator[tuple[int, bytes]], *,
+def _receive(state: _ChunkFetch, peer_id: str,
+             stream: Iterator[tuple[int, bytes | memoryview]], *,
              wanted: set[int], ledger: TransferLedger, note: ClockedEvents) -> int:
     """Take the segments a replica streams; keep the good ones, stop at the first lie.
     Returns how many segments failed their digest."""
@@ -256,7 +326,9 @@ def _receive(state: _ChunkFetch, peer_id: str, stream: Iterator[tuple[int, bytes
         ledger.fetched(peer_id, chunk.index, index, len(data), good=good)
         note("download.segment", chunk=chunk.index, segment=index, peer=peer_id, good=good)
         if good:
-            state.got[index] = data
+            start = index * chunk.segment_size_bytes
+            state.into[start:start + expected] = data
+            state.got.add(index)
         else:
             bad_segments += 1
     if received != wanted:

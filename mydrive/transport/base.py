@@ -55,8 +55,10 @@ class Transport(Protocol):
         """What the peer holds of a chunk (resume); also the cheap "are you there" probe."""
         ...
 
-    def fetch(self, peer: PeerAddress, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
-        """Stream (segment index, data) of a chunk; the caller verifies every segment."""
+    def fetch(self, peer: PeerAddress, signed: SignedFetch
+              ) -> Iterator[tuple[int, bytes | memoryview]]:
+        """Stream (segment index, data) of a chunk; the caller verifies every segment (and
+        copies what it keeps: a view may be of the transport's own message)."""
         ...
 
     def delete_chunks(self, peer: PeerAddress, signed: SignedDelete) -> DeleteOutcome:

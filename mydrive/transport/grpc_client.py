@@ -23,10 +23,15 @@ from mydrive.formats.chunkheader import MAX_SEGMENT_SIZE_BYTES, ChunkHeader
 from mydrive.formats.peerdoc import tls_name
 from mydrive.transport.base import Held, PeerAddress
 from mydrive.transport.codec import header_to_pb
+from mydrive.transport.segment_frames import (
+    ROUND_END_MESSAGE,
+    as_is,
+    segment_from_message,
+    segment_message,
+)
 from mydrive.transport.signed_delete import DeleteOutcome, SignedDelete
 from mydrive.transport.signed_fetch import SignedFetch
 from mydrive.transport.status import error_from_rpc
-from mydrive.transport.store_frames import ROUND_END_MESSAGE, as_is, segment_message
 from mydrive.transport.wire import mydrive_pb2 as pb
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
@@ -39,6 +44,7 @@ CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),  # failover is the engine's job, not the channel's
 ]
 STORE_CHUNK_METHOD = "/mydrive.v1.Receiver/StoreChunk"
+FETCH_CHUNK_METHOD = "/mydrive.v1.Sender/FetchChunk"
 
 
 class GrpcTransport:
@@ -88,7 +94,7 @@ class GrpcTransport:
         return error_from_rpc(exc, peer_id)
 
     def open_store(self, peer: PeerAddress) -> _GrpcStoreSession:
-        # Requests go out as framed bytes (store_frames), so not through the stub's serializer.
+        # Requests go out as framed bytes (segment_frames), so not through the stub's serializer.
         store_chunk = self._channel(peer.receiver_address, peer.peer_id).stream_stream(
             STORE_CHUNK_METHOD, request_serializer=as_is,
             response_deserializer=pb.StoreAck.FromString)
@@ -106,13 +112,16 @@ class GrpcTransport:
             raise self._failed(peer.receiver_address, exc, peer.peer_id) from None
         return Held(indices=frozenset(reply.indices), committed=reply.committed)
 
-    def fetch(self, peer: PeerAddress, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
-        stub = pb_grpc.SenderStub(self._channel(peer.sender_address, peer.peer_id))
+    def fetch(self, peer: PeerAddress, signed: SignedFetch
+              ) -> Iterator[tuple[int, bytes | memoryview]]:
+        # Segments are read by segment_frames: the data is a view of gRPC's message, uncopied.
+        fetch_chunk = self._channel(peer.sender_address, peer.peer_id).unary_stream(
+            FETCH_CHUNK_METHOD, request_serializer=pb.SignedFetch.SerializeToString,
+            response_deserializer=segment_from_message)
         request = pb.SignedFetch(request=signed.request, signature=signed.signature,
                                  delegation=signed.delegation)
         try:
-            for segment in stub.FetchChunk(request, timeout=self.rpc_timeout_s):
-                yield segment.index, bytes(segment.data)
+            yield from fetch_chunk(request, timeout=self.rpc_timeout_s)
         except grpc.RpcError as exc:
             raise self._failed(peer.sender_address, exc, peer.peer_id) from None
 
