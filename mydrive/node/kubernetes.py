@@ -13,7 +13,8 @@ deployments can't drift apart (tests/unit/test_kubernetes_manifests.py compares 
 * compose's ``user`` is the container's ``runAsUser`` (the image's 10001); the pod's
   ``fsGroup`` makes the volumes theirs;
 * environment variables from the env file are Secret references (``peer-I-couchdb``);
-* the peer directory is a persistent volume (``volumeClaimTemplates``), seeded on every
+* the peer directory is a persistent volume (``volumeClaimTemplates``; the peer offers
+  ``CAPACITY_SHARE`` of it to the others as its ``capacity_bytes``), seeded on every
   start by a ``seed`` init container from the peer's Secrets (peer.json; its key and
   certificate as a ``kubernetes.io/tls`` Secret), so a renewed certificate is a Secret
   update and a restart; CouchDB's data is a second persistent volume;
@@ -84,6 +85,11 @@ _PEER_SOURCE = "@peer-directory"   # what pod_services mounts at /peer: here, th
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _ENV_SECRET = re.compile(r"\$\{(MYDRIVE_COUCHDB_USER|MYDRIVE_COUCHDB_PASSWORD_\d+)(:\?[^}]*)?\}")
 _DURATION = re.compile(r"(\d+)s")
+_QUANTITY = re.compile(r"([1-9][0-9]{0,8})(Mi|Gi|Ti)")
+_QUANTITY_UNIT = {"Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
+# The share of the peer volume this peer offers others (peer.json's capacity_bytes); the rest
+# is its own downloads, jobs, nginx's files and logs.
+CAPACITY_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,14 @@ class KubernetesProject:
 # ---- the pod, from compose's -------------------------------------------------------------
 def labels(peer: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "mydrive", "app.kubernetes.io/instance": peer}
+
+
+def volume_bytes(size: str, option: str) -> int:
+    """A volume size (``10Gi``) in bytes; only binary units, so it is exact."""
+    m = _QUANTITY.fullmatch(size)
+    if m is None:
+        raise BadRequest(f"{option} {size!r}: a size like 500Mi, 10Gi or 2Ti")
+    return int(m.group(1)) * _QUANTITY_UNIT[m.group(2)]
 
 
 def _b64(data: bytes) -> str:
@@ -360,6 +374,9 @@ def generate(out: Path, *, peers: int = DEFAULT_PEERS, namespace: str = DEFAULT_
                          f"digits and '-', at most 63)")
     if not all(_DNS_LABEL.fullmatch(part) for part in cluster_domain.split(".")):
         raise BadRequest(f"--cluster-domain {cluster_domain!r} is not a DNS name")
+    capacity = int(volume_bytes(storage, "--storage") * CAPACITY_SHARE)
+    volume_bytes(couchdb_storage, "--couchdb-storage")
+    overrides = {"capacity_bytes": capacity, **overrides}
     out = check_empty(out)
     out.mkdir(parents=True, exist_ok=True)
     image = image or image_tag()

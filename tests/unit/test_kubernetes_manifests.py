@@ -317,7 +317,8 @@ def test_pods_are_the_compose_peer_pod(generated: Any) -> None:
 
 def test_peers_dialed_at_their_service(generated: Any) -> None:
     """Each peer's host (its certificate, its peer document) is its own Service's DNS name
-    on the peer port, and every pod's register step introduces every peer."""
+    on the peer port, every pod's register step introduces every peer, and each peer offers
+    80% of its volume to the others."""
     from mydrive.node.peerdir import PeerDir
 
     project, docs = generated
@@ -328,6 +329,9 @@ def test_peers_dialed_at_their_service(generated: Any) -> None:
         assert json.loads(public[f"{p.name}.json"])["receiver_address"] == f"{p.host}:7443"
         svc = _by_kind(docs, "Service")[p.name]
         assert svc["spec"]["ports"][0]["port"] == cfg.nginx_port == 7443
+        claims = _by_kind(docs, "StatefulSet")[p.name]["spec"]["volumeClaimTemplates"]
+        assert claims[0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
+        assert cfg.capacity_bytes == int(0.8 * 10 * 1024**3), "offers 80% of its volume"
 
 
 def test_render_with_the_system_resolver_passes_nginx_t(generated: Any, tmp_path: Path) -> None:
@@ -360,7 +364,7 @@ def test_render_with_the_system_resolver_passes_nginx_t(generated: Any, tmp_path
 
 def test_kubernetes_cli_generate(tmp_path: Path) -> None:
     """`mydrive kubernetes generate --peers 4 OUT --json` writes the manifests and describes
-    them; a non-empty OUT and a bad namespace are refused (exit 2)."""
+    them; a non-empty OUT, a bad namespace and a bad size are refused (exit 2)."""
     def mydrive(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "mydrive", "kubernetes", "generate", *args],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -375,3 +379,6 @@ def test_kubernetes_cli_generate(tmp_path: Path) -> None:
     assert again.returncode == 2 and "not empty" in again.stderr
     bad = mydrive("--namespace", "My_NS", str(tmp_path / "other"))
     assert bad.returncode == 2 and "DNS label" in bad.stderr
+    bad = mydrive("--storage", "10GB", str(tmp_path / "other"))
+    assert bad.returncode == 2 and "--storage '10GB'" in bad.stderr
+    assert not (tmp_path / "other").exists()
