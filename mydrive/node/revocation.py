@@ -155,7 +155,7 @@ class PeerRevocations:
     def __init__(self, tls_dir: Path, ca_cert_pem: bytes) -> None:
         self.path = tls_dir / CRL_NAME
         self._ca_pem = ca_cert_pem
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._crl: RevocationList | None = None
         self._peer_ids: frozenset[str] = frozenset()
         self._refresh(first=True)
@@ -165,7 +165,9 @@ class PeerRevocations:
             stat = self.path.stat()
         except FileNotFoundError:
             return  # a peer directory from before revocation: nothing revoked
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        # install_crl replaces the file (a new inode), so a change shows even within one
+        # tick of a coarse file-system clock.
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:
             return
         try:
