@@ -21,9 +21,9 @@ this) are refused with a message saying so. Pure computation: nothing here write
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from mydrive.crypto.keys import USER_DOC_TYPE, UserRecord, user_id_for
 from mydrive.crypto.primitives import IdentityKey, constant_time_equal, verify_signature
@@ -100,36 +100,56 @@ def verify_user(doc_id: str, doc: Mapping[str, Any],
     return record
 
 
-def verify_file(doc_id: str, doc: Mapping[str, Any],
-                owner_key: bytes | None = None) -> FileRecord:
-    """The record of a valid file document (signed by ``owner_key`` if given)."""
+class _OwnedRecord(Protocol):
+    """What a file record and a tombstone both say about themselves."""
+
+    @property
+    def doc_id(self) -> str: ...
+    @property
+    def owner_id(self) -> str: ...
+    @property
+    def updated_ms(self) -> int: ...
+
+
+R = TypeVar("R", bound=_OwnedRecord)
+
+
+def _verify_owned(doc_id: str, doc: Mapping[str, Any], owner_key: bytes | None,
+                  parse: Callable[[Mapping[str, Any]], R], what: str) -> tuple[R, bytes]:
+    """A file or tombstone document: signed by the key of its ``owner_id``, naming itself."""
     signer = _signer(doc_id, doc)
     try:
-        record = FileRecord.from_doc(dict(doc))
+        record = parse(doc)
     except BadRequest as exc:
         raise UntrustedMetadata(f"{doc_id}: {exc}") from None
     if record.doc_id != doc_id:
-        raise UntrustedMetadata(f"{doc_id}: holds the document of {record.doc_id}")
+        raise UntrustedMetadata(f"{doc_id}: holds the {what} of {record.doc_id}")
     if record.owner_id != user_id_for(signer):
         raise UntrustedMetadata(f"{doc_id}: signed by a key that is not its owner's")
     _expect_owner(doc_id, signer, owner_key)
-    return record
+    return record, signer
+
+
+def _parse_file(doc: Mapping[str, Any]) -> FileRecord:
+    return FileRecord.from_doc(dict(doc))
+
+
+_OWNED_KINDS: dict[str, tuple[Callable[[Mapping[str, Any]], _OwnedRecord], str]] = {
+    FILE_DOC_TYPE: (_parse_file, "document"),
+    TOMB_DOC_TYPE: (Tombstone.from_doc, "tombstone"),
+}
+
+
+def verify_file(doc_id: str, doc: Mapping[str, Any],
+                owner_key: bytes | None = None) -> FileRecord:
+    """The record of a valid file document (signed by ``owner_key`` if given)."""
+    return _verify_owned(doc_id, doc, owner_key, _parse_file, "document")[0]
 
 
 def verify_tomb(doc_id: str, doc: Mapping[str, Any],
                 owner_key: bytes | None = None) -> Tombstone:
     """The tombstone of a valid tombstone document (signed by ``owner_key`` if given)."""
-    signer = _signer(doc_id, doc)
-    try:
-        tomb = Tombstone.from_doc(doc)
-    except BadRequest as exc:
-        raise UntrustedMetadata(f"{doc_id}: {exc}") from None
-    if tomb.doc_id != doc_id:
-        raise UntrustedMetadata(f"{doc_id}: holds the tombstone of {tomb.doc_id}")
-    if tomb.owner_id != user_id_for(signer):
-        raise UntrustedMetadata(f"{doc_id}: signed by a key that is not its owner's")
-    _expect_owner(doc_id, signer, owner_key)
-    return tomb
+    return _verify_owned(doc_id, doc, owner_key, Tombstone.from_doc, "tombstone")[0]
 
 
 def verify(doc_id: str, doc: Mapping[str, Any]) -> Verified:
@@ -138,14 +158,9 @@ def verify(doc_id: str, doc: Mapping[str, Any]) -> Verified:
     if kind == USER_DOC_TYPE:
         user = verify_user(doc_id, doc)
         return Verified(doc_id, kind, user.identity_public_key, user.user_id, user.updated_ms)
-    if kind == FILE_DOC_TYPE:
-        record = verify_file(doc_id, doc)
-        return Verified(doc_id, kind, read_signature(doc_id, doc).public_key,
-                        record.owner_id, record.updated_ms)
-    if kind == TOMB_DOC_TYPE:
-        tomb = verify_tomb(doc_id, doc)
-        return Verified(doc_id, kind, read_signature(doc_id, doc).public_key, tomb.owner_id,
-                        tomb.updated_ms)
+    if kind in _OWNED_KINDS:
+        record, signer = _verify_owned(doc_id, doc, None, *_OWNED_KINDS[kind])
+        return Verified(doc_id, kind, signer, record.owner_id, record.updated_ms)
     raise BadRequest(f"{doc_id}: documents of kind {kind!r:.40} are not owner-signed")
 
 
