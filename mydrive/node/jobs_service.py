@@ -62,7 +62,8 @@ def start_job_service(peer_root: Path, client: PeerClient,
                      new_id=lambda: os.urandom(8).hex(),
                      dir_name=UPLOAD_JOBS_DIR_NAME if upload else JOBS_DIR_NAME)
     key = delegate_key(peer_root)
-    runner = (UploadRunner if upload else JobRunner)(store, client, key)
+    runner = UploadRunner(store, client, key, peer_root=peer_root) if upload else \
+        JobRunner(store, client, key)
     servicer = ControlServicer(peer_id=client.peer_id, token=ensure_token(peer_root), key=key,
                                store=store, runner=runner, kind=kind,
                                verify_stored=signed_document_check(client) if upload else None)

@@ -15,6 +15,10 @@ reachable peers may plan differently; then all is sent again, and the first run'
 are orphans like any crashed upload's). A file that changed since it was submitted, or while
 it was read, fails the job with a message saying so (a mix of old and new bytes is never
 stored as the file).
+
+A source inside PEER_DIR/tmp/ is a temporary copy handed over by its submitter (the UI's
+uploads): the sender removes it once the job no longer needs it (stored, failed or
+cancelled), so it outlives the UI process that received it but not the job.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mydrive.client import PeerClient
+from mydrive.crypto.primitives import IdentityKey
 from mydrive.engine.upload import FileKeys, UploadResult, upload_file
 from mydrive.errors import BadRequest
 from mydrive.node.jobs_runner import JobRunner
-from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job
+from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobStore
+
+HANDED_OVER_DIR = "tmp"  # PEER_DIR/tmp/: sources there are the job's to remove
 
 log = logging.getLogger("mydrive.jobs")
 
@@ -97,6 +105,25 @@ def result_json(result: UploadResult, spec: UploadSpec) -> dict[str, Any]:
 class UploadRunner(JobRunner):
     """Runs the sender's queued upload jobs one at a time (the loop is JobRunner's)."""
 
+    def __init__(self, store: JobStore, client: PeerClient, key: IdentityKey, *,
+                 peer_root: Path | None = None) -> None:
+        super().__init__(store, client, key)
+        self.handed_over = (peer_root / HANDED_OVER_DIR).resolve() if peer_root else None
+
+    def _release_source(self, job: Job) -> None:
+        """Remove a handed-over temporary source (under PEER_DIR/tmp/) the job is done with."""
+        if self.handed_over is None or not job.source:
+            return
+        source = Path(job.source)
+        if source.resolve().is_relative_to(self.handed_over):
+            source.unlink(missing_ok=True)
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job.state == "queued":
+            self._release_source(job)
+        return super().cancel(job_id)
+
     def run_one(self, job: Job) -> Job:
         assert job.secrets is not None, "a queued job keeps its secrets"
         job = self.store.update(job.job_id, state="running", bytes_done=0, error="")
@@ -119,10 +146,12 @@ class UploadRunner(JobRunner):
                                    owner_public_key=spec.owner_public_key))
             check_unchanged(source, spec.fingerprint, "while it was being uploaded")
         except Exception as exc:  # a job's failure is recorded, never fatal to the service
+            self._release_source(job)
             return self._failed(job, exc)
         finally:
             with self._lock:
                 self._cancel.discard(job.job_id)
+        self._release_source(job)
         log.info("job %s stored; awaiting its owner's signature", job.job_id)
         return self.store.update(
             job.job_id, state=AWAITING_SIGNATURE, bytes_done=job.bytes_total,

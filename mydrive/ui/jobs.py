@@ -5,8 +5,10 @@ progress as JSON. Jobs belong to one user and are only shown to that user. Bound
 ``max_queued`` unfinished jobs in all, and at most ``max_per_user`` kept per user (the oldest
 finished ones are forgotten first). A crash of the UI process loses these jobs.
 
-When this peer's receiver runs jobs, a basket is downloaded by the receiver instead
-(``ServiceJobs``, docs/jobs.md): those jobs are kept by the peer and outlive the UI.
+When this peer's receiver runs jobs, a basket is downloaded by the receiver instead, and
+when its sender runs jobs, uploads are stored by the sender (``ServiceJobs``, docs/jobs.md):
+those jobs are kept by the peer and outlive the UI. An upload's file document is signed here,
+with the logged-in user's keys, when the user's pages next look at their jobs.
 """
 
 from __future__ import annotations
@@ -200,14 +202,17 @@ def _as_error(text: str) -> MydriveError:
 def _file_of(view: JobView, keys: UserKeys, target: str) -> JobFile:
     from mydrive.formats.paths import local_destination
     from mydrive.node.jobs_control import open_label
+    from mydrive.node.jobs_store import AWAITING_SIGNATURE
 
     remote_path = open_label(keys, view) or "(unreadable name)"
     local_path = ""
-    if view.state == "done" and target and remote_path.startswith("/"):
+    if view.kind == "download" and view.state == "done" and target and \
+            remote_path.startswith("/"):
         local_path = str(local_destination(Path(target), remote_path))
+    state = "running" if view.state == AWAITING_SIGNATURE else view.state  # signed next look
     item = JobFile(remote_path=remote_path, size_bytes=view.bytes_total,
                    done_bytes=min(view.bytes_done, view.bytes_total),
-                   state=view.state if view.state in ("queued", "running", "done") else "failed",
+                   state=state if state in ("queued", "running", "done") else "failed",
                    local_path=local_path)
     if item.state == "failed":
         problem = problem_for(_as_error(view.error or view.state))
@@ -217,9 +222,10 @@ def _file_of(view: JobView, keys: UserKeys, target: str) -> JobFile:
 
 
 class ServiceJobs:
-    """Basket downloads run as jobs by this peer's receiver (docs/jobs.md), shown as this
-    board's Jobs: one UI job per basket (the service jobs of one ``group``). They live in the
-    peer's jobs directory, so they outlive this UI process; nothing is kept here."""
+    """Basket downloads run as jobs by this peer's receiver and uploads run by its sender
+    (docs/jobs.md), shown as this board's Jobs: one UI job per basket or upload form (the
+    service jobs of one ``group``). They live in the peer's jobs directories, so they
+    outlive this UI process; nothing is kept here."""
 
     def __init__(self, peer_root: Path) -> None:
         self.peer_root = peer_root
@@ -228,6 +234,11 @@ class ServiceJobs:
         from mydrive.node.jobs_control import control_running
 
         return control_running(self.peer_root)
+
+    def uploads_available(self) -> bool:
+        from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, control_running
+
+        return control_running(self.peer_root, UPLOAD_SOCKET_NAME)
 
     def submit_basket(self, client: PeerClient, keys: UserKeys, paths: list[str], *,
                       overwrite: bool, group: str) -> None:
@@ -240,24 +251,66 @@ class ServiceJobs:
         finally:
             control.close()
 
-    def _views(self, user_id: str) -> list[JobView]:
-        from mydrive.node.jobs_control import ControlClient
+    def submit_uploads(self, client: PeerClient, keys: UserKeys,
+                       files: list[tuple[Path, str]], *, group: str) -> None:
+        """Hand (local file, remote path) pairs to the sender; the files are its to remove
+        (they are under PEER_DIR/tmp/: mydrive.node.jobs_upload). UnknownFile for the first
+        file: the sender does not see them (it runs in a container); nothing was handed."""
+        from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, ControlClient
+        from mydrive.node.jobs_signing import submit_put
 
-        control = ControlClient(self.peer_root)
+        control = ControlClient(self.peer_root, socket_name=UPLOAD_SOCKET_NAME)
         try:
-            return [v for v in control.jobs() if v.owner_id == user_id and v.group]
+            for n, (local, remote) in enumerate(files):
+                try:
+                    submit_put(client, keys, local, remote, control, group=group)
+                except MydriveError as exc:
+                    if n == 0 and isinstance(exc, UnknownFile):
+                        raise  # the sender does not see them: the caller uploads itself
+                    for rest, _ in files[n:]:  # not handed over: not the sender's to remove
+                        rest.unlink(missing_ok=True)
+                    raise
         finally:
             control.close()
 
-    def of_user(self, keys: UserKeys, *, target: str = "") -> list[Job]:
+    def _views(self, keys: UserKeys, client: PeerClient | None) -> list[JobView]:
+        """This user's grouped jobs of both services (either may be down); before listing,
+        the user's stored uploads are signed with the session's keys."""
+        from mydrive.node.jobs_control import SOCKET_NAME, UPLOAD_SOCKET_NAME, ControlClient
+        from mydrive.node.jobs_signing import finish_pending_uploads
+
+        views: list[JobView] = []
+        failures: list[MydriveError] = []
+        for name in (SOCKET_NAME, UPLOAD_SOCKET_NAME):
+            try:
+                control = ControlClient(self.peer_root, socket_name=name)
+            except MydriveError as exc:
+                failures.append(exc)
+                continue
+            try:
+                if name == UPLOAD_SOCKET_NAME and client is not None:
+                    for job_id, outcome in finish_pending_uploads(client, keys, control):
+                        log.info("upload job %s: %s", job_id, outcome.partition(":")[0])
+                views += [v for v in control.jobs() if v.owner_id == keys.user_id and v.group]
+            except MydriveError as exc:
+                failures.append(exc)
+            finally:
+                control.close()
+        if len(failures) == 2:
+            raise failures[0]
+        return views
+
+    def of_user(self, keys: UserKeys, *, target: str = "",
+                client: PeerClient | None = None) -> list[Job]:
         groups: dict[str, list[JobView]] = {}
-        for view in self._views(keys.user_id):
+        for view in self._views(keys, client):
             groups.setdefault(view.group, []).append(view)
         jobs = [self._job(keys, group, views, target) for group, views in groups.items()]
         return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
 
-    def get(self, keys: UserKeys, group: str, *, target: str = "") -> Job:
-        views = [v for v in self._views(keys.user_id) if v.group == group]
+    def get(self, keys: UserKeys, group: str, *, target: str = "",
+            client: PeerClient | None = None) -> Job:
+        views = [v for v in self._views(keys, client) if v.group == group]
         if not views:
             raise UnknownFile("no such transfer (it may have been forgotten)")
         return self._job(keys, group, views, target)
@@ -265,10 +318,12 @@ class ServiceJobs:
     @staticmethod
     def _job(keys: UserKeys, group: str, views: list[JobView], target: str) -> Job:
         user_id = keys.user_id
+        kind = views[0].kind
         files = [_file_of(v, keys, target)
                  for v in sorted(views, key=lambda v: (v.created_ms, v.job_id))]
         states = {f.state for f in files}
         state = ("done" if states == {"done"} else "queued" if states == {"queued"}
                  else "failed" if states <= {"done", "failed"} else "running")
-        return Job(job_id=group, user_id=user_id, kind="download", files=files,
-                   created_ms=min(v.created_ms for v in views), target=target, state=state)
+        return Job(job_id=group, user_id=user_id, kind=kind, files=files,
+                   created_ms=min(v.created_ms for v in views),
+                   target=target if kind == "download" else "", state=state)

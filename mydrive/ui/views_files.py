@@ -133,7 +133,8 @@ def _recent_jobs(session: Session) -> list[Job]:
     if state.service_jobs is not None:
         try:
             target = str(state.client.download_dir_of(session.keys))
-            jobs += state.service_jobs.of_user(session.keys, target=target)
+            jobs += state.service_jobs.of_user(session.keys, target=target,
+                                               client=state.client)
         except MydriveError as exc:  # the receiver is down: show what this UI has
             log.info("receiver jobs unavailable: %s", type(exc).__name__)
     return sorted(jobs, key=lambda j: j.created_ms, reverse=True)
@@ -148,7 +149,8 @@ def _find_job(session: Session, job_id: str) -> Job:
             raise
         try:
             target = str(state.client.download_dir_of(session.keys))
-            return state.service_jobs.get(session.keys, job_id, target=target)
+            return state.service_jobs.get(session.keys, job_id, target=target,
+                                          client=state.client)
         except MydriveError:  # not there either, or no receiver: this UI doesn't know it
             raise unknown from None
 
@@ -186,6 +188,24 @@ def upload() -> Any:
     for temp in temps.values():
         ui_request().temp_files().remove(temp)
     client = state.client
+    service = state.service_jobs
+    if service is not None and service.uploads_available():
+        # Renamed out of the temporary files' pattern so a UI restart does not delete them:
+        # the sender's jobs read them, and remove them when done (docs/jobs.md).
+        for remote, temp in list(temps.items()):
+            temps[remote] = temp.with_name(f"job-{os.urandom(8).hex()}")
+            os.replace(temp, temps[remote])
+        group = os.urandom(16).hex()
+        try:
+            service.submit_uploads(client, session.keys, [(t, r) for r, t in temps.items()],
+                                   group=group)
+        except UnknownFile:  # a sender that does not see this UI's files: upload here
+            pass
+        else:
+            log.info("upload job %s on this peer's sender: %d file(s)", group, len(temps))
+            if wants_json():
+                return jsonify({"job": group, "url": f"/jobs/{group}"})
+            return redirect(f"/jobs/{group}", code=303)
 
     def put(item: JobFile, progress: Progress) -> str:
         client.put(_keys(session), temps[item.remote_path], item.remote_path,
