@@ -3,9 +3,12 @@
     python -m benchmarks.client_ab --tree A=/tmp/base --tree B=. [--size-mib 256] [--runs 3]
 
 One 5-peer TLS network (R = 2) is started from this tree (the peer side is the same for
-every variant); each variant's ``mydrive put`` and ``mydrive get --local`` (the download in
-the CLI process, so the engine measured is the variant's) run with ``PYTHONPATH`` at its
-tree. Runs alternate A, B, A, B, ... so both see the same load; medians of wall time,
+every variant); each variant's ``mydrive put --local`` and ``get --local`` (the transfer in
+the CLI process, not as a job of the peer's services, so the engine measured is the
+variant's) run with ``PYTHONPATH`` at its tree, from a directory holding no ``mydrive/``
+(``python -m`` puts the working directory first). Run it the same way:
+``cd /tmp && PYTHONPATH=PEER_TREE:/work/main python -m benchmarks.client_ab ...``; the
+network runs PEER_TREE's code. Runs alternate A, B, A, B, ... so both see the same load; medians of wall time,
 client CPU (wait4) and client peak RSS are printed as JSON. ``--failover`` adds a get during
 which the sender of the peer holding most of the file is killed a third of the way through
 (restarted by ``cluster up`` afterwards). Linux only, like the rest of the suite.
@@ -80,7 +83,7 @@ def main() -> None:
                 _make_file(src, args.size_mib)  # fresh bytes every time
                 env = _env(net, tree)
                 remote = f"/ab/{name}-{run}"
-                put = run_measured(net.put_args(src, remote), env=env)
+                put = run_measured([*net.put_args(src, remote), "--local"], env=env)
                 out = work / f"out-{name}"
                 subprocess.run(["rm", "-rf", str(out)], check=False)
                 get = run_measured([*net.get_args(remote, out), "--local"], env=env)

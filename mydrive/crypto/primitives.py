@@ -329,6 +329,17 @@ def encrypt_chunk(
     return _aesgcm(file_key).encrypt(chunk_nonce(index), plaintext, aad)
 
 
+def encrypt_chunk_into(
+    file_key: bytes, file_id: bytes, index: int, count: int, plaintext: bytes | memoryview,
+    ciphertext: memoryview,
+) -> None:
+    """``encrypt_chunk`` into ``ciphertext`` (exactly 16 bytes longer than ``plaintext``),
+    so a caller can reuse one buffer."""
+    aad = chunk_aad(file_id, index, count)
+    assert len(ciphertext) == len(plaintext) + TAG_BYTES
+    _aesgcm(file_key).encrypt_into(chunk_nonce(index), plaintext, aad, ciphertext)
+
+
 def decrypt_chunk(
     file_key: bytes, file_id: bytes, index: int, count: int, ciphertext: bytes | memoryview
 ) -> bytes:

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys, unwrap_file_key
 from mydrive.engine.accounting import TransferLedger
+from mydrive.engine.buffers import ChunkBuffers
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import (
     ChunkNotFound,
@@ -85,7 +86,7 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
     tmp = partial_dir / (partial_name or f"{randomness.random_bytes(8).hex()}.part")
     note("download.start", file_id=record.file_id.hex(), chunk_count=record.plan.chunk_count)
 
-    buffers = _Buffers()
+    buffers = ChunkBuffers()
     order = _ReplicaOrder()
 
     def fetch_and_decrypt(chunk: ChunkRecord) -> memoryview:
@@ -126,37 +127,11 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
 
 
 def _write(out: BinaryIO, plaintext: memoryview, progress: Progress | None,
-           buffers: _Buffers) -> None:
+           buffers: ChunkBuffers) -> None:
     out.write(plaintext)
     buffers.give(plaintext)
     if progress is not None:
         progress(len(plaintext))
-
-
-class _Buffers:
-    """Chunk-sized buffers a download reuses. A fresh 4 MiB object per segment list, joined
-    chunk and plaintext cost page faults on first touch and an unmap when freed, per chunk
-    (profiled: docs/benchmarks.md); these are allocated once. Never blocks: the window of
-    chunks in flight bounds how many are out, so the free list stays that short too."""
-
-    def __init__(self) -> None:
-        self._free: list[bytearray] = []
-        self._lock = threading.Lock()
-
-    def take(self, size: int) -> memoryview:
-        with self._lock:
-            for i, buf in enumerate(self._free):
-                if len(buf) >= size:
-                    del self._free[i]
-                    return memoryview(buf)[:size]
-        return memoryview(bytearray(size))[:size]
-
-    def give(self, view: memoryview) -> None:
-        """Back to the free list; the caller keeps no view of it."""
-        buf = view.obj
-        assert isinstance(buf, bytearray)
-        with self._lock:
-            self._free.append(buf)
 
 
 class _ReplicaOrder:

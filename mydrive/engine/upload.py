@@ -19,6 +19,7 @@ from typing import BinaryIO
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys, wrap_file_key
 from mydrive.engine.accounting import TransferLedger
+from mydrive.engine.buffers import ChunkBuffers
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import (
     BadRequest,
@@ -88,7 +89,7 @@ class FileKeys:
 class _EncryptedChunk:
     index: int
     header: ChunkHeader
-    ciphertext: bytes
+    ciphertext: memoryview  # a reused buffer (ChunkBuffers), given back after the last replica
 
 
 class _ChunkJob:
@@ -190,6 +191,7 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
     # Chunks read and encrypted but not yet stored on all their replicas: memory is bounded
     # by this and nothing else, so no structure may keep a finished chunk alive.
     inflight = threading.BoundedSemaphore(settings.max_inflight_chunks)
+    buffers = ChunkBuffers()
     failures: list[BaseException] = []  # the first failure of any replica; at most one
     lock = threading.Lock()
 
@@ -222,7 +224,10 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
                     failures.append(exc)
         finally:
             if last:
-                job.chunk = None  # the ciphertext goes now, not when the upload ends
+                # The ciphertext goes now, not when the upload ends: its buffer serves the
+                # next chunk (transports were handed copies of its segments).
+                buffers.give(chunk.ciphertext)
+                job.chunk = None
                 inflight.release()
 
     def store_with_failover(chunk: _EncryptedChunk, peer_id: str, slot: int) -> None:
@@ -262,7 +267,8 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
                 break
             try:
                 job = _ChunkJob(_encrypt_chunk(f, plan, index, file_id, file_key,
-                                               owner_public_key, settings), settings.replicas)
+                                               owner_public_key, settings, buffers),
+                                settings.replicas)
             except BaseException:
                 inflight.release()
                 raise
@@ -320,13 +326,17 @@ def _reachable(peers: list[PeerInfo], transport: Transport, timeout_s: float,
 
 
 def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, file_key: bytes,
-                   owner_public_key: bytes, settings: TransferSettings) -> _EncryptedChunk:
+                   owner_public_key: bytes, settings: TransferSettings,
+                   buffers: ChunkBuffers) -> _EncryptedChunk:
     start, end = plan.chunk_range(index)
     f.seek(start)
-    plaintext = f.read(end - start)
-    if len(plaintext) != end - start:
+    plaintext = buffers.take(end - start)
+    if _read_into(f, plaintext) != end - start:
         raise BadRequest("the file changed size while it was being uploaded")
-    ciphertext = crypto.encrypt_chunk(file_key, file_id, index, plan.chunk_count, plaintext)
+    ciphertext = buffers.take(end - start + GCM_TAG_BYTES)
+    crypto.encrypt_chunk_into(file_key, file_id, index, plan.chunk_count, plaintext,
+                              ciphertext)
+    buffers.give(plaintext)
     seg_digests = tuple(digest(ciphertext[a:b])
                         for a, b in segment_ranges(len(ciphertext), settings.segment_size_bytes))
     header = ChunkHeader(chunk_id=digest(ciphertext), digest_alg=DIGEST_ALG,
@@ -335,6 +345,17 @@ def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, fil
                          segment_size_bytes=settings.segment_size_bytes,
                          segment_digests=seg_digests)
     return _EncryptedChunk(index=index, header=header, ciphertext=ciphertext)
+
+
+def _read_into(f: BinaryIO, into: memoryview) -> int:
+    """Fill ``into`` from ``f``; the bytes read (fewer only at the end of the file)."""
+    done = 0
+    while done < len(into):
+        n = f.readinto(into[done:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        done += n
+    return done
 
 
 def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
@@ -359,8 +380,9 @@ def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
                 for i in indices:
                     a, b = header.segment_range(i)
                     data = faults.upload_segment(
-                        chunk.ciphertext[a:b], chunk_id=header.chunk_id, chunk_index=chunk.index,
-                        segment_index=i, replica=slot, peer_id=peer.peer_id, attempt=attempt)
+                        bytes(chunk.ciphertext[a:b]), chunk_id=header.chunk_id,
+                        chunk_index=chunk.index, segment_index=i, replica=slot,
+                        peer_id=peer.peer_id, attempt=attempt)
                     ledger.sent(peer.peer_id, chunk.index, i, b - a, resend=attempt > 0)
                     note("upload.sent", chunk=chunk.index, segment=i, peer=peer.peer_id,
                          attempt=attempt)
