@@ -27,12 +27,20 @@ import pytest
 
 from mydrive.client import PeerClient
 from mydrive.crypto import primitives as crypto
+from mydrive.engine.durability import DurabilitySettings
 from mydrive.errors import BadRequest, PeerUnavailable, PermissionDenied
 from mydrive.formats.peerdoc import PeerDocument
 from mydrive.node import cluster
 from mydrive.node.local_client import open_client
 from mydrive.node.peerdir import PeerDir, init_peer, peer_document
-from mydrive.node.pki import init_network, load_network, revocations, signer, tls_files
+from mydrive.node.pki import (
+    init_network,
+    load_network,
+    network_trust,
+    revocations,
+    signer,
+    tls_files,
+)
 from mydrive.node.revocation import CRL_NAME, install_crl, revoke
 from mydrive.node.serve import build_server
 from mydrive.runtime.metrics import Metrics
@@ -132,7 +140,7 @@ def test_grpc_client_neither_uploads_to_nor_downloads_from_revoked_peer(
     (here the revoked one's document still counts, as on a reader that has not looked
     again): a download that lists it as a chunk's first replica fetches from the next one
     instead, an upload that places chunks on it stores them elsewhere; neither sends it a
-    byte. The control: before the revocation it served fetches, and a transport without the
+    byte; ``check --repair --dead-after-s 0`` moves its replicas to other peers. The control: before the revocation it served fetches, and a transport without the
     list stores chunks on it."""
     owner = served.peers[0]
     client, keys = _owner(served)
@@ -147,8 +155,8 @@ def test_grpc_client_neither_uploads_to_nor_downloads_from_revoked_peer(
         _revoke(tmp_path, revoked, owner)
         # As a reader that still counts the revoked peer's document: only the transport's
         # own check stands between the engine and that peer.
-        client.peer_trust = crypto.CertificateTrust(tls_files(owner.tls_dir).ca_cert
-                                                    .read_bytes())
+        unlisted = crypto.CertificateTrust(tls_files(owner.tls_dir).ca_cert.read_bytes())
+        client.peer_trust = unlisted
         assert revoked_id in {p.peer_id for p in client.known_peers()}
         fetched = served.fetches_from(revoked)
         path, _ = client.get(keys, "/f.bin", out_dir=tmp_path / "after")
@@ -160,8 +168,20 @@ def test_grpc_client_neither_uploads_to_nor_downloads_from_revoked_peer(
         assert all(revoked_id not in c.replicas for c in stored.chunks)
         assert served.chunks_on(revoked) == held
 
+        # With the list in force for readers too, the revoked peer's replicas are
+        # unreachable, and a repair that treats unreachable as dead at once (check --repair
+        # --dead-after-s 0) moves them to other peers.
+        client.peer_trust = network_trust(owner.tls_dir)
+        client.check(keys, "/f.bin", repair=True,
+                     settings=DurabilitySettings(dead_after_s=0, min_failed_probes=1))
+        repaired = client.find(keys, "/f.bin")
+        assert all(revoked_id not in c.replicas and len(c.replicas) == 2
+                   for c in repaired.chunks)
+        assert served.chunks_on(revoked) == held
+
         # The control: the same client with a transport that does not know the list does
         # put chunks on the revoked peer (it is one of the five it spreads them over).
+        client.peer_trust = unlisted
         client.transport.close()
         client.transport = GrpcTransport(rpc_timeout_s=10, tls=tls_files(owner.tls_dir).read())
         unchecked = client.put(keys, random_file(tmp_path / "h.bin", 600_000), "/h.bin")
