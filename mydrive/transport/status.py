@@ -1,8 +1,12 @@
 """Mapping between mydrive errors and gRPC status codes, both ways.
 
 The error's class name travels in trailing metadata so the caller re-raises the precise
-class (WrongPassphrase vs PermissionDenied, say); the status code alone stays meaningful
-to any other gRPC client.
+class (PeerBusy vs TooLarge, say); the status code alone stays meaningful to any other gRPC
+client. Another peer is not trusted to name the class: it may only name what a peer can mean
+about a request it served (PEER_ERRORS). A class only the user's own side can mean
+(WrongPassphrase, UnknownUser, FileExists, ...) named by a peer is a lie about the user,
+and becomes MisbehavingPeer, so the engine fails over instead of blaming the user. Only this
+peer's own control socket (``trusted=True``) may name any class.
 """
 
 from __future__ import annotations
@@ -30,6 +34,15 @@ _BY_NAME: dict[str, type[errors.MydriveError]] = {
 }
 
 
+# What a storage peer may say about a request it served. A class a peer legitimately raises
+# must be listed here, or callers hear MisbehavingPeer instead.
+PEER_ERRORS: frozenset[type[errors.MydriveError]] = frozenset({
+    errors.TooLarge, errors.PeerBusy, errors.BadRequest, errors.PermissionDenied,
+    errors.ChunkNotFound, errors.DataLoss, errors.Conflict, errors.PeerUnavailable,
+    errors.MisbehavingPeer,
+})
+
+
 def code_for(exc: errors.MydriveError) -> grpc.StatusCode:
     for cls, code in _CODES:
         if isinstance(exc, cls):
@@ -43,8 +56,10 @@ def abort(context: grpc.ServicerContext, exc: errors.MydriveError) -> None:
     context.abort(code_for(exc), str(exc))
 
 
-def error_from_rpc(exc: grpc.RpcError, peer: str) -> errors.MydriveError:
-    """Turn a failed call into the mydrive error the remote peer meant."""
+def error_from_rpc(exc: grpc.RpcError, peer: str, *,
+                   trusted: bool = False) -> errors.MydriveError:
+    """Turn a failed call into the mydrive error the remote peer meant, as far as a peer
+    can mean it (any class only if ``trusted``: this peer's own services)."""
     code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(code)
     name = None
@@ -53,7 +68,11 @@ def error_from_rpc(exc: grpc.RpcError, peer: str) -> errors.MydriveError:
             if key == ERROR_CLASS_KEY:
                 name = value
     if name in _BY_NAME:
-        return _BY_NAME[str(name)](f"peer {peer}: {details}")
+        cls = _BY_NAME[str(name)]
+        if trusted or cls in PEER_ERRORS:
+            return cls(f"peer {peer}: {details}")
+        return errors.MisbehavingPeer(f"peer {peer} answered {name}, which no peer can "
+                                      f"mean: {details}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                 grpc.StatusCode.CANCELLED):
         return errors.PeerUnavailable(f"peer {peer} unreachable: {details}")
