@@ -19,8 +19,10 @@ deployments can't drift apart (tests/unit/test_kubernetes_manifests.py compares 
   certificate as a ``kubernetes.io/tls`` Secret), so a renewed certificate is a Secret
   update and a restart; CouchDB's data is a second persistent volume;
 * ``register`` reads every peer's public document from the ConfigMap ``public-peers``;
-  CouchDB's port file is the ConfigMap ``couchdb-config`` (it listens on the pod's
-  loopback only: nginx, the only listener others reach, is in the same pod);
+  CouchDB's port file is the ConfigMap ``couchdb-config``, copied by ``seed`` into the
+  writable ``etc/local.d`` (an emptyDir; the image's entrypoint chowns it and writes its
+  admin there): CouchDB listens on the pod's loopback only (nginx, the only listener
+  others reach, is in the same pod);
 * render adds ``--resolver system``: nginx asks the cluster's DNS (the pod's
   /etc/resolv.conf) instead of Docker's.
 
@@ -79,6 +81,7 @@ GOVERNING_SERVICE = "peers"
 PUBLIC_CONFIG = "public-peers"
 COUCHDB_CONFIG = "couchdb-config"
 COUCHDB_INI = "10-mydrive.ini"
+COUCHDB_LOCAL_D = "couchdb-local-d"   # CouchDB's etc/local.d: the ConfigMap's file, copied
 PEER_VOLUME = "peer"
 COUCHDB_VOLUME = "couchdb-data"
 _PEER_SOURCE = "@peer-directory"   # what pod_services mounts at /peer: here, the volume
@@ -160,9 +163,8 @@ def _mount(volume: str, peer: str) -> dict[str, Any]:
         return {"name": PEER_VOLUME, "mountPath": target}
     if source == f"couchdb-{peer}":
         return {"name": COUCHDB_VOLUME, "mountPath": target}
-    if source == f"./couchdb/{peer}":  # one file: the entrypoint writes local.d/docker.ini
-        return {"name": COUCHDB_CONFIG, "mountPath": f"{target}/{COUCHDB_INI}",
-                "subPath": COUCHDB_INI, "readOnly": True}
+    if source == f"./couchdb/{peer}":  # writable: CouchDB's entrypoint chowns it, adds an ini
+        return {"name": COUCHDB_LOCAL_D, "mountPath": target}
     if source == f"./{PUBLIC_DIR}":
         return {"name": PUBLIC_CONFIG, "mountPath": target, **read_only}
     raise AssertionError(f"compose volume {volume} has no Kubernetes translation")
@@ -219,7 +221,8 @@ def _role(peer: str, service: str) -> str:
 
 def seed_container(image: str) -> dict[str, Any]:
     """Copies the peer's Secrets into its volume, 0600, on every start (Secret updates
-    take effect on the next restart; everything else in the volume is left alone)."""
+    take effect on the next restart; everything else in the volume is left alone), and
+    CouchDB's port file into its etc/local.d."""
     script = "\n".join([
         "set -eu",
         f"install -d -m 0700 {PEER_MOUNT}/tls {PEER_MOUNT}/store {PEER_MOUNT}/downloads "
@@ -227,11 +230,15 @@ def seed_container(image: str) -> dict[str, Any]:
         f"install -m 0600 /seed/peer.json {PEER_MOUNT}/peer.json",
         f"install -m 0600 /seed-tls/tls.key {PEER_MOUNT}/tls/{PEER_KEY}",
         f"install -m 0644 /seed-tls/tls.crt {PEER_MOUNT}/tls/{PEER_CERT}",
-        f"install -m 0644 /seed-tls/ca.crt {PEER_MOUNT}/tls/{CA_CERT}"])
+        f"install -m 0644 /seed-tls/ca.crt {PEER_MOUNT}/tls/{CA_CERT}",
+        f"install -m 0644 /{COUCHDB_CONFIG}/{COUCHDB_INI} /{COUCHDB_LOCAL_D}/{COUCHDB_INI}"])
     return {"name": "seed", "image": image, "command": ["sh", "-c", script],
             "volumeMounts": [{"name": PEER_VOLUME, "mountPath": PEER_MOUNT},
                              {"name": "seed", "mountPath": "/seed", "readOnly": True},
-                             {"name": "seed-tls", "mountPath": "/seed-tls", "readOnly": True}],
+                             {"name": "seed-tls", "mountPath": "/seed-tls", "readOnly": True},
+                             {"name": COUCHDB_CONFIG, "mountPath": f"/{COUCHDB_CONFIG}",
+                              "readOnly": True},
+                             {"name": COUCHDB_LOCAL_D, "mountPath": f"/{COUCHDB_LOCAL_D}"}],
             "securityContext": dict(AS_IMAGE_USER)}
 
 
@@ -273,6 +280,7 @@ def pod_spec(peer: str, all_peers: Sequence[str], image: str) -> dict[str, Any]:
             {"name": "seed-tls", "secret": {"secretName": f"{peer}-tls", "defaultMode": 0o440}},
             {"name": PUBLIC_CONFIG, "configMap": {"name": PUBLIC_CONFIG}},
             {"name": COUCHDB_CONFIG, "configMap": {"name": COUCHDB_CONFIG}},
+            {"name": COUCHDB_LOCAL_D, "emptyDir": {}},
         ],
     }
 

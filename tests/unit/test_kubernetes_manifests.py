@@ -73,8 +73,9 @@ def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def check_references(docs: list[dict[str, Any]]) -> list[str]:
-    """Every Secret/ConfigMap (and key), volume, claim, named port and governing Service a
-    manifest refers to exists; every Service selects a pod; one namespace throughout."""
+    """Every Secret/ConfigMap (and key: in an environment variable, a sub-path or a file a
+    command names), volume, claim, named port and governing Service a manifest refers to
+    exists; every Service selects a pod; one namespace throughout."""
     problems = []
     secrets, configs = _by_kind(docs, "Secret"), _by_kind(docs, "ConfigMap")
     services = _by_kind(docs, "Service")
@@ -112,6 +113,20 @@ def check_references(docs: list[dict[str, Any]]) -> list[str]:
                                                                                        {}):
                     problems.append(f"{name}/{c['name']}: no key {m['subPath']} in "
                                     f"ConfigMap {v['configMap']['name']}")
+            # Files a command names in a mounted Secret or ConfigMap are keys of it.
+            sources = {}
+            for m in c.get("volumeMounts", []):
+                v = volumes.get(m["name"], {})
+                obj = secrets.get(v["secret"]["secretName"]) if "secret" in v else \
+                    configs.get(v["configMap"]["name"]) if "configMap" in v else None
+                if obj is not None:
+                    sources[m["mountPath"]] = set(obj.get("data", {}))
+            for word in " ".join([*c.get("command", []), *c.get("args", [])]).split():
+                for mount, keys in sources.items():
+                    if word.startswith(mount + "/") and \
+                            word[len(mount) + 1:].split("/")[0] not in keys:
+                        problems.append(f"{name}/{c['name']}: {word} is no key of what "
+                                        f"{mount} mounts")
             for e in c.get("env", []):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref and ref["key"] not in secrets.get(ref["name"], {}).get("data", {}):
@@ -265,8 +280,9 @@ def test_manifest_references_resolve(generated: Any) -> None:
 
 
 def test_checkers_find_dangling_references(generated: Any) -> None:
-    """A missing Secret key, an unknown volume, a Service selecting nothing, a wrong
-    targetPort and a missing governing Service are reported."""
+    """A missing Secret key (in an environment variable or a file a command reads), a
+    missing ConfigMap key, an unknown volume, a Service selecting nothing, a wrong targetPort
+    and a missing governing Service are reported."""
     _, docs = generated
     broken = copy.deepcopy(docs)
     secret = _by_kind(broken, "Secret")["peer-0-couchdb"]
@@ -277,10 +293,14 @@ def test_checkers_find_dangling_references(generated: Any) -> None:
     svc = _by_kind(broken, "Service")["peer-2"]
     svc["spec"]["selector"]["app.kubernetes.io/instance"] = "peer-9"
     _by_kind(broken, "Service")["peer-3"]["spec"]["ports"][0]["targetPort"] = "peers"
+    del _by_kind(broken, "ConfigMap")["public-peers"]["data"]["peer-2.json"]
+    del _by_kind(broken, "Secret")["peer-3-tls"]["data"]["ca.crt"]
     problems = check_references(broken)
     for needle in ("from missing peer-0-couchdb/password", "mounts unknown volume peerr",
                    "serviceName nobody", "Service peer-2 selects no pod",
-                   "targetPort peers is no port"):
+                   "targetPort peers is no port",
+                   "peer-0/register: /public/peer-2.json is no key",
+                   "peer-3/seed: /seed-tls/ca.crt is no key"):
         assert any(needle in p for p in problems), (needle, problems)
 
 
