@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -326,4 +327,5 @@ class ServiceJobs:
                  else "failed" if states <= {"done", "failed"} else "running")
         return Job(job_id=group, user_id=user_id, kind=kind, files=files,
                    created_ms=min(v.created_ms for v in views),
-                   target=target if kind == "download" else "", state=state)
+                   target=target if kind == "download" else
+                   posixpath.dirname(files[0].remote_path) or "/", state=state)
