@@ -127,20 +127,19 @@ def tls_files(tls_dir: Path) -> TlsFiles:
 def network_trust(tls_dir: Path) -> CertificateTrust:
     """The certificates this peer believes: those its copy of the network CA issued and its
     copy of the revocation list does not revoke."""
-    try:
-        ca_pem = (tls_dir / CA_CERT).read_bytes()
-    except OSError as exc:
-        raise BadRequest(f"TLS files missing: {exc}") from exc
-    return CertificateTrust(ca_pem, revoked=revocations(tls_dir).certificate_revoked)
+    return CertificateTrust(_ca_pem(tls_dir), revoked=revocations(tls_dir).certificate_revoked)
 
 
 def revocations(tls_dir: Path) -> PeerRevocations:
     """This peer's verified revocation list (PEER_DIR/tls/crl.pem), kept current."""
+    return PeerRevocations(tls_dir, _ca_pem(tls_dir))
+
+
+def _ca_pem(tls_dir: Path) -> bytes:
     try:
-        ca_pem = (tls_dir / CA_CERT).read_bytes()
+        return (tls_dir / CA_CERT).read_bytes()
     except OSError as exc:
         raise BadRequest(f"TLS files missing: {exc}") from exc
-    return PeerRevocations(tls_dir, ca_pem)
 
 
 def signer(tls_dir: Path) -> Callable[[bytes], bytes]:
