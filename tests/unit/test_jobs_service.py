@@ -170,3 +170,55 @@ def test_jobs_cancel_queued_and_running(world, tmp_path: Path) -> None:
         control.close()
     finally:
         service.stop()
+
+
+def test_jobs_download_notes_the_replica_that_served_bad_segments(world, tmp_path: Path) -> None:
+    """A job's download that met bit rot on a replica flags it for the next audit, as an
+    in-process `get` does (the job's transfer accounting names it too)."""
+    from mydrive.engine.durability import DurabilityState
+
+    net, c, a, src, root = world
+    record = c.find(a, "/dir/big.bin")
+    chunk = record.chunks[0]
+    rotten = chunk.replicas[0]  # asked first by the download
+    path = net.chunk_store(rotten).chunk_file(chunk.chunk_id)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    service = start_job_service(root, net.client())
+    try:
+        control = ControlClient(root)
+        job_id, dest = submit_get(c, a, "/dir/big.bin", control, out_dir=tmp_path / "out")
+        view = control.wait(job_id, poll_s=0.05)
+        control.close()
+    finally:
+        service.stop()
+    assert (view.state, view.error) == ("done", "")
+    assert dest.read_bytes() == src.read_bytes()
+    assert [tuple(x)[0::2] for x in view.transfer["bad_fetched"]] == [(0, rotten)]
+    state = DurabilityState.load(c.store, a.user_id)
+    assert state.suspects == [(record.file_id.hex(), 0, rotten)]
+
+
+def test_jobs_partial_file_of_a_failed_or_cancelled_job_is_removed(tmp_path: Path) -> None:
+    """The `.part` a crash left for a job is removed when the job is cancelled while queued
+    again, or fails when it runs again (and the empty partial folder with it)."""
+    from mydrive.node.jobs_runner import JobRunner, delegate_key, partial_file
+
+    net = client_net(tmp_path / "n")
+    root = net.dirs[0].root
+    ids = iter(["00000000000000b1", "00000000000000b2"])
+    store = JobStore(root, now_ms=lambda: 5, new_id=lambda: next(ids))
+    runner = JobRunner(store, net.client(), delegate_key(root))
+    broken = JobSecrets(file_record="{}", file_key_hex="00" * 32, delegations_hex=())
+    jobs = [store.submit(label="", destination=str(tmp_path / "dl" / name), overwrite=False,
+                         bytes_total=10, secrets=broken) for name in ("a.bin", "b.bin")]
+    parts = [partial_file(job) for job in jobs]
+    for part in parts:  # what a receiver killed mid-job leaves
+        assert part is not None
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"half a file")
+    assert runner.cancel(jobs[0].job_id).state == "cancelled"
+    assert not parts[0].exists() and parts[1].exists()
+    assert runner.run_one(jobs[1]).state == "failed"
+    assert not parts[1].exists() and not parts[1].parent.exists()
