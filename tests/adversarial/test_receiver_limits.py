@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -34,10 +33,10 @@ from mydrive.runtime.metrics import Metrics
 from mydrive.storage.caller import CLIENT_CERT_HEADER
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.receiver import ReceiverSession
-from mydrive.transport.codec import header_to_pb
 from mydrive.transport.grpc_client import GrpcTransport
 from mydrive.transport.wire import mydrive_pb2 as pb
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+from tests.store_streams import HeaderOnlyUpload
 from tests.strategies import SMALL_SETTINGS, fast_user, random_chunk, random_file
 from tests.tcpgate import TcpGate
 
@@ -272,40 +271,14 @@ def test_stale_partials_are_removed_fresh_ones_resume(tmp_path: Path) -> None:
 
 # ---- Real nginx (integration) -----------------------------------------------------------
 
-class TlsUpload:
-    """A StoreChunk stream to ``target``'s nginx with ``client``'s certificate, sending one
-    chunk header and any extra request headers (``forged``)."""
-
-    def __init__(self, target: PeerDir, client: PeerDir, forged: tuple[tuple[str, str], ...]
-                 = ()) -> None:
-        ca_pem, key_pem, cert_pem = tls_files(client.tls_dir).read()
-        credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem,
-                                                   private_key=key_pem,
-                                                   certificate_chain=cert_pem)
-        self._channel = grpc.secure_channel(
-            target.config.nginx_address, credentials,
-            options=[("grpc.ssl_target_name_override", tls_name(target.config.peer_id))])
-        self._outbox: queue.Queue[pb.StoreMsg | None] = queue.Queue()
-        self._outbox.put(pb.StoreMsg(header=header_to_pb(random_chunk(CHUNK)[0])))
-        self.call = pb_grpc.ReceiverStub(self._channel).StoreChunk(
-            self._requests(), timeout=30, metadata=forged)
-
-    def _requests(self) -> Iterator[pb.StoreMsg]:
-        while (item := self._outbox.get()) is not None:
-            yield item
-
-    def admitted(self) -> bool:
-        try:
-            return next(self.call).WhichOneof("ack") == "held"
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return False
-            raise
-
-    def close(self) -> None:
-        self._outbox.put(None)
-        self.call.cancel()
-        self._channel.close()
+def _tls_channel(target: PeerDir, client: PeerDir) -> grpc.Channel:
+    """A channel to ``target``'s nginx presenting ``client``'s certificate."""
+    ca_pem, key_pem, cert_pem = tls_files(client.tls_dir).read()
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem,
+                                               certificate_chain=cert_pem)
+    return grpc.secure_channel(
+        target.config.nginx_address, credentials,
+        options=[("grpc.ssl_target_name_override", tls_name(target.config.peer_id))])
 
 
 @pytest.mark.integration
@@ -318,16 +291,19 @@ def test_nginx_names_the_caller_by_its_certificate(tmp_path: Path) -> None:
     receiver, peer1, peer2 = cluster.create(home, 3, tls=True)
     path = receiver.root / CONFIG_NAME
     path.write_text(json.dumps({**json.loads(path.read_text()), "max_streams_per_peer": 1}))
-    uploads: list[TlsUpload] = []
+    uploads: list[HeaderOnlyUpload] = []
+    channels = {p.config.peer_id: _tls_channel(receiver, p) for p in (peer1, peer2)}
     try:
         cluster.start(home, only=[receiver.config.name], kinds=("receiver", "nginx"))
         forged = ((CLIENT_CERT_HEADER, quote(tls_files(peer2.tls_dir).cert.read_text())),)
         admitted = []
         for client, headers in ((peer1, ()), (peer1, forged), (peer2, ())):
-            uploads.append(TlsUpload(receiver, client, headers))
+            uploads.append(HeaderOnlyUpload(channels[client.config.peer_id], metadata=headers))
             admitted.append(uploads[-1].admitted())
         assert admitted == [True, False, True]
     finally:
         for upload in uploads:
             upload.close()
+        for channel in channels.values():
+            channel.close()
         cluster.stop(home, hard=True)

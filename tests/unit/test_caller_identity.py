@@ -4,7 +4,6 @@ header is sent as this peer's nginx sends it ($ssl_client_escaped_cert)."""
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -27,17 +26,15 @@ from mydrive.storage.caller import CLIENT_CERT_HEADER, CallerIdentity
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.receiver_service import ReceiverServicer
 from mydrive.storage.stream_limits import StreamLimits, StreamLimitSettings
-from mydrive.transport.codec import header_to_pb
-from mydrive.transport.wire import mydrive_pb2 as pb
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
-from tests.strategies import random_chunk
+from tests.store_streams import HeaderOnlyUpload
 
 CA = new_certificate_authority("test network")
 PEER_A = issue_certificate(CA, "a")
 PEER_B = issue_certificate(CA, "b")
 
 
-def _server(tmp_path: Path, identify: CallerIdentity) -> Iterator[pb_grpc.ReceiverStub]:
+def _server(tmp_path: Path, identify: CallerIdentity) -> Iterator[grpc.Channel]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     limits = StreamLimits(StreamLimitSettings(per_peer=1, total=4), SystemClock())
     servicer = ReceiverServicer(ChunkStore(tmp_path, capacity_bytes=10**9), Metrics(),
@@ -47,80 +44,53 @@ def _server(tmp_path: Path, identify: CallerIdentity) -> Iterator[pb_grpc.Receiv
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield pb_grpc.ReceiverStub(channel)
+        yield channel
     finally:
         channel.close()
         server.stop(grace=None)
 
 
 @pytest.fixture
-def behind_nginx(tmp_path: Path) -> Iterator[pb_grpc.ReceiverStub]:
+def behind_nginx(tmp_path: Path) -> Iterator[grpc.Channel]:
     yield from _server(tmp_path, CallerIdentity(CertificateTrust(CA.cert_pem)))
 
 
 @pytest.fixture
-def without_tls(tmp_path: Path) -> Iterator[pb_grpc.ReceiverStub]:
+def without_tls(tmp_path: Path) -> Iterator[grpc.Channel]:
     yield from _server(tmp_path, CallerIdentity())
 
 
-class Upload:
-    """A StoreChunk stream that sends one chunk header with ``cert_pem`` in nginx's header."""
-
-    def __init__(self, stub: pb_grpc.ReceiverStub, cert_pem: bytes) -> None:
-        self._outbox: queue.Queue[pb.StoreMsg | None] = queue.Queue()
-        self._outbox.put(pb.StoreMsg(header=header_to_pb(random_chunk(4096)[0])))
-        self.call = stub.StoreChunk(self._requests(), timeout=10,
-                                    metadata=((CLIENT_CERT_HEADER, quote(cert_pem.decode())),))
-
-    def _requests(self) -> Iterator[pb.StoreMsg]:
-        while (item := self._outbox.get()) is not None:
-            yield item
-
-    def admitted(self) -> bool:
-        """True once the header is answered; False if the stream was refused as busy."""
-        try:
-            return next(self.call).WhichOneof("ack") == "held"
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return False
-            raise
-
-    def close(self) -> None:
-        self._outbox.put(None)
-        self.call.cancel()
-
-
-def _one_by_one(stub: pb_grpc.ReceiverStub, uploads: list[Upload],
+def _one_by_one(channel: grpc.Channel, uploads: list[HeaderOnlyUpload],
                 peers: list[CertificateBundle]) -> list[bool]:
-    """Open a stream for each peer in turn (kept open in ``uploads``); which were admitted."""
+    """Open a stream for each peer in turn (kept open in ``uploads``), its certificate in
+    the header nginx sets; which were admitted."""
     admitted = []
     for peer in peers:
-        uploads.append(Upload(stub, peer.cert_pem))
+        header = ((CLIENT_CERT_HEADER, quote(peer.cert_pem.decode())),)
+        uploads.append(HeaderOnlyUpload(channel, metadata=header))
         admitted.append(uploads[-1].admitted())
     return admitted
 
 
-def test_streams_counted_by_certificate_peer_id(behind_nginx: pb_grpc.ReceiverStub) -> None:
+def test_streams_counted_by_certificate_peer_id(behind_nginx: grpc.Channel) -> None:
     """From one address: peer A's second stream is refused (one each here), peer B's first
     is admitted. A certificate the network CA did not issue is refused outright."""
-    uploads: list[Upload] = []
+    uploads: list[HeaderOnlyUpload] = []
     try:
         assert _one_by_one(behind_nginx, uploads, [PEER_A, PEER_A, PEER_B]) == [True, False, True]
-        stranger = Upload(behind_nginx,
-                          issue_certificate(new_certificate_authority("other"), "x").cert_pem)
-        uploads.append(stranger)
+        stranger = issue_certificate(new_certificate_authority("other"), "x")
         with pytest.raises(grpc.RpcError) as refused:
-            stranger.admitted()
+            _one_by_one(behind_nginx, uploads, [stranger])
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         for u in uploads:
             u.close()
 
 
-def test_certificate_header_ignored_without_tls(without_tls: pb_grpc.ReceiverStub) -> None:
+def test_certificate_header_ignored_without_tls(without_tls: grpc.Channel) -> None:
     """Without TLS nobody checked the header: anyone could send any certificate in it. The
     caller is its address, so peer B's certificate does not get a second slot."""
-    uploads: list[Upload] = []
+    uploads: list[HeaderOnlyUpload] = []
     try:
         assert _one_by_one(without_tls, uploads, [PEER_A, PEER_B]) == [True, False]
     finally:

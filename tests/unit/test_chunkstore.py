@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from mydrive.errors import BadRequest, ChunkNotFound, TooLarge
 from mydrive.formats.chunkheader import ChunkHeader
-from mydrive.formats.chunkplan import segment_ranges
-from mydrive.formats.digest import DIGEST_ALG, digest
+from mydrive.formats.digest import digest
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.receiver import ReceiverSession
+from tests.strategies import random_chunk
 
 SEG = 4096
 
 
 def _chunk(size: int = 5 * SEG + 123) -> tuple[ChunkHeader, list[bytes]]:
-    data = os.urandom(size)
-    segments = [data[a:b] for a, b in segment_ranges(size, SEG)]
-    header = ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
-                         owner_public_key=b"k" * 32, chunk_size_bytes=size,
-                         segment_size_bytes=SEG,
-                         segment_digests=tuple(digest(s) for s in segments))
-    return header, segments
+    return random_chunk(size, SEG)
 
 
 def test_chunkstore_bad_segments_reported_then_commit(tmp_path: Path) -> None:
@@ -174,6 +167,7 @@ from mydrive.formats.digest import DIGEST_ALG, digest
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.receiver import ReceiverSession
+from tests.strategies import random_chunk
 
 store = ChunkStore(Path(sys.argv[1]), capacity_bytes=10**12)
 while True:
