@@ -1,17 +1,18 @@
-"""A/B of the client side: the same put and get run from two source trees, interleaved.
+"""A/B of the client side: the same put and get run from several source trees, interleaved.
 
-    python -m benchmarks.client_ab --tree A=/tmp/base --tree B=. [--size-mib 256] [--runs 3]
+    cd /tmp; export PYTHONPATH=PEER_TREE:/work/main
+    python -m benchmarks.client_ab --tree A=/tmp/base --tree B=/tmp/new [--env B:KEY=VALUE]
+        [--size-mib 256] [--runs 3] [--failover]
 
-One 5-peer TLS network (R = 2) is started from this tree (the peer side is the same for
-every variant); each variant's ``mydrive put --local`` and ``get --local`` (the transfer in
-the CLI process, not as a job of the peer's services, so the engine measured is the
-variant's) run with ``PYTHONPATH`` at its tree, from a directory holding no ``mydrive/``
-(``python -m`` puts the working directory first). Run it the same way:
-``cd /tmp && PYTHONPATH=PEER_TREE:/work/main python -m benchmarks.client_ab ...``; the
-network runs PEER_TREE's code. Runs alternate A, B, A, B, ... so both see the same load; medians of wall time,
-client CPU (wait4) and client peak RSS are printed as JSON. ``--failover`` adds a get during
-which the sender of the peer holding most of the file is killed a third of the way through
-(restarted by ``cluster up`` afterwards). Linux only, like the rest of the suite.
+One 5-peer TLS network (R = 2) runs PEER_TREE's code, the same for every variant. Each
+variant's ``mydrive put --local`` and ``get --local`` (the transfer in the CLI process, not
+as a job of a peer's services, so the engine measured is the variant's) run with
+``PYTHONPATH`` at its tree and the variables ``--env`` gives it, from a directory holding no
+``mydrive/`` (``python -m`` puts the working directory first). Runs alternate A, B, A, B, ...
+so all see the same load; medians of wall time, client CPU (wait4) and client peak RSS are
+printed as JSON. ``--failover`` adds a get during which the sender that served most of the
+file is killed a third of the way through (restarted by ``cluster up`` afterwards). Linux
+only, like the rest of the suite.
 """
 
 from __future__ import annotations
@@ -66,12 +67,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", required=True,
                         help="NAME=PATH of a source tree holding mydrive/")
+    parser.add_argument("--env", action="append", default=[],
+                        help="NAME:KEY=VALUE, an environment variable for one variant only")
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--failover", action="store_true")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
     trees = {n: Path(p) for n, p in (t.split("=", 1) for t in args.tree)}
+    extra_env: dict[str, dict[str, str]] = {n: {} for n in trees}
+    for item in args.env:
+        name, assignment = item.split(":", 1)
+        key, value = assignment.split("=", 1)
+        extra_env[name][key] = value
     work = Path(tempfile.mkdtemp(prefix="client-ab-", dir=args.work_dir))
     net = MydriveNetwork(work / "net", tls=True)
     src = work / "src.bin"
@@ -81,7 +89,7 @@ def main() -> None:
         for run in range(args.runs):
             for name, tree in trees.items():
                 _make_file(src, args.size_mib)  # fresh bytes every time
-                env = _env(net, tree)
+                env = {**_env(net, tree), **extra_env[name]}
                 remote = f"/ab/{name}-{run}"
                 put = run_measured([*net.put_args(src, remote), "--local"], env=env)
                 out = work / f"out-{name}"
