@@ -4,9 +4,9 @@
 
 ``receive``: ``--threads`` streams at once each take ``--chunks / threads`` chunks of 4 MiB
 (16 segments of 256 KiB) through ``ReceiverSession`` (header, segments, round end = verify,
-fsync, commit) into a fresh chunk store under ``--work-dir``. ``serve``: the same chunks are
-read back segment by segment through ``ChunkServer._stream``'s store read. Each figure is
-MB/s of chunk bytes and CPU seconds (user + system of the process) per GiB.
+fsync, commit) into a fresh chunk store under ``--work-dir``. ``serve``: the same chunks
+are streamed back whole through ``ChunkServer._stream`` (the sender after its checks). Each
+figure is MB/s of chunk bytes and CPU seconds (user + system of the process) per GiB.
 
 With ``--against REV`` the mydrive package of REV (``git archive``, no worktree) and that of
 the working tree are measured alternately, ``--rounds`` times each, so both see the same
@@ -78,9 +78,11 @@ def _in_threads(threads: int, work: list[Any], fn: Any) -> None:
 def measure(store_dir: Path, *, chunks: int, threads: int) -> dict[str, Any]:
     """One measurement in this process, with whichever mydrive is importable."""
     import mydrive
+    from mydrive.runtime.clock import SystemClock
     from mydrive.runtime.metrics import Metrics
     from mydrive.storage.chunkstore import ChunkStore
     from mydrive.storage.receiver import ReceiverSession
+    from mydrive.storage.sender import ChunkServer
 
     work = _chunks(chunks)
     store = ChunkStore(store_dir, capacity_bytes=1 << 40)
@@ -97,10 +99,15 @@ def measure(store_dir: Path, *, chunks: int, threads: int) -> dict[str, Any]:
         finally:
             session.close()
 
+    # The sender's path after its checks (signature, nonce: once per fetch, not measured).
+    server = ChunkServer(store, peer_id="bench", clock=SystemClock(),
+                         replay_guard=None, metrics=metrics)  # type: ignore[arg-type]
+
     def serve(item: tuple[Any, list[bytes]]) -> None:
         header, segments = item
-        for i in range(header.segment_count):
-            assert len(store.read_segment(header.chunk_id, i)) == len(segments[i])
+        indices = tuple(range(header.segment_count))
+        for i, data in server._stream(header.chunk_id, indices, b"\0" * 16):
+            assert len(data) == len(segments[i])
 
     total = chunks * CHUNK_BYTES
     doc: dict[str, Any] = {"mydrive": str(Path(mydrive.__file__).parent)}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -101,16 +101,35 @@ class ChunkStore:
             raise DataLoss(f"chunk {chunk_id.hex()[:16]}… has an unreadable header") from exc
 
     def read_segment(self, chunk_id: bytes, index: int) -> bytes:
+        return next(self.read_segments(chunk_id, (index,)))[1]
+
+    def read_segments(self, chunk_id: bytes,
+                      indices: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        """``(index, bytes)`` of a committed chunk's segments, in the order asked.
+
+        The header is read once per call, not per segment, and on POSIX the file is opened
+        once and each segment read with one ``pread`` at its offset. A delete meanwhile
+        unlinks the name and this reader ends on the old file, as if the delete had come a
+        moment later. Windows can't delete an open file: there each segment opens it anew.
+        """
         header = self.header(chunk_id)
-        if not 0 <= index < header.segment_count:
-            raise BadRequest(f"segment {index} out of range 0..{header.segment_count - 1}")
-        start, end = header.segment_range(index)
+        for index in indices:
+            if not 0 <= index < header.segment_count:
+                raise BadRequest(f"segment {index} out of range 0..{header.segment_count - 1}")
+        path = self._chunk_path(chunk_id)
         try:
-            with open(self._chunk_path(chunk_id), "rb") as f:
-                f.seek(start)
-                return f.read(end - start)
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         except FileNotFoundError:  # deleted by its owner since the header was read
             raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
+        try:
+            for index in indices:
+                start, end = header.segment_range(index)
+                if os.name != "posix":
+                    os.close(fd)
+                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                yield index, _read_at(fd, start, end - start)
+        finally:
+            os.close(fd)
 
     def chunk_ids(self) -> Iterator[bytes]:
         for path in sorted(self._chunks.glob("*/*.chunk")):
@@ -341,6 +360,14 @@ class PendingChunk:
         if self._file is not None and not self._file.closed:
             self._file.close()
         self.store._release(self.header.chunk_id)
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows
+    return os.read(fd, size)
 
 
 def _committed_bytes(chunks: Path) -> int:

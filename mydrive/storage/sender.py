@@ -53,8 +53,7 @@ class ChunkServer:
 
     def _stream(self, chunk_id: bytes, indices: tuple[int, ...],
                 nonce: bytes) -> Iterator[tuple[int, bytes]]:
-        for index in indices:
-            data = self.store.read_segment(chunk_id, index)
+        for index, data in self.store.read_segments(chunk_id, indices):
             data = self.faults.serve_segment(data, chunk_id=chunk_id, segment_index=index,
                                              peer_id=self.peer_id, nonce=nonce)
             self.metrics.inc("sender_segments_served_total")
