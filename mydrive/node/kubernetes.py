@@ -35,7 +35,7 @@ into every pod. Peers dial each other at their own Service, ``peer-I.NAMESPACE.s
 here talks to a cluster.
 
   OUT/kubernetes/00-namespace.yaml     the namespace
-  OUT/kubernetes/10-network.yaml       the Services, the NetworkPolicy, the ConfigMaps
+  OUT/kubernetes/10-network.yaml       the headless Service, the NetworkPolicy, ConfigMaps
   OUT/kubernetes/20-peer-I.yaml        peer I's Secrets, Service and StatefulSet (0600)
   OUT/pki/, OUT/peers/, OUT/public/    as for compose (mydrive.node.peerset): ca.key stays
                                        here, never in a manifest

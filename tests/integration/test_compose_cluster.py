@@ -135,9 +135,10 @@ def test_compose_put_on_one_peer_get_from_another_bit_identical(
     mydrive(project, 0, "put", "--user", "ann", str(src), "/work/report.bin")
     wait_listed(project, 1, "/work/report.bin")
     # In this process (--local), into peer-1's download directory on the host.
-    mydrive(project, 1, "get", "--user", "ann", "/work/report.bin", "--local")
-    got = project.peers[1].directory / "downloads" / "work" / "report.bin"
-    assert got.read_bytes() == data
+    done = mydrive(project, 1, "get", "--user", "ann", "/work/report.bin", "--local", "--json")
+    got = Path(json.loads(done.stdout)["path"])  # downloads/<user id>/work/report.bin
+    assert got.is_relative_to(project.peers[1].directory / "downloads"), got
+    assert got.parts[-2:] == ("work", "report.bin") and got.read_bytes() == data
     info = json.loads(mydrive(project, 0, "inspect", "--user", "ann", "/work/report.bin",
                               "--json").stdout)
     held = {p.peer_id: {c.stem for c in (p.directory / "store" / "chunks").glob("*/*.chunk")}
