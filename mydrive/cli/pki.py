@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 import click
 
-from mydrive.errors import BadRequest
+from mydrive.errors import BadRequest, MydriveError
 
 from .common import handle_errors, json_option, peer_option, print_json
 
@@ -121,10 +122,17 @@ def _install(peer_dir: Path, crl_pem: bytes) -> dict[str, str]:
     """Install a list into a peer directory and reload its nginx; what happened."""
     from mydrive.node.nginx import reload
     from mydrive.node.peerdir import PeerDir
-    from mydrive.node.revocation import install_crl
+    from mydrive.node.revocation import install_crl, publish_crl
 
     peer = PeerDir(peer_dir)
     crl, changed = install_crl(peer.tls_dir, crl_pem)
     result = (f"list number {crl.number} installed; {reload(peer)}" if changed
               else f"list number {crl.number} is already installed")
+    if peer.config.metadata == "couchdb":  # replication carries it to the other peers
+        try:
+            with closing(peer.open_metadata()) as store:
+                publish_crl(store, crl)
+            result += "; published in the metadata for the other peers"
+        except MydriveError as exc:
+            result += f"; not published ({exc}): install it on every peer"
     return {"peer": peer.config.name, "result": result}

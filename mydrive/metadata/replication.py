@@ -46,7 +46,7 @@ REPLICATOR_DB = "_replicator"
 PULL_PREFIX = "mydrive-pull-"
 MAX_REMOTE_PEERS = 1024
 PROBE_TIMEOUT_S = 1.0
-KNOWN_KINDS = ("peer", "user", "file", "tomb")
+KNOWN_KINDS = ("peer", "user", "file", "tomb", "crl")  # crl: mydrive.node.revocation
 
 
 @dataclass(frozen=True)
@@ -220,8 +220,12 @@ class ReplicationSupervisor:
     def __init__(self, store: CouchStore, replicator: Replicator, *, local_peer_id: str,
                  probe: Callable[[str], bool] | None = None,
                  reach: Callable[[str, str], str] | None = None,
-                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000)) -> None:
+                 now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+                 on_change: Callable[[str], None] | None = None) -> None:
+        """``on_change(doc id)``: told of every change that replicated in or was written
+        here, after the checks below (the node layer adopts a new revocation list)."""
         self.reach = reach
+        self.on_change = on_change
         self.store = store
         self.replicator = replicator
         self.local_peer_id = local_peer_id
@@ -252,6 +256,8 @@ class ReplicationSupervisor:
                 if not self.refuse_foreign(change):
                     keep_peer_document(self.store, change.doc_id, self._peer_trust())
                     self.handle(change)
+                    if self.on_change is not None:
+                        self.on_change(change.doc_id)
             self.since = last_seq
             if not changes:
                 return

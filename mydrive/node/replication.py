@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from mydrive.errors import MydriveError
+from mydrive.metadata.base import MetadataStore
 from mydrive.metadata.couchdb import CouchStore
 from mydrive.metadata.replication import ReplicationSupervisor, Replicator, remote_peers
+from mydrive.node.nginx import reload
 from mydrive.node.peerdir import PeerDir
+from mydrive.node.revocation import CRL_DOC_ID, adopt_published_crl
 
 log = logging.getLogger("mydrive.node.replication")
 
@@ -56,7 +60,24 @@ def supervise_peer(peer: PeerDir, stop: threading.Event, *, interval_s: float = 
             continue
         try:
             ReplicationSupervisor(store, replicator, local_peer_id=peer.config.peer_id,
-                                  reach=peer.config.reach_couchdb).run(stop,
-                                                                       interval_s=interval_s)
+                                  reach=peer.config.reach_couchdb,
+                                  on_change=revocation_follower(peer, store)).run(
+                stop, interval_s=interval_s)
         finally:
             store.close()
+
+
+def revocation_follower(peer: PeerDir, store: MetadataStore) -> Callable[[str], None]:
+    """What the supervisor does when the published revocation list changes: adopt it if it
+    is the CA's and newer (then reload this peer's nginx), else write this peer's back
+    (mydrive.node.revocation)."""
+    def changed(doc_id: str) -> None:
+        if doc_id != CRL_DOC_ID or not peer.config.tls:
+            return
+        if adopt_published_crl(store, peer.tls_dir) == "installed":
+            try:
+                log.warning("%s", reload(peer))
+            except MydriveError as exc:
+                log.error("revocation list installed but nginx not reloaded (%s): reload or "
+                          "restart it", exc)
+    return changed

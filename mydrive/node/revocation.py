@@ -32,6 +32,7 @@ from mydrive.crypto.primitives import (
 )
 from mydrive.errors import BadRequest, MydriveError, PermissionDenied
 from mydrive.formats.peerdoc import peer_id_from_key_digest
+from mydrive.metadata.base import MetadataStore
 from mydrive.runtime.disk import atomic_write_bytes
 
 log = logging.getLogger("mydrive.node.revocation")
@@ -137,6 +138,76 @@ def install_crl(tls_dir: Path, crl_pem: bytes) -> tuple[RevocationList, bool]:
         return new, False
     atomic_write_bytes(path, crl_pem)
     return new, True
+
+
+# ---- Spreading a list through the metadata (CouchDB networks) --------------------------
+#
+# The peer where the operator installs a list also publishes it as the document
+# ``crl:network``; replication carries it to every peer, whose replication supervisor
+# installs it if it is the CA's and newer than its own (and reloads nginx), and otherwise
+# writes its own list back: a member that deletes the document, or replaces it with a
+# forgery or an older list, changes nothing anywhere and is overwritten.
+
+CRL_DOC_ID = "crl:network"
+CRL_DOC_TYPE = "crl"
+CRL_DOC_VERSION = 1
+
+
+def crl_document(crl: RevocationList) -> dict[str, object]:
+    """The published form; ``updated_ms`` is the list number, so the newest list wins the
+    metadata's conflict policy."""
+    return {"type": CRL_DOC_TYPE, "version": CRL_DOC_VERSION, "number": crl.number,
+            "updated_ms": crl.number, "crl": crl.pem.decode("ascii")}
+
+
+def publish_crl(store: MetadataStore, crl: RevocationList) -> bool:
+    """Put ``crl`` into this peer's metadata, for replication; False if it is there."""
+    doc = crl_document(crl)
+    if store.get(CRL_DOC_ID) == doc:
+        return False
+    store.put(CRL_DOC_ID, doc)
+    return True
+
+
+def installed_crl(tls_dir: Path) -> RevocationList | None:
+    """The peer's list, verified; None in a peer directory from before revocation."""
+    path = tls_dir / CRL_NAME
+    if not path.exists():
+        return None
+    return read_revocation_list(path.read_bytes(), _read(tls_dir / "ca.crt"))
+
+
+def adopt_published_crl(store: MetadataStore, tls_dir: Path) -> str:
+    """Answer the ``crl:network`` document as it is now in this peer's metadata:
+    ``installed`` (a newer list of the CA's: now this peer's), ``same``, ``restored`` (it
+    was missing, forged, malformed or older: this peer's own list written back), or
+    ``ignored`` (nothing to write back, or another list with this peer's number)."""
+    ours = installed_crl(tls_dir)
+    doc = store.get(CRL_DOC_ID)
+    theirs: RevocationList | None = None
+    try:
+        if not isinstance(doc, dict) or not isinstance(doc.get("crl"), str):
+            raise BadRequest("no list in the document" if doc is not None else "deleted")
+        theirs = read_revocation_list(doc["crl"].encode("ascii", "replace"),
+                                      _read(tls_dir / "ca.crt"))
+        if not check_successor(ours, theirs):
+            return "same"
+    except PermissionDenied as exc:
+        log.warning("published revocation list refused: %s", exc)
+        if ours is not None and theirs is not None and theirs.number == ours.number:
+            return "ignored"  # two lists with one number: the CA's own mix-up, no fight
+    except BadRequest as exc:
+        log.warning("published revocation list not used: %s", exc)
+    else:
+        assert theirs is not None
+        atomic_write_bytes(tls_dir / CRL_NAME, theirs.pem)
+        log.warning("revocation list %d installed from the metadata (%d revoked)",
+                    theirs.number, len(theirs.entries))
+        return "installed"
+    if ours is None:
+        return "ignored"
+    store.put(CRL_DOC_ID, crl_document(ours))
+    return "restored"
 
 
 def _read(path: Path) -> bytes:

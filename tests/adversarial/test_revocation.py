@@ -41,7 +41,15 @@ from mydrive.node.pki import (
     signer,
     tls_files,
 )
-from mydrive.node.revocation import CRL_NAME, install_crl, revoke
+from mydrive.node.revocation import (
+    CRL_DOC_ID,
+    CRL_NAME,
+    adopt_published_crl,
+    crl_document,
+    install_crl,
+    publish_crl,
+    revoke,
+)
 from mydrive.node.serve import build_server
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
@@ -140,8 +148,9 @@ def test_grpc_client_neither_uploads_to_nor_downloads_from_revoked_peer(
     (here the revoked one's document still counts, as on a reader that has not looked
     again): a download that lists it as a chunk's first replica fetches from the next one
     instead, an upload that places chunks on it stores them elsewhere; neither sends it a
-    byte; ``check --repair --dead-after-s 0`` moves its replicas to other peers. The control: before the revocation it served fetches, and a transport without the
-    list stores chunks on it."""
+    byte; ``check --repair --dead-after-s 0`` moves its replicas to other peers. The
+    control: before the revocation it served fetches, and a transport without the list
+    stores chunks on it."""
     owner = served.peers[0]
     client, keys = _owner(served)
     try:
@@ -400,3 +409,81 @@ def test_nginx_starts_with_the_empty_list_of_a_new_network(nginx_net: list[PeerD
         assert f"ssl_crl {(peer.tls_dir / CRL_NAME).resolve().as_posix()};" in conf
     for client in nginx_net:
         assert _healthz(nginx_net[0], client).startswith(b"HTTP/1.1 200")
+
+
+# ---- The list spread through the metadata ----------------------------------------------
+
+def test_published_list_is_adopted_and_defended(tmp_path: Path) -> None:
+    """``crl:network`` as it arrives by replication: the CA's newer list is adopted; a
+    dishonest member's forged list, the genuine list from before a revocation, another
+    member's garbage or a deletion are not: the peer writes its own list back over them
+    and keeps enforcing it. The control: the older list, had it been taken, revokes
+    nobody."""
+    init_network(tmp_path / "pki")
+    p0, p1, bad = (init_peer(tmp_path / n, network_dir=tmp_path / "pki")
+                   for n in ("p0", "p1", "bad"))
+    old = (bad.tls_dir / CRL_NAME).read_bytes()  # number 1, from before its revocation
+    crl = _revoke(tmp_path, bad, p0)
+    with closing(p0.open_metadata()) as replicated:  # stands for the replicated database
+        publish_crl(replicated, crypto.read_revocation_list(
+            crl, tls_files(p0.tls_dir).ca_cert.read_bytes()))
+        view = revocations(p1.tls_dir)
+        assert not view.peer_revoked(bad.config.peer_id)
+        assert adopt_published_crl(replicated, p1.tls_dir) == "installed"
+        assert view.peer_revoked(bad.config.peer_id)
+        assert adopt_published_crl(replicated, p1.tls_dir) == "same"
+        in_force = (p1.tls_dir / CRL_NAME).read_bytes()
+        forged = {**crl_document(crypto.read_revocation_list(old, tls_files(
+            p1.tls_dir).ca_cert.read_bytes())), "number": 10**6, "updated_ms": 10**6}
+        forged["crl"] = crypto.sign_revocation_list(
+            crypto.new_certificate_authority("mydrive network"), [], number=10**6).decode()
+        older = crl_document(crypto.read_revocation_list(
+            old, tls_files(p1.tls_dir).ca_cert.read_bytes()))
+        for attack in (forged, older, {"type": "crl", "version": 1, "crl": 7}, None):
+            if attack is None:
+                replicated.delete(CRL_DOC_ID)
+            else:
+                replicated.put(CRL_DOC_ID, attack)
+            assert adopt_published_crl(replicated, p1.tls_dir) == "restored", attack
+            assert (p1.tls_dir / CRL_NAME).read_bytes() == in_force
+            assert replicated.get(CRL_DOC_ID)["crl"] == in_force.decode()
+            assert view.peer_revoked(bad.config.peer_id)
+    # The control: the older list's content is exactly what the revoked peer would want.
+    assert not crypto.read_revocation_list(
+        old, tls_files(p1.tls_dir).ca_cert.read_bytes()).entries
+
+
+@pytest.fixture
+def couch_net(tmp_path: Path) -> Iterator[list[PeerDir]]:
+    """Three TLS peers on CouchDB metadata, everything running (replication included)."""
+    home = tmp_path / "couch"
+    try:
+        peers = cluster.create(home, 3, tls=True, metadata="couchdb", replicas=1)
+        cluster.start(home)
+        yield peers
+    finally:
+        cluster.stop(home, hard=True)
+
+
+@pytest.mark.integration
+def test_list_installed_on_one_peer_reaches_the_others(couch_net: list[PeerDir]) -> None:
+    """``pki revoke --install`` on peer-0 only: replication carries the list to peer-1,
+    whose replication supervisor installs it and reloads peer-1's nginx, which then
+    refuses the revoked peer-2's certificate. The control: peer-1's nginx let it in
+    before."""
+    owner, follower, revoked = couch_net
+    assert _healthz(follower, revoked).startswith(b"HTTP/1.1 200")
+    result = subprocess.run(
+        [sys.executable, "-m", "mydrive", "pki", "revoke", revoked.config.peer_id,
+         "--network", str(owner.root.parent / "pki"), "--install", str(owner.root)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert "published in the metadata" in result.stdout, result.stdout
+    started = time.monotonic()
+    assert _wait_for(lambda: revocations(follower.tls_dir).peer_revoked(
+        revoked.config.peer_id), timeout_s=60), "the list did not reach peer-1"
+    assert _wait_for(lambda: all(_healthz(follower, revoked).startswith(b"HTTP/1.1 400")
+                                 for _ in range(5)), timeout_s=30)
+    print(f"list honoured by peer-1's nginx {time.monotonic() - started:.1f} s after "
+          f"pki revoke returned")
+    assert _healthz(follower, owner).startswith(b"HTTP/1.1 200")
