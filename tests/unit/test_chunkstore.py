@@ -211,3 +211,17 @@ def test_chunkstore_killed_mid_commit_leaves_only_whole_chunks(tmp_path: Path) -
         header = store.header(cid)
         data = b"".join(store.read_segment(cid, i) for i in range(header.segment_count))
         assert digest(data) == cid
+
+
+def test_chunkstore_read_segments_in_asked_order(tmp_path: Path) -> None:
+    """The sender's read: any order, repeats allowed, each segment's exact bytes (the last
+    one short); an index out of range is refused before anything is read."""
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    _store_whole(store, header, segments)
+    asked = (5, 0, 3, 3)
+    assert list(store.read_segments(header.chunk_id, asked)) == [(i, segments[i]) for i in asked]
+    with pytest.raises(BadRequest, match="out of range"):
+        next(store.read_segments(header.chunk_id, (0, 6)))
+    with pytest.raises(ChunkNotFound):
+        next(store.read_segments(b"\x00" * 32, (0,)))
