@@ -12,6 +12,7 @@ variant. The variants are the edits in ``VARIANTS``; ``rendered`` is the config 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -30,14 +31,17 @@ RELOAD_WAIT_S = 2.0
 PEER_BLOCK_ANCHOR = "grpc_socket_keepalive on;"
 
 
-def _in_peer_server(directives: str) -> Callable[[str], str]:
-    def edit(conf: str) -> str:
+Edit = Callable[[str, Path], str]  # (rendered nginx.conf, peer directory) -> nginx.conf
+
+
+def _in_peer_server(directives: str) -> Edit:
+    def edit(conf: str, peer_root: Path) -> str:
         assert PEER_BLOCK_ANCHOR in conf
         return conf.replace(PEER_BLOCK_ANCHOR, f"{PEER_BLOCK_ANCHOR}\n        {directives}", 1)
     return edit
 
 
-def _keepalive(conf: str) -> str:
+def _keepalive(conf: str, peer_root: Path) -> str:
     """Upstream blocks with idle connections kept, instead of a connection per call."""
     upstreams = []
     for kind in ("receiver", "sender"):
@@ -51,20 +55,34 @@ def _keepalive(conf: str) -> str:
     return conf.replace("http {", "http {\n    " + "\n    ".join(upstreams), 1)
 
 
-VARIANTS: dict[str, Callable[[str], str]] = {
-    "rendered": lambda conf: conf,
+def _loopback_tcp(conf: str, peer_root: Path) -> str:
+    """The services' loopback ports instead of their unix sockets (mydrive.node.service_socket)."""
+    ports = json.loads((peer_root / "peer.json").read_text())
+    for kind in ("receiver", "sender"):
+        conf = re.sub(rf"grpc_pass grpc://unix:[^;]*/{kind}\.sock;",
+                      f"grpc_pass grpc://127.0.0.1:{ports[f'{kind}_port']};", conf)
+    return conf
+
+
+VARIANTS: dict[str, Edit] = {
+    "rendered": lambda conf, peer_root: conf,
+    "loopback-tcp": _loopback_tcp,
     "body-window": _in_peer_server("client_body_buffer_size 1m;"),
     "grpc-buffer": _in_peer_server("grpc_buffer_size 1m;"),
     "chunk-size": _in_peer_server("http2_chunk_size 64k;"),
     "keepalive": _keepalive,
-    "all": lambda conf: _keepalive(_in_peer_server(
-        "client_body_buffer_size 1m;\n        grpc_buffer_size 1m;")(conf)),
+    "buffers-256k": _in_peer_server("client_body_buffer_size 256k;\n"
+                                    "        grpc_buffer_size 256k;"),
+    "buffers-1m": _in_peer_server("client_body_buffer_size 1m;\n        grpc_buffer_size 1m;"),
+    "all": lambda conf, peer_root: _keepalive(_in_peer_server(
+        "client_body_buffer_size 1m;\n        grpc_buffer_size 1m;")(conf, peer_root),
+        peer_root),
 }
 
 
-def _apply(net: MydriveNetwork, originals: dict[Path, str], edit: Callable[[str], str]) -> None:
+def _apply(net: MydriveNetwork, originals: dict[Path, str], edit: Edit) -> None:
     for path, text in originals.items():
-        path.write_text(edit(text))
+        path.write_text(edit(text, path.parent.parent))
     for s in net.services():
         if s["kind"] == "nginx":
             os.kill(s["pid"], signal.SIGHUP)
@@ -93,11 +111,13 @@ def main(argv: list[str] | None = None) -> int:
                     with open(src, "r+b") as f:  # fresh first bytes: nothing to deduplicate
                         f.write(os.urandom(4096))
                     remote, out = f"/ab/{variant}-{r}", work / "out"
+                    net.reset_peaks()
                     before = net.cpu_s_by_kind()
                     m_put, _ = net.put(src, remote)
                     mid = net.cpu_s_by_kind()
                     m_get, _ = net.get(remote, out)
                     after = net.cpu_s_by_kind()
+                    nginx_rss = net.peak_rss_by_kind().get("nginx", 0) / MiB
                     shutil.rmtree(out, ignore_errors=True)
                     net.rm(remote)
                     server = [k for k in after if "/" not in k]
@@ -106,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         "put_cpu": per_gib(m_put.cpu_s + sum(mid[k] - before[k]
                                                              for k in server), size),
                         "get_cpu": per_gib(m_get.cpu_s + sum(after[k] - mid[k]
-                                                             for k in server), size)})
+                                                             for k in server), size),
+                        "nginx_rss": nginx_rss})
                     print(f"round {r + 1} {variant}: put {samples[variant][-1]['put']:.1f} "
                           f"get {samples[variant][-1]['get']:.1f} MB/s", flush=True)
             _apply(net, originals, VARIANTS["rendered"])
@@ -114,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             net.down()
     print(f"\n{args.size_mib} MiB, TLS, 5 peers, R = 2, median of {args.rounds}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| variant | put MB/s | get MB/s | put CPU s/GiB | get CPU s/GiB |")
-    print("|---|---|---|---|---|")
+    print("| variant | put MB/s | get MB/s | put CPU s/GiB | get CPU s/GiB | nginx peak MiB |")
+    print("|---|---|---|---|---|---|")
     for variant, rows in samples.items():
         def med(key: str, rows: list[dict[str, Any]] = rows) -> float:
             return round(float(statistics.median(x[key] for x in rows)), 1)
         print(f"| {variant} | {med('put')} | {med('get')} | {med('put_cpu')} | "
-              f"{med('get_cpu')} |")
+              f"{med('get_cpu')} | {med('nginx_rss')} |")
     return 0
 
 
