@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from mydrive.crypto.keys import UserKeys, unwrap_file_key
 from mydrive.engine.upload import new_file_keys
 from mydrive.errors import (
     BadRequest,
+    Conflict,
     DecryptionFailed,
     FileExists,
     MydriveError,
@@ -132,19 +134,25 @@ def finish_upload(client: PeerClient, keys: UserKeys, control: ControlClient,
     None when the document was already written (an earlier finish stopped before telling)."""
     checked = check_upload(keys, view, control.upload_result(view.job_id))
     doc_id = file_doc_id(keys.user_id, checked.file_id)
-    existing = client.store.get(doc_id)
-    if existing is not None:
+    record: FileRecord | None = None
+    if client.store.get(doc_id) is None:
+        if client.store.get(tomb_doc_id(keys.user_id, checked.file_id)) is not None:
+            raise UntrustedMetadata(f"upload job {view.job_id}: that file was stored and "
+                                    f"deleted already; not signed again")
+        client.check_name_free(keys, checked.path)
+        with suppress(Conflict):  # another process of this user signed it just now
+            record = client.record_upload(
+                keys, checked.path, file_id=checked.file_id, plan=checked.plan,
+                wrapped_file_key=checked.wrapped_file_key, chunks=checked.chunks,
+                transfer=dict(checked.transfer))
+    if record is None:  # signed before: by an earlier visit that stopped before telling
+        existing = client.store.get(doc_id)
+        assert existing is not None, "a conflict means the document is there"
         verify_file(doc_id, existing, keys.identity.public_bytes())
+    try:
         control.finish_upload(view.job_id)
-        return None
-    if client.store.get(tomb_doc_id(keys.user_id, checked.file_id)) is not None:
-        raise UntrustedMetadata(f"upload job {view.job_id}: that file was stored and deleted "
-                                f"already; not signed again")
-    client.check_name_free(keys, checked.path)
-    record = client.record_upload(keys, checked.path, file_id=checked.file_id,
-                                  plan=checked.plan, wrapped_file_key=checked.wrapped_file_key,
-                                  chunks=checked.chunks, transfer=dict(checked.transfer))
-    control.finish_upload(view.job_id)
+    except MydriveError as exc:  # the file is stored and signed; the next visit tells it
+        log.warning("upload job %s signed but not marked done yet: %s", view.job_id, exc)
     return record
 
 
