@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,9 +230,14 @@ class PeerRevocations:
         self._stamp: tuple[int, int, int] | None = None
         self._crl: RevocationList | None = None
         self._peer_ids: frozenset[str] = frozenset()
+        self._lock = threading.Lock()  # the upload's workers ask at once
         self._refresh(first=True)
 
     def _refresh(self, *, first: bool = False) -> None:
+        with self._lock:
+            self._refresh_locked(first=first)
+
+    def _refresh_locked(self, *, first: bool) -> None:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
