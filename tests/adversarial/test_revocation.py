@@ -51,12 +51,14 @@ from mydrive.node.revocation import (
     revoke,
 )
 from mydrive.node.serve import build_server
+from mydrive.runtime.clock import SystemClock
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.transport.base import PeerAddress
 from mydrive.transport.grpc_client import GrpcTransport
+from mydrive.transport.signed_fetch import sign_fetch
 from tests.clientnet import SMALL_CHUNKS
-from tests.strategies import FAST_KDF, random_file
+from tests.strategies import FAST_KDF, fast_user, random_file
 
 PEERS = 6  # the owner and five: with one revoked, four remain for two replicas per chunk
 
@@ -200,8 +202,8 @@ def test_grpc_client_neither_uploads_to_nor_downloads_from_revoked_peer(
 
 
 def test_grpc_calls_to_revoked_peer_fail_as_unavailable(served: Served, tmp_path: Path) -> None:
-    """Every kind of call to a revoked peer is PeerUnavailable (what the engine fails over
-    on) before anything is sent; the peer answered the same call before."""
+    """Probes, stores and fetches to a revoked peer are PeerUnavailable (what the engine
+    fails over on) before anything is sent; the peer answered the same probe before."""
     owner, revoked = served.peers[0], served.peers[2]
     with closing(owner.open_metadata()) as store:
         doc = PeerDocument.from_doc(store.get(f"peer:{revoked.config.peer_id}"))
@@ -215,6 +217,11 @@ def test_grpc_calls_to_revoked_peer_fail_as_unavailable(served: Served, tmp_path
             transport.chunk_status(target, bytes(32), timeout_s=10)
         with pytest.raises(PeerUnavailable, match="revoked"):
             transport.open_store(target)
+        signed = sign_fetch(fast_user().identity, chunk_id=bytes(32),
+                            target_peer_id=doc.peer_id, segment_indices=[],
+                            clock=SystemClock())
+        with pytest.raises(PeerUnavailable, match="revoked"):
+            list(transport.fetch(target, signed))
     finally:
         transport.close()
 
