@@ -679,6 +679,9 @@ def certificate_identity(cert_pem: bytes, ca_cert_pem: bytes) -> tuple[int, byte
         cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_cert_pem))
     except (ValueError, TypeError, InvalidSignature):
         raise PermissionDenied("certificate not issued by the network CA") from None
+    if cert.public_bytes(serialization.Encoding.DER) == x509.load_pem_x509_certificate(
+            ca_cert_pem).public_bytes(serialization.Encoding.DER):
+        raise BadRequest("that is the network CA's own certificate, not a peer's")
     public_key = cert.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise PermissionDenied("peer certificate key is not an EC key")

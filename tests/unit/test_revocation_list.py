@@ -140,8 +140,8 @@ def _net(tmp_path: Path, n: int = 2) -> list[PeerDir]:
 def test_revoke_names_a_peer_by_id_directory_or_certificate(tmp_path: Path) -> None:
     """``revoke`` finds the certificate by peer id (the CA's issued/ record), by peer
     directory or certificate file; each revocation is a new list, number + 1; a second
-    revocation of the same certificate changes nothing; unknown targets and certificates
-    of another CA are refused."""
+    revocation of the same certificate changes nothing; unknown targets, certificates of
+    another CA and the CA's own are refused."""
     p0, p1, p2 = _net(tmp_path, 3)
     network, ca = tmp_path / "pki", load_network(tmp_path / "pki")
     assert crypto.read_revocation_list((network / CRL_NAME).read_bytes(),
@@ -161,6 +161,8 @@ def test_revoke_names_a_peer_by_id_directory_or_certificate(tmp_path: Path) -> N
                                                  "y").cert_pem)
     with pytest.raises(PermissionDenied):
         revoke(network, ca, str(foreign))
+    with pytest.raises(BadRequest, match="CA's own certificate"):
+        revoke(network, ca, str(network / "ca.crt"))
 
 
 def test_peer_follows_its_installed_list(tmp_path: Path) -> None:
