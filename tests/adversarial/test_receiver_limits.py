@@ -181,7 +181,7 @@ def test_idle_stream_is_ended_and_its_partial_resumes(tmp_path: Path) -> None:
                     candidate.close()
                     assert time.monotonic() - started < 5.0, "the idle stream was never ended"
                     time.sleep(0.05)
-            assert time.monotonic() - started >= 0.3
+            assert time.monotonic() - started >= 0.25  # not before the timeout (0.3 s)
             assert held.indices == frozenset(range(5))  # its partial was kept for the resume
             assert second.send_round((i, segments[i]) for i in range(5, 16)) == []
             second.close()
