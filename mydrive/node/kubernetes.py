@@ -64,6 +64,7 @@ from mydrive.node.peerset import (
     make_peer_set,
 )
 from mydrive.node.pki import CA_CERT, PEER_CERT, PEER_KEY
+from mydrive.node.revocation import CRL_NAME
 from mydrive.runtime.disk import atomic_write_bytes
 
 DEFAULT_PEERS = 5
@@ -231,6 +232,10 @@ def seed_container(image: str) -> dict[str, Any]:
         f"install -m 0600 /seed-tls/tls.key {PEER_MOUNT}/tls/{PEER_KEY}",
         f"install -m 0644 /seed-tls/tls.crt {PEER_MOUNT}/tls/{PEER_CERT}",
         f"install -m 0644 /seed-tls/ca.crt {PEER_MOUNT}/tls/{CA_CERT}",
+        # Only when missing: the peer replaces its list with newer CA-signed ones at run
+        # time (docs/tls.md), and a restart must not bring back the generated, older one.
+        f"[ -f {PEER_MOUNT}/tls/{CRL_NAME} ] || "
+        f"install -m 0644 /seed-tls/{CRL_NAME} {PEER_MOUNT}/tls/{CRL_NAME}",
         f"install -m 0644 /{COUCHDB_CONFIG}/{COUCHDB_INI} /{COUCHDB_LOCAL_D}/{COUCHDB_INI}"])
     return {"name": "seed", "image": image, "command": ["sh", "-c", script],
             "volumeMounts": [{"name": PEER_VOLUME, "mountPath": PEER_MOUNT},
@@ -310,7 +315,8 @@ def peer_documents(peer: PeerDir, namespace: str, image: str, all_peers: Sequenc
          "type": "kubernetes.io/tls",
          "data": {"tls.crt": _b64((tls / PEER_CERT).read_bytes()),
                   "tls.key": _b64((tls / PEER_KEY).read_bytes()),
-                  "ca.crt": _b64((tls / CA_CERT).read_bytes())}},
+                  "ca.crt": _b64((tls / CA_CERT).read_bytes()),
+                  CRL_NAME: _b64((tls / CRL_NAME).read_bytes())}},
         {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(f"{name}-peer", namespace, name),
          "type": "Opaque", "data": {"peer.json": _b64((peer.root / "peer.json").read_bytes())}},
         {"apiVersion": "v1", "kind": "Secret",

@@ -402,3 +402,20 @@ def test_kubernetes_cli_generate(tmp_path: Path) -> None:
     bad = mydrive("--storage", "10GB", str(tmp_path / "other"))
     assert bad.returncode == 2 and "--storage '10GB'" in bad.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_pods_start_with_the_networks_revocation_list(generated: Any) -> None:
+    """Each peer's TLS Secret carries the network's CA-signed CRL, so nginx starts with
+    ssl_crl; the seed installs it only when the volume has none (a newer list the peer
+    installed at run time survives restarts)."""
+    from mydrive.crypto.primitives import read_revocation_list
+
+    _, docs = generated
+    secrets = _by_kind(docs, "Secret")
+    for name, sts in _by_kind(docs, "StatefulSet").items():
+        tls = secrets[f"{name}-tls"]["data"]
+        read_revocation_list(base64.b64decode(tls["crl.pem"]), base64.b64decode(tls["ca.crt"]))
+        seed = next(c for c in sts["spec"]["template"]["spec"]["initContainers"]
+                    if c["name"] == "seed")
+        script = seed["command"][-1]
+        assert f"[ -f {PEER_MOUNT}/tls/crl.pem ] || install" in script
