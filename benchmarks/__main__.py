@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
         "peers": 5, "replicas": 2, "load_average_at_start": os.getloadavg()}, "errors": {}}
     work = Path(tempfile.mkdtemp(prefix="mydrive-bench-", dir=opts.work_dir))
+    work.chmod(0o755)  # as root, nginx's workers ("nobody") must reach the service sockets
     tls = MydriveNetwork(work / "net-tls", tls=True)
     plain = MydriveNetwork(work / "net-plain", tls=False)
     ssh = SshServer(work / "ssh")

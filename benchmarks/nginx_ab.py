@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="nginx-ab-") as tmp:
         work = Path(tmp)
+        work.chmod(0o755)  # root's nginx workers ("nobody") reach the peers' service sockets
         src = random_file(work / "file", args.size_mib * MiB)
         size = src.stat().st_size
         net = MydriveNetwork(work / "net", tls=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from mydrive.errors import BadRequest
 from mydrive.node.peerdir import PeerConfig, PeerDir
 from mydrive.node.pki import TlsFiles, tls_files, write_secret
+from mydrive.node.service_socket import nginx_upstream
 
 log = logging.getLogger("mydrive.node.nginx")
 
@@ -96,7 +97,10 @@ def render(peer: PeerDir, *, container: bool = False, resolver: str | None = Non
         resolver=(f"resolver {resolver} ipv6=off valid=30s;" if resolver
                   else CONTAINER_RESOLVER if container else ""),
         peer_port=cfg.nginx_port, ui_port=cfg.ui_port, ui_backend_port=cfg.ui_backend_port,
-        receiver_port=cfg.receiver_port, sender_port=cfg.sender_port,
+        receiver=nginx_upstream(peer.root, "receiver", "127.0.0.1", cfg.receiver_port,
+                                container=container),
+        sender=nginx_upstream(peer.root, "sender", "127.0.0.1", cfg.sender_port,
+                              container=container),
         egress_port=cfg.egress_port,
         cert=files.cert.resolve().as_posix(), key=files.key.resolve().as_posix(),
         ca_cert=files.ca_cert.resolve().as_posix(), couchdb_db=cfg.couchdb_db,

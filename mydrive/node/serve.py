@@ -27,6 +27,7 @@ import grpc
 
 from mydrive.errors import BadRequest, MydriveError
 from mydrive.node.peerdir import PeerConfig, PeerDir
+from mydrive.node.service_socket import open_to_nginx, service_socket
 from mydrive.node.ui_address import health_body
 from mydrive.runtime.clock import SystemClock
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
@@ -46,6 +47,7 @@ from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 SERVICES = ("receiver", "sender")
 MAX_CONCURRENT_RPCS = 64
 RPC_THREADS = 32
+SERVER_OPTIONS = [*CHANNEL_OPTIONS]  # gRPC server options (message sizes as the client's)
 STOP_GRACE_S = 5.0  # calls in flight get this long to finish after SIGTERM
 HEALTH_PROBE_TIMEOUT_S = 1.0
 log = logging.getLogger("mydrive.serve")
@@ -94,7 +96,7 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
                        partial_ttl_s=config.partial_ttl_s)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=RPC_THREADS,
                                                     thread_name_prefix=kind),
-                         options=CHANNEL_OPTIONS,
+                         options=SERVER_OPTIONS,
                          maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
     if kind == "receiver":
         describe_receiver_metrics(metrics)
@@ -119,6 +121,10 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
     else:
         raise BadRequest(f"unknown service {kind!r}; expected one of {', '.join(SERVICES)}")
     server.add_insecure_port(address)
+    sock = service_socket(peer.root, kind) if config.tls else None
+    if sock is not None:  # nginx's way in (mydrive.node.service_socket)
+        server.add_insecure_port(f"unix:{sock}")
+        open_to_nginx(sock)
     return server, address
 
 

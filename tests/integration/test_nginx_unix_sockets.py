@@ -1,0 +1,48 @@
+"""nginx reaches the services over unix sockets: a put and a get through them, end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mydrive.node import cluster
+from tests.integration.conftest import LocalNetwork, start_network
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.name != "posix", reason="unix sockets: TCP on Windows")]
+
+
+@pytest.fixture
+def open_home() -> Iterator[Path]:
+    """A home nginx's workers can search even when root runs them as "nobody" (pytest's
+    own temporary directories are 0700: there the services keep loopback TCP)."""
+    base = Path(tempfile.mkdtemp(prefix="md-uds-"))
+    base.chmod(0o755)
+    try:
+        yield base / "net"
+    finally:
+        cluster.stop(base / "net", hard=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_put_and_get_through_nginx_over_unix_sockets(open_home: Path, tmp_path: Path) -> None:
+    net: LocalNetwork = start_network(open_home, 4, tls=True, replicas=2)
+    for i in range(3):
+        conf = (net.peer_dir(i) / "nginx" / "nginx.conf").read_text()
+        assert f"grpc_pass grpc://unix:{net.peer_dir(i).resolve()}/receiver.sock;" in conf
+        assert f"grpc_pass grpc://unix:{net.peer_dir(i).resolve()}/sender.sock;" in conf
+    net.mydrive("user", "create")
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    net.mydrive("put", str(src), "/uds.bin")
+    result = net.json("get", "/uds.bin", "--out", str(tmp_path / "out"))
+    assert Path(result["path"]).read_bytes() == src.read_bytes()
+    logged = "".join((net.peer_dir(i) / "nginx" / "logs" / "access.log").read_text()
+                     for i in range(4))
+    assert "/mydrive.v1.Receiver/StoreChunk" in logged
+    assert "/mydrive.v1.Sender/FetchChunk" in logged
