@@ -18,6 +18,7 @@ import pytest
 from mydrive.ui.app import create_app
 from mydrive.ui.settings import UiSettings
 from tests.clientnet import ClientNet, client_net
+from tests.unit.test_ui import upload
 
 PASS = "correct horse battery staple"
 
@@ -51,7 +52,7 @@ LOCAL = ["/files", "/basket", "/jobs/0123abcd", "/files?folder=/docs/a%20b"]
 
 @pytest.fixture
 def net(tmp_path: Path) -> ClientNet:
-    return client_net(tmp_path, 3)
+    return client_net(tmp_path, 4)
 
 
 def _client(net: ClientNet) -> Any:
@@ -109,6 +110,11 @@ def test_basket_back_never_leaves_the_site(net: ClientNet) -> None:
                 (form, repr(target))
     r = c.post("/basket/clear", data={"csrf_token": tok, "back": "/basket"})
     assert r.headers["Location"] == "/basket"
+    assert upload(c, tok, "/", "a.bin", b"a" * 1000)["state"] == "done"  # add needs a file
+    for target in OFF_SITE:
+        r = c.post("/basket/add", data={"csrf_token": tok, "path": "/a.bin", "kind": "file",
+                                        "back": target})
+        assert r.status_code == 303 and r.headers["Location"] == "/files", repr(target)
 
 
 def test_login_bounce_quotes_the_path(net: ClientNet) -> None:
