@@ -62,6 +62,42 @@ CLOCK_SKEW_ALLOWANCE_MS = 24 * 3600 * 1000
 MAX_WARNED_IDS = 10_000
 
 
+def pin_newer_leaf(store: MetadataStore, doc_id: str, bodies: list[Document]) -> bool:
+    """Before the conflict policy deletes the losing leaves of ``doc_id``: a valid leaf signed
+    by the key this peer pinned and newer than the pin becomes the pin. True if it did.
+
+    The policy decides from the leaves alone, so a leaf signed by *another* key with a larger
+    ``updated_ms`` (a name squatted by a dishonest member, who forks the document in its own
+    database) wins in the store, and the owner's own newer revision that arrived with it
+    (a passphrase rotation) would be deleted unseen: this peer would keep the old pin and
+    its readers the old passphrase. Only the local pin changes here (never replicated), so
+    no two peers can write against each other.
+    """
+    if doc_id.partition(":")[0] not in SIGNED_KINDS:
+        return False
+    kept_doc = store.get_local(verified_key(doc_id))
+    if kept_doc is None:
+        return False
+    try:
+        kept = verify(doc_id, kept_doc)
+    except (UntrustedMetadata, BadRequest):
+        return False
+    best: tuple[int, Document] | None = None
+    for body in bodies:
+        try:
+            leaf = verify(doc_id, body)
+        except (UntrustedMetadata, BadRequest):
+            continue
+        if leaf.signer == kept.signer and leaf.updated_ms > kept.updated_ms and (
+                best is None or leaf.updated_ms > best[0]):
+            best = (leaf.updated_ms, body)
+    if best is None:
+        return False
+    store.put_local(verified_key(doc_id), best[1])
+    log.info("%s: pinned the owner's newer revision from among conflicting leaves", doc_id)
+    return True
+
+
 class MetadataGuard:
     """Reviews signed documents as they change; ``actions`` counts what it did (for tests
     and logs). Raises only MetadataUnavailable (the supervisor retries the change)."""
