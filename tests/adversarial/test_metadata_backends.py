@@ -235,7 +235,11 @@ def test_forged_user_document_never_locks_alice_out(world: World, tmp_path: Path
         world.fork("user:alice", forged)
     else:
         world.attacker.put("user:alice", forged)
-    world.deliver()
+    world.sync(2, 1)
+    if how == "fork":
+        assert isinstance(world.stores[1], CouchStore)
+        assert len(world.stores[1].leaves("user:alice")) == 2  # a conflict on B
+    world.settle()
     assert world.victim.login("alice", PASS).user_id == keys.user_id
     assert not _logs_in(world.victim, EVIL)
 
@@ -258,11 +262,15 @@ def test_rotation_arriving_beside_a_forged_leaf_is_kept(world: World, tmp_path: 
     world.sync(0, 2)  # C has alice's rotation; B does not have it yet
     if world.backend == "couchdb":
         world.fork("user:alice", _mallorys_alice(), beside=old_rev)
+        world.sync(2, 1)
+        assert isinstance(world.stores[1], CouchStore)
+        assert len(world.stores[1].leaves("user:alice")) == 2  # both arrive as a conflict
+        world.settle()
     else:
         world.sync(2, 1)
         world.settle()
         world.attacker.put("user:alice", _mallorys_alice())
-    world.deliver()
+        world.deliver()
     assert world.victim.login("alice", NEW).user_id == keys.user_id
     assert not _logs_in(world.victim, PASS)
     assert not _logs_in(world.victim, EVIL)
@@ -336,7 +344,10 @@ def test_forked_file_leaves_never_win(world: World, tmp_path: Path) -> None:
                                           if k != "signature"}, evil.identity)
     world.fork(rec.doc_id, tampered)
     world.fork(rec.doc_id, resigned)
-    world.deliver()
+    world.sync(2, 1)
+    assert isinstance(world.stores[1], CouchStore)
+    assert len(world.stores[1].leaves(rec.doc_id)) == 3  # a three-way conflict on B
+    world.settle()
     assert world.stores[1].get(rec.doc_id) == genuine
     assert _downloads(world.victim, keys, "f.bin", tmp_path / "f.bin", tmp_path / "out")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,8 +68,9 @@ class Net:
     pouch: PouchServer | None
     supervisor: ReplicationSupervisor | None
 
-    def deliver(self) -> None:
-        """B takes what C has, then B's supervisor round (on SQLite: the same peer keeping)."""
+    def deliver(self, check: Callable[[], bool] | None = None) -> None:
+        """B takes what C has, then B's supervisor round (on SQLite: the same peer keeping).
+        ``check``: asserted true between the replication and the round."""
         if isinstance(self.victim, CouchStore) and isinstance(self.attacker, CouchStore):
             assert self.pouch is not None and self.supervisor is not None
             p = self.pouch
@@ -78,6 +79,7 @@ class Net:
                     "target": with_credentials(f"{p.url}/{self.victim.db}", p.user,
                                                p.password)}
             self.victim.request("POST", "/_replicate", body=body, ok=(200, 201, 202))
+            assert check is None or check(), "the attack did not arrive as intended"
             self.supervisor.catch_up()
             return
         theirs = dict(self.attacker.list_prefix("peer:"))
@@ -191,7 +193,8 @@ def test_forged_peer_document_never_takes_a_peer_away(net: Net, how: str) -> Non
         net.attacker.delete(doc_id)
     else:
         net.fork(doc_id, forged)
-    net.deliver()
+    net.deliver(check=(lambda: len(net.victim.leaves(doc_id)) == 2)  # type: ignore[attr-defined]
+                if how == "fork" else None)
     assert net.victim.get(doc_id) == genuine
     peers = {p.address.peer_id: p.address for p in net.client().known_peers()}
     assert peers[victim.config.peer_id].receiver_address != mine.receiver_address
