@@ -39,6 +39,7 @@ from mydrive.formats.chunkplan import (
 from mydrive.formats.digest import DIGEST_ALG, digest
 from mydrive.formats.filerecord import ChunkRecord
 from mydrive.formats.placement import PeerSlot, place_chunks
+from mydrive.runtime.allocator import tune_for_transfers
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
@@ -156,6 +157,7 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
     Nothing is written locally: a crash leaves uncommitted segments on receivers, which they
     discard, and committed chunks no file record names (docs/deletion.md).
     """
+    tune_for_transfers()  # large buffers stay in the heap (runtime/allocator.py)
     note = ClockedEvents(events, clock)
     size = source.stat().st_size
     eligible = _reachable([p for p in peers if p.peer_id != owner_peer_id], transport,

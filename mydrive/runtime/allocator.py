@@ -1,0 +1,51 @@
+"""Keep glibc from mapping and unmapping every large buffer a transfer allocates.
+
+A transfer allocates a 256 KiB message per segment and chunk-sized buffers, on several
+threads. Past glibc's mmap threshold each such block is mapped when allocated and unmapped
+when freed (and freed heap tops are trimmed), so its pages fault in again every time: a
+512 MiB put took about 300,000 minor page faults and 1.7 s of kernel time, 43,000 and 1.0 s
+with the thresholds below (docs/benchmarks.md, "Client-side optimisations"). The memory
+kept for reuse is bounded by the transfer's own flat working set.
+
+Only on Linux with glibc (``mallopt`` and ``gnu_get_libc_version`` present); elsewhere
+(Windows, macOS, musl) nothing changes. Process-wide and idempotent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+
+# mallopt parameters, from glibc's <malloc.h>.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+# Larger than a chunk (4 MiB by default) and a segment message: both come from the heap.
+MMAP_THRESHOLD_BYTES = 64 * 1024 * 1024
+# Freed heap tops below this stay mapped for the next chunk instead of faulting in again.
+TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
+
+_lock = threading.Lock()
+_tuned = False
+
+
+def tune_for_transfers() -> bool:
+    """Raise glibc's mmap and trim thresholds once per process; True if they were set."""
+    global _tuned
+    with _lock:
+        if _tuned:
+            return True
+        if not sys.platform.startswith("linux"):
+            return False
+        try:
+            libc = ctypes.CDLL(None)
+            mallopt = libc.mallopt
+            libc.gnu_get_libc_version  # noqa: B018 - glibc's mallopt, not a look-alike's
+        except (OSError, AttributeError):
+            return False
+        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        mallopt.restype = ctypes.c_int
+        _tuned = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+            mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        return _tuned

@@ -1,0 +1,37 @@
+"""runtime/allocator: after tuning, a chunk-sized buffer comes from the heap, not a fresh
+mapping (which faults its pages in again on every allocation)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_PROBE = textwrap.dedent("""
+    import ctypes, sys
+    from mydrive.runtime.allocator import tune_for_transfers
+    tuned = tune_for_transfers() if sys.argv[1] == "tune" else False
+    buf = bytearray(2 * 1024 * 1024)  # a chunk-sized buffer in a fresh process
+    address = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+    heap = [line.split()[0] for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]")]
+    low, high = (int(x, 16) for x in heap[0].split("-"))
+    print(tuned, low <= address < high)
+""")
+
+
+def _probe(mode: str) -> str:
+    done = subprocess.run([sys.executable, "-c", _PROBE, mode], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not Path("/proc/self/maps").exists(),
+                    reason="glibc's heap is seen in /proc/self/maps on Linux only")
+def test_tuned_process_keeps_chunk_buffers_in_the_heap() -> None:
+    assert _probe("tune") == "True True"
+    assert _probe("none") == "False False"  # glibc's default: mapped on its own
