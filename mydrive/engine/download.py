@@ -37,7 +37,6 @@ from mydrive.errors import (
 )
 from mydrive.formats.digest import digest, digests_equal
 from mydrive.formats.filerecord import ChunkRecord, FileRecord
-from mydrive.runtime.allocator import tune_for_transfers
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.disk import fsync_dir
 from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
@@ -75,7 +74,6 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
     """
     if destination.exists() and not overwrite:
         raise FileExists(f"{destination} already exists (use --overwrite to replace it)")
-    tune_for_transfers()  # large buffers stay in the heap (runtime/allocator.py)
     note = ClockedEvents(events, clock)
     if keys is not None:
         file_key = unwrap_file_key(keys, record.file_id, record.wrapped_file_key)
