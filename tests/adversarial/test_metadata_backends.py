@@ -382,3 +382,33 @@ def test_rewritten_tombstone_deletes_no_live_chunk(world: World, tmp_path: Path)
     world.victim.collect_garbage(keys)
     assert all(world.net.holders(c.chunk_id) == set(c.replicas) for c in live.chunks)
     assert _downloads(world.victim, keys, "live.bin", tmp_path / "live.bin", tmp_path / "out")
+
+
+def test_removed_file_brought_back_by_a_replica_stays_removed(world: World,
+                                                              tmp_path: Path) -> None:
+    """alice removes /g.bin on A. C writes the file's last genuine revision back: on CouchDB
+    as a live leaf forked beside the deletion (a live leaf beats a deleted one in any
+    conflict), on SQLite as a new document. On B the file stays removed: not listed, and its
+    document is deleted again since the owner's signed tombstone orders it. (Without the
+    tombstone check the signed document would simply be a file again, in every listing.)"""
+    keys, (gone, keep) = _alice(world, tmp_path, "g.bin", "keep.bin")
+    last_live = world.attacker.get(gone.doc_id)
+    assert last_live is not None
+    world.alice_peer.remove(keys, "/g.bin")
+    world.spread()
+    assert world.stores[1].get(gone.doc_id) is None
+    if isinstance(world.attacker, CouchStore):
+        store = world.attacker
+        rows = store.request("GET", f"/{store.db}/_all_docs",
+                             params={"keys": f'["{gone.doc_id}"]'}, ok=(200,)).json()["rows"]
+        deleted_rev = rows[0]["value"]["rev"]
+        assert rows[0]["value"].get("deleted")
+        world.fork(gone.doc_id, last_live, beside=deleted_rev)
+        world.sync(2, 1)
+        assert world.stores[1].get(gone.doc_id) is not None  # it is a file again in B's store
+        world.settle()
+    else:
+        world.attacker.put(gone.doc_id, last_live)
+        world.deliver()
+    assert [e.path for e in world.victim.list_files(keys)] == ["/keep.bin"]
+    assert world.stores[1].get(gone.doc_id) is None
