@@ -26,7 +26,7 @@ import httpx
 from mydrive.errors import BadRequest, Conflict, MetadataAuthFailed, MetadataUnavailable, TooLarge
 from mydrive.metadata.base import Document, check_doc_id, encode_document
 from mydrive.metadata.conflicts import Leaf, pick_winner
-from mydrive.metadata.guard import pin_newer_leaf
+from mydrive.metadata.guard import pin_newer_revision
 
 log = logging.getLogger("mydrive.metadata.couchdb")
 
@@ -36,6 +36,7 @@ LIST_PAGE_DOCS = 500
 MAX_LIST_DOCS = 1_000_000
 MAX_WRITE_ATTEMPTS = 16  # 409s from concurrent writers of one document, then Conflict
 MAX_WRITE_BACKOFF_S = 0.25
+MAX_EARLIER_REVISIONS = 32  # earlier revisions the guard looks through (guard.py)
 # Highest BMP code point that CouchDB and PouchDB collate after every printable id character.
 _HIGH_KEY = "\ufff0"
 # Sent on every request: CouchDB and pouchdb-server then answer JSON (never multipart) and
@@ -361,11 +362,35 @@ class CouchStore:
         losers = [leaf.rev for leaf in live if leaf.rev != winner.rev]
         if losers:
             # The owner's newer revision must not vanish with the losers (guard.py).
-            pin_newer_leaf(self, doc_id, [leaf.body for leaf in live])
+            pin_newer_revision(self, doc_id, [leaf.body for leaf in live])
             log.info("%s: %r had %d live revisions; kept %s, deleting %s", self._where,
                      doc_id, len(live), winner.rev, ", ".join(losers))
             self._delete_revs(doc_id, losers)
         return winner.body
+
+    def earlier_revisions(self, doc_id: str) -> list[Document]:
+        """Bodies of the current revision's ancestors this server still holds, newest first
+        (at most MAX_EARLIER_REVISIONS; replication brings only leaves, so these are the
+        revisions that were current here at some point, until compaction)."""
+        response = self.request("GET", self._doc_path(doc_id), params={"revs_info": "true"},
+                                ok=(200, 404))
+        if response.status_code == 404:
+            return []
+        raw = self._json(response)
+        info = raw.get("_revs_info") if isinstance(raw, dict) else None
+        if not isinstance(info, list):
+            return []
+        revs = [item["rev"] for item in info[1:]
+                if isinstance(item, dict) and item.get("status") == "available"
+                and isinstance(item.get("rev"), str)][:MAX_EARLIER_REVISIONS]
+        out = []
+        for rev in revs:
+            body = self.request("GET", self._doc_path(doc_id), params={"rev": rev},
+                                ok=(200, 404))
+            doc = self._json(body) if body.status_code == 200 else None
+            if isinstance(doc, dict) and not doc.get("_deleted"):
+                out.append(strip_meta(doc))
+        return out
 
     def _delete_revs(self, doc_id: str, revs: list[str]) -> None:
         if not revs:

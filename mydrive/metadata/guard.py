@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from mydrive.crypto.keys import USER_DOC_TYPE
 from mydrive.errors import BadRequest, MetadataUnavailable, MydriveError, UntrustedMetadata
@@ -62,16 +63,27 @@ CLOCK_SKEW_ALLOWANCE_MS = 24 * 3600 * 1000
 MAX_WARNED_IDS = 10_000
 
 
-def pin_newer_leaf(store: MetadataStore, doc_id: str, bodies: list[Document]) -> bool:
-    """Before the conflict policy deletes the losing leaves of ``doc_id``: a valid leaf signed
-    by the key this peer pinned and newer than the pin becomes the pin. True if it did.
+@runtime_checkable
+class RevisionHistory(Protocol):
+    """A store that keeps earlier revisions of a document (CouchDB, until compaction)."""
 
-    The policy decides from the leaves alone, so a leaf signed by *another* key with a larger
-    ``updated_ms`` (a name squatted by a dishonest member, who forks the document in its own
-    database) wins in the store, and the owner's own newer revision that arrived with it
-    (a passphrase rotation) would be deleted unseen: this peer would keep the old pin and
-    its readers the old passphrase. Only the local pin changes here (never replicated), so
-    no two peers can write against each other.
+    def earlier_revisions(self, doc_id: str) -> list[Document]:
+        """Bodies of the current revision's ancestors this server holds, newest first."""
+        ...
+
+
+def pin_newer_revision(store: MetadataStore, doc_id: str, bodies: list[Document]) -> bool:
+    """A valid revision among ``bodies`` signed by the key this peer pinned for ``doc_id``
+    and newer than the pin becomes the pin. True if one did.
+
+    Used where the owner's newer revision would otherwise pass unseen: among the losing
+    leaves of a conflict, before the policy deletes them (the policy decides from the leaves
+    alone, so a dishonest member's own user document with a larger ``updated_ms``, forked
+    beside the owner's passphrase rotation, wins in the store); and among the earlier
+    revisions of a user document signed by another key (the member wrote its own on top of
+    the rotation before this peer's supervisor reviewed it). Without this the peer would keep
+    the old pin, and its readers the old passphrase. Only the local pin changes (never
+    replicated), so no two peers can write against each other.
     """
     if doc_id.partition(":")[0] not in SIGNED_KINDS:
         return False
@@ -142,6 +154,9 @@ class MetadataGuard:
                     # Can't happen: the owner id is part of the id and derived from the key.
                     self._restore(doc_id, kept_doc, "signed by another owner")
                     return "restored"
+                if isinstance(self.store, RevisionHistory):
+                    # The owner's newer revision may lie under it (guard: pin_newer_revision).
+                    pin_newer_revision(self.store, doc_id, self.store.earlier_revisions(doc_id))
                 self._warn(doc_id, "other-key", "%s: a revision signed by another identity "
                            "key arrived (the name is claimed twice); this peer keeps the one "
                            "it knew", doc_id)

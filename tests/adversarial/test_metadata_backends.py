@@ -249,7 +249,7 @@ def test_rotation_arriving_beside_a_forged_leaf_is_kept(world: World, tmp_path: 
     its own forged alice (another key, huge updated_ms) is a conflicting leaf beside it. The
     policy keeps C's leaf in the store (it can't know whose name it is), but B's pin moves to
     alice's newer revision: on B the new passphrase works and the old one doesn't. (Before
-    pin_newer_leaf: the policy deleted alice's revision unseen, and B kept accepting the
+    pin_newer_revision: the policy deleted alice's revision unseen, and B kept accepting the
     passphrase she had rotated away from; the new one was "wrong". SQLite has no trees: the
     forgery arrives after the rotation.)"""
     keys, _ = _alice(world, tmp_path)
@@ -412,3 +412,25 @@ def test_removed_file_brought_back_by_a_replica_stays_removed(world: World,
         world.deliver()
     assert [e.path for e in world.victim.list_files(keys)] == ["/keep.bin"]
     assert world.stores[1].get(gone.doc_id) is None
+
+
+def test_rotation_overwritten_by_a_forged_revision_is_kept(world: World,
+                                                           tmp_path: Path) -> None:
+    """alice rotates on A; B receives the rotation from A, but before B's supervisor round C
+    (which took it too) writes its own alice on top of it, and B takes that from C: the
+    rotation is no longer a leaf anywhere, only an earlier revision in B's tree. B's pin still
+    moves to it: the new passphrase works on B and the old one doesn't. (Before: the guard
+    saw only C's revision, kept the old pin, and B went on accepting the passphrase alice
+    had rotated away from. On SQLite, which keeps no revisions, the rotation is reviewed as
+    it arrives.)"""
+    keys, _ = _alice(world, tmp_path)
+    world.net.clock.advance_ms(1000)
+    world.alice_peer.rotate_passphrase("alice", PASS, NEW)
+    world.sync(0, 1)  # B has the rotation ...
+    if world.backend == "sqlite":
+        world.settle()
+    world.sync(0, 2)
+    world.attacker.put("user:alice", _mallorys_alice())  # ... C writes on top of it
+    world.deliver()  # ... and B's supervisor first runs now
+    assert world.victim.login("alice", NEW).user_id == keys.user_id
+    assert not _logs_in(world.victim, PASS)
