@@ -248,14 +248,9 @@ def _get_as_job(peer_dir: Path, client: PeerClient, keys: UserKeys, remote: str,
 
 def _job_error(error: str, job_id: str) -> MydriveError:
     """The job's recorded error as the class it was (so the exit code is the same)."""
-    from mydrive import errors
+    from mydrive.node.jobs_control import recorded_error
 
-    name, _, message = error.partition(": ")
-    cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, errors.MydriveError) and \
-            cls is not errors.TooFewPeers:
-        return cls(message)
-    return errors.MydriveError(f"job {job_id}: {error}")
+    return recorded_error(error)
 
 
 @click.command()

@@ -424,6 +424,20 @@ def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: Co
     return job_id, destination
 
 
+def recorded_error(text: str) -> MydriveError:
+    """A job's recorded error ("ClassName: message") as its mydrive class again, so that the
+    CLI's exit code and the UI's advice are what the in-process path gives."""
+    from mydrive import errors
+
+    name, _, message = text.partition(": ")
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, MydriveError)):
+        return MydriveError(text)
+    exc = cls.__new__(cls)  # not cls(message): some take other arguments (TooFewPeers)
+    MydriveError.__init__(exc, message)
+    return exc
+
+
 def seal_label(keys: UserKeys, remote_path: str) -> str:
     """A job's label as the peer keeps it: the remote path sealed with the name key, hex."""
     return encrypt_name(keys.name_key, normalize_remote_path(remote_path)).hex()

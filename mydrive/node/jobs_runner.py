@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -55,7 +56,10 @@ def _without_names(text: str, job: Job) -> str:
     for local, what in ((job.destination, "<destination>"), (job.source, "<source>")):
         if local:
             path = Path(local)
-            text = text.replace(str(path), what).replace(path.name, "<file>")
+            text = text.replace(str(path), what)
+            # The name as a word of its own ("f" must not blank the f of "of").
+            text = re.sub(rf"(?<![\w.-]){re.escape(path.name)}(?![\w-])(?!\.\w)", "<file>",
+                          text)
     return text
 
 

@@ -189,20 +189,9 @@ class JobBoard:
             item.done_bytes = item.size_bytes
 
 
-def _as_error(text: str) -> MydriveError:
-    """A service job's recorded error ("ClassName: message") as its mydrive class again."""
-    from mydrive import errors
-
-    name, _, message = text.partition(": ")
-    cls = getattr(errors, name, None)
-    if isinstance(cls, type) and issubclass(cls, MydriveError) and cls is not errors.TooFewPeers:
-        return cls(message)
-    return MydriveError(text)
-
-
 def _file_of(view: JobView, keys: UserKeys, target: str) -> JobFile:
     from mydrive.formats.paths import local_destination
-    from mydrive.node.jobs_control import open_label
+    from mydrive.node.jobs_control import open_label, recorded_error
     from mydrive.node.jobs_store import AWAITING_SIGNATURE
 
     remote_path = open_label(keys, view) or "(unreadable name)"
@@ -216,7 +205,7 @@ def _file_of(view: JobView, keys: UserKeys, target: str) -> JobFile:
                    state=state if state in ("queued", "running", "done") else "failed",
                    local_path=local_path)
     if item.state == "failed":
-        problem = problem_for(_as_error(view.error or view.state))
+        problem = problem_for(recorded_error(view.error or view.state))
         item.error_kind, item.error_title = problem.kind, problem.title
         item.error_advice, item.error = problem.advice, view.error or view.state
     return item

@@ -225,3 +225,22 @@ def test_upload_job_fails_when_the_file_changes_while_uploading(world) -> None:
     assert done.state == "failed"
     assert "changed while it was being uploaded" in done.error or \
         "changed size" in done.error
+
+
+def test_upload_job_error_keeps_its_class_and_blanks_only_the_name(tmp_path: Path) -> None:
+    """A recorded error comes back as its class (TooFewPeers: exit code 5, as in-process);
+    the file's name is blanked where it stands as a word, not inside other words."""
+    from mydrive.errors import TooFewPeers
+    from mydrive.node.jobs_control import recorded_error
+    from mydrive.node.jobs_runner import _without_names
+
+    exc = recorded_error("TooFewPeers: too few peers: 2 eligible peer(s)")
+    assert isinstance(exc, TooFewPeers) and exc.exit_code == 5
+    assert str(exc) == "too few peers: 2 eligible peer(s)"
+    store = JobStore(tmp_path, now_ms=lambda: 1, new_id=lambda: "00000000000000c1",
+                     dir_name=UPLOAD_JOBS_DIR_NAME)
+    job = store.submit(kind="upload", label="", destination="", source="/home/u/f",
+                       overwrite=False, bytes_total=1,
+                       secrets=JobSecrets(file_record="", file_key_hex="", delegations_hex=()))
+    assert _without_names("no number of chunks can satisfy it: /home/u/f; f. f.txt", job) == \
+        "no number of chunks can satisfy it: <source>; <file>. f.txt"
