@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -30,6 +31,8 @@ from mydrive.crypto import primitives as crypto
 from mydrive.engine.durability import DurabilitySettings
 from mydrive.errors import BadRequest, PeerUnavailable, PermissionDenied
 from mydrive.formats.peerdoc import PeerDocument
+from mydrive.metadata.base import MetadataStore
+from mydrive.metadata.sqlite import SqliteStore
 from mydrive.node import cluster
 from mydrive.node.local_client import open_client
 from mydrive.node.peerdir import PeerDir, init_peer, peer_document
@@ -58,6 +61,7 @@ from mydrive.transport.base import PeerAddress
 from mydrive.transport.grpc_client import GrpcTransport
 from mydrive.transport.signed_fetch import sign_fetch
 from tests.clientnet import SMALL_CHUNKS
+from tests.couchfix import PouchServer
 from tests.strategies import FAST_KDF, fast_user, random_file
 
 PEERS = 6  # the owner and five: with one revoked, four remain for two replicas per chunk
@@ -420,18 +424,38 @@ def test_nginx_starts_with_the_empty_list_of_a_new_network(nginx_net: list[PeerD
 
 # ---- The list spread through the metadata ----------------------------------------------
 
-def test_published_list_is_adopted_and_defended(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def pouch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
+    server = PouchServer(tmp_path_factory.mktemp("pouch")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _metadata_store(backend: str, request: pytest.FixtureRequest,
+                    tmp_path: Path) -> MetadataStore:
+    if backend == "sqlite":
+        return SqliteStore(tmp_path / "replicated.sqlite3")
+    server: PouchServer = request.getfixturevalue("pouch")
+    return server.store("crl-" + uuid.uuid4().hex[:10])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "couchdb"])
+def test_published_list_is_adopted_and_defended(tmp_path: Path, backend: str,
+                                                request: pytest.FixtureRequest) -> None:
     """``crl:network`` as it arrives by replication: the CA's newer list is adopted; a
     dishonest member's forged list, the genuine list from before a revocation, another
     member's garbage or a deletion are not: the peer writes its own list back over them
     and keeps enforcing it. The control: the older list, had it been taken, revokes
-    nobody."""
+    nobody. On both backends (SQLite doesn't replicate: its operator installs lists)."""
     init_network(tmp_path / "pki")
     p0, p1, bad = (init_peer(tmp_path / n, network_dir=tmp_path / "pki")
                    for n in ("p0", "p1", "bad"))
     old = (bad.tls_dir / CRL_NAME).read_bytes()  # number 1, from before its revocation
     crl = _revoke(tmp_path, bad, p0)
-    with closing(p0.open_metadata()) as replicated:  # stands for the replicated database
+    # stands for the replicated database
+    with closing(_metadata_store(backend, request, tmp_path)) as replicated:
         publish_crl(replicated, crypto.read_revocation_list(
             crl, tls_files(p0.tls_dir).ca_cert.read_bytes()))
         view = revocations(p1.tls_dir)
