@@ -125,11 +125,11 @@ class World:
                             params={"revs": "true", **({"rev": beside} if beside else {})},
                             ok=(200,)).json()
         start, ids = raw["_revisions"]["start"], raw["_revisions"]["ids"]
-        # A sibling: same parent, a generation that beats the current one.
+        # A branch from the same parent, six revisions long: generations ahead of the current.
         new = hashlib.md5(uuid.uuid4().bytes).hexdigest()
         doc = {**body, "_id": doc_id, "_rev": f"{start + 5}-{new}",
                "_revisions": {"start": start + 5, "ids": [new, *[new[:-1] + str(i)
-                                                                   for i in range(4)],
+                                                                   for i in range(5)],
                                                           *ids[1:]]}}
         store.request("POST", f"/{store.db}/_bulk_docs",
                       body={"docs": [doc], "new_edits": False}, ok=(201,))

@@ -100,8 +100,8 @@ class Net:
                             ok=(200,)).json()
         start, ids = raw["_revisions"]["start"], raw["_revisions"]["ids"]
         new = hashlib.md5(uuid.uuid4().bytes).hexdigest()
-        doc = {**body, "_id": doc_id, "_rev": f"{start + 1}-{new}",
-               "_revisions": {"start": start + 1, "ids": [new, *ids[1:]]}}
+        doc = {**body, "_id": doc_id, "_rev": f"{start}-{new}",  # a sibling: same parent
+               "_revisions": {"start": start, "ids": [new, *ids[1:]]}}
         store.request("POST", f"/{store.db}/_bulk_docs",
                       body={"docs": [doc], "new_edits": False}, ok=(201,))
 
