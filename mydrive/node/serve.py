@@ -123,8 +123,11 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
     server.add_insecure_port(address)
     sock = service_socket(peer.root, kind) if config.tls else None
     if sock is not None:  # nginx's way in (mydrive.node.service_socket)
-        server.add_insecure_port(f"unix:{sock}")
-        open_to_nginx(sock)
+        try:
+            server.add_insecure_port(f"unix:{sock}")
+            open_to_nginx(sock)
+        except (RuntimeError, OSError) as exc:  # e.g. a volume without sockets (containers)
+            log.warning("no unix socket %s (%s): nginx must use the loopback port", sock, exc)
     return server, address
 
 

@@ -80,3 +80,22 @@ def test_root_keeps_tcp_when_workers_cannot_reach_the_socket() -> None:
                               7002) == f"unix:{peer_root.resolve()}/sender.sock"
     finally:
         shutil.rmtree(outside)
+
+
+@posix_only
+def test_service_starts_on_its_port_when_the_socket_cannot_be_bound(tmp_path: Path) -> None:
+    """A socket path that can't be bound (here a regular file squats it; in a container, a
+    volume without sockets) costs the socket, not the service: it serves on its port."""
+    init_network(tmp_path / "pki")
+    peer = init_peer(tmp_path / "p", network_dir=tmp_path / "pki")
+    (peer.root / "sender.sock").write_text("not a socket")
+    server, address = build_server("sender", peer, Metrics())
+    server.start()
+    try:
+        with grpc.insecure_channel(address) as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                list(pb_grpc.SenderStub(channel).FetchChunk(
+                    pb.SignedFetch(request=b"junk", signature=b""), timeout=10))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop(0)
