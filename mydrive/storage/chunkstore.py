@@ -87,7 +87,6 @@ class ChunkStore:
         with self._lock:
             return sum(self._partials.values())
 
-
     def has(self, chunk_id: bytes) -> bool:
         return self._chunk_path(chunk_id).exists()
 
