@@ -3,10 +3,24 @@ conftest.py; the chaos suite's fixtures live in tests/chaos/conftest.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.couchfix import PouchServer
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--chaos-seeds", type=int, default=0, metavar="K",
                      help="soak: run every chaos scenario with seeds 1..K instead of the "
                           "fixed CI seeds (docs/chaos.md)")
+
+
+@pytest.fixture(scope="module")
+def pouch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
+    """A real pouchdb-server for the tests of one module, stopped by its PID afterwards."""
+    server = PouchServer(tmp_path_factory.mktemp("pouch")).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -50,15 +50,6 @@ EVIL = "mallory passphrase"
 SIGNED_PREFIXES = ("user:", "file:", "tomb:")
 
 
-@pytest.fixture(scope="module")
-def pouch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
-    server = PouchServer(tmp_path_factory.mktemp("pouch")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @dataclass
 class World:
     backend: str

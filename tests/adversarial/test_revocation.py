@@ -424,15 +424,6 @@ def test_nginx_starts_with_the_empty_list_of_a_new_network(nginx_net: list[PeerD
 
 # ---- The list spread through the metadata ----------------------------------------------
 
-@pytest.fixture(scope="module")
-def pouch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
-    server = PouchServer(tmp_path_factory.mktemp("pouch")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _metadata_store(backend: str, request: pytest.FixtureRequest,
                     tmp_path: Path) -> MetadataStore:
     if backend == "sqlite":

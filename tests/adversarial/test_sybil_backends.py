@@ -48,15 +48,6 @@ from tests.couchfix import PouchServer
 from tests.strategies import FAST_KDF, random_file
 
 
-@pytest.fixture(scope="module")
-def pouch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
-    server = PouchServer(tmp_path_factory.mktemp("pouch")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @dataclass
 class Net:
     backend: str

@@ -21,15 +21,6 @@ from tests.couchfix import PouchServer
 Opener = Callable[[], MetadataStore]
 
 
-@pytest.fixture(scope="module")
-def pouch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
-    server = PouchServer(tmp_path_factory.mktemp("pouch")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(params=["sqlite", "couchdb"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens a new handle on one backend's storage (the same storage on every call)."""
