@@ -36,7 +36,7 @@ from mydrive.errors import (
 from mydrive.formats.chunkheader import MAX_CHUNK_SIZE_BYTES, ChunkHeader
 from mydrive.formats.digest import Hasher, digest, digests_equal
 from mydrive.runtime.clock import Clock, SystemClock
-from mydrive.runtime.disk import fsync_dir, sync_file, write_synced
+from mydrive.runtime.disk import drop_cached, fsync_dir, sync_file, write_synced
 
 DEFAULT_PARTIAL_TTL_S = 3600.0
 STALE_SWEEP_INTERVAL_S = 60.0
@@ -342,6 +342,7 @@ class PendingChunk:
             hasher.update(block)
         if not digests_equal(hasher.digest(), cid):
             raise DataLoss("segments verified but the whole chunk does not match its id")
+        drop_cached(part)  # synced above: its clean pages go back for the next chunk
         part.close()
         final = store._chunk_path(cid)
         if not final.parent.is_dir():
