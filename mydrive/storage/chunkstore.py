@@ -223,11 +223,10 @@ class ChunkStore:
         with self._lock:
             self._busy.discard(chunk_id)
 
-    def _committed(self, size_bytes: int, chunk_id: bytes | None = None) -> None:
+    def _committed(self, size_bytes: int, chunk_id: bytes) -> None:
         with self._lock:
             self._used_bytes += size_bytes
-            if chunk_id is not None:  # its reservation became used bytes
-                self._partials.pop(chunk_id, None)
+            self._partials.pop(chunk_id, None)  # its reservation became used bytes
 
     # ---- partial uploads -------------------------------------------------------------
     def clean_stale_partials(self) -> list[bytes]:
