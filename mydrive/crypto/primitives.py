@@ -552,6 +552,20 @@ def _load_certificate(cert_pem: bytes) -> x509.Certificate:
         raise PermissionDenied(f"not a PEM certificate: {exc}") from None
 
 
+_MAX_TRUSTED_CERTIFICATES = 1024
+
+
+@dataclass(frozen=True)
+class _IssuedCertificate:
+    """A peer certificate the network CA issued, as ``CertificateTrust`` remembers it."""
+
+    serial: int
+    key_digest: bytes
+    names: tuple[str, ...]
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+
+
 class CertificateTrust:
     """What a peer believes about other peers' certificates: only what the network CA issued.
 
@@ -571,20 +585,37 @@ class CertificateTrust:
             raise BadRequest(f"network CA certificate unreadable: {exc}") from exc
         self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
         self._revoked = revoked or (lambda serial, key_digest: False)
+        # The time-independent part of a successful check, by certificate bytes: parsing
+        # and the CA signature cost most of the check, run on every incoming StoreChunk
+        # stream. Validity dates and revocation are checked again on every call.
+        self._issued: dict[bytes, _IssuedCertificate] = {}
 
     def check_certificate(self, cert_pem: bytes) -> tuple[bytes, tuple[str, ...]]:
         """(SHA-256 of its SubjectPublicKeyInfo, its DNS names) if the network CA issued this
         peer certificate and it is valid now; PermissionDenied naming the reason otherwise."""
+        issued = self._issued.get(cert_pem)
+        if issued is None:
+            issued = self._check_issued(cert_pem)
+        now = self._now()
+        if not issued.not_before <= now <= issued.not_after:
+            raise PermissionDenied(f"certificate not valid now (valid "
+                                   f"{issued.not_before:%Y-%m-%d} to "
+                                   f"{issued.not_after:%Y-%m-%d})")
+        if self._revoked(issued.serial, issued.key_digest):
+            raise PermissionDenied("certificate revoked by the network CA")
+        if len(self._issued) >= _MAX_TRUSTED_CERTIFICATES:
+            self._issued.clear()
+        self._issued[cert_pem] = issued
+        return issued.key_digest, issued.names
+
+    def _check_issued(self, cert_pem: bytes) -> _IssuedCertificate:
+        """The checks of ``check_certificate`` that do not depend on the time or the
+        revocation list."""
         cert = _load_certificate(cert_pem)
         try:
             cert.verify_directly_issued_by(self._ca)
         except (ValueError, TypeError, InvalidSignature):
             raise PermissionDenied("certificate not issued by the network CA") from None
-        now = self._now()
-        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-            raise PermissionDenied(f"certificate not valid now (valid "
-                                   f"{cert.not_valid_before_utc:%Y-%m-%d} to "
-                                   f"{cert.not_valid_after_utc:%Y-%m-%d})")
         try:
             constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         except x509.ExtensionNotFound:
@@ -595,14 +626,14 @@ class CertificateTrust:
         public_key = cert.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey):
             raise PermissionDenied("peer certificate key is not an EC key")
-        if self._revoked(cert.serial_number, _spki_digest(public_key)):
-            raise PermissionDenied("certificate revoked by the network CA")
         try:
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             names = tuple(san.get_values_for_type(x509.DNSName))
         except x509.ExtensionNotFound:
             names = ()
-        return _spki_digest(public_key), names
+        return _IssuedCertificate(serial=cert.serial_number, key_digest=_spki_digest(public_key),
+                                  names=names, not_before=cert.not_valid_before_utc,
+                                  not_after=cert.not_valid_after_utc)
 
     def verify_signature(self, cert_pem: bytes, message: bytes, signature: bytes) -> bool:
         """True if ``signature`` is the certificate key's ECDSA/SHA-256 signature of

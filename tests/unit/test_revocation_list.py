@@ -132,6 +132,31 @@ def test_certificate_trust_refuses_revoked(ca: crypto.CertificateBundle) -> None
             ca.cert_pem)
 
 
+def test_certificate_trust_checks_revocation_and_dates_on_every_call(
+        ca: crypto.CertificateBundle) -> None:
+    """A certificate accepted before (its CA signature remembered) is refused once it is
+    revoked, and once it is no longer valid; another CA's certificate is refused every time."""
+    cert = crypto.issue_certificate(ca, "peer")
+    revoked: set[int] = set()
+    clock = [datetime.datetime.now(datetime.UTC)]
+    trust = crypto.CertificateTrust(ca.cert_pem, now=lambda: clock[0],
+                                    revoked=lambda serial, digest: serial in revoked)
+    first = trust.check_certificate(cert.cert_pem)
+    assert trust.check_certificate(cert.cert_pem) == first
+    revoked.add(crypto.certificate_identity(cert.cert_pem, ca.cert_pem)[0])
+    with pytest.raises(PermissionDenied, match="revoked"):
+        trust.check_certificate(cert.cert_pem)
+    revoked.clear()
+    assert trust.check_certificate(cert.cert_pem) == first
+    clock[0] += datetime.timedelta(days=100 * 365)
+    with pytest.raises(PermissionDenied, match="not valid now"):
+        trust.check_certificate(cert.cert_pem)
+    foreign = crypto.issue_certificate(crypto.new_certificate_authority("x"), "y").cert_pem
+    for _ in range(2):
+        with pytest.raises(PermissionDenied, match="not issued by the network CA"):
+            trust.check_certificate(foreign)
+
+
 def _net(tmp_path: Path, n: int = 2) -> list[PeerDir]:
     init_network(tmp_path / "pki")
     return [init_peer(tmp_path / f"p{i}", network_dir=tmp_path / "pki") for i in range(n)]
