@@ -106,7 +106,8 @@ def pin_newer_revision(store: MetadataStore, doc_id: str, bodies: list[Document]
     if best is None:
         return False
     store.put_local(verified_key(doc_id), best[1])
-    log.info("%s: pinned the owner's newer revision from among conflicting leaves", doc_id)
+    log.info("%s: pinned the owner's newer revision (from a conflict's leaves or its "
+             "earlier revisions)", doc_id)
     return True
 
 
