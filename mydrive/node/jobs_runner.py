@@ -29,7 +29,7 @@ from mydrive.engine.download import PARTIAL_DIR_NAME, download_file
 from mydrive.errors import MydriveError
 from mydrive.formats.delegation import SignedDelegation
 from mydrive.formats.filerecord import FileRecord
-from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobStore
+from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobSecrets, JobStore
 from mydrive.node.pki import write_secret
 from mydrive.transport.signed_fetch import DelegateSigner
 
@@ -137,37 +137,54 @@ class JobRunner:
                                  error=_without_names(f"{type(exc).__name__}: {exc}", job))
 
     def run_one(self, job: Job) -> Job:
+        """Runs ``job`` (queued) to its outcome: ``_work`` does the job's own part and hands
+        back how to record its success; a failure or cancellation is recorded here, after
+        ``_abandon`` cleaned up what the job left."""
         assert job.secrets is not None, "a queued job keeps its secrets"
         job = self.store.update(job.job_id, state="running", bytes_done=0, error="")
         progress = self._progress(job)
         try:
             secrets = job.secrets
             assert secrets is not None
-            record = FileRecord.from_doc(json.loads(secrets.file_record))
-            signer = DelegateSigner(self.key, [SignedDelegation.decode(bytes.fromhex(h))
-                                               for h in secrets.delegations_hex])
-            destination = Path(job.destination)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            peers = {p.peer_id: p.address for p in self.client.known_peers()}
-            part = partial_file(job)
-            assert part is not None
-            ledger = download_file(record, destination, keys=None,
-                          file_key=bytes.fromhex(secrets.file_key_hex), signer=signer,
-                          peers=peers, settings=self.client.settings,
-                          transport=self.client.transport, clock=self.client.clock,
-                          overwrite=job.overwrite, randomness=self.client.randomness,
-                          executor=self.client.executor, progress=progress,
-                          partial_name=part.name)
+            finish = self._work(job, secrets, progress)
         except Exception as exc:  # a job's failure is recorded, never fatal to the service
-            remove_partial(job)
+            self._abandon(job)
             return self._failed(job, exc)
         finally:
             with self._lock:
                 self._cancel.discard(job.job_id)
-        try:
-            self.client.note_bad_segments(record.owner_id, record, ledger)
-        except MydriveError as exc:  # the file is good; only the audit hint is lost
-            log.warning("job %s: bad replicas not noted: %s", job.job_id, exc)
-        log.info("job %s done", job.job_id)
-        return self.store.update(job.job_id, state="done", bytes_done=job.bytes_total,
-                                 transfer=json.dumps(ledger.to_json(), sort_keys=True))
+        return finish()
+
+    def _abandon(self, job: Job) -> None:
+        """Cleans up after a failed or cancelled run: a download's partial file."""
+        remove_partial(job)
+
+    def _work(self, job: Job, secrets: JobSecrets,
+              progress: Callable[[int], None]) -> Callable[[], Job]:
+        """Downloads the job's file; returns how to record that it is done."""
+        record = FileRecord.from_doc(json.loads(secrets.file_record))
+        signer = DelegateSigner(self.key, [SignedDelegation.decode(bytes.fromhex(h))
+                                           for h in secrets.delegations_hex])
+        destination = Path(job.destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        peers = {p.peer_id: p.address for p in self.client.known_peers()}
+        part = partial_file(job)
+        assert part is not None
+        ledger = download_file(record, destination, keys=None,
+                      file_key=bytes.fromhex(secrets.file_key_hex), signer=signer,
+                      peers=peers, settings=self.client.settings,
+                      transport=self.client.transport, clock=self.client.clock,
+                      overwrite=job.overwrite, randomness=self.client.randomness,
+                      executor=self.client.executor, progress=progress,
+                      partial_name=part.name)
+
+        def finish() -> Job:
+            try:
+                self.client.note_bad_segments(record.owner_id, record, ledger)
+            except MydriveError as exc:  # the file is good; only the audit hint is lost
+                log.warning("job %s: bad replicas not noted: %s", job.job_id, exc)
+            log.info("job %s done", job.job_id)
+            return self.store.update(job.job_id, state="done", bytes_done=job.bytes_total,
+                                     transfer=json.dumps(ledger.to_json(), sort_keys=True))
+
+        return finish

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from mydrive.crypto.primitives import IdentityKey
 from mydrive.engine.upload import FileKeys, UploadResult, upload_file
 from mydrive.errors import BadRequest
 from mydrive.node.jobs_runner import JobRunner
-from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobStore
+from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobSecrets, JobStore
 
 HANDED_OVER_DIR = "tmp"  # PEER_DIR/tmp/: sources there are the job's to remove
 
@@ -124,36 +125,33 @@ class UploadRunner(JobRunner):
             self._release_source(job)
         return super().cancel(job_id)
 
-    def run_one(self, job: Job) -> Job:
-        assert job.secrets is not None, "a queued job keeps its secrets"
-        job = self.store.update(job.job_id, state="running", bytes_done=0, error="")
-        progress = self._progress(job)
-        try:
-            secrets = job.secrets
-            assert secrets is not None
-            spec = UploadSpec.from_json(secrets.upload)
-            source = Path(job.source)
-            check_unchanged(source, spec.fingerprint, "since the upload was submitted")
-            result = upload_file(
-                source, keys=None, owner_peer_id=self.client.peer_id,
-                peers=self.client.known_peers(), settings=self.client.settings,
-                transport=self.client.transport, clock=self.client.clock,
-                faults=self.client.faults, randomness=self.client.randomness,
-                executor=self.client.executor, progress=progress,
-                file_keys=FileKeys(file_id=spec.file_id,
-                                   file_key=bytes.fromhex(secrets.file_key_hex),
-                                   wrapped_file_key=spec.wrapped_file_key,
-                                   owner_public_key=spec.owner_public_key))
-            check_unchanged(source, spec.fingerprint, "while it was being uploaded")
-        except Exception as exc:  # a job's failure is recorded, never fatal to the service
-            self._release_source(job)
-            return self._failed(job, exc)
-        finally:
-            with self._lock:
-                self._cancel.discard(job.job_id)
+    def _abandon(self, job: Job) -> None:
         self._release_source(job)
-        log.info("job %s stored; awaiting its owner's signature", job.job_id)
-        return self.store.update(
-            job.job_id, state=AWAITING_SIGNATURE, bytes_done=job.bytes_total,
-            transfer=json.dumps(result.ledger.to_json(), sort_keys=True),
-            result=json.dumps(result_json(result, spec), sort_keys=True))
+
+    def _work(self, job: Job, secrets: JobSecrets,
+              progress: Callable[[int], None]) -> Callable[[], Job]:
+        """Stores the job's file; returns how to record that it awaits the owner's signature."""
+        spec = UploadSpec.from_json(secrets.upload)
+        source = Path(job.source)
+        check_unchanged(source, spec.fingerprint, "since the upload was submitted")
+        result = upload_file(
+            source, keys=None, owner_peer_id=self.client.peer_id,
+            peers=self.client.known_peers(), settings=self.client.settings,
+            transport=self.client.transport, clock=self.client.clock,
+            faults=self.client.faults, randomness=self.client.randomness,
+            executor=self.client.executor, progress=progress,
+            file_keys=FileKeys(file_id=spec.file_id,
+                               file_key=bytes.fromhex(secrets.file_key_hex),
+                               wrapped_file_key=spec.wrapped_file_key,
+                               owner_public_key=spec.owner_public_key))
+        check_unchanged(source, spec.fingerprint, "while it was being uploaded")
+
+        def finish() -> Job:
+            self._release_source(job)
+            log.info("job %s stored; awaiting its owner's signature", job.job_id)
+            return self.store.update(
+                job.job_id, state=AWAITING_SIGNATURE, bytes_done=job.bytes_total,
+                transfer=json.dumps(result.ledger.to_json(), sort_keys=True),
+                result=json.dumps(result_json(result, spec), sort_keys=True))
+
+        return finish
