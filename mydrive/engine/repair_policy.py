@@ -301,12 +301,16 @@ class _FilePlan:
         self.held = _Holdings.of(health)
         self.chunks = {c.index: c for c in health.chunks}
 
+    def lost_here(self, index: int) -> set[str]:
+        """Peers that said they lost chunk ``index``."""
+        return {r.peer_id for r in self.chunks[index].replicas
+                if r.state == ReplicaState.MISSING}
+
     def order(self, index: int) -> list[str]:
         """Live candidates for chunk ``index``: by rank, distrusted ones later, a peer that
         said it lost this very chunk last (giving it back adds nothing it is not counted
         as holding already)."""
-        chunk = self.chunks[index]
-        lost_here = {r.peer_id for r in chunk.replicas if r.state == ReplicaState.MISSING}
+        lost_here = self.lost_here(index)
         ranking = rank_peers(self.health.file_id, index, self.slots)
         return ([p for p in ranking if p not in self.avoid and p not in lost_here]
                 + [p for p in ranking if p in self.avoid and p not in lost_here]
@@ -314,11 +318,9 @@ class _FilePlan:
 
     def taken(self, index: int) -> set[str]:
         """Peers that hold (or may hold, or are planned to get) chunk ``index``."""
-        chunk = self.chunks[index]
-        lost_here = {r.peer_id for r in chunk.replicas if r.state == ReplicaState.MISSING}
         planned = {a.target for a in self.actions
                    if a.file_id == self.health.file_id and a.chunk_index == index}
-        return (chunk.may_hold() - lost_here) | planned
+        return (self.chunks[index].may_hold() - self.lost_here(index)) | planned
 
     def free_target(self, index: int, *, besides: str | None = None) -> str | None:
         taken = self.taken(index)
