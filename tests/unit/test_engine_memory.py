@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from mydrive.engine.download import download_file
-from mydrive.engine.upload import upload_file
+from mydrive.engine.upload import PeerInfo, upload_file
 from mydrive.errors import DataLoss, FileExists, TooFewPeers
 from mydrive.runtime.executor import inline_executor
 from mydrive.runtime.faults import NO_FAULTS
 from mydrive.testing.clock import ManualClock
 from mydrive.testing.faults import FaultPlan, SeededFaults, read_fault_log
+from mydrive.testing.memory_transport import MemoryTransport
 from mydrive.testing.randomness import SeededRandomness
 from tests.strategies import SMALL_SETTINGS, fast_user, mem_network, random_file, record_of
 
@@ -189,14 +190,10 @@ def test_engine_download_asks_again_a_replica_that_served_a_bad_segment(
         tmp_path: Path, seed: int) -> None:
     """Every replica serving some segments bad (in transit) still yields the file: a replica
     that served a bad segment is asked again with a fresh nonce (found by the simulator)."""
-    from mydrive.testing.memory_transport import MemoryTransport
-
     clock = ManualClock()
     transport = MemoryTransport()
     plan = FaultPlan(seed=seed, corrupt_serve_rate=0.3)
     peers = []
-    from mydrive.engine.upload import PeerInfo
-
     for i in range(5):
         address = transport.add_peer(f"p{i}", tmp_path / f"p{i}", clock=clock,
                                      faults=SeededFaults(plan))
