@@ -23,7 +23,7 @@ from mydrive.crypto.primitives import IdentityKey
 from mydrive.errors import PeerUnavailable, PermissionDenied
 from mydrive.formats.delegation import Delegation
 from mydrive.node import cluster
-from mydrive.node.jobs_control import ControlClient, JobView
+from mydrive.node.jobs_control import SOCKET_NAME, ControlClient, JobView
 from mydrive.node.local_client import open_client
 from mydrive.transport.signed_fetch import DelegateSigner, SignedFetch, sign_delegation, sign_fetch
 from tests.integration.conftest import PASSPHRASE, LocalNetwork
@@ -49,13 +49,13 @@ def _job(net: LocalNetwork, job_id: str) -> dict:
     return next(j for j in jobs if j["job_id"] == job_id)
 
 
-def _poll(net: LocalNetwork, job_id: str, until) -> JobView:
-    """Poll the Control socket directly (ms, not a CLI start) until ``until(view)``; a
-    receiver being restarted is ridden out."""
+def poll_job(net: LocalNetwork, job_id: str, until, *, socket_name: str = SOCKET_NAME) -> JobView:
+    """Poll peer 0's Control socket ``socket_name`` directly (ms, not a CLI start) until
+    ``until(view)``; a receiver being restarted is ridden out. Also the upload tests' poll."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         try:
-            control = ControlClient(net.peer_dir(0))
+            control = ControlClient(net.peer_dir(0), socket_name=socket_name)
             try:
                 view = control.job(job_id)
             finally:
@@ -113,13 +113,13 @@ def test_jobs_download_survives_cli_sigkill_and_receiver_restart(big_net, tmp_pa
         while not (_job_ids(net) - before) and time.monotonic() < deadline:
             time.sleep(0.1)
         (job_id,) = _job_ids(net) - before
-        seen = _poll(net, job_id, _running)
+        seen = poll_job(net, job_id, _running)
         os.kill(cli.pid, signal.SIGKILL)
         assert seen.state == "running" and seen.bytes_done < seen.bytes_total
     finally:
         cli.kill()
         cli.wait()
-    _poll(net, job_id, _finished)
+    poll_job(net, job_id, _finished)
     done = _job(net, job_id)
     assert (done["state"], done["error"]) == ("done", ""), done
     assert done["bytes_done"] == BIG_BYTES
@@ -128,12 +128,12 @@ def test_jobs_download_survives_cli_sigkill_and_receiver_restart(big_net, tmp_pa
     # The receiver itself SIGKILLed mid-job and restarted: the job is queued again and runs.
     detached = net.json("get", "/big.bin", "--out", str(out), "--overwrite", "--detach")
     job_id = detached["job_id"]
-    seen = _poll(net, job_id, _running)
+    seen = poll_job(net, job_id, _running)
     cluster.stop(net.home, only=["peer-0"], kinds=("receiver",), hard=True)
     assert seen.state == "running" and seen.bytes_done < seen.bytes_total, seen
     assert (out / "big.bin").exists()  # the first download's file, until the rename
     cluster.start(net.home, only=["peer-0"])
-    _poll(net, job_id, _finished)
+    poll_job(net, job_id, _finished)
     done = _job(net, job_id)
     assert (done["state"], done["error"]) == ("done", ""), done
     assert _sha256(out / "big.bin") == want

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.errors import PeerUnavailable
 from mydrive.node import cluster
 from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, ControlClient, JobView
 from tests.integration.conftest import PASSPHRASE, LocalNetwork
+from tests.integration.test_jobs_network import poll_job
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +53,7 @@ def _upload_ids(net: LocalNetwork) -> set[str]:
 
 def _poll(net: LocalNetwork, job_id: str, until) -> JobView:
     """Poll the sender's Control socket until ``until(view)``; a restart is ridden out."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            control = _sender(net)
-            try:
-                view = control.job(job_id)
-            finally:
-                control.close()
-        except PeerUnavailable:
-            time.sleep(0.2)
-            continue
-        if until(view):
-            return view
-        time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not get there in {WAIT_S} s")
+    return poll_job(net, job_id, until, socket_name=UPLOAD_SOCKET_NAME)
 
 
 def _running(view: JobView) -> bool:
