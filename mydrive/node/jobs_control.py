@@ -44,7 +44,7 @@ from mydrive.node.container import receiver_destination
 from mydrive.node.jobs_runner import JobRunner
 from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobSecrets, JobStore
 from mydrive.node.jobs_upload import SourceFingerprint, UploadSpec
-from mydrive.node.pki import write_secret
+from mydrive.node.pki import write_secret_once
 from mydrive.transport.signed_fetch import sign_delegation
 from mydrive.transport.status import abort, error_from_rpc
 from mydrive.transport.wire import mydrive_pb2 as pb
@@ -74,21 +74,9 @@ def socket_path(peer_root: Path, name: str = SOCKET_NAME) -> Path:
 
 
 def ensure_token(peer_root: Path) -> bytes:
-    """The peer's control token, made on first use. The receiver and the sender may start
-    at once: the token is linked into place only if none is there, so both use one."""
-    path = peer_root / TOKEN_NAME
-    if not path.exists():
-        fresh = peer_root / f".{TOKEN_NAME}.new-{os.getpid()}"
-        write_secret(fresh, os.urandom(32).hex().encode())
-        try:
-            os.link(fresh, path)
-        except FileExistsError:
-            pass  # the other service made it first
-        except OSError:  # a file system without hard links
-            os.replace(fresh, path)
-        finally:
-            fresh.unlink(missing_ok=True)
-    return path.read_bytes().strip()
+    """The peer's control token, made on first use (the receiver and the sender may start
+    at once: both end up with one token)."""
+    return write_secret_once(peer_root / TOKEN_NAME, os.urandom(32).hex().encode()).strip()
 
 
 def job_info(job: Job) -> pb.JobInfo:

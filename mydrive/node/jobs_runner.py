@@ -30,7 +30,7 @@ from mydrive.errors import MydriveError
 from mydrive.formats.delegation import SignedDelegation
 from mydrive.formats.filerecord import FileRecord
 from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobSecrets, JobStore
-from mydrive.node.pki import write_secret
+from mydrive.node.pki import write_secret_once
 from mydrive.transport.signed_fetch import DelegateSigner
 
 DELEGATE_KEY_NAME = "delegate.key"
@@ -44,11 +44,11 @@ class JobCancelled(MydriveError):
 
 
 def delegate_key(peer_root: Path) -> IdentityKey:
-    """This peer's delegate key, made (0600, atomically) the first time it is asked for."""
-    path = peer_root / DELEGATE_KEY_NAME
-    if not path.exists():
-        write_secret(path, os.urandom(32))
-    return IdentityKey.from_seed(path.read_bytes())
+    """This peer's delegate key, made (0600) the first time it is asked for. The receiver
+    and the sender share it, and may start at once: a job's delegation names the key the
+    file holds, which must be the one its service signs with after any restart."""
+    return IdentityKey.from_seed(write_secret_once(peer_root / DELEGATE_KEY_NAME,
+                                                   os.urandom(32)))
 
 
 def _without_names(text: str, job: Job) -> str:

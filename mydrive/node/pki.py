@@ -60,6 +60,28 @@ def write_secret(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def write_secret_once(path: Path, data: bytes) -> bytes:
+    """Make a secret only if none is there yet, and return what the file then holds.
+
+    Two services of one peer may start at once and both find the file missing: the new file
+    is written aside and hard-linked into place, which fails when the other service linked
+    first, so both end up with one secret (overwriting would leave the first one holding a
+    key the file no longer has)."""
+    if not path.exists():
+        fresh = path.with_name(f".{path.name}.new-{os.getpid()}")
+        write_secret(fresh, data)
+        try:
+            os.link(fresh, path)
+        except FileExistsError:
+            pass  # the other service made it first
+        except OSError:  # a file system without hard links: a rename is the best left
+            os.replace(fresh, path)
+        finally:
+            fresh.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+    return path.read_bytes()
+
+
 def init_network(network_dir: Path, name: str = "mydrive network") -> Path:
     """Create a network CA in ``network_dir``; refuses to overwrite an existing one."""
     if (network_dir / CA_KEY).exists():
