@@ -10,18 +10,26 @@ What the client checks before signing (a compromised own peer must not get it to
 document it did not mean):
 
 * the job is this user's, its label (the remote path sealed with the user's name key, as a
-  download job's) opens, and its **seal** matches: an HMAC of the file id and that path
-  under a key derived from the user's master key, never published. So this user submitted an
-  upload of that file id under that name: a file id known from public metadata does not
-  pass, and the name of one upload can't be put on another upload's chunks;
+  download job's) opens, and its **seal** matches: an HMAC of the file id, the file's size
+  and that path under a key derived from the user's master key, never published. So this
+  user submitted an upload of that file id, that many bytes, under that name: a file id
+  known from public metadata does not pass, the name of one upload can't be put on another
+  upload's chunks, and the plan must cut exactly the size that was handed over;
 * the **wrapped file key** unwraps under the user's key for that file id;
+* the **chunk records** fit the plan (``check_chunks``): one per chunk in order, each the
+  size the plan gives that chunk's ciphertext, cut into the plan's segments, every chunk id
+  and segment digest a well-formed digest and no chunk id listed twice; every chunk has at
+  least one replica, none twice, and each replica is a member this peer knows;
 * no document and no tombstone of that file id exist yet (a finished or deleted upload is not
   signed again), and the name is still free.
 
 What it can't check without reading and encrypting the whole file again: that the chunk ids
-and digests are the real ones. A sender that lies there only makes that one file unreadable
-(``DataLoss`` on ``get``, the AEAD of every chunk binds file id, index and count) — which a
-compromised sender could do anyway by not storing it (docs/security.md).
+and digests are the real ones, and that the replicas hold them. A sender that lies there only
+makes that one file unreadable (``DataLoss`` on ``get``, the AEAD of every chunk binds file
+id, index and count) — which a compromised sender could do anyway by not storing it
+(docs/security.md). Naming another file's chunk ids gains it nothing either: ``gc`` never
+deletes a chunk that any live file document lists, and a peer deletes a chunk only for the
+owner key in its header.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from pathlib import Path
 from mydrive.client import PeerClient
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys, unwrap_file_key
-from mydrive.engine.upload import new_file_keys
+from mydrive.engine.upload import GCM_TAG_BYTES, new_file_keys
 from mydrive.errors import (
     BadRequest,
     Conflict,
@@ -44,7 +52,8 @@ from mydrive.errors import (
     MydriveError,
     UntrustedMetadata,
 )
-from mydrive.formats.chunkplan import ChunkPlan
+from mydrive.formats.chunkplan import ChunkPlan, segment_ranges
+from mydrive.formats.digest import DIGEST_BYTES
 from mydrive.formats.filerecord import ChunkRecord, FileRecord, file_doc_id
 from mydrive.formats.tombstone import tomb_doc_id
 from mydrive.metadata.signed import verify_file
@@ -53,18 +62,21 @@ from mydrive.node.jobs_store import AWAITING_SIGNATURE
 from mydrive.node.jobs_upload import SourceFingerprint
 from mydrive.transport.wire import mydrive_pb2 as pb
 
-SEAL_PURPOSE = "mydrive-upload-job-seal-v1"
+# v2 binds the size as well (v1: file id and path only); a v1 job awaiting its signature
+# fails the seal check and is cancelled: put the file again.
+SEAL_PURPOSE = "mydrive-upload-job-seal-v2"
 # Failed checks (UntrustedMetadata is a DecryptionFailed) and a name taken meanwhile: these
 # never pass later, unlike an unreachable metadata store.
 FINAL_ERRORS = (DecryptionFailed, FileExists)
 log = logging.getLogger("mydrive.jobs")
 
 
-def upload_seal(keys: UserKeys, file_id: bytes, path: str) -> str:
-    """The owner's proof that it submitted an upload of ``file_id`` as ``path`` (hex
-    HMAC-SHA256; the file id is fixed-length hex, so the two can't be split differently)."""
+def upload_seal(keys: UserKeys, file_id: bytes, size_bytes: int, path: str) -> str:
+    """The owner's proof that it submitted an upload of ``size_bytes`` bytes as ``file_id``
+    and ``path`` (hex HMAC-SHA256; the file id is fixed-length hex and the size digits ended
+    by ``:``, so the fields can't be split differently)."""
     return crypto.name_tag(crypto.hkdf_subkey(keys.master_key, SEAL_PURPOSE),
-                           f"upload-job:{file_id.hex()}:{path}")
+                           f"upload-job:{file_id.hex()}:{int(size_bytes)}:{path}")
 
 
 def submit_put(client: PeerClient, keys: UserKeys, local: Path, remote_path: str | None,
@@ -85,7 +97,7 @@ def submit_put(client: PeerClient, keys: UserKeys, local: Path, remote_path: str
         wrapped_file_key=file_keys.wrapped_file_key,
         owner_public_key=file_keys.owner_public_key,
         label=seal_label(keys, canonical), owner_id=keys.user_id, group=group,
-        seal=upload_seal(keys, file_keys.file_id, canonical)))
+        seal=upload_seal(keys, file_keys.file_id, seen.size_bytes, canonical)))
     return job_id, canonical
 
 
@@ -101,9 +113,38 @@ class CheckedUpload:
     transfer: dict[str, object]
 
 
-def check_upload(keys: UserKeys, view: JobView, result: bytes) -> CheckedUpload:
-    """The checks of the module docstring that need no metadata; UntrustedMetadata (or
-    DecryptionFailed) naming the one that failed."""
+def check_chunks(plan: ChunkPlan, chunks: tuple[ChunkRecord, ...],
+                 members: frozenset[str]) -> str | None:
+    """What is wrong with ``chunks`` as the records of a file cut by ``plan`` and stored on
+    ``members``; None when nothing is (only the shape: the bytes are not read again)."""
+    if len(chunks) != plan.chunk_count or any(c.index != i for i, c in enumerate(chunks)):
+        return "its chunks do not match its plan"
+    seen: set[bytes] = set()
+    for c in chunks:
+        where = f"chunk {c.index}"
+        if len(c.chunk_id) != DIGEST_BYTES or c.chunk_id in seen:
+            return f"{where}: its id is malformed or listed twice"
+        seen.add(c.chunk_id)
+        if c.size_bytes != plan.plaintext_length(c.index) + GCM_TAG_BYTES or \
+                c.segment_size_bytes != plan.segment_size_bytes:
+            return f"{where}: its size or segment size is not the plan's"
+        segments = len(segment_ranges(c.size_bytes, c.segment_size_bytes))
+        if len(c.segment_digests) != segments or \
+                any(len(d) != DIGEST_BYTES for d in c.segment_digests):
+            return f"{where}: its segment digests do not fit its size"
+        if not c.replicas or len(set(c.replicas)) != len(c.replicas):
+            return f"{where}: no replica, or one listed twice"
+        strangers = sorted(set(c.replicas) - members)
+        if strangers:
+            return f"{where}: replica {strangers[0]!r:.80} is not a known member"
+    return None
+
+
+def check_upload(keys: UserKeys, view: JobView, result: bytes,
+                 members: frozenset[str]) -> CheckedUpload:
+    """The checks of the module docstring that need no metadata but the peer ids of the
+    network's ``members``; UntrustedMetadata (or DecryptionFailed) naming the one that
+    failed."""
     if view.owner_id != keys.user_id:
         raise UntrustedMetadata(f"upload job {view.job_id} is not this user's")
     try:
@@ -118,12 +159,13 @@ def check_upload(keys: UserKeys, view: JobView, result: bytes) -> CheckedUpload:
         raise UntrustedMetadata(f"upload job {view.job_id}: malformed result: {exc}") from None
     path = open_label(keys, view)
     if path is None or not crypto.constant_time_equal(
-            seal.encode(), upload_seal(keys, file_id, path).encode()):
+            seal.encode(), upload_seal(keys, file_id, plan.size_bytes, path).encode()):
         raise UntrustedMetadata(f"upload job {view.job_id} was not submitted by this user "
-                                f"for this file and name (its seal does not match)")
+                                f"for this file, size and name (its seal does not match)")
     unwrap_file_key(keys, file_id, wrapped)
-    if len(chunks) != plan.chunk_count or any(c.index != i for i, c in enumerate(chunks)):
-        raise UntrustedMetadata(f"upload job {view.job_id}: its chunks do not match its plan")
+    wrong = check_chunks(plan, chunks, members)
+    if wrong is not None:
+        raise UntrustedMetadata(f"upload job {view.job_id}: {wrong}")
     return CheckedUpload(path=path, file_id=file_id, plan=plan, wrapped_file_key=wrapped,
                          chunks=chunks, transfer=transfer)
 
@@ -132,7 +174,8 @@ def finish_upload(client: PeerClient, keys: UserKeys, control: ControlClient,
                   view: JobView) -> FileRecord | None:
     """Check and sign an awaiting upload's file document, then tell the sender it is done.
     None when the document was already written (an earlier finish stopped before telling)."""
-    checked = check_upload(keys, view, control.upload_result(view.job_id))
+    members = frozenset(p.address.peer_id for p in client.known_peers())
+    checked = check_upload(keys, view, control.upload_result(view.job_id), members)
     doc_id = file_doc_id(keys.user_id, checked.file_id)
     record: FileRecord | None = None
     if client.store.get(doc_id) is None:

@@ -157,3 +157,73 @@ def test_another_users_upload_is_not_signed_by_this_user(world) -> None:
     for keys, name in ((a, "/alice.bin"), (b, "/alice.bin")):
         with pytest.raises(UnknownFile):
             c.find(keys, name)
+
+
+def test_the_plan_and_chunks_of_an_upload_of_another_size_are_refused(world) -> None:
+    """The attacker moves the plan and chunk records of one genuine upload onto another's
+    result (file id, wrapped key, label and seal kept). Without the size in the seal alice
+    would sign /big.bin as 40 000 bytes of chunks encrypted for another file: unreadable."""
+    net, c, a, tmp_path, root = world
+    big = _stored_upload(net, c, a, root, random_file(tmp_path / "b.bin", 120_000), "/big.bin")
+    small = _stored_upload(net, c, a, root, random_file(tmp_path / "s.bin", 40_000),
+                           "/small.bin")
+    result = json.loads(json.loads(_job_file(root, big).read_text())["result"])
+    other = json.loads(json.loads(_job_file(root, small).read_text())["result"])
+    result.update(plan=other["plan"], chunks=other["chunks"])
+    _edit(root, big, result=json.dumps(result))
+    outcome = _sign_all(net, c, a, root)
+    assert outcome[big].startswith("UntrustedMetadata") and "seal" in outcome[big], outcome
+    assert outcome[small] == "signed"
+    with pytest.raises(UnknownFile):
+        c.find(a, "/big.bin")
+
+
+def _twice(chunks: list[dict]) -> None:
+    chunks[1]["chunk_id"] = chunks[0]["chunk_id"]
+
+
+def _short_id(chunks: list[dict]) -> None:
+    chunks[0]["chunk_id"] = chunks[0]["chunk_id"][:16]
+
+
+def _bigger(chunks: list[dict]) -> None:
+    chunks[0]["size_bytes"] += 4096
+
+
+def _digest_dropped(chunks: list[dict]) -> None:
+    chunks[0]["segment_digests"] = chunks[0]["segment_digests"][:-1] or ["00" * 32] * 2
+
+
+def _no_replica(chunks: list[dict]) -> None:
+    chunks[0]["replicas"] = []
+
+
+def _replica_twice(chunks: list[dict]) -> None:
+    chunks[0]["replicas"] = [chunks[0]["replicas"][0]] * 2
+
+
+def _stranger(chunks: list[dict]) -> None:
+    chunks[0]["replicas"][-1] = "peer-the-attacker-made-up"
+
+
+@pytest.mark.parametrize("forge", [_twice, _short_id, _bigger, _digest_dropped, _no_replica,
+                                   _replica_twice, _stranger])
+def test_chunk_records_that_do_not_fit_the_plan_or_the_members_are_not_signed(
+        world, forge) -> None:
+    """The attacker rewrites the chunk records of a genuine upload: a chunk id listed twice
+    or malformed, a size or segment list the plan does not give, no replica, one replica
+    twice, a replica that is no member. Alice's client refuses each before signing (without
+    the check she would sign a record whose replicas or sizes are made up) and cancels it."""
+    net, c, a, tmp_path, root = world
+    job_id = _stored_upload(net, c, a, root, random_file(tmp_path / "f.bin", 100_000),
+                            "/f.bin")
+    result = json.loads(json.loads(_job_file(root, job_id).read_text())["result"])
+    assert len(result["chunks"]) >= 2 and len(result["chunks"][0]["replicas"]) >= 1
+    forge(result["chunks"])
+    _edit(root, job_id, result=json.dumps(result))
+    outcome = _sign_all(net, c, a, root)
+    assert outcome[job_id].startswith("UntrustedMetadata"), outcome
+    assert "seal" not in outcome[job_id], outcome  # the chunk check refused it
+    with pytest.raises(UnknownFile):
+        c.find(a, "/f.bin")
+    assert json.loads(_job_file(root, job_id).read_text())["state"] == "cancelled"

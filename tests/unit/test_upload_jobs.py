@@ -156,7 +156,7 @@ def _submit(store: JobStore, c, a, src: Path):
     spec = UploadSpec(file_id=keys.file_id, wrapped_file_key=keys.wrapped_file_key,
                       owner_public_key=keys.owner_public_key,
                       fingerprint=SourceFingerprint.of(src),
-                      seal=upload_seal(a, keys.file_id, "/f.bin"))
+                      seal=upload_seal(a, keys.file_id, src.stat().st_size, "/f.bin"))
     secrets = JobSecrets(file_record="", file_key_hex=keys.file_key.hex(), delegations_hex=(),
                          upload=spec.to_json())
     return store.submit(kind="upload", label="", destination="", source=str(src),
