@@ -28,13 +28,27 @@ RECONNECT_WAIT_S = 60.0
 POLL_S = 0.2
 
 
+def next_step(view: JobView) -> str | None:
+    """What someone has to run for a job that waits on a person, else None. A stored upload
+    waits for its owner's signature, which no listing without that user's passphrase gives:
+    it would otherwise sit in ``awaiting_signature`` with nothing saying why."""
+    from mydrive.node.jobs_store import AWAITING_SIGNATURE
+
+    if view.state != AWAITING_SIGNATURE:
+        return None
+    return (f"stored; waits for its owner (user id {view.owner_id[:16]}) to sign it: run "
+            f"`mydrive jobs --user NAME` as that user (or their next put or UI page), or "
+            f"`mydrive jobs cancel {view.job_id}` to drop it (its chunks become orphans)")
+
+
 def job_json(view: JobView, label: str | None = None) -> dict[str, Any]:
     """``label``: the remote path, opened with the user's keys (None: not logged in, or
     another user's job; the peer keeps it sealed, docs/jobs.md)."""
     return {"job_id": view.job_id, "kind": view.kind, "state": view.state,
             "label": label, "owner_id": view.owner_id, "destination": view.destination,
             "bytes_total": view.bytes_total, "bytes_done": view.bytes_done,
-            "error": view.error, "created_ms": view.created_ms, "updated_ms": view.updated_ms}
+            "error": view.error, "created_ms": view.created_ms, "updated_ms": view.updated_ms,
+            "next_step": next_step(view)}
 
 
 def follow(peer_dir: Path, job_id: str, on_progress: Callable[[JobView], None], *,
@@ -144,6 +158,9 @@ def jobs(ctx: click.Context, peer_dir: Path, user: str | None, as_json: bool) ->
             label = labels.get(v.job_id) or "(name sealed)"
             click.echo(f"{v.job_id}  {v.kind:<8} {v.state:<9} {v.bytes_done:>14}/"
                        f"{v.bytes_total:<14} {label}{error}")
+            step = next_step(v)
+            if step:
+                click.echo(f"    {step}")
 
 
 @jobs.command("cancel")

@@ -244,3 +244,36 @@ def test_upload_job_error_keeps_its_class_and_blanks_only_the_name(tmp_path: Pat
                        secrets=JobSecrets(file_record="", file_key_hex="", delegations_hex=()))
     assert _without_names("no number of chunks can satisfy it: /home/u/f; f. f.txt", job) == \
         "no number of chunks can satisfy it: <source>; <file>. f.txt"
+
+
+def test_jobs_listing_without_a_user_says_how_a_stored_upload_gets_signed(world) -> None:
+    """`mydrive jobs` without --user can't sign anything: a stored upload would show
+    `awaiting_signature` forever with nothing saying why. The listing (text and --json) says
+    what to run: the owner's `mydrive jobs --user`, or `mydrive jobs cancel ID`; once
+    signed, nothing is asked."""
+    from click.testing import CliRunner
+
+    from mydrive.cli.main import cli
+
+    net, c, a, src, root = world
+    service = start_job_service(root, net.client(), kind="upload")
+    try:
+        control = ControlClient(root, socket_name=UPLOAD_SOCKET_NAME)
+        job_id, _ = submit_put(c, a, src, "/up/n.bin", control)
+        wait_state(control, job_id, AWAITING_SIGNATURE)
+        runner = CliRunner()
+        text = runner.invoke(cli, ["jobs", "--peer", str(root)])
+        assert text.exit_code == 0, text.output
+        assert "mydrive jobs --user" in text.output
+        assert f"mydrive jobs cancel {job_id}" in text.output
+        listed = runner.invoke(cli, ["jobs", "--peer", str(root), "--json"])
+        [job] = [j for j in json.loads(listed.output)["jobs"] if j["job_id"] == job_id]
+        assert job["state"] == AWAITING_SIGNATURE
+        assert "mydrive jobs --user" in job["next_step"] and a.user_id[:16] in job["next_step"]
+        assert finish_pending_uploads(c, a, control) == [(job_id, "signed")]
+        listed = runner.invoke(cli, ["jobs", "--peer", str(root), "--json"])
+        [job] = [j for j in json.loads(listed.output)["jobs"] if j["job_id"] == job_id]
+        assert (job["state"], job["next_step"]) == ("done", None)
+        control.close()
+    finally:
+        service.stop()
