@@ -271,14 +271,22 @@ class PendingChunk:
         self.committed = store.has(header.chunk_id)
         self.held: set[int] = set()
         self._file: BinaryIO | None = None
+        # The whole chunk's hash, fed with each good segment while they arrive in order from
+        # the first, so the commit needs no re-read; None once that order breaks (a resume,
+        # a gap): the commit then hashes the synced file.
+        self._hasher: Hasher | None = None
+        self._hashed_bytes = 0
         if self.committed:
             self.held = set(range(header.segment_count))
             return
         part = store._part_path(header.chunk_id)
         hdr = store._hdr_path(header.chunk_id)
-        if part.exists() and hdr.exists() and _same_header(hdr, header):
+        resumed = part.exists() and hdr.exists() and _same_header(hdr, header)
+        if resumed:
             self.held = self._verify_existing(part)
-        else:
+        if not self.held:
+            self._hasher = Hasher()
+        if not resumed:
             with open(part, "wb") as f:
                 f.truncate(header.chunk_size_bytes)
             # Not synced: it only lets a later stream resume, and a torn or lost one makes
@@ -313,7 +321,17 @@ class PendingChunk:
         self._file.seek(start)
         self._file.write(data)
         self.held.add(index)
+        self._hash_in_order(start, data)
         return True
+
+    def _hash_in_order(self, start: int, data: bytes) -> None:
+        if self._hasher is None or start < self._hashed_bytes:
+            return  # a good segment sent again is the bytes already hashed (same digest)
+        if start > self._hashed_bytes:
+            self._hasher = None  # a gap: the commit re-reads the file instead
+            return
+        self._hasher.update(data)
+        self._hashed_bytes += len(data)
 
     def missing(self) -> list[int]:
         return sorted(set(range(self.header.segment_count)) - self.held)
@@ -335,11 +353,11 @@ class PendingChunk:
         part = self._file
         assert part is not None
         sync_file(part)
-        part.seek(0)
-        hasher = Hasher()
-        for block in iter(lambda: part.read(1024 * 1024), b""):
-            hasher.update(block)
-        if not digests_equal(hasher.digest(), cid):
+        if self._hasher is not None and self._hashed_bytes == self.header.chunk_size_bytes:
+            whole = self._hasher.digest()  # every byte written, hashed as it arrived
+        else:
+            whole = _file_digest(part)
+        if not digests_equal(whole, cid):
             raise DataLoss("segments verified but the whole chunk does not match its id")
         drop_cached(part)  # synced above: its clean pages go back for the next chunk
         part.close()
@@ -359,6 +377,14 @@ class PendingChunk:
         if self._file is not None and not self._file.closed:
             self._file.close()
         self.store._release(self.header.chunk_id)
+
+
+def _file_digest(f: BinaryIO) -> bytes:
+    f.seek(0)
+    hasher = Hasher()
+    for block in iter(lambda: f.read(1024 * 1024), b""):
+        hasher.update(block)
+    return hasher.digest()
 
 
 def _read_at(fd: int, offset: int, size: int) -> bytes:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from mydrive.errors import BadRequest, ChunkNotFound, TooLarge
+from mydrive.errors import BadRequest, ChunkNotFound, DataLoss, TooLarge
 from mydrive.formats.chunkheader import ChunkHeader
 from mydrive.formats.digest import digest
 from mydrive.runtime import disk
 from mydrive.runtime.metrics import Metrics
+from mydrive.storage import chunkstore
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.receiver import ReceiverSession
 from tests.strategies import random_chunk
@@ -167,6 +169,7 @@ from pathlib import Path
 from mydrive.formats.chunkheader import ChunkHeader
 from mydrive.formats.digest import DIGEST_ALG, digest
 from mydrive.runtime.metrics import Metrics
+from mydrive.storage import chunkstore
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.storage.receiver import ReceiverSession
 from tests.strategies import random_chunk
@@ -257,3 +260,59 @@ def test_chunkstore_commit_drops_the_synced_chunk_from_the_page_cache(
     assert store.has(header.chunk_id)
     part_fd = next(fd for kind, fd in calls if kind == "fadvise")
     assert calls.index(("sync", part_fd)) < calls.index(("fadvise", part_fd))
+
+
+@pytest.mark.parametrize("order", ["in order", "out of order"])
+def test_chunkstore_commit_refuses_a_chunk_id_its_bytes_do_not_have(tmp_path: Path,
+                                                                    order: str) -> None:
+    """Every segment matches its digest but the chunk id is another's: no commit, whether
+    the whole-chunk hash was fed while the segments arrived or the file is re-read."""
+    header, segments = _chunk()
+    header = dataclasses.replace(header, chunk_id=digest(b"another chunk"))
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    session = ReceiverSession(store, Metrics())
+    session.start(header)
+    indices = range(len(segments)) if order == "in order" else reversed(range(len(segments)))
+    for i in indices:
+        session.segment(i, segments[i])
+    with pytest.raises(DataLoss, match="does not match its id"):
+        session.end_round()
+    session.close()
+    assert not store.has(header.chunk_id)
+
+
+def test_chunkstore_hashes_the_chunk_while_segments_arrive(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments in order feed the whole-chunk hash as they come, so the commit reads nothing
+    back; after a gap (a bad segment resent later) the commit hashes the synced file."""
+    hashed: list[int] = []
+
+    class CountingHasher(chunkstore.Hasher):
+        def update(self, data: bytes | memoryview) -> None:
+            hashed.append(len(data))
+            super().update(data)
+
+    monkeypatch.setattr(chunkstore, "Hasher", CountingHasher)
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    header, segments = _chunk()
+    session = ReceiverSession(store, Metrics())
+    session.start(header)
+    for i, seg in enumerate(segments):
+        session.segment(i, seg)
+    assert sum(hashed) == header.chunk_size_bytes  # before the commit
+    assert session.end_round() == []
+    assert sum(hashed) == header.chunk_size_bytes  # the commit re-read nothing
+    session.close()
+
+    hashed.clear()
+    header, segments = _chunk()
+    session = ReceiverSession(store, Metrics())
+    session.start(header)
+    for i, seg in enumerate(segments):
+        session.segment(i, bytes([seg[0] ^ 1]) + seg[1:] if i == 2 else seg)
+    assert session.end_round() == [2]
+    session.segment(2, segments[2])
+    assert session.end_round() == []
+    assert sum(hashed) == 2 * SEG + header.chunk_size_bytes  # 0 and 1, then the file
+    session.close()
+    assert store.has(header.chunk_id)
