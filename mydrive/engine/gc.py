@@ -31,7 +31,8 @@ from mydrive.errors import MydriveError, PeerUnavailable, UntrustedMetadata
 from mydrive.formats.filerecord import FILE_PREFIX, FileRecord
 from mydrive.formats.tombstone import TOMB_PREFIX, Tombstone
 from mydrive.metadata.base import MetadataStore
-from mydrive.metadata.signed import sign_document, verified_key, verify_tomb
+from mydrive.metadata.pins import kept_revision
+from mydrive.metadata.signed import verified_key, verify_tomb
 from mydrive.metadata.trusted import write_signed
 from mydrive.runtime.clock import Clock
 from mydrive.transport.base import PeerAddress, Transport
@@ -66,12 +67,6 @@ class GcReport:
     def _error(self, text: str) -> None:
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append(text)
-
-
-def signed_tombstone(tomb: Tombstone, keys: UserKeys) -> dict[str, Any]:
-    """The tombstone's document, signed by its owner over every field."""
-    assert tomb.owner_id == keys.user_id
-    return sign_document(tomb.doc_id, tomb.to_doc(), keys.identity)
 
 
 def bury(store: MetadataStore, keys: UserKeys, record: FileRecord, now_ms: int) -> Tombstone:
@@ -120,13 +115,11 @@ def own_tombstones(store: MetadataStore, keys: UserKeys, report: GcReport) -> li
 
 
 def _kept_tomb(store: MetadataStore, doc_id: str, mine: bytes) -> Tombstone | None:
-    kept = store.get_local(verified_key(doc_id))
-    if kept is None:
+    """This peer's pin of the tombstone (the guard's), if this user signed it."""
+    kept = kept_revision(store, doc_id)
+    if kept is None or kept[1].signer != mine:
         return None
-    try:
-        return verify_tomb(doc_id, kept, owner_key=mine)
-    except UntrustedMetadata:
-        return None
+    return Tombstone.from_doc(kept[0])
 
 
 def collect(store: MetadataStore, keys: UserKeys, *, peers: Mapping[str, PeerAddress],

@@ -26,7 +26,7 @@ import httpx
 from mydrive.errors import BadRequest, Conflict, MetadataAuthFailed, MetadataUnavailable, TooLarge
 from mydrive.metadata.base import Document, check_doc_id, encode_document
 from mydrive.metadata.conflicts import Leaf, pick_winner
-from mydrive.metadata.guard import pin_newer_revision
+from mydrive.metadata.pins import pin_newer_revision
 
 log = logging.getLogger("mydrive.metadata.couchdb")
 
@@ -361,7 +361,7 @@ class CouchStore:
         winner = pick_winner(doc_id, live)
         losers = [leaf.rev for leaf in live if leaf.rev != winner.rev]
         if losers:
-            # The owner's newer revision must not vanish with the losers (guard.py).
+            # The owner's newer revision must not vanish with the losers (pins.py).
             pin_newer_revision(self, doc_id, [leaf.body for leaf in live])
             log.info("%s: %r had %d live revisions; kept %s, deleting %s", self._where,
                      doc_id, len(live), winner.rev, ", ".join(losers))

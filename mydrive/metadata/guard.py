@@ -47,6 +47,7 @@ from mydrive.formats.tombstone import (
     tomb_id_of_file,
 )
 from mydrive.metadata.base import Document, MetadataStore
+from mydrive.metadata.pins import kept_revision, pin_newer_revision
 from mydrive.metadata.signed import (
     SIGNED_KINDS,
     Verified,
@@ -70,45 +71,6 @@ class RevisionHistory(Protocol):
     def earlier_revisions(self, doc_id: str) -> list[Document]:
         """Bodies of the current revision's ancestors this server holds, newest first."""
         ...
-
-
-def pin_newer_revision(store: MetadataStore, doc_id: str, bodies: list[Document]) -> bool:
-    """A valid revision among ``bodies`` signed by the key this peer pinned for ``doc_id``
-    and newer than the pin becomes the pin. True if one did.
-
-    Used where the owner's newer revision would otherwise pass unseen: among the losing
-    leaves of a conflict, before the policy deletes them (the policy decides from the leaves
-    alone, so a dishonest member's own user document with a larger ``updated_ms``, forked
-    beside the owner's passphrase rotation, wins in the store); and among the earlier
-    revisions of a user document signed by another key (the member wrote its own on top of
-    the rotation before this peer's supervisor reviewed it). Without this the peer would keep
-    the old pin, and its readers the old passphrase. Only the local pin changes (never
-    replicated), so no two peers can write against each other.
-    """
-    if doc_id.partition(":")[0] not in SIGNED_KINDS:
-        return False
-    kept_doc = store.get_local(verified_key(doc_id))
-    if kept_doc is None:
-        return False
-    try:
-        kept = verify(doc_id, kept_doc)
-    except (UntrustedMetadata, BadRequest):
-        return False
-    best: tuple[int, Document] | None = None
-    for body in bodies:
-        try:
-            leaf = verify(doc_id, body)
-        except (UntrustedMetadata, BadRequest):
-            continue
-        if leaf.signer == kept.signer and leaf.updated_ms > kept.updated_ms and (
-                best is None or leaf.updated_ms > best[0]):
-            best = (leaf.updated_ms, body)
-    if best is None:
-        return False
-    store.put_local(verified_key(doc_id), best[1])
-    log.info("%s: pinned the owner's newer revision (from a conflict's leaves or its "
-             "earlier revisions)", doc_id)
-    return True
 
 
 class MetadataGuard:
@@ -156,7 +118,7 @@ class MetadataGuard:
                     self._restore(doc_id, kept_doc, "signed by another owner")
                     return "restored"
                 if isinstance(self.store, RevisionHistory):
-                    # The owner's newer revision may lie under it (guard: pin_newer_revision).
+                    # The owner's newer revision may lie under it (pins.pin_newer_revision).
                     pin_newer_revision(self.store, doc_id, self.store.earlier_revisions(doc_id))
                 self._warn(doc_id, "other-key", "%s: a revision signed by another identity "
                            "key arrived (the name is claimed twice); this peer keeps the one "
@@ -194,15 +156,8 @@ class MetadataGuard:
         return "restored"
 
     def _kept(self, doc_id: str) -> tuple[Document | None, Verified | None]:
-        kept_doc = self.store.get_local(verified_key(doc_id))
-        if kept_doc is None:
-            return None, None
-        try:
-            return kept_doc, verify(doc_id, kept_doc)
-        except (UntrustedMetadata, BadRequest) as exc:  # our own copy; a bug or a bad disk
-            log.error("%s: the local verified copy does not verify (%s); dropped", doc_id, exc)
-            self.store.delete_local(verified_key(doc_id))
-            return None, None
+        kept = kept_revision(self.store, doc_id)
+        return (None, None) if kept is None else kept
 
     def _removal_ordered(self, file_doc: str, file: Verified) -> bool:
         """True if the owner of ``file_doc`` signed a tombstone for it (kept or current)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 from mydrive.client import PeerClient
 from mydrive.crypto import keys as keyslib
 from mydrive.crypto.primitives import new_kdf_params
-from mydrive.engine.gc import signed_tombstone
 from mydrive.formats.filerecord import FileRecord
 from mydrive.formats.tombstone import MAX_TOMBSTONE_AGE_MS, Tombstone
 from mydrive.metadata.guard import MetadataGuard
@@ -129,7 +128,7 @@ def test_guard_keeps_tombstone_until_it_expires(tmp_path: Path) -> None:
     """A tombstone deleted early is written back; once expired, its deletion is accepted."""
     net, c, a, rec, guard = _world(tmp_path)
     tomb = Tombstone.for_record(rec, net.clock.now_ms())
-    c.store.put(tomb.doc_id, signed_tombstone(tomb, a))
+    c.store.put(tomb.doc_id, sign_document(tomb.doc_id, tomb.to_doc(), a.identity))
     assert guard.review(tomb.doc_id) == "verified"
     assert c.store.get(rec.doc_id) is None  # the tombstone orders the file's removal
     c.store.delete(tomb.doc_id)

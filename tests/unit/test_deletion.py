@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.engine.gc import signed_tombstone
 from mydrive.errors import BadRequest, PermissionDenied, UnknownFile
 from mydrive.formats.filerecord import FileRecord
 from mydrive.formats.tombstone import TOMB_PREFIX, Tombstone
@@ -104,8 +103,8 @@ def test_gc_never_removes_chunk_of_live_file(tmp_path: Path) -> None:
     for ch in live.chunks:
         for p in ch.replicas:
             pending[p] = pending.get(p, ()) + (ch.chunk_id,)
-    c.store.put(tomb.doc_id,
-                signed_tombstone(tomb.with_pending(pending, net.clock.now_ms()), a))
+    forged = tomb.with_pending(pending, net.clock.now_ms())
+    c.store.put(tomb.doc_id, sign_document(tomb.doc_id, forged.to_doc(), a.identity))
     report = c.collect_garbage(a)
     assert report.files_finished == 1  # the interrupted rm of /dead.bin is finished
     assert [e.path for e in c.list_files(a)] == ["/live.bin"]
@@ -219,7 +218,8 @@ def test_rm_crash_between_tombstone_and_document_is_finished_by_gc(tmp_path: Pat
     net, c, a = _setup(tmp_path)
     rec = c.put(a, random_file(tmp_path / "f.bin", 50_000), "/f.bin")
     tomb = Tombstone.for_record(rec, net.clock.now_ms())
-    c.store.put(tomb.doc_id, signed_tombstone(tomb, a))  # step 1 done, crash before step 2
+    # step 1 done, crash before step 2
+    c.store.put(tomb.doc_id, sign_document(tomb.doc_id, tomb.to_doc(), a.identity))
     report = c.collect_garbage(a)
     assert report.files_finished == 1 and report.tombstones_done == 1
     assert c.list_files(a) == []
