@@ -36,19 +36,29 @@ def nginx_upstream(peer_root: Path, kind: str, host: str, port: int, *,
 
 
 def open_to_nginx(path: Path) -> None:
-    """Let nginx's workers connect to a service socket the service just bound.
+    """Let nginx's workers connect to a service socket the service just bound, and no one
+    else where that is possible.
 
-    Under root they run as an unprivileged user ("nobody"), who needs write permission on
-    the socket. Any local process may then connect, exactly as to the service's loopback
-    port, which it listens on anyway.
+    nginx started by another user than root runs its workers as that user, the peer's
+    account (the one that runs the services): the socket is 0600. Under root they run as an
+    unprivileged user ("nobody" unless nginx was built otherwise), who needs write
+    permission on the socket: 0666, so any local process may connect, exactly as to the
+    service's loopback port, which it listens on anyway (docs/security.md, "Other accounts
+    on a peer's machine").
     """
-    os.chmod(path, 0o666)  # noqa: S103 - the loopback port is as open
+    os.chmod(path, 0o666 if _workers_are_another_user() else 0o600)  # noqa: S103
+
+
+def _workers_are_another_user() -> bool:
+    """Only root's nginx switches its workers to another user (POSIX only: no sockets on
+    Windows)."""
+    return os.geteuid() == 0
 
 
 def _workers_can_reach(directory: Path) -> bool:
     """nginx started by root runs its workers as another user: they must be able to search
     every directory down to the socket (a peer directory made 0700 keeps loopback TCP)."""
-    if os.geteuid() != 0:
+    if not _workers_are_another_user():
         return True  # nginx's workers run as this user
     try:
         return all(d.stat().st_mode & stat.S_IXOTH for d in (directory, *directory.parents))

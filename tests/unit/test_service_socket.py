@@ -32,8 +32,9 @@ def test_tls_peer_service_answers_on_its_socket(tmp_path: Path) -> None:
     try:
         sock = service_socket(peer.root, "sender")
         assert sock == peer.root.resolve() / "sender.sock"
-        # nginx's workers may be another user (root starts them as "nobody"): they connect.
-        assert sock.stat().st_mode & 0o777 == 0o666
+        # nginx's workers may be another user (root starts them as "nobody"): they connect;
+        # else they are this user, and no other may.
+        assert sock.stat().st_mode & 0o777 == (0o666 if os.geteuid() == 0 else 0o600)
         with grpc.insecure_channel(f"unix:{sock}") as channel:
             stub = pb_grpc.SenderStub(channel)
             with pytest.raises(grpc.RpcError) as err:  # a malformed request: but an answer
@@ -99,3 +100,24 @@ def test_service_starts_on_its_port_when_the_socket_cannot_be_bound(tmp_path: Pa
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         server.stop(0)
+
+
+@posix_only
+def test_socket_is_the_peer_accounts_only_when_nginx_is_not_root(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """nginx started by the peer's own account runs its workers as that account: no other
+    local user may connect to the service socket (0600). Under root the workers are another
+    user ("nobody"), who must connect: 0666 (docs/security.md)."""
+    import socket
+
+    from mydrive.node import service_socket as module
+
+    path = tmp_path / "sender.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bound:
+        bound.bind(str(path))
+        monkeypatch.setattr(module.os, "geteuid", lambda: 1000)
+        module.open_to_nginx(path)
+        assert path.stat().st_mode & 0o777 == 0o600
+        monkeypatch.setattr(module.os, "geteuid", lambda: 0)
+        module.open_to_nginx(path)
+        assert path.stat().st_mode & 0o777 == 0o666
