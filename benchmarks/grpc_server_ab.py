@@ -1,13 +1,14 @@
-"""A/B of the peer services' gRPC server options: StoreChunk over plain loopback gRPC.
+"""A/B of the peer services' gRPC servers: StoreChunk and FetchChunk over plain loopback gRPC.
 
     .venv/bin/python -m benchmarks.grpc_server_ab [--chunks 32] [--streams 4] [--rounds 3]
 
-One receiver process per variant (``mydrive.node.serve.build_server`` with
-``serve.SERVER_OPTIONS`` replaced by the variant's options, its own peer directory), all
-running at once; the client streams the same 4 MiB chunks (16 segments of 256 KiB, one
-round each, ``--streams`` at a time) to each in turn, ``--rounds`` times, so every variant
-sees the same load. Prints median MB/s and the receiver's CPU s per GiB (from /proc).
-Linux test-bed only.
+One process per variant (``mydrive.node.serve.build_server``'s receiver and sender with
+``serve.SERVER_OPTIONS`` replaced by the variant's options, or the variant's own server; its
+own peer directory), all running at once; the client streams the same 4 MiB chunks (16
+segments of 256 KiB, one round each, ``--streams`` at a time) to each in turn, then fetches
+them back whole (signed by their owner), ``--rounds`` times, so every variant sees the same
+load. Prints median MB/s and the process's CPU s per GiB in each phase (from /proc): the
+receiver's while storing, the sender's while fetching. Linux test-bed only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import session_cpu_s
+from benchmarks.procs import session_cpu_split_s
 
 MiB = 1024 * 1024
 SEGMENT_BYTES = 256 * 1024
@@ -36,7 +37,63 @@ VARIANTS: dict[str, list[tuple[str, Any]]] = {
     "big-frames": [("grpc.http2.max_frame_size", MAX_FRAME)],
     "throughput": [("grpc.optimization_target", "throughput")],
     "lookahead": [("grpc.http2.lookahead_bytes", 4 * MiB)],
+    "aio": [],  # grpc.aio server, one event loop (_serve_aio); the commit in a thread
+    "malloc": [],  # runtime/allocator.tune_for_transfers() in the server process
 }
+
+
+def _serve_aio(peer: Any) -> None:
+    """A prototype grpc.aio receiver: StoreChunk through ReceiverSession on the event loop
+    (header, segments: hash + write inline), the commit's syncs in a worker thread; no
+    stream limits or caller identity (what the measurement is about is the server)."""
+    import asyncio
+
+    import grpc
+
+    from mydrive.node import serve
+    from mydrive.runtime.metrics import Metrics
+    from mydrive.storage.chunkstore import ChunkStore
+    from mydrive.storage.receiver import ReceiverSession
+    from mydrive.transport.codec import header_from_pb
+    from mydrive.transport.wire import mydrive_pb2 as pb
+    from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+
+    store = ChunkStore(peer.store_dir, capacity_bytes=1 << 40)
+    metrics = Metrics()
+
+    class Receiver(pb_grpc.ReceiverServicer):
+        async def StoreChunk(self, requests: Any, context: Any) -> Any:  # noqa: N802
+            loop = asyncio.get_running_loop()
+            session = ReceiverSession(store, metrics)
+            try:
+                async for msg in requests:
+                    kind = msg.WhichOneof("msg")
+                    if kind == "header":
+                        held = session.start(header_from_pb(msg.header))
+                        yield pb.StoreAck(held=pb.SegmentsHeld(indices=sorted(held.indices),
+                                                               committed=held.committed))
+                    elif kind == "segment":
+                        session.segment(msg.segment.index, msg.segment.data)
+                    else:
+                        bad = await loop.run_in_executor(None, session.end_round)
+                        if not bad:
+                            yield pb.StoreAck(committed=pb.Committed())
+                            return
+                        yield pb.StoreAck(bad=pb.BadSegments(indices=bad))
+            finally:
+                session.close()
+
+    async def run() -> None:
+        server = grpc.aio.server(options=serve.SERVER_OPTIONS)
+        pb_grpc.add_ReceiverServicer_to_server(Receiver(), server)  # type: ignore[no-untyped-call]
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"127.0.0.1:{port}", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)
+        await server.stop(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(run())
 
 
 def _serve(variant: str, peer_root: Path) -> None:
@@ -46,26 +103,70 @@ def _serve(variant: str, peer_root: Path) -> None:
 
     serve.SERVER_OPTIONS = [*serve.SERVER_OPTIONS, *VARIANTS[variant]]
     peer = init_peer(peer_root, capacity_bytes=1 << 40)
-    server, address = serve.build_server("receiver", peer, Metrics())
-    server.start()
-    print(address, flush=True)
+    if variant == "aio":
+        _serve_aio(peer)
+        return
+    if variant == "malloc":
+        from mydrive.runtime.allocator import tune_for_transfers
+
+        assert tune_for_transfers()
+    receiver, address = serve.build_server("receiver", peer, Metrics())
+    sender, sender_address = serve.build_server("sender", peer, Metrics())
+    receiver.start()
+    sender.start()
+    print(address, sender_address, peer.config.peer_id, flush=True)
     sys.stdin.read()  # until the parent closes it
-    server.stop(0)
+    receiver.stop(0)
+    sender.stop(0)
+
+
+def _owner() -> Any:
+    from mydrive.crypto.primitives import IdentityKey
+
+    return IdentityKey.from_seed(b"\x01" * 32)
 
 
 def _chunks(count: int) -> list[tuple[Any, list[bytes]]]:
     from mydrive.formats.chunkheader import ChunkHeader
     from mydrive.formats.digest import DIGEST_ALG, digest
 
+    owner = _owner().public_bytes()
     out = []
     for _ in range(count):
         data = os.urandom(CHUNK_BYTES)
         segs = [data[i:i + SEGMENT_BYTES] for i in range(0, CHUNK_BYTES, SEGMENT_BYTES)]
         out.append((ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
-                                owner_public_key=b"\x01" * 32, chunk_size_bytes=CHUNK_BYTES,
+                                owner_public_key=owner, chunk_size_bytes=CHUNK_BYTES,
                                 segment_size_bytes=SEGMENT_BYTES,
                                 segment_digests=tuple(digest(s) for s in segs)), segs))
     return out
+
+
+def _fetch_all(address: str, peer_id: str, chunks: list[tuple[Any, list[bytes]]],
+               streams: int) -> None:
+    """Fetch every chunk back whole from the sender, signed by its owner."""
+    import grpc
+
+    from mydrive.node.serve import SERVER_OPTIONS
+    from mydrive.runtime.clock import SystemClock
+    from mydrive.transport.signed_fetch import sign_fetch
+    from mydrive.transport.wire import mydrive_pb2 as pb
+    from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+
+    owner, clock = _owner(), SystemClock()
+    with grpc.insecure_channel(address, options=SERVER_OPTIONS) as channel:
+        stub = pb_grpc.SenderStub(channel)  # type: ignore[no-untyped-call]
+
+        def one(item: tuple[Any, list[bytes]]) -> None:
+            header, segs = item
+            signed = sign_fetch(owner, chunk_id=header.chunk_id, target_peer_id=peer_id,
+                                segment_indices=[], clock=clock)
+            got = list(stub.FetchChunk(pb.SignedFetch(request=signed.request,
+                                                      signature=signed.signature), timeout=120))
+            assert len(got) == len(segs), len(got)
+
+        with ThreadPoolExecutor(streams) as pool:
+            list(pool.map(one, chunks))
 
 
 def _store_all(address: str, chunks: list[tuple[Any, list[bytes]]], streams: int) -> None:
@@ -102,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--work-dir", type=Path, default=Path("/tmp"))
+    p.add_argument("--store-only", action="store_true", help="no fetch phase")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--peer", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -109,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         _serve(args.serve, args.peer)
         return 0
     with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="grpc-ab-") as tmp:
-        procs: dict[str, tuple[subprocess.Popen[str], str]] = {}
+        procs: dict[str, tuple[subprocess.Popen[str], list[str]]] = {}
         try:
             for v in args.variants:
                 proc = subprocess.Popen([sys.executable, "-m", "benchmarks.grpc_server_ab",
@@ -117,18 +219,30 @@ def main(argv: list[str] | None = None) -> int:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, start_new_session=True)
                 assert proc.stdout is not None
-                procs[v] = (proc, proc.stdout.readline().strip())
-            rows: dict[str, list[tuple[float, float]]] = {v: [] for v in args.variants}
+                procs[v] = (proc, proc.stdout.readline().split())
+            rows: dict[str, dict[str, list[tuple[float, float, float]]]] = {
+                v: {"store": [], "fetch": []} for v in args.variants}
+            gib = args.chunks * CHUNK_BYTES / (1024 * MiB)
+
+            def measured(r: int, v: str, phase: str, pid: int, work: Any, *args: Any) -> None:
+                (u0, s0), t0 = session_cpu_split_s(pid), time.perf_counter()
+                work(*args)
+                wall = time.perf_counter() - t0
+                u1, s1 = session_cpu_split_s(pid)
+                rows[v][phase].append((gib * 1024 * MiB / wall / 1e6,
+                                       (u1 - u0 + s1 - s0) / gib, (s1 - s0) / gib))
+                mb_s, cpu, kernel = rows[v][phase][-1]
+                print(f"round {r + 1} {v} {phase}: {mb_s:.1f} MB/s, {cpu:.2f} CPU s/GiB "
+                      f"({kernel:.2f} kernel)", flush=True)
+
             for r in range(args.rounds):
-                for v, (proc, address) in procs.items():
+                for v, (proc, addresses) in procs.items():
                     chunks = _chunks(args.chunks)  # fresh ids: nothing is already held
-                    cpu0, t0 = session_cpu_s(proc.pid), time.perf_counter()
-                    _store_all(address, chunks, args.streams)
-                    wall, cpu = time.perf_counter() - t0, session_cpu_s(proc.pid) - cpu0
-                    size = args.chunks * CHUNK_BYTES
-                    rows[v].append((size / wall / 1e6, cpu / (size / (1024 * MiB))))
-                    print(f"round {r + 1} {v}: {rows[v][-1][0]:.1f} MB/s, "
-                          f"{rows[v][-1][1]:.2f} CPU s/GiB", flush=True)
+                    measured(r, v, "store", proc.pid, _store_all, addresses[0], chunks,
+                             args.streams)
+                    if len(addresses) == 3 and not args.store_only:
+                        measured(r, v, "fetch", proc.pid, _fetch_all, addresses[1],
+                                 addresses[2], chunks, args.streams)
         finally:
             for proc, _ in procs.values():
                 if proc.stdin is not None:
@@ -136,11 +250,18 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=30)
     print(f"\n{args.chunks} chunks of 4 MiB, {args.streams} streams, median of {args.rounds}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| server options | MB/s | receiver CPU s/GiB |\n|---|---|---|")
-    for v, samples in rows.items():
-        print(f"| {v} {json.dumps(VARIANTS[v]) if VARIANTS[v] else ''} | "
-              f"{statistics.median(s[0] for s in samples):.1f} | "
-              f"{statistics.median(s[1] for s in samples):.2f} |")
+    print("| server variant | store MB/s | receiver CPU s/GiB (kernel) | fetch MB/s | "
+          "sender CPU s/GiB (kernel) |\n|---|---|---|---|---|")
+    for v, phases in rows.items():
+        cells = []
+        for samples in phases.values():
+            if not samples:
+                cells.append("| – | –")
+                continue
+            cells.append(f"| {statistics.median(s[0] for s in samples):.1f} | "
+                         f"{statistics.median(s[1] for s in samples):.2f} "
+                         f"({statistics.median(s[2] for s in samples):.2f})")
+        print(f"| {v} {json.dumps(VARIANTS[v]) if VARIANTS[v] else ''} {' '.join(cells)} |")
     return 0
 
 
