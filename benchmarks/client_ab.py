@@ -2,7 +2,7 @@
 
     cd /tmp; export PYTHONPATH=PEER_TREE:/work/main
     python -m benchmarks.client_ab --tree A=/tmp/base --tree B=/tmp/new [--env B:KEY=VALUE]
-        [--size-mib 256] [--runs 3] [--failover]
+        [--size-mib 256] [--runs 3] [--failover] [--put-only]
 
 One 5-peer TLS network (R = 2) runs PEER_TREE's code, the same for every variant. Each
 variant's ``mydrive put --local`` and ``get --local`` (the transfer in the CLI process, not
@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--failover", action="store_true")
+    parser.add_argument("--put-only", action="store_true",
+                        help="measure puts alone (an upload lever's A/B in half the time)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
     trees = {n: Path(p) for n, p in (t.split("=", 1) for t in args.tree)}
@@ -92,15 +94,19 @@ def main() -> None:
                 env = {**_env(net, tree), **extra_env[name]}
                 remote = f"/ab/{name}-{run}"
                 put = run_measured([*net.put_args(src, remote), "--local"], env=env)
+                measured = [("put", put)]
                 out = work / f"out-{name}"
-                subprocess.run(["rm", "-rf", str(out)], check=False)
-                get = run_measured([*net.get_args(remote, out), "--local"], env=env)
+                if not args.put_only:
+                    subprocess.run(["rm", "-rf", str(out)], check=False)
+                    get = run_measured([*net.get_args(remote, out), "--local"], env=env)
+                    measured.append(("get", get))
                 row = results[name]
-                for key, m in (("put", put), ("get", get)):
+                for key, m in measured:
                     row.setdefault(f"{key}_wall_s", []).append(m.wall_s)
                     row.setdefault(f"{key}_cpu_s", []).append(m.cpu_s)
+                    row.setdefault(f"{key}_sys_s", []).append(m.sys_s)
                     row.setdefault(f"{key}_rss_mib", []).append(m.peak_rss_bytes / MIB)
-                if args.failover:
+                if args.failover and not args.put_only:
                     pid = _busiest_sender_pid(net, json.loads(get.stdout))
                     subprocess.run(["rm", "-rf", str(out)], check=False)
                     done = threading.Event()
