@@ -37,29 +37,47 @@ VARIANTS: dict[str, list[tuple[str, Any]]] = {
     "big-frames": [("grpc.http2.max_frame_size", MAX_FRAME)],
     "throughput": [("grpc.optimization_target", "throughput")],
     "lookahead": [("grpc.http2.lookahead_bytes", 4 * MiB)],
-    "aio": [],  # grpc.aio server, one event loop (_serve_aio); the commit in a thread
-    "malloc": [],  # runtime/allocator.tune_for_transfers() in the server process
+    "aio": [],  # grpc.aio servers, one event loop (_serve_aio); the commit in a thread
+    # runtime/allocator.tune_for_transfers() in the server process: what build_server does
+    # since dbd4e31 (so now the same as "current")
+    "malloc": [],
 }
 
 
 def _serve_aio(peer: Any) -> None:
-    """A prototype grpc.aio receiver: StoreChunk through ReceiverSession on the event loop
-    (header, segments: hash + write inline), the commit's syncs in a worker thread; no
-    stream limits or caller identity (what the measurement is about is the server)."""
+    """Prototype grpc.aio services on one event loop and port: StoreChunk through
+    ReceiverSession (header, segments: hash + write inline; the commit's syncs in a worker
+    thread), FetchChunk through ChunkServer (reads inline); no stream limits or caller
+    identity (what the measurement is about is the server)."""
     import asyncio
 
     import grpc
 
     from mydrive.node import serve
+    from mydrive.runtime.allocator import tune_for_transfers
+    from mydrive.runtime.clock import SystemClock
     from mydrive.runtime.metrics import Metrics
     from mydrive.storage.chunkstore import ChunkStore
     from mydrive.storage.receiver import ReceiverSession
+    from mydrive.storage.sender import ChunkServer
     from mydrive.transport.codec import header_from_pb
+    from mydrive.transport.signed_fetch import ReplayGuard, SignedFetch
     from mydrive.transport.wire import mydrive_pb2 as pb
     from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
+    tune_for_transfers()  # as build_server does
     store = ChunkStore(peer.store_dir, capacity_bytes=1 << 40)
     metrics = Metrics()
+    chunk_server = ChunkServer(store, peer_id=peer.config.peer_id, clock=SystemClock(),
+                               replay_guard=ReplayGuard(), metrics=metrics)
+
+    class Sender(pb_grpc.SenderServicer):
+        async def FetchChunk(self, request: Any, context: Any) -> Any:  # noqa: N802
+            signed = SignedFetch(request=bytes(request.request),
+                                 signature=bytes(request.signature),
+                                 delegation=bytes(request.delegation))
+            for index, data in chunk_server.fetch(signed):
+                yield pb.Segment(index=index, data=data)
 
     class Receiver(pb_grpc.ReceiverServicer):
         async def StoreChunk(self, requests: Any, context: Any) -> Any:  # noqa: N802
@@ -86,9 +104,10 @@ def _serve_aio(peer: Any) -> None:
     async def run() -> None:
         server = grpc.aio.server(options=serve.SERVER_OPTIONS)
         pb_grpc.add_ReceiverServicer_to_server(Receiver(), server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_SenderServicer_to_server(Sender(), server)  # type: ignore[no-untyped-call]
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        print(f"127.0.0.1:{port}", flush=True)
+        print(f"127.0.0.1:{port}", f"127.0.0.1:{port}", peer.config.peer_id, flush=True)
         await loop.run_in_executor(None, sys.stdin.read)
         await server.stop(0)
 
