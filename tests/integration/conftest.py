@@ -6,16 +6,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mydrive.errors import PeerUnavailable
 from mydrive.node import cluster
+from mydrive.node.jobs_control import SOCKET_NAME, ControlClient, JobView
 
 PASSPHRASE = "integration passphrase 1"
+JOB_WAIT_S = 600.0  # a job of a few hundred MiB on a loaded 2-core machine
 
 
 @dataclass
@@ -44,6 +48,35 @@ class LocalNetwork:
 
     def json(self, *args: str, **kwargs: Any) -> Any:
         return json.loads(self.mydrive(*args, "--json", **kwargs).stdout)
+
+    def poll_job(self, job_id: str, until: Callable[[JobView], bool], *,
+                 socket_name: str = SOCKET_NAME, peer: int = 0,
+                 wait_s: float = JOB_WAIT_S) -> JobView:
+        """Poll a peer's Control socket ``socket_name`` (the receiver's; UPLOAD_SOCKET_NAME:
+        the sender's) directly until ``until(view)``; a service being restarted is ridden
+        out. One channel serves every poll (a new one per poll takes long enough on a loaded
+        machine for a fast job to pass from queued to done unseen)."""
+        deadline = time.monotonic() + wait_s
+        control: ControlClient | None = None
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    control = control or ControlClient(self.peer_dir(peer),
+                                                       socket_name=socket_name)
+                    view = control.job(job_id)
+                except PeerUnavailable:
+                    if control is not None:
+                        control.close()
+                        control = None
+                    time.sleep(0.2)
+                    continue
+                if until(view):
+                    return view
+                time.sleep(0.005)
+        finally:
+            if control is not None:
+                control.close()
+        raise AssertionError(f"job {job_id} did not get there in {wait_s} s")
 
 
 def start_network(home: Path, peers: int, **overrides: Any) -> LocalNetwork:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -20,10 +21,10 @@ import pytest
 
 from mydrive.crypto.keys import unwrap_file_key
 from mydrive.crypto.primitives import IdentityKey
-from mydrive.errors import PeerUnavailable, PermissionDenied
+from mydrive.errors import PermissionDenied
 from mydrive.formats.delegation import Delegation
 from mydrive.node import cluster
-from mydrive.node.jobs_control import SOCKET_NAME, ControlClient, JobView
+from mydrive.node.jobs_control import ControlClient, JobView, submit_get
 from mydrive.node.local_client import open_client
 from mydrive.transport.signed_fetch import DelegateSigner, SignedFetch, sign_delegation, sign_fetch
 from tests.integration.conftest import PASSPHRASE, LocalNetwork
@@ -47,26 +48,6 @@ def _job(net: LocalNetwork, job_id: str) -> dict:
     """The job as `mydrive jobs --json` shows it (the CLI, as a user would ask)."""
     jobs = net.json("jobs", user=None)["jobs"]
     return next(j for j in jobs if j["job_id"] == job_id)
-
-
-def poll_job(net: LocalNetwork, job_id: str, until, *, socket_name: str = SOCKET_NAME) -> JobView:
-    """Poll peer 0's Control socket ``socket_name`` directly (ms, not a CLI start) until
-    ``until(view)``; a receiver being restarted is ridden out. Also the upload tests' poll."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            control = ControlClient(net.peer_dir(0), socket_name=socket_name)
-            try:
-                view = control.job(job_id)
-            finally:
-                control.close()
-        except PeerUnavailable:
-            time.sleep(0.2)
-            continue
-        if until(view):
-            return view
-        time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not get there in {WAIT_S} s")
 
 
 def _running(view: JobView) -> bool:
@@ -113,31 +94,55 @@ def test_jobs_download_survives_cli_sigkill_and_receiver_restart(big_net, tmp_pa
         while not (_job_ids(net) - before) and time.monotonic() < deadline:
             time.sleep(0.1)
         (job_id,) = _job_ids(net) - before
-        seen = poll_job(net, job_id, _running)
+        seen = net.poll_job(job_id, _running)
         os.kill(cli.pid, signal.SIGKILL)
         assert seen.state == "running" and seen.bytes_done < seen.bytes_total
     finally:
         cli.kill()
         cli.wait()
-    poll_job(net, job_id, _finished)
+    net.poll_job(job_id, _finished)
     done = _job(net, job_id)
     assert (done["state"], done["error"]) == ("done", ""), done
     assert done["bytes_done"] == BIG_BYTES
     assert _sha256(out / "big.bin") == want
 
     # The receiver itself SIGKILLed mid-job and restarted: the job is queued again and runs.
-    detached = net.json("get", "/big.bin", "--out", str(out), "--overwrite", "--detach")
-    job_id = detached["job_id"]
-    seen = poll_job(net, job_id, _running)
-    cluster.stop(net.home, only=["peer-0"], kinds=("receiver",), hard=True)
-    assert seen.state == "running" and seen.bytes_done < seen.bytes_total, seen
+    job_id = _receiver_killed_mid_job(net, out)
     assert (out / "big.bin").exists()  # the first download's file, until the rename
     cluster.start(net.home, only=["peer-0"])
-    poll_job(net, job_id, _finished)
+    net.poll_job(job_id, _finished)
     done = _job(net, job_id)
     assert (done["state"], done["error"]) == ("done", ""), done
     assert _sha256(out / "big.bin") == want
     _assert_file_key_nowhere(net)
+
+
+def _receiver_killed_mid_job(net: LocalNetwork, out: Path, attempts: int = 5) -> str:
+    """Submit a download of /big.bin (in this process: a CLI's start takes longer than the
+    whole download on a fast peer) and SIGKILL peer 0's receiver as soon as the job runs;
+    its id once the job file says the kill caught it running. Otherwise (it finished in
+    between) the receiver is started again and another job tried."""
+    client = open_client(net.peer_dir(0))
+    try:
+        keys = client.login("alice", PASSPHRASE)
+        for _ in range(attempts):
+            control = ControlClient(net.peer_dir(0))
+            try:
+                job_id, _ = submit_get(client, keys, "/big.bin", control, out_dir=out,
+                                       overwrite=True)
+                while control.job(job_id).state == "queued":
+                    time.sleep(0.002)
+            finally:
+                control.close()
+            cluster.stop(net.home, only=["peer-0"], kinds=("receiver",), hard=True)
+            saved = json.loads((net.peer_dir(0) / "jobs" / f"{job_id}.json").read_text())
+            if saved["state"] == "running":
+                return job_id
+            cluster.start(net.home, only=["peer-0"])
+    finally:
+        client.close()
+    raise AssertionError(f"every download finished before its receiver was killed "
+                         f"({attempts} tries)")
 
 
 def _assert_file_key_nowhere(net: LocalNetwork) -> None:

@@ -22,7 +22,6 @@ import pytest
 from mydrive.node import cluster
 from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, ControlClient, JobView
 from tests.integration.conftest import PASSPHRASE, LocalNetwork
-from tests.integration.test_jobs_network import poll_job
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +52,7 @@ def _upload_ids(net: LocalNetwork) -> set[str]:
 
 def _poll(net: LocalNetwork, job_id: str, until) -> JobView:
     """Poll the sender's Control socket until ``until(view)``; a restart is ridden out."""
-    return poll_job(net, job_id, until, socket_name=UPLOAD_SOCKET_NAME)
+    return net.poll_job(job_id, until, socket_name=UPLOAD_SOCKET_NAME)
 
 
 def _running(view: JobView) -> bool:
