@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import suppress
 from pathlib import Path
-from typing import BinaryIO
 
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys, unwrap_file_key
 from mydrive.engine.accounting import TransferLedger
 from mydrive.engine.buffers import ChunkBuffers
+from mydrive.engine.partial_file import PartialFile
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import (
     ChunkNotFound,
@@ -107,16 +107,16 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
                                               name="download") as pool:
             # A window of chunks in flight, written strictly in order: flat memory.
             window: deque[Future[memoryview]] = deque()
+            partial = PartialFile(out)
             for chunk in record.chunks:
                 window.append(pool.submit(fetch_and_decrypt, chunk))
                 if len(window) >= settings.max_inflight_chunks:
-                    _write(out, window.popleft().result(), progress, buffers)
+                    _write(partial, window.popleft().result(), progress, buffers)
             while window:
-                _write(out, window.popleft().result(), progress, buffers)
-            if out.tell() != record.size_bytes:
-                raise DataLoss(f"reassembled {out.tell()} bytes, expected {record.size_bytes}")
-            out.flush()
-            os.fsync(out.fileno())
+                _write(partial, window.popleft().result(), progress, buffers)
+            if partial.size != record.size_bytes:
+                raise DataLoss(f"reassembled {partial.size} bytes, expected {record.size_bytes}")
+            partial.sync()
         os.replace(tmp, destination)
         fsync_dir(destination.parent)
     finally:
@@ -126,7 +126,7 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
     return ledger
 
 
-def _write(out: BinaryIO, plaintext: memoryview, progress: Progress | None,
+def _write(out: PartialFile, plaintext: memoryview, progress: Progress | None,
            buffers: ChunkBuffers) -> None:
     out.write(plaintext)
     buffers.give(plaintext)

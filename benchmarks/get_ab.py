@@ -1,0 +1,82 @@
+"""A/B of the download engine: one file put once, then ``get --local`` by each variant in turn.
+
+    cd /tmp; export PYTHONPATH=PEER_TREE:/work/main
+    python -m benchmarks.get_ab --tree A=/tmp/base --tree B=/tmp/new [--env B:KEY=VALUE]
+        [--size-mib 512] [--runs 5]
+
+Like ``client_ab`` (one 5-peer TLS network, R = 2, running PEER_TREE's code for every
+variant), but a get is what is compared, so the file is put once (with the first tree) and
+every run gets it once per variant, alternating A, B, A, B, ... under the same load. Per get:
+wall time, the client's CPU and its kernel part (wait4), its peak RSS, and the CPU the
+senders and nginx spent meanwhile (/proc), per GiB of file. Medians are printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from benchmarks.client_ab import MIB, _env, _make_file
+from benchmarks.common import median
+from benchmarks.mydrive_side import MydriveNetwork
+from benchmarks.procs import run_measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", required=True,
+                        help="NAME=PATH of a source tree holding mydrive/")
+    parser.add_argument("--env", action="append", default=[],
+                        help="NAME:KEY=VALUE, an environment variable for one variant only")
+    parser.add_argument("--size-mib", type=int, default=512)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
+    args = parser.parse_args()
+    trees = {n: Path(p) for n, p in (t.split("=", 1) for t in args.tree)}
+    extra_env: dict[str, dict[str, str]] = {n: {} for n in trees}
+    for item in args.env:
+        name, assignment = item.split(":", 1)
+        key, value = assignment.split("=", 1)
+        extra_env[name][key] = value
+    work = Path(tempfile.mkdtemp(prefix="get-ab-", dir=args.work_dir))
+    net = MydriveNetwork(work / "net", tls=True)
+    src = work / "src.bin"
+    per_gib = 1024 / args.size_mib
+    results: dict[str, dict[str, list[float]]] = {n: {} for n in trees}
+    try:
+        net.up()
+        _make_file(src, args.size_mib)
+        first = next(iter(trees.values()))
+        run_measured([*net.put_args(src, "/ab/file"), "--local"], env=_env(net, first))
+        for _ in range(args.runs):
+            for name, tree in trees.items():
+                env = {**_env(net, tree), **extra_env[name]}
+                out = work / f"out-{name}"
+                subprocess.run(["rm", "-rf", str(out)], check=False)
+                before = net.cpu_s_by_kind()
+                get = run_measured([*net.get_args("/ab/file", out), "--local"], env=env)
+                after = net.cpu_s_by_kind()
+                row = results[name]
+                row.setdefault("wall_s", []).append(get.wall_s)
+                row.setdefault("client_cpu_s_per_gib", []).append(get.cpu_s * per_gib)
+                row.setdefault("client_sys_s_per_gib", []).append(get.sys_s * per_gib)
+                row.setdefault("client_rss_mib", []).append(get.peak_rss_bytes / MIB)
+                for kind in ("sender", "nginx"):
+                    row.setdefault(f"{kind}_cpu_s_per_gib", []).append(
+                        (after[kind] - before[kind]) * per_gib)
+        summary = {n: {k: round(median(v), 3) for k, v in row.items()} for n, row in
+                   results.items()}
+        print(json.dumps({"size_mib": args.size_mib, "runs": args.runs,
+                          "load_avg": os.getloadavg()[0], "median": summary, "all": results},
+                         indent=1))
+    finally:
+        net.down()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+if __name__ == "__main__":
+    main()
