@@ -3,16 +3,18 @@
     cd /tmp; export PYTHONPATH=PEER_TREE:/work/main
     python -m benchmarks.client_ab --tree A=/tmp/base --tree B=/tmp/new [--env B:KEY=VALUE]
         [--size-mib 256] [--runs 3] [--failover] [--put-only]
+        [--peer-config B:segment_size_bytes=1048576]
 
 One 5-peer TLS network (R = 2) runs PEER_TREE's code, the same for every variant. Each
 variant's ``mydrive put --local`` and ``get --local`` (the transfer in the CLI process, not
 as a job of a peer's services, so the engine measured is the variant's) run with
-``PYTHONPATH`` at its tree and the variables ``--env`` gives it, from a directory holding no
-``mydrive/`` (``python -m`` puts the working directory first). Runs alternate A, B, A, B, ...
-so all see the same load; medians of wall time, client CPU (wait4) and client peak RSS are
-printed as JSON. ``--failover`` adds a get during which the sender that served most of the
-file is killed a third of the way through (restarted by ``cluster up`` afterwards). Linux
-only, like the rest of the suite.
+``PYTHONPATH`` at its tree, the variables ``--env`` gives it and the settings of the client's
+peer ``--peer-config`` gives it (peer-0's peer.json is rewritten before each variant's turn),
+from a directory holding no ``mydrive/`` (``python -m`` puts the working directory
+first). Runs alternate A, B, A, B, ... so all see the same load; medians of wall time,
+client CPU (wait4) and client peak RSS are printed as JSON. ``--failover`` adds a get
+during which the sender that served most of the file is killed a third of the way through
+(restarted by ``cluster up`` afterwards). Linux only, like the rest of the suite.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ def _env(net: MydriveNetwork, tree: Path) -> dict[str, str]:
     return {**net.env, "PYTHONPATH": str(tree.resolve())}
 
 
+def _set_peer_config(net: MydriveNetwork, settings: dict[str, int]) -> None:
+    """peer-0's peer.json as made by ``cluster up``, with ``settings`` on top."""
+    path = net.home / "peer-0" / "peer.json"
+    original = path.with_suffix(".json.ab-original")
+    if not original.exists():
+        original.write_bytes(path.read_bytes())
+    path.write_text(json.dumps({**json.loads(original.read_text()), **settings}))
+
+
 def _busiest_sender_pid(net: MydriveNetwork, get_doc: dict[str, Any]) -> int:
     """The sender that served most bytes of a get (as the failover phase of run.sh picks)."""
     per_peer = get_doc["transfer"]["per_peer"]
@@ -72,6 +83,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--failover", action="store_true")
+    parser.add_argument("--peer-config", action="append", default=[],
+                        help="NAME:KEY=INT, a setting of the client's peer for one variant only")
     parser.add_argument("--put-only", action="store_true",
                         help="measure puts alone (an upload lever's A/B in half the time)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
@@ -82,6 +95,11 @@ def main() -> None:
         name, assignment = item.split(":", 1)
         key, value = assignment.split("=", 1)
         extra_env[name][key] = value
+    peer_config: dict[str, dict[str, int]] = {n: {} for n in trees}
+    for item in args.peer_config:
+        name, assignment = item.split(":", 1)
+        key, value = assignment.split("=", 1)
+        peer_config[name][key] = int(value)
     work = Path(tempfile.mkdtemp(prefix="client-ab-", dir=args.work_dir))
     net = MydriveNetwork(work / "net", tls=True)
     src = work / "src.bin"
@@ -92,6 +110,7 @@ def main() -> None:
             for name, tree in trees.items():
                 _make_file(src, args.size_mib)  # fresh bytes every time
                 env = {**_env(net, tree), **extra_env[name]}
+                _set_peer_config(net, peer_config[name])
                 remote = f"/ab/{name}-{run}"
                 put = run_measured([*net.put_args(src, remote), "--local"], env=env)
                 measured = [("put", put)]
