@@ -37,6 +37,7 @@ VARIANTS: dict[str, list[tuple[str, Any]]] = {
     "big-frames": [("grpc.http2.max_frame_size", MAX_FRAME)],
     "throughput": [("grpc.optimization_target", "throughput")],
     "lookahead": [("grpc.http2.lookahead_bytes", 4 * MiB)],
+    "no-bdp": [("grpc.http2.bdp_probe", 0)],  # no bandwidth-delay pings to size windows
     "aio": [],  # grpc.aio servers, one event loop (_serve_aio); the commit in a thread
     # runtime/allocator.tune_for_transfers() in the server process: what build_server does
     # since dbd4e31 (so now the same as "current")
