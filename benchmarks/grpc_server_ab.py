@@ -38,6 +38,8 @@ VARIANTS: dict[str, list[tuple[str, Any]]] = {
     "throughput": [("grpc.optimization_target", "throughput")],
     "lookahead": [("grpc.http2.lookahead_bytes", 4 * MiB)],
     "no-bdp": [("grpc.http2.bdp_probe", 0)],  # no bandwidth-delay pings to size windows
+    "gc-rare": [],  # the collector's first generation every 50,000 allocations, not 700
+    "switch-20ms": [],  # sys.setswitchinterval(0.02): the GIL changes hands less often
     "aio": [],  # grpc.aio servers, one event loop (_serve_aio); the commit in a thread
     # runtime/allocator.tune_for_transfers() in the server process: what build_server does
     # since dbd4e31 (so now the same as "current")
@@ -126,6 +128,13 @@ def _serve(variant: str, peer_root: Path) -> None:
     if variant == "aio":
         _serve_aio(peer)
         return
+    if variant == "gc-rare":
+        import gc
+
+        gc.freeze()
+        gc.set_threshold(50_000, 10, 10)
+    if variant == "switch-20ms":
+        sys.setswitchinterval(0.02)
     if variant == "malloc":
         from mydrive.runtime.allocator import tune_for_transfers
 
