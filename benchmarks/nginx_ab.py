@@ -4,9 +4,11 @@ variants take turns ``--rounds`` times so they all see the same machine load.
 
     .venv/bin/python -m benchmarks.nginx_ab --size-mib 256 --rounds 3 [--variants a b ...]
 
-Prints the median MB/s and CPU s/GiB (client + every receiver, sender and nginx) per
-variant. The variants are the edits in ``VARIANTS``; ``rendered`` is the config as
-``mydrive/node/nginx.py`` renders it today. Linux test-bed only.
+Prints the median MB/s, CPU s/GiB (client + every receiver, sender and nginx; and nginx's
+and the receivers' own share) and nginx's minor page faults per variant. The variants are
+the edits in ``VARIANTS``; ``rendered`` is the config and command line as
+``mydrive/node/nginx.py`` makes them today. A variant that changes how nginx starts
+(``MALLOC_VARIANTS``) restarts every nginx instead of reloading it. Linux test-bed only.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from typing import Any
 
 from benchmarks.common import MiB, mbps, per_gib, random_file
 from benchmarks.mydrive_side import MydriveNetwork
+from benchmarks.procs import session_pids
+from mydrive.node import cluster
+from mydrive.node import nginx as nginx_node
 
 RELOAD_WAIT_S = 2.0
 PEER_BLOCK_ANCHOR = "grpc_socket_keepalive on;"
@@ -64,6 +69,29 @@ def _loopback_tcp(conf: str, peer_root: Path) -> str:
     return conf
 
 
+def _in_http(directives: str) -> Edit:
+    def edit(conf: str, peer_root: Path) -> str:
+        return conf.replace("http {", f"http {{\n    {directives}", 1)
+    return edit
+
+
+def _main(directives: str) -> Edit:
+    """Main-context directives in place of ``worker_processes 1;``."""
+    def edit(conf: str, peer_root: Path) -> str:
+        assert "worker_processes 1;" in conf
+        return conf.replace("worker_processes 1;", directives, 1)
+    return edit
+
+
+def _cert_header(replacement: str | None) -> Edit:
+    def edit(conf: str, peer_root: Path) -> str:
+        found = re.search(r"grpc_set_header X-Mydrive-Client-Cert [^;]*;", conf)
+        assert found
+        return conf.replace(found.group(0),
+                            f"grpc_set_header {replacement};" if replacement else "", 1)
+    return edit
+
+
 VARIANTS: dict[str, Edit] = {
     "rendered": lambda conf, peer_root: conf,
     "loopback-tcp": _loopback_tcp,
@@ -77,16 +105,67 @@ VARIANTS: dict[str, Edit] = {
     "all": lambda conf, peer_root: _keepalive(_in_peer_server(
         "client_body_buffer_size 1m;\n        grpc_buffer_size 1m;")(conf, peer_root),
         peer_root),
+    # The TLS 1.3 suite nginx accepts (the gRPC client's BoringSSL picks AES-128-GCM when
+    # offered everything, as nginx does today).
+    "aes256-gcm": _in_peer_server("ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384;"),
+    "chacha20": _in_peer_server("ssl_conf_command Ciphersuites TLS_CHACHA20_POLY1305_SHA256;"),
+    "ssl-buffer-64k": _in_peer_server("ssl_buffer_size 64k;"),
+    "preread-1m": _in_peer_server("http2_body_preread_size 1m;"),
+    "recv-buffer-1m": _in_http("http2_recv_buffer_size 1m;"),
+    "workers-2": _main("worker_processes 2;"),
+    "workers-2-pinned": _main("worker_processes 2;\nworker_cpu_affinity auto;"),
+    # The receiver's certificate header: none at all (the receiver then names the caller
+    # by its address), or nginx's SHA-1 fingerprint under another name (ignored by the
+    # receiver): what a smaller header could save on both sides.
+    "no-cert-header": _cert_header(None),
+    "fingerprint-header": _cert_header("X-Mydrive-Client-Fp $ssl_client_fingerprint"),
+    # nginx started without mydrive's malloc thresholds (glibc's defaults).
+    "malloc-default": lambda conf, peer_root: conf,
 }
+MALLOC_VARIANTS = {"malloc-default"}
 
 
-def _apply(net: MydriveNetwork, originals: dict[Path, str], edit: Edit) -> None:
+def _restart_nginx(net: MydriveNetwork, *, malloc_tuned: bool) -> None:
+    """Every nginx stopped and started again (a reload keeps the master, and with it the
+    allocator settings it started with); without the tuning for ``malloc-default``."""
+    cluster.stop(net.home, kinds=("nginx",))
+    tuned = nginx_node.malloc_environment
+    if not malloc_tuned:  # the command line as it was before the thresholds
+        nginx_node.malloc_environment = dict
+    try:
+        cluster.start(net.home, kinds=("nginx",))
+    finally:
+        nginx_node.malloc_environment = tuned
+
+
+def _apply(net: MydriveNetwork, originals: dict[Path, str], variant: str,
+           running_tuned: bool) -> bool:
+    """Make every nginx run ``variant``; whether their allocator is now the tuned one."""
+    tuned = variant not in MALLOC_VARIANTS
+    if tuned != running_tuned:
+        _restart_nginx(net, malloc_tuned=tuned)
     for path, text in originals.items():
-        path.write_text(edit(text, path.parent.parent))
+        path.write_text(VARIANTS[variant](text, path.parent.parent))
     for s in net.services():
         if s["kind"] == "nginx":
             os.kill(s["pid"], signal.SIGHUP)
     time.sleep(RELOAD_WAIT_S)
+    return tuned
+
+
+def _nginx_minor_faults(net: MydriveNetwork) -> int:
+    """Minor page faults so far of every nginx process (and the workers they reaped)."""
+    total = 0
+    for s in net.services():
+        if s["kind"] != "nginx":
+            continue
+        for pid in session_pids(s["pid"]):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[7]) + int(fields[8])  # minflt, cminflt
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,18 +185,19 @@ def main(argv: list[str] | None = None) -> int:
             net.up()
             originals = {c: c.read_text() for c in sorted(net.home.glob("*/nginx/nginx.conf"))}
             samples: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
+            tuned = True  # cluster up starts nginx as command() says
             for r in range(args.rounds):
                 for variant in args.variants:
-                    _apply(net, originals, VARIANTS[variant])
+                    tuned = _apply(net, originals, variant, tuned)
                     with open(src, "r+b") as f:  # fresh first bytes: nothing to deduplicate
                         f.write(os.urandom(4096))
                     remote, out = f"/ab/{variant}-{r}", work / "out"
                     net.reset_peaks()
-                    before = net.cpu_s_by_kind()
+                    before, faults0 = net.cpu_s_by_kind(), _nginx_minor_faults(net)
                     m_put, _ = net.put(src, remote)
-                    mid = net.cpu_s_by_kind()
+                    mid, faults1 = net.cpu_s_by_kind(), _nginx_minor_faults(net)
                     m_get, _ = net.get(remote, out)
-                    after = net.cpu_s_by_kind()
+                    after, faults2 = net.cpu_s_by_kind(), _nginx_minor_faults(net)
                     nginx_rss = net.peak_rss_by_kind().get("nginx", 0) / MiB
                     shutil.rmtree(out, ignore_errors=True)
                     net.rm(remote)
@@ -128,21 +208,29 @@ def main(argv: list[str] | None = None) -> int:
                                                              for k in server), size),
                         "get_cpu": per_gib(m_get.cpu_s + sum(after[k] - mid[k]
                                                              for k in server), size),
+                        "put_nginx": per_gib(mid["nginx"] - before["nginx"], size),
+                        "get_nginx": per_gib(after["nginx"] - mid["nginx"], size),
+                        "put_receivers": per_gib(mid["receiver"] - before["receiver"], size),
+                        "put_faults_k": (faults1 - faults0) / 1000,
+                        "get_faults_k": (faults2 - faults1) / 1000,
                         "nginx_rss": nginx_rss})
-                    print(f"round {r + 1} {variant}: put {samples[variant][-1]['put']:.1f} "
-                          f"get {samples[variant][-1]['get']:.1f} MB/s", flush=True)
-            _apply(net, originals, VARIANTS["rendered"])
+                    print(f"round {r + 1} {variant}: " + " ".join(
+                        f"{k} {v:.2f}" for k, v in samples[variant][-1].items()), flush=True)
+            _apply(net, originals, "rendered", tuned)
         finally:
             net.down()
     print(f"\n{args.size_mib} MiB, TLS, 5 peers, R = 2, median of {args.rounds}; "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| variant | put MB/s | get MB/s | put CPU s/GiB | get CPU s/GiB | nginx peak MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | put MB/s | get MB/s | put CPU s/GiB (nginx, receivers) | "
+          "get CPU s/GiB (nginx) | nginx faults put / get (k) | nginx peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     for variant, rows in samples.items():
         def med(key: str, rows: list[dict[str, Any]] = rows) -> float:
-            return round(float(statistics.median(x[key] for x in rows)), 1)
-        print(f"| {variant} | {med('put')} | {med('get')} | {med('put_cpu')} | "
-              f"{med('get_cpu')} | {med('nginx_rss')} |")
+            return round(float(statistics.median(x[key] for x in rows)), 2)
+        print(f"| {variant} | {med('put'):.1f} | {med('get'):.1f} | {med('put_cpu')} "
+              f"({med('put_nginx')}, {med('put_receivers')}) | {med('get_cpu')} "
+              f"({med('get_nginx')}) | {med('put_faults_k'):.1f} / {med('get_faults_k'):.1f} | "
+              f"{med('nginx_rss'):.1f} |")
     return 0
 
 
