@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("--failover", action="store_true")
     parser.add_argument("--peer-config", action="append", default=[],
                         help="NAME:KEY=INT, a setting of the client's peer for one variant only")
+    parser.add_argument("--peers-cpu", action="store_true",
+                        help="also the CPU of the peers' receivers and nginx during each put "
+                             "(for levers that change what the peers are sent)")
     parser.add_argument("--put-only", action="store_true",
                         help="measure puts alone (an upload lever's A/B in half the time)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
@@ -112,7 +115,13 @@ def main() -> None:
                 env = {**_env(net, tree), **extra_env[name]}
                 _set_peer_config(net, peer_config[name])
                 remote = f"/ab/{name}-{run}"
+                before = net.cpu_s_by_kind() if args.peers_cpu else {}
                 put = run_measured([*net.put_args(src, remote), "--local"], env=env)
+                if args.peers_cpu:
+                    after = net.cpu_s_by_kind()
+                    for kind in ("receiver", "receiver/sys", "nginx", "nginx/sys"):
+                        results[name].setdefault(f"put_{kind}_cpu_s", []).append(
+                            after[kind] - before[kind])
                 measured = [("put", put)]
                 out = work / f"out-{name}"
                 if not args.put_only:
