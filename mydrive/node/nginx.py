@@ -175,7 +175,7 @@ def couchdb_read_route(cfg: PeerConfig) -> str:
 # and is trimmed back after every few streams, so their pages fault in afresh: about 100,000
 # minor faults per GiB of file put, 15 % of nginx's CPU on a put (docs/benchmarks.md,
 # "Peer-side optimisations"). Above the buffers the mmap threshold keeps them in the heap;
-# the trim threshold keeps the freed heap for the next streams (about 1 MiB more RSS).
+# the trim threshold keeps the freed heap for the next streams (about 2 MiB more RSS).
 MALLOC_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 MALLOC_TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
 
