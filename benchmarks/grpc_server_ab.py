@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import session_cpu_split_s
+from benchmarks.procs import peak_rss_bytes, session_cpu_split_s
 
 MiB = 1024 * 1024
 SEGMENT_BYTES = 256 * 1024
@@ -41,9 +41,12 @@ VARIANTS: dict[str, list[tuple[str, Any]]] = {
     "gc-rare": [],  # the collector's first generation every 50,000 allocations, not 700
     "switch-20ms": [],  # sys.setswitchinterval(0.02): the GIL changes hands less often
     "aio": [],  # grpc.aio servers, one event loop (_serve_aio); the commit in a thread
-    # runtime/allocator.tune_for_transfers() in the server process: what build_server does
-    # since dbd4e31 (so now the same as "current")
+    # runtime/allocator.tune_for_transfers() in the server process (mmap threshold 8 MiB, trim
+    # 32 MiB): what the receiver's build_server does, so the same as "current" here
     "malloc": [],
+    "untuned": [],  # glibc's default mmap and trim thresholds (build_server's tuning undone)
+    "mmap-only": [],  # only the mmap threshold raised (8 MiB), glibc's default trim threshold
+    "trim-4m": [],  # mmap threshold 8 MiB, trim threshold 4 MiB (not 32)
 }
 
 
@@ -68,7 +71,7 @@ def _serve_aio(peer: Any) -> None:
     from mydrive.transport.wire import mydrive_pb2 as pb
     from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
-    tune_for_transfers()  # as build_server does
+    tune_for_transfers()  # as the receiver's build_server does
     store = ChunkStore(peer.store_dir, capacity_bytes=1 << 40)
     metrics = Metrics()
     chunk_server = ChunkServer(store, peer_id=peer.config.peer_id, clock=SystemClock(),
@@ -135,6 +138,17 @@ def _serve(variant: str, peer_root: Path) -> None:
         gc.set_threshold(50_000, 10, 10)
     if variant == "switch-20ms":
         sys.setswitchinterval(0.02)
+    if variant in ("untuned", "mmap-only", "trim-4m", "malloc"):
+        serve.tune_for_transfers = lambda **_: False  # type: ignore[attr-defined]
+    if variant in ("mmap-only", "trim-4m"):
+        import ctypes
+
+        from mydrive.runtime import allocator
+
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt(allocator._M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD_BYTES)
+        if variant == "trim-4m":
+            mallopt(allocator._M_TRIM_THRESHOLD, 4 * MiB)
     if variant == "malloc":
         from mydrive.runtime.allocator import tune_for_transfers
 
@@ -272,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     if len(addresses) == 3 and not args.store_only:
                         measured(r, v, "fetch", proc.pid, _fetch_all, addresses[1],
                                  addresses[2], chunks, args.streams)
+            peaks = {v: peak_rss_bytes(proc.pid) / MiB for v, (proc, _) in procs.items()}
         finally:
             for proc, _ in procs.values():
                 if proc.stdin is not None:
@@ -280,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.chunks} chunks of 4 MiB, {args.streams} streams, median of {args.rounds}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print("| server variant | store MB/s | receiver CPU s/GiB (kernel) | fetch MB/s | "
-          "sender CPU s/GiB (kernel) |\n|---|---|---|---|---|")
+          "sender CPU s/GiB (kernel) | peak RSS MiB |\n|---|---|---|---|---|---|")
     for v, phases in rows.items():
         cells = []
         for samples in phases.values():
@@ -290,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"| {statistics.median(s[0] for s in samples):.1f} | "
                          f"{statistics.median(s[1] for s in samples):.2f} "
                          f"({statistics.median(s[2] for s in samples):.2f})")
-        print(f"| {v} {json.dumps(VARIANTS[v]) if VARIANTS[v] else ''} {' '.join(cells)} |")
+        print(f"| {v} {json.dumps(VARIANTS[v]) if VARIANTS[v] else ''} {' '.join(cells)} "
+              f"| {peaks[v]:.0f} |")
     return 0
 
 
