@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from mydrive.errors import BadRequest
+from mydrive.node.nginx import GLIBC_MALLOC_ENVIRONMENT
 from mydrive.node.peerdir import PeerDir, free_port
 from mydrive.node.peerset import (
     PeerPlan,
@@ -210,6 +211,7 @@ def pod_services(peer: ComposePeer, *, all_peers: Sequence[str], mount: str,
         pod: {
             "image": NGINX_IMAGE, "user": USER, "restart": "unless-stopped",
             "entrypoint": ["nginx"],
+            "environment": dict(GLIBC_MALLOC_ENVIRONMENT),  # as a local peer's nginx
             "command": ["-p", f"{PEER_MOUNT}/nginx", "-c", f"{PEER_MOUNT}/nginx/nginx.conf",
                         "-e", f"{PEER_MOUNT}/nginx/logs/error.log"],
             "ports": [f"127.0.0.1:{peer.ui_port}:{peer.ui_port}",

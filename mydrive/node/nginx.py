@@ -178,6 +178,9 @@ def couchdb_read_route(cfg: PeerConfig) -> str:
 # the trim threshold keeps the freed heap for the next streams (about 2 MiB more RSS).
 MALLOC_MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 MALLOC_TRIM_THRESHOLD_BYTES = 32 * 1024 * 1024
+# The same for nginx in a container (a Linux image with glibc, whatever the host is).
+GLIBC_MALLOC_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD_BYTES),
+                            "MALLOC_TRIM_THRESHOLD_": str(MALLOC_TRIM_THRESHOLD_BYTES)}
 
 
 def malloc_environment() -> dict[str, str]:
@@ -185,8 +188,7 @@ def malloc_environment() -> dict[str, str]:
     musl they are ignored, Windows has neither them nor ``env``)."""
     if not sys.platform.startswith("linux"):
         return {}
-    return {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD_BYTES),
-            "MALLOC_TRIM_THRESHOLD_": str(MALLOC_TRIM_THRESHOLD_BYTES)}
+    return dict(GLIBC_MALLOC_ENVIRONMENT)
 
 
 def command(peer: PeerDir) -> list[str]:

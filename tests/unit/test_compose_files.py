@@ -852,3 +852,16 @@ def test_compose_config_accepts_the_files(which: str, tmp_path: Path,
     r = subprocess.run(["docker", "compose", *args, "config", "-q"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_every_compose_nginx_gets_the_local_peers_allocator_settings() -> None:
+    """nginx in a container keeps its stream buffers in the heap as a local peer's does
+    (mydrive.node.nginx.GLIBC_MALLOC_ENVIRONMENT): the hand-written files and the generated
+    project say the same."""
+    from mydrive.node.nginx import GLIBC_MALLOC_ENVIRONMENT
+    nginx_services = [s for name in COMPOSE_FILES for s in load(name)["services"].values()
+                      if str(s.get("image", "")).startswith("nginx")]
+    assert len(nginx_services) >= 2
+    for service in nginx_services:
+        assert {k: str(v) for k, v in service["environment"].items()} == \
+            GLIBC_MALLOC_ENVIRONMENT
