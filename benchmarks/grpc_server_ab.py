@@ -47,6 +47,7 @@ VARIANTS: dict[str, list[tuple[str, Any]]] = {
     "untuned": [],  # glibc's default mmap and trim thresholds (build_server's tuning undone)
     "mmap-only": [],  # only the mmap threshold raised (8 MiB), glibc's default trim threshold
     "trim-4m": [],  # mmap threshold 8 MiB, trim threshold 4 MiB (not 32)
+    "arena-2": [],  # tuned as build_server does, and at most 2 malloc arenas (M_ARENA_MAX)
 }
 
 
@@ -140,6 +141,9 @@ def _serve(variant: str, peer_root: Path) -> None:
         sys.setswitchinterval(0.02)
     if variant in ("untuned", "mmap-only", "trim-4m", "malloc"):
         serve.tune_for_transfers = lambda **_: False  # type: ignore[attr-defined]
+    if variant == "arena-2":
+        import ctypes
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX, glibc's <malloc.h>
     if variant in ("mmap-only", "trim-4m"):
         import ctypes
 
