@@ -56,15 +56,16 @@ def follow(peer_dir: Path, job_id: str, on_progress: Callable[[JobView], None], 
     """Poll a job until it finishes (an upload: or awaits its owner's signature); ride out
     a receiver (``socket_name``: sender) restart of up to RECONNECT_WAIT_S."""
     from mydrive.errors import MydriveError, PeerUnavailable
-    from mydrive.node.jobs_control import SOCKET_NAME, ControlClient
+    from mydrive.node.jobs_control import SOCKET_NAME, ControlClient, pause_while_running
     from mydrive.node.jobs_store import AWAITING_SIGNATURE
 
     lost_since: float | None = None
     while True:
         try:
             control = ControlClient(peer_dir, socket_name=socket_name or SOCKET_NAME)
+            asked = time.monotonic()
             try:
-                view = control.job(job_id)
+                view = control.job(job_id, wait_ms=int(POLL_S * 1000))
             finally:
                 control.close()
             lost_since = None
@@ -80,7 +81,7 @@ def follow(peer_dir: Path, job_id: str, on_progress: Callable[[JobView], None], 
         on_progress(view)
         if view.finished or view.state == AWAITING_SIGNATURE:
             return view
-        time.sleep(POLL_S)
+        pause_while_running(asked, POLL_S)
 
 
 def _all_jobs(peer_dir: Path) -> list[JobView]:

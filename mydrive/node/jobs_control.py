@@ -55,7 +55,8 @@ UPLOAD_SOCKET_NAME = "uploads.sock"   # the sender's: upload jobs
 TOKEN_NAME = "control.token"  # noqa: S105 - a file name, not a secret
 TOKEN_KEY = "x-mydrive-token"  # noqa: S105 - a metadata key
 MAX_SOCKET_PATH_CHARS = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
-CONTROL_THREADS = 4
+CONTROL_THREADS = 8  # a follower's GetJob may wait (MAX_JOB_WAIT_MS) in one of them
+MAX_JOB_WAIT_MS = 1000
 MAX_TAG_CHARS = 128
 MAX_LABEL_CHARS = 20_000  # hex of a sealed name (names are at most 4 KiB)
 CONTROL_TIMEOUT_S = 10.0
@@ -217,8 +218,9 @@ class ControlServicer(pb_grpc.ControlServicer):
             jobs=[job_info(j) for j in self.store.list()]))
 
     def GetJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobInfo:
+        wait_s = min(request.wait_ms, MAX_JOB_WAIT_MS) / 1000
         return self._call(context,  # type: ignore[return-value]
-                          lambda: job_info(self.store.get(request.job_id)))
+                          lambda: job_info(self.store.wait_settled(request.job_id, wait_s)))
 
     def CancelJob(self, request: pb.JobRef, context: grpc.ServicerContext) -> pb.JobInfo:
         return self._call(context,  # type: ignore[return-value]
@@ -343,8 +345,10 @@ class ControlClient:
         assert isinstance(reply, pb.JobList)
         return [JobView.from_pb(j) for j in reply.jobs]
 
-    def job(self, job_id: str) -> JobView:
-        reply = self._rpc(self._stub.GetJob, pb.JobRef(job_id=job_id))
+    def job(self, job_id: str, *, wait_ms: int = 0) -> JobView:
+        """The job as it is; with ``wait_ms``, as soon as it ends (or awaits its signature)
+        or after ``wait_ms`` (GetJob's long poll)."""
+        reply = self._rpc(self._stub.GetJob, pb.JobRef(job_id=job_id, wait_ms=wait_ms))
         assert isinstance(reply, pb.JobInfo)
         return JobView.from_pb(reply)
 
@@ -355,14 +359,23 @@ class ControlClient:
 
     def wait(self, job_id: str, *, on_progress: Callable[[JobView], None] | None = None,
              poll_s: float = 0.2) -> JobView:
-        """Follow a job until it finishes (the CLI's non-detached put/get)."""
+        """Follow a job until it finishes, told of the end at once (GetJob waits for it up
+        to ``poll_s``; the progress is reported every ``poll_s``)."""
         while True:
-            view = self.job(job_id)
+            asked = time.monotonic()
+            view = self.job(job_id, wait_ms=int(poll_s * 1000))
             if on_progress is not None:
                 on_progress(view)
             if view.finished:
                 return view
-            time.sleep(poll_s)
+            pause_while_running(asked, poll_s)
+
+
+def pause_while_running(asked: float, poll_s: float) -> None:
+    """Between two long polls of a job still running: nothing, unless the service answered
+    before ``poll_s`` (a job awaiting its signature, or an older service that does not
+    wait), which must not turn the follower into a busy loop."""
+    time.sleep(max(0.0, asked + poll_s - time.monotonic()))
 
 
 def control_running(peer_root: Path, socket_name: str = SOCKET_NAME) -> bool:

@@ -103,11 +103,11 @@ class JobRunner:
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            job = self.store.next_queued()
-            if job is None:
-                stop.wait(IDLE_POLL_S)
-                continue
-            self.run_one(job)
+            # Woken by a submission (not at the next poll); the timeout only bounds how
+            # long a stop takes to be seen.
+            job = self.store.next_queued(wait_s=IDLE_POLL_S)
+            if job is not None and not stop.is_set():
+                self.run_one(job)
 
     def _progress(self, job: Job) -> Callable[[int], None]:
         """The engine's progress callback: counts bytes, saves now and then, and is where a

@@ -110,7 +110,9 @@ class JobStore:
         self.dir.mkdir(mode=0o700, exist_ok=True)
         self._now_ms = now_ms
         self._new_id = new_id
-        self._lock = threading.Lock()
+        # Held for every change; waiters (the runner for a queued job, a follower for the end
+        # of one) are woken at each.
+        self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}
         for path in sorted(self.dir.glob("*.json")):
             try:
@@ -124,6 +126,7 @@ class JobStore:
     def _save(self, job: Job) -> None:
         self._jobs[job.job_id] = job
         write_secret(self.dir / f"{job.job_id}.json", _job_to_json(job))
+        self._lock.notify_all()
 
     def submit(self, *, label: str, destination: str, overwrite: bool, bytes_total: int,
                secrets: JobSecrets, owner_id: str = "", group: str = "",
@@ -154,10 +157,28 @@ class JobStore:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: (j.created_ms, j.job_id))
 
-    def next_queued(self) -> Job | None:
+    def next_queued(self, wait_s: float = 0.0) -> Job | None:
+        """The oldest queued job; if none, wait up to ``wait_s`` for one to be submitted."""
         with self._lock:
+            self._lock.wait_for(self._has_queued, timeout=wait_s)
             queued = [j for j in self._jobs.values() if j.state == "queued"]
         return min(queued, key=lambda j: (j.created_ms, j.job_id)) if queued else None
+
+    def _has_queued(self) -> bool:
+        return any(j.state == "queued" for j in self._jobs.values())
+
+    def wait_settled(self, job_id: str, wait_s: float) -> Job:
+        """The job once it has ended or awaits its owner's signature, or as it is after
+        ``wait_s`` seconds: a follower learns of the end at once instead of at its next poll."""
+        job = self.get(job_id)  # checks the id
+
+        def settled() -> bool:
+            current = self._jobs.get(job_id, job)
+            return current.state in FINISHED_STATES or current.state == AWAITING_SIGNATURE
+
+        with self._lock:
+            self._lock.wait_for(settled, timeout=wait_s)
+            return self._jobs.get(job_id, job)
 
     def update(self, job_id: str, *, persist: bool = True, **changes: Any) -> Job:
         """Change a job's public fields; a finished job, or an upload awaiting its owner's
@@ -178,6 +199,7 @@ class JobStore:
                 self._save(job)
             else:
                 self._jobs[job_id] = job
+                self._lock.notify_all()
             if job.state in FINISHED_STATES:
                 self._prune()
             return job

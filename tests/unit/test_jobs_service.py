@@ -163,7 +163,7 @@ def test_jobs_cancel_queued_and_running(world, tmp_path: Path) -> None:
     try:
         control = ControlClient(root)
         job_id, dest = submit_get(c, a, "/dir/big.bin", control, out_dir=tmp_path / "o")
-        control.cancel(job_id)  # queued (the worker polls every 0.5 s) or just started
+        control.cancel(job_id)  # queued, or already started (the worker is woken by the submission)
         view = control.wait(job_id, poll_s=0.05)
         assert (view.state, view.error) == ("cancelled", "cancelled")
         assert not dest.exists()
@@ -222,3 +222,50 @@ def test_jobs_partial_file_of_a_failed_or_cancelled_job_is_removed(tmp_path: Pat
     assert not parts[0].exists() and parts[1].exists()
     assert runner.run_one(jobs[1]).state == "failed"
     assert not parts[1].exists() and not parts[1].parent.exists()
+
+
+def test_jobs_submitted_job_starts_and_its_end_is_told_at_once(
+        world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker is woken by a submission and a follower's GetJob by the job's end; neither
+    waits for a poll. With both polls made 60 s long, a download of a few chunks that used to
+    wait a poll at each end is done and reported well inside them."""
+    import time
+
+    from mydrive.node import jobs_runner
+
+    net, c, a, src, root = world
+    monkeypatch.setattr(jobs_runner, "IDLE_POLL_S", 60.0)
+    service = start_job_service(root, net.client())
+    try:
+        time.sleep(0.2)  # the worker is idle, inside its (now long) wait for a job
+        control = ControlClient(root, timeout_s=90.0)
+        started = time.monotonic()
+        job_id, dest = submit_get(c, a, "/dir/big.bin", control, out_dir=tmp_path / "out")
+        view = control.job(job_id, wait_ms=60_000)  # capped by the service at 1 s
+        while not view.finished:
+            view = control.job(job_id, wait_ms=60_000)
+        assert (view.state, view.error) == ("done", "")
+        assert time.monotonic() - started < 30.0
+        assert dest.read_bytes() == src.read_bytes()
+        control.close()
+    finally:
+        service.stop()
+
+
+def test_jobs_store_wait_settled_returns_at_the_end_or_after_the_wait(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    store = JobStore(tmp_path, now_ms=lambda: 1, new_id=lambda: os.urandom(8).hex())
+    secrets = JobSecrets(file_record="{}", file_key_hex="00" * 32, delegations_hex=())
+    job = store.submit(label="/x", destination=str(tmp_path / "x"), overwrite=False,
+                       bytes_total=1, secrets=secrets)
+    started = time.monotonic()
+    assert store.wait_settled(job.job_id, 0.1).state == "queued"  # the wait ran out
+    assert time.monotonic() - started >= 0.1
+    threading.Timer(0.2, lambda: store.update(job.job_id, state="done")).start()
+    started = time.monotonic()
+    assert store.wait_settled(job.job_id, 60.0).state == "done"
+    assert time.monotonic() - started < 30.0
+    with pytest.raises(BadRequest):
+        store.wait_settled("../x", 1.0)

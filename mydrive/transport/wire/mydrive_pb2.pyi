@@ -198,10 +198,12 @@ class UploadResult(_message.Message):
     def __init__(self, result: _Optional[bytes] = ...) -> None: ...
 
 class JobRef(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "wait_ms")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    wait_ms: int
+    def __init__(self, job_id: _Optional[str] = ..., wait_ms: _Optional[int] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "kind", "state", "label", "bytes_total", "bytes_done", "error", "created_ms", "updated_ms", "destination", "transfer", "owner_id", "group", "source")
