@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import median
+from benchmarks.common import print_ab_medians
 from benchmarks.faults import _bytes_under
 from benchmarks.mydrive_side import MydriveNetwork
 from benchmarks.procs import run_measured
@@ -149,11 +149,7 @@ def main() -> None:
                     row.setdefault("failover_ratio", []).append(slow.wall_s / get.wall_s)
                     net.up()  # restart the killed sender
                 net.rm(remote)
-        summary = {n: {k: round(median(v), 3) for k, v in row.items()} for n, row in
-                   results.items()}
-        print(json.dumps({"size_mib": args.size_mib, "runs": args.runs,
-                          "load_avg": os.getloadavg()[0], "median": summary, "all": results},
-                         indent=1))
+        print_ab_medians(args.size_mib, args.runs, results)
     finally:
         net.down()
         subprocess.run(["rm", "-rf", str(work)], check=False)

@@ -32,6 +32,17 @@ def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
 
 
+def print_ab_medians(size_mib: int, runs: int, results: dict[str, dict[str, list[float]]]
+                     ) -> None:
+    """An A/B's figures as JSON on stdout: each variant's medians, then every run's value."""
+    import json
+
+    summary = {name: {k: round(median(v), 3) for k, v in row.items()}
+               for name, row in results.items()}
+    print(json.dumps({"size_mib": size_mib, "runs": runs, "load_avg": os.getloadavg()[0],
+                      "median": summary, "all": results}, indent=1))
+
+
 def mbps(size_bytes: int, seconds: float) -> float:
     """Decimal megabytes per second, as scp and most tools print them."""
     return size_bytes / seconds / 1e6

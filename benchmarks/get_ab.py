@@ -14,14 +14,12 @@ senders and nginx spent meanwhile (/proc), per GiB of file. Medians are printed 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
 
 from benchmarks.client_ab import MIB, _env, _make_file
-from benchmarks.common import median
+from benchmarks.common import print_ab_medians
 from benchmarks.mydrive_side import MydriveNetwork
 from benchmarks.procs import run_measured
 
@@ -68,11 +66,7 @@ def main() -> None:
                 for kind in ("sender", "nginx"):
                     row.setdefault(f"{kind}_cpu_s_per_gib", []).append(
                         (after[kind] - before[kind]) * per_gib)
-        summary = {n: {k: round(median(v), 3) for k, v in row.items()} for n, row in
-                   results.items()}
-        print(json.dumps({"size_mib": args.size_mib, "runs": args.runs,
-                          "load_avg": os.getloadavg()[0], "median": summary, "all": results},
-                         indent=1))
+        print_ab_medians(args.size_mib, args.runs, results)
     finally:
         net.down()
         subprocess.run(["rm", "-rf", str(work)], check=False)
