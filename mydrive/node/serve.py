@@ -95,9 +95,10 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
     config = peer.config
     if kind == "receiver":
         # Every segment (256 KiB) it receives is a fresh buffer: kept in glibc's heap, not
-        # mapped and unmapped each time: 10 to 15 % less CPU per GiB received, for 50 to
-        # 80 MiB more peak RSS. A sender serving chunks measured no steady gain (its upload
-        # jobs tune it themselves). docs/benchmarks.md, "Peer-side optimisations (measured)".
+        # mapped and unmapped each time: 10 to 15 % less CPU per GiB received (its peak RSS
+        # stays below the untuned one since the arenas are capped at two). A sender serving
+        # chunks measured no steady gain (its upload jobs tune it themselves).
+        # docs/benchmarks.md, "Peer-side optimisations (measured)".
         tune_for_transfers()
     store = ChunkStore(peer.store_dir, capacity_bytes=config.capacity_bytes,
                        partial_ttl_s=config.partial_ttl_s)

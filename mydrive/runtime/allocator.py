@@ -4,9 +4,10 @@ An upload allocates a 256 KiB message per segment and replica, on several thread
 glibc's mmap threshold such blocks are mapped when allocated and unmapped when freed (and
 freed heap tops are trimmed), so their pages fault in again every time: a 512 MiB put took
 about 300,000 minor page faults and 1.7 s of kernel time, 43,000 and 1.0 s with raised
-thresholds, and 15 % less CPU in all (docs/benchmarks.md, "Client-side optimisations"). A
-download measured no gain (its buffers are reused already) and kept more memory, so only
-``upload_file`` sets them.
+thresholds, and 15 % less CPU in all (docs/benchmarks.md, "Client-side optimisations").
+``upload_file`` sets them, and the receiver service for the segments it is sent (peer-side
+section); a download measured no steady gain (its buffers are reused already). At most two
+arenas keep what the freed buffers hold bounded whatever the number of threads.
 
 Only on Linux with glibc (``mallopt`` and ``gnu_get_libc_version`` present); elsewhere
 (Windows, macOS, musl) nothing changes. Process-wide and idempotent.
