@@ -116,19 +116,18 @@ class ChunkStore:
             if not 0 <= index < header.segment_count:
                 raise BadRequest(f"segment {index} out of range 0..{header.segment_count - 1}")
         path = self._chunk_path(chunk_id)
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:  # deleted by its owner since the header was read
-            raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
+        fd = _open_committed(path, chunk_id)
         try:
             for index in indices:
                 start, end = header.segment_range(index)
-                if os.name != "posix":
+                if REOPEN_PER_SEGMENT:
                     os.close(fd)
-                    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+                    fd = -1
+                    fd = _open_committed(path, chunk_id)
                 yield index, _read_at(fd, start, end - start)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     def chunk_ids(self) -> Iterator[bytes]:
         for path in sorted(self._chunks.glob("*/*.chunk")):
@@ -385,6 +384,17 @@ def _file_digest(f: BinaryIO) -> bytes:
     for block in iter(lambda: f.read(1024 * 1024), b""):
         hasher.update(block)
     return hasher.digest()
+
+
+# Windows can't delete an open file, so a reader there holds it only for one segment.
+REOPEN_PER_SEGMENT = os.name != "posix"
+
+
+def _open_committed(path: Path, chunk_id: bytes) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:  # deleted by its owner since the header was read
+        raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
 
 
 def _read_at(fd: int, offset: int, size: int) -> bytes:

@@ -232,6 +232,28 @@ def test_chunkstore_read_segments_in_asked_order(tmp_path: Path) -> None:
         next(store.read_segments(b"\x00" * 32, (0,)))
 
 
+@pytest.mark.parametrize("reopen_per_segment", [False, True], ids=["posix", "windows-way"])
+def test_chunkstore_read_segments_meets_a_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 reopen_per_segment: bool) -> None:
+    """The owner deletes a chunk while a sender streams it. On POSIX the open file is read to
+    the end; on Windows, where each segment opens the file anew, the next segment is a
+    ChunkNotFound (a peer failure the downloader fails over), never a bare OS error."""
+    from mydrive.storage import chunkstore
+
+    monkeypatch.setattr(chunkstore, "REOPEN_PER_SEGMENT", reopen_per_segment)
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    _store_whole(store, header, segments)
+    reading = store.read_segments(header.chunk_id, (0, 1, 2))
+    assert next(reading) == (0, segments[0])
+    assert store.remove(header.chunk_id)
+    if reopen_per_segment:
+        with pytest.raises(ChunkNotFound):
+            next(reading)
+    else:
+        assert list(reading) == [(1, segments[1]), (2, segments[2])]
+
+
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise: Linux only")
 def test_chunkstore_commit_drops_the_synced_chunk_from_the_page_cache(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
