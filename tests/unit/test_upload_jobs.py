@@ -43,6 +43,17 @@ def world(tmp_path: Path):
     c.close()
 
 
+@pytest.fixture
+def uploads(world):
+    """A Control client of peer 0's sender, whose upload jobs run meanwhile."""
+    net, c, a, src, root = world
+    service = start_job_service(root, net.client(), kind="upload")
+    control = ControlClient(root, socket_name=UPLOAD_SOCKET_NAME)
+    yield control
+    control.close()
+    service.stop()
+
+
 def wait_state(control: ControlClient, job_id: str, *states: str) -> JobView:
     deadline = time.monotonic() + 30
     while True:
@@ -53,91 +64,73 @@ def wait_state(control: ControlClient, job_id: str, *states: str) -> JobView:
         time.sleep(0.05)
 
 
-def test_upload_job_runs_on_the_sender_and_the_owner_signs(world, tmp_path: Path) -> None:
+def test_upload_job_runs_on_the_sender_and_the_owner_signs(world, uploads: ControlClient,
+                                                           tmp_path: Path) -> None:
     """A submitted put is stored by the sender's job; the file exists only once its owner
     signed it; then `get` returns it bit-identical and the job file holds no secret."""
     net, c, a, src, root = world
-    service = start_job_service(root, net.client(), kind="upload")
-    try:
-        control = ControlClient(root, socket_name=UPLOAD_SOCKET_NAME)
-        job_id, path = submit_put(c, a, src, "/up/x.bin", control)
-        assert path == "/up/x.bin"
-        view = wait_state(control, job_id, AWAITING_SIGNATURE, "failed")
-        assert (view.state, view.error) == (AWAITING_SIGNATURE, "")
-        assert view.bytes_done == view.bytes_total == src.stat().st_size
-        with pytest.raises(UnknownFile):  # not acknowledged before the owner signs
-            c.find(a, "/up/x.bin")
-        saved = (root / UPLOAD_JOBS_DIR_NAME / f"{job_id}.json").read_text()
-        assert json.loads(saved)["secrets"] is None and str(src) not in saved
-        assert stat.S_IMODE((root / UPLOAD_JOBS_DIR_NAME / f"{job_id}.json").stat().st_mode) \
-            == 0o600
-        assert finish_pending_uploads(c, a, control) == [(job_id, "signed")]
-        assert control.job(job_id).state == "done"
-        out, _ = c.get(a, "/up/x.bin", out_dir=tmp_path / "out")
-        assert out.read_bytes() == src.read_bytes()
-        assert json.loads((root / UPLOAD_JOBS_DIR_NAME / f"{job_id}.json").read_text())[
-            "result"] == ""
-        control.close()
-    finally:
-        service.stop()
+    control = uploads
+    job_id, path = submit_put(c, a, src, "/up/x.bin", control)
+    assert path == "/up/x.bin"
+    view = wait_state(control, job_id, AWAITING_SIGNATURE, "failed")
+    assert (view.state, view.error) == (AWAITING_SIGNATURE, "")
+    assert view.bytes_done == view.bytes_total == src.stat().st_size
+    with pytest.raises(UnknownFile):  # not acknowledged before the owner signs
+        c.find(a, "/up/x.bin")
+    saved = (root / UPLOAD_JOBS_DIR_NAME / f"{job_id}.json").read_text()
+    assert json.loads(saved)["secrets"] is None and str(src) not in saved
+    assert stat.S_IMODE((root / UPLOAD_JOBS_DIR_NAME / f"{job_id}.json").stat().st_mode) \
+        == 0o600
+    assert finish_pending_uploads(c, a, control) == [(job_id, "signed")]
+    assert control.job(job_id).state == "done"
+    out, _ = c.get(a, "/up/x.bin", out_dir=tmp_path / "out")
+    assert out.read_bytes() == src.read_bytes()
+    assert json.loads((root / UPLOAD_JOBS_DIR_NAME / f"{job_id}.json").read_text())[
+        "result"] == ""
 
 
-def test_upload_job_not_done_before_the_document_is_signed(world) -> None:
+def test_upload_job_not_done_before_the_document_is_signed(world, uploads: ControlClient) -> None:
     """FinishUpload without the owner's signed document in the metadata is refused: the
     sender can't mark an upload stored on its own say."""
     net, c, a, src, root = world
-    service = start_job_service(root, net.client(), kind="upload")
-    try:
-        control = ControlClient(root, socket_name=UPLOAD_SOCKET_NAME)
-        job_id, _ = submit_put(c, a, src, "/up/y.bin", control)
-        wait_state(control, job_id, AWAITING_SIGNATURE)
-        with pytest.raises(BadRequest, match="has not signed"):
-            control.finish_upload(job_id)
-        control.close()
-    finally:
-        service.stop()
+    control = uploads
+    job_id, _ = submit_put(c, a, src, "/up/y.bin", control)
+    wait_state(control, job_id, AWAITING_SIGNATURE)
+    with pytest.raises(BadRequest, match="has not signed"):
+        control.finish_upload(job_id)
 
 
-def test_upload_job_name_taken_meanwhile_is_cancelled(world) -> None:
+def test_upload_job_name_taken_meanwhile_is_cancelled(world, uploads: ControlClient) -> None:
     """Two uploads to one name: the second to be signed finds it taken and is cancelled."""
     net, c, a, src, root = world
-    service = start_job_service(root, net.client(), kind="upload")
-    try:
-        control = ControlClient(root, socket_name=UPLOAD_SOCKET_NAME)
-        first, _ = submit_put(c, a, src, "/same.bin", control)
-        second, _ = submit_put(c, a, src, "/same.bin", control)
-        wait_state(control, first, AWAITING_SIGNATURE)
-        wait_state(control, second, AWAITING_SIGNATURE)
-        outcome = dict(finish_pending_uploads(c, a, control))
-        signed = [j for j, what in outcome.items() if what == "signed"]
-        taken = [j for j, what in outcome.items() if what.startswith("FileExists")]
-        assert len(signed) == len(taken) == 1 and {*signed, *taken} == {first, second}
-        assert control.job(taken[0]).state == "cancelled"
-        with pytest.raises(FileExists):
-            submit_put(c, a, src, "/same.bin", control)
-        control.close()
-    finally:
-        service.stop()
+    control = uploads
+    first, _ = submit_put(c, a, src, "/same.bin", control)
+    second, _ = submit_put(c, a, src, "/same.bin", control)
+    wait_state(control, first, AWAITING_SIGNATURE)
+    wait_state(control, second, AWAITING_SIGNATURE)
+    outcome = dict(finish_pending_uploads(c, a, control))
+    signed = [j for j, what in outcome.items() if what == "signed"]
+    taken = [j for j, what in outcome.items() if what.startswith("FileExists")]
+    assert len(signed) == len(taken) == 1 and {*signed, *taken} == {first, second}
+    assert control.job(taken[0]).state == "cancelled"
+    with pytest.raises(FileExists):
+        submit_put(c, a, src, "/same.bin", control)
 
 
-def test_upload_job_refuses_a_file_the_sender_does_not_see(world, tmp_path: Path) -> None:
+def test_upload_job_refuses_a_file_the_sender_does_not_see(world, uploads: ControlClient,
+                                                           tmp_path: Path) -> None:
     """A source the sender sees differently (a container's file system) is UnknownFile at
     submit, which makes the CLI upload in its own process."""
     net, c, a, src, root = world
-    service = start_job_service(root, net.client(), kind="upload")
-    try:
-        control = ControlClient(root, socket_name=UPLOAD_SOCKET_NAME)
-        seen = SourceFingerprint.of(src)
-        from mydrive.transport.wire import mydrive_pb2 as pb
+    control = uploads
+    seen = SourceFingerprint.of(src)
+    from mydrive.transport.wire import mydrive_pb2 as pb
 
-        with pytest.raises(UnknownFile, match="does not see"):
-            control.submit_upload(pb.UploadJob(
-                source=str(src), size_bytes=seen.size_bytes + 1, mtime_ns=seen.mtime_ns,
-                inode=seen.inode, file_id=os.urandom(16), file_key=os.urandom(32),
-                wrapped_file_key=os.urandom(60), owner_public_key=os.urandom(32)))
-        control.close()
-    finally:
-        service.stop()
+    with pytest.raises(UnknownFile, match="does not see"):
+        control.submit_upload(pb.UploadJob(
+            source=str(src), size_bytes=seen.size_bytes + 1, mtime_ns=seen.mtime_ns,
+            inode=seen.inode, file_id=os.urandom(16), file_key=os.urandom(32),
+            wrapped_file_key=os.urandom(60), owner_public_key=os.urandom(32)))
 
 
 def _store_and_runner(net, root: Path, faults=None) -> tuple[JobStore, UploadRunner]:
@@ -246,7 +239,8 @@ def test_upload_job_error_keeps_its_class_and_blanks_only_the_name(tmp_path: Pat
         "no number of chunks can satisfy it: <source>; <file>. f.txt"
 
 
-def test_jobs_listing_without_a_user_says_how_a_stored_upload_gets_signed(world) -> None:
+def test_jobs_listing_without_a_user_says_how_a_stored_upload_gets_signed(
+        world, uploads: ControlClient) -> None:
     """`mydrive jobs` without --user can't sign anything: a stored upload would show
     `awaiting_signature` forever with nothing saying why. The listing (text and --json) says
     what to run: the owner's `mydrive jobs --user`, or `mydrive jobs cancel ID`; once
@@ -256,24 +250,19 @@ def test_jobs_listing_without_a_user_says_how_a_stored_upload_gets_signed(world)
     from mydrive.cli.main import cli
 
     net, c, a, src, root = world
-    service = start_job_service(root, net.client(), kind="upload")
-    try:
-        control = ControlClient(root, socket_name=UPLOAD_SOCKET_NAME)
-        job_id, _ = submit_put(c, a, src, "/up/n.bin", control)
-        wait_state(control, job_id, AWAITING_SIGNATURE)
-        runner = CliRunner()
-        text = runner.invoke(cli, ["jobs", "--peer", str(root)])
-        assert text.exit_code == 0, text.output
-        assert "mydrive jobs --user" in text.output
-        assert f"mydrive jobs cancel {job_id}" in text.output
-        listed = runner.invoke(cli, ["jobs", "--peer", str(root), "--json"])
-        [job] = [j for j in json.loads(listed.output)["jobs"] if j["job_id"] == job_id]
-        assert job["state"] == AWAITING_SIGNATURE
-        assert "mydrive jobs --user" in job["next_step"] and a.user_id[:16] in job["next_step"]
-        assert finish_pending_uploads(c, a, control) == [(job_id, "signed")]
-        listed = runner.invoke(cli, ["jobs", "--peer", str(root), "--json"])
-        [job] = [j for j in json.loads(listed.output)["jobs"] if j["job_id"] == job_id]
-        assert (job["state"], job["next_step"]) == ("done", None)
-        control.close()
-    finally:
-        service.stop()
+    control = uploads
+    job_id, _ = submit_put(c, a, src, "/up/n.bin", control)
+    wait_state(control, job_id, AWAITING_SIGNATURE)
+    runner = CliRunner()
+    text = runner.invoke(cli, ["jobs", "--peer", str(root)])
+    assert text.exit_code == 0, text.output
+    assert "mydrive jobs --user" in text.output
+    assert f"mydrive jobs cancel {job_id}" in text.output
+    listed = runner.invoke(cli, ["jobs", "--peer", str(root), "--json"])
+    [job] = [j for j in json.loads(listed.output)["jobs"] if j["job_id"] == job_id]
+    assert job["state"] == AWAITING_SIGNATURE
+    assert "mydrive jobs --user" in job["next_step"] and a.user_id[:16] in job["next_step"]
+    assert finish_pending_uploads(c, a, control) == [(job_id, "signed")]
+    listed = runner.invoke(cli, ["jobs", "--peer", str(root), "--json"])
+    [job] = [j for j in json.loads(listed.output)["jobs"] if j["job_id"] == job_id]
+    assert (job["state"], job["next_step"]) == ("done", None)
