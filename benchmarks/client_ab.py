@@ -74,12 +74,29 @@ def _kill_when(out: Path, size: int, pid: int, done: threading.Event) -> None:
         time.sleep(0.01)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
+    """--tree NAME=PATH (one per variant) and --env NAME:KEY=VALUE (for one variant)."""
     parser.add_argument("--tree", action="append", required=True,
                         help="NAME=PATH of a source tree holding mydrive/")
     parser.add_argument("--env", action="append", default=[],
                         help="NAME:KEY=VALUE, an environment variable for one variant only")
+
+
+def parse_variants(args: argparse.Namespace
+                   ) -> tuple[dict[str, Path], dict[str, dict[str, str]]]:
+    """Each variant's source tree and extra environment variables."""
+    trees = {n: Path(p) for n, p in (t.split("=", 1) for t in args.tree)}
+    extra_env: dict[str, dict[str, str]] = {n: {} for n in trees}
+    for item in args.env:
+        name, assignment = item.split(":", 1)
+        key, value = assignment.split("=", 1)
+        extra_env[name][key] = value
+    return trees, extra_env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_variant_arguments(parser)
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--failover", action="store_true")
@@ -92,12 +109,7 @@ def main() -> None:
                         help="measure puts alone (an upload lever's A/B in half the time)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
-    trees = {n: Path(p) for n, p in (t.split("=", 1) for t in args.tree)}
-    extra_env: dict[str, dict[str, str]] = {n: {} for n in trees}
-    for item in args.env:
-        name, assignment = item.split(":", 1)
-        key, value = assignment.split("=", 1)
-        extra_env[name][key] = value
+    trees, extra_env = parse_variants(args)
     peer_config: dict[str, dict[str, int]] = {n: {} for n in trees}
     for item in args.peer_config:
         name, assignment = item.split(":", 1)

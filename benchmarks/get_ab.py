@@ -18,7 +18,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.client_ab import MIB, _env, _make_file
+from benchmarks.client_ab import (
+    MIB,
+    _env,
+    _make_file,
+    add_variant_arguments,
+    parse_variants,
+)
 from benchmarks.common import print_ab_medians
 from benchmarks.mydrive_side import MydriveNetwork
 from benchmarks.procs import run_measured
@@ -26,20 +32,12 @@ from benchmarks.procs import run_measured
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", action="append", required=True,
-                        help="NAME=PATH of a source tree holding mydrive/")
-    parser.add_argument("--env", action="append", default=[],
-                        help="NAME:KEY=VALUE, an environment variable for one variant only")
+    add_variant_arguments(parser)
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
-    trees = {n: Path(p) for n, p in (t.split("=", 1) for t in args.tree)}
-    extra_env: dict[str, dict[str, str]] = {n: {} for n in trees}
-    for item in args.env:
-        name, assignment = item.split(":", 1)
-        key, value = assignment.split("=", 1)
-        extra_env[name][key] = value
+    trees, extra_env = parse_variants(args)
     work = Path(tempfile.mkdtemp(prefix="get-ab-", dir=args.work_dir))
     net = MydriveNetwork(work / "net", tls=True)
     src = work / "src.bin"
