@@ -35,7 +35,7 @@ from mydrive.transport.signed_fetch import DelegateSigner
 
 DELEGATE_KEY_NAME = "delegate.key"
 PROGRESS_SAVE_INTERVAL_MS = 1000
-IDLE_POLL_S = 0.5
+STOP_CHECK_S = 0.5  # how often an idle worker looks at its stop event (submissions wake it)
 log = logging.getLogger("mydrive.jobs")
 
 
@@ -105,7 +105,7 @@ class JobRunner:
         while not stop.is_set():
             # Woken by a submission (not at the next poll); the timeout only bounds how
             # long a stop takes to be seen.
-            job = self.store.next_queued(wait_s=IDLE_POLL_S)
+            job = self.store.next_queued(wait_s=STOP_CHECK_S)
             if job is not None and not stop.is_set():
                 self.run_one(job)
 

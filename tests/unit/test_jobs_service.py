@@ -234,7 +234,7 @@ def test_jobs_submitted_job_starts_and_its_end_is_told_at_once(
     from mydrive.node import jobs_runner
 
     net, c, a, src, root = world
-    monkeypatch.setattr(jobs_runner, "IDLE_POLL_S", 60.0)
+    monkeypatch.setattr(jobs_runner, "STOP_CHECK_S", 60.0)
     service = start_job_service(root, net.client())
     try:
         time.sleep(0.2)  # the worker is idle, inside its (now long) wait for a job
