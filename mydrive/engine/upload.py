@@ -36,7 +36,7 @@ from mydrive.formats.chunkplan import (
     plan_chunks,
     segment_ranges,
 )
-from mydrive.formats.digest import DIGEST_ALG, digest
+from mydrive.formats.digest import DIGEST_ALG, chunk_id_for, digest
 from mydrive.formats.filerecord import ChunkRecord
 from mydrive.formats.placement import PeerSlot, place_chunks
 from mydrive.runtime.allocator import tune_for_transfers
@@ -339,9 +339,11 @@ def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, fil
     crypto.encrypt_chunk_into(file_key, file_id, index, plan.chunk_count, plaintext,
                               ciphertext)
     buffers.give(plaintext)
-    seg_digests = tuple(digest(ciphertext[a:b])
+    seg_digests = tuple(digest(ciphertext[a:b], DIGEST_ALG)
                         for a, b in segment_ranges(len(ciphertext), settings.segment_size_bytes))
-    header = ChunkHeader(chunk_id=digest(ciphertext), digest_alg=DIGEST_ALG,
+    # Under a derived-id scheme the id comes from the digests: the bytes are hashed once.
+    chunk_id = chunk_id_for(DIGEST_ALG, ciphertext, settings.segment_size_bytes, seg_digests)
+    header = ChunkHeader(chunk_id=chunk_id, digest_alg=DIGEST_ALG,
                          owner_public_key=owner_public_key,
                          chunk_size_bytes=len(ciphertext),
                          segment_size_bytes=settings.segment_size_bytes,
