@@ -1,16 +1,20 @@
 """A/B of the peer's own disk paths, without gRPC or TLS: receiving and serving chunks.
 
     .venv/bin/python -m benchmarks.peer_paths --against HEAD~3 [--chunks 64] [--threads 4]
+        [--chunk-kib 4096]
 
-``receive``: ``--threads`` streams at once each take ``--chunks / threads`` chunks of 4 MiB
-(16 segments of 256 KiB) through ``ReceiverSession`` (header, segments, round end = verify,
-fsync, commit) into a fresh chunk store under ``--work-dir``. ``serve``: the same chunks
-are streamed back whole through ``ChunkServer._stream`` (the sender after its checks). Each
-figure is MB/s of chunk bytes and CPU seconds (user + system of the process) per GiB.
+``receive``: ``--threads`` streams at once each take ``--chunks / threads`` chunks of
+``--chunk-kib`` (4 MiB: 16 segments of 256 KiB; a smaller chunk is one segment; small chunks
+make the store's per-chunk costs stand out) through ``ReceiverSession`` (header, segments,
+round end = verify, fsync, commit) into a fresh chunk store under ``--work-dir``.
+``serve``: the same chunks are streamed back whole through ``ChunkServer._stream`` (the
+sender after its checks). Each figure is MB/s of chunk bytes and CPU seconds (user + system
+of the process) per GiB, and receive CPU milliseconds per chunk.
 
 With ``--against REV`` the mydrive package of REV (``git archive``, no worktree) and that of
 the working tree are measured alternately, ``--rounds`` times each, so both see the same
-machine load; medians are printed side by side. Linux test-bed only.
+machine load; medians are printed side by side. The stores are deleted only at the end
+(a deletion slows the file creations of the minutes after it). Linux test-bed only.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-CHUNK_BYTES = 4 * MiB
-SEGMENT_BYTES = 256 * 1024
+KiB = 1024
+SEGMENT_BYTES = 256 * KiB
 
 
 def _cpu_s() -> float:
@@ -39,17 +43,18 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _chunks(count: int) -> list[tuple[Any, list[bytes]]]:
+def _chunks(count: int, chunk_bytes: int) -> list[tuple[Any, list[bytes]]]:
     from mydrive.formats.chunkheader import ChunkHeader
     from mydrive.formats.digest import DIGEST_ALG, digest
 
+    segment_bytes = min(SEGMENT_BYTES, chunk_bytes)
     out = []
     for _ in range(count):
-        data = os.urandom(CHUNK_BYTES)
-        segments = [data[i:i + SEGMENT_BYTES] for i in range(0, CHUNK_BYTES, SEGMENT_BYTES)]
+        data = os.urandom(chunk_bytes)
+        segments = [data[i:i + segment_bytes] for i in range(0, chunk_bytes, segment_bytes)]
         header = ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
-                             owner_public_key=b"\x01" * 32, chunk_size_bytes=CHUNK_BYTES,
-                             segment_size_bytes=SEGMENT_BYTES,
+                             owner_public_key=b"\x01" * 32, chunk_size_bytes=chunk_bytes,
+                             segment_size_bytes=segment_bytes,
                              segment_digests=tuple(digest(s) for s in segments))
         out.append((header, segments))
     return out
@@ -75,7 +80,8 @@ def _in_threads(threads: int, work: list[Any], fn: Any) -> None:
         raise errors[0]
 
 
-def measure(store_dir: Path, *, chunks: int, threads: int) -> dict[str, Any]:
+def measure(store_dir: Path, *, chunks: int, threads: int,
+            chunk_bytes: int) -> dict[str, Any]:
     """One measurement in this process, with whichever mydrive is importable."""
     import mydrive
     from mydrive.runtime.clock import SystemClock
@@ -84,7 +90,7 @@ def measure(store_dir: Path, *, chunks: int, threads: int) -> dict[str, Any]:
     from mydrive.storage.receiver import ReceiverSession
     from mydrive.storage.sender import ChunkServer
 
-    work = _chunks(chunks)
+    work = _chunks(chunks, chunk_bytes)
     store = ChunkStore(store_dir, capacity_bytes=1 << 40)
     metrics = Metrics()
 
@@ -109,14 +115,15 @@ def measure(store_dir: Path, *, chunks: int, threads: int) -> dict[str, Any]:
         for i, data in server._stream(header.chunk_id, indices, b"\0" * 16):
             assert len(data) == len(segments[i])
 
-    total = chunks * CHUNK_BYTES
+    total = chunks * chunk_bytes
     doc: dict[str, Any] = {"mydrive": str(Path(mydrive.__file__).parent)}
     for name, fn in (("receive", receive), ("serve", serve)):
         cpu0, t0 = _cpu_s(), time.perf_counter()
         _in_threads(threads, work, fn)
         wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
         doc[name] = {"mb_s": round(total / wall / 1e6, 1),
-                     "cpu_s_per_gib": round(cpu / (total / (1024 * MiB)), 2)}
+                     "cpu_s_per_gib": round(cpu / (total / (1024 * MiB)), 2),
+                     "cpu_ms_per_chunk": round(cpu * 1000 / chunks, 3)}
     return doc
 
 
@@ -124,7 +131,8 @@ def _child(source: Path, store_dir: Path, args: argparse.Namespace) -> dict[str,
     env = {**os.environ, "PYTHONPATH": str(source)}
     out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
                           "--store", str(store_dir), "--chunks", str(args.chunks),
-                          "--threads", str(args.threads)],
+                          "--threads", str(args.threads),
+                          "--chunk-kib", str(args.chunk_kib)],
                          env=env, capture_output=True, text=True, check=True, cwd=source)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -134,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--against", help="git revision to compare the working tree with")
     p.add_argument("--chunks", type=int, default=64)
     p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--chunk-kib", type=int, default=4096,
+                   help="chunk size in KiB (4096: 16 segments of 256 KiB)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--work-dir", type=Path, default=Path("/tmp"))
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.store, chunks=args.chunks, threads=args.threads)))
+        print(json.dumps(measure(args.store, chunks=args.chunks, threads=args.threads,
+                                 chunk_bytes=args.chunk_kib * KiB)))
         return 0
     with tempfile.TemporaryDirectory(dir=args.work_dir, prefix="peer-paths-") as tmp:
         sources = {"working tree": ROOT}
@@ -156,16 +167,19 @@ def main(argv: list[str] | None = None) -> int:
             for name, source in sources.items():
                 store = Path(tmp) / f"store-{r}-{len(runs[name])}-{name.replace(' ', '_')}"
                 runs[name].append(_child(source, store, args))
-                subprocess.run(["rm", "-rf", str(store)], check=True)
-        print(f"{args.chunks} chunks of 4 MiB, {args.threads} threads, median of "
+                # Kept until the end: ext4 without a journal (this test-bed's disk) passes
+                # over inodes deleted in the last minutes when it allocates one, so deleting
+                # a store here would slow the next run's file creations.
+        print(f"{args.chunks} chunks of {args.chunk_kib} KiB, {args.threads} threads, median of "
               f"{args.rounds}; load average {os.getloadavg()[0]:.1f}")
-        print(f"{'source':>14} | receive MB/s | receive CPU s/GiB | serve MB/s | "
-              f"serve CPU s/GiB")
+        print(f"{'source':>14} | receive MB/s | receive CPU s/GiB | receive CPU ms/chunk | "
+              f"serve MB/s | serve CPU s/GiB")
         for name, docs in runs.items():
             def med(kind: str, key: str, docs: list[dict[str, Any]] = docs) -> float:
                 return float(statistics.median(d[kind][key] for d in docs))
             print(f"{name:>14} | {med('receive', 'mb_s'):12} | "
-                  f"{med('receive', 'cpu_s_per_gib'):17} | {med('serve', 'mb_s'):10} | "
+                  f"{med('receive', 'cpu_s_per_gib'):17} | "
+                  f"{med('receive', 'cpu_ms_per_chunk'):20} | {med('serve', 'mb_s'):10} | "
                   f"{med('serve', 'cpu_s_per_gib'):15}")
     return 0
 
