@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import (
@@ -23,20 +23,7 @@ from mydrive.crypto.keys import (
     unlock,
     validate_username,
 )
-from mydrive.engine.accounting import TransferLedger
-from mydrive.engine.download import download_file
-from mydrive.engine.durability import (
-    CheckReport,
-    DurabilitySettings,
-    DurabilityState,
-    run_check,
-    run_pass,
-)
-from mydrive.engine.gc import GcReport, bury, collect
-from mydrive.engine.repair import NO_REPAIR_HOOKS, RepairHooks
-from mydrive.engine.repair_policy import RepairBudget
 from mydrive.engine.settings import TransferSettings
-from mydrive.engine.upload import PeerInfo, Progress, upload_file
 from mydrive.errors import (
     BadRequest,
     Conflict,
@@ -65,10 +52,20 @@ from mydrive.runtime.clock import Clock, SystemClock
 from mydrive.runtime.events import NO_EVENTS, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
-from mydrive.runtime.metrics import Metrics
 from mydrive.runtime.private_files import user_download_dir
 from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
 from mydrive.transport.base import PeerAddress, Transport
+
+# The transfer engine (upload, download, gc, check, repair) is imported by the methods that
+# run it: `mydrive ls`, `user create` or a job's submission must not pay for importing it.
+if TYPE_CHECKING:
+    from mydrive.engine.accounting import TransferLedger
+    from mydrive.engine.durability import CheckReport, DurabilitySettings
+    from mydrive.engine.gc import GcReport
+    from mydrive.engine.repair import RepairHooks
+    from mydrive.engine.repair_policy import RepairBudget
+    from mydrive.engine.upload import PeerInfo, Progress
+    from mydrive.runtime.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -195,6 +192,8 @@ class PeerClient:
     def known_peers(self) -> list[PeerInfo]:
         """The peers whose documents verify (``peer_trust``), one per id (on a TLS network:
         per certificate key); the others are logged and skipped, never fatal."""
+        from mydrive.engine.upload import PeerInfo
+
         return [PeerInfo(address=PeerAddress(peer_id=p.peer_id,
                                              receiver_address=p.receiver_address,
                                              sender_address=p.sender_address),
@@ -244,6 +243,8 @@ class PeerClient:
 
     def put(self, keys: UserKeys, local: Path, remote_path: str | None = None, *,
             progress: Progress | None = None) -> FileRecord:
+        from mydrive.engine.upload import upload_file
+
         canonical = self.put_target(keys, local, remote_path)
         result = upload_file(local, keys=keys, owner_peer_id=self.peer_id,
                              peers=self.known_peers(),
@@ -299,6 +300,8 @@ class PeerClient:
     def get(self, keys: UserKeys, remote_path: str, *, out_dir: Path | None = None,
             overwrite: bool = False,
             progress: Progress | None = None) -> tuple[Path, TransferLedger]:
+        from mydrive.engine.download import download_file
+
         record = self.find(keys, remote_path)
         base = out_dir if out_dir is not None else self.download_dir_of(keys)
         base.mkdir(parents=True, exist_ok=True)
@@ -344,6 +347,8 @@ class PeerClient:
         pass sends owner-signed deletes. Peers that are down stay pending in the tombstones
         and a later ``rm`` or ``collect_garbage`` retries them (docs/deletion.md).
         """
+        from mydrive.engine.gc import bury
+
         selected = self.select(keys, remote_path, recursive=recursive)
         for _, record in selected:
             bury(self.store, keys, record, self.clock.now_ms())
@@ -352,6 +357,8 @@ class PeerClient:
 
     def collect_garbage(self, keys: UserKeys) -> GcReport:
         """Retry the pending deletes of this user's removed files (``mydrive gc``)."""
+        from mydrive.engine.gc import collect
+
         peers = {p.peer_id: p.address for p in self.known_peers()}
         return collect(self.store, keys, peers=peers, transport=self.transport,
                        clock=self.clock, random_bytes=self.random_bytes)
@@ -386,11 +393,15 @@ class PeerClient:
               verify_all: bool = False, repair: bool = False, rebalance: bool = False,
               settings: DurabilitySettings | None = None,
               budget: RepairBudget | None = None, max_bytes_per_s: float | None = None,
-              hooks: RepairHooks = NO_REPAIR_HOOKS) -> CheckReport:
+              hooks: RepairHooks | None = None) -> CheckReport:
         """Audit every replica of the file at ``remote_path`` (a folder: every file under
         it; None: all of this user's files) with fresh owner-signed fetches of random
         segments (``verify_all``: every segment); with ``repair`` restore every chunk to R
-        and update the signed records (``mydrive check``)."""
+        and update the signed records (``mydrive check``); ``hooks``: the test-bed's
+        (None: NO_REPAIR_HOOKS)."""
+        from mydrive.engine.durability import DurabilitySettings, run_check
+        from mydrive.engine.repair import NO_REPAIR_HOOKS
+
         if remote_path is None:
             files = sorted(((self._decrypted_path(keys, r), r) for r in self._records(keys)),
                            key=lambda pr: pr[0])
@@ -402,19 +413,24 @@ class PeerClient:
                          transfer=self.settings, settings=settings or DurabilitySettings(),
                          verify_all=verify_all, repair=repair, rebalance=rebalance,
                          budget=budget, max_bytes_per_s=max_bytes_per_s,
-                         executor=self.executor, events=self.events, hooks=hooks)
+                         executor=self.executor, events=self.events,
+                         hooks=NO_REPAIR_HOOKS if hooks is None else hooks)
 
     def durability_pass(self, keys: UserKeys, *, settings: DurabilitySettings | None = None,
                         metrics: Metrics | None = None,
-                        hooks: RepairHooks = NO_REPAIR_HOOKS) -> CheckReport:
+                        hooks: RepairHooks | None = None) -> CheckReport:
         """One tick of the background loop (``mydrive durability run``): the next audits,
         dead-peer detection, repairs and rebalancing within the per-pass budget."""
+        from mydrive.engine.durability import DurabilitySettings, run_pass
+        from mydrive.engine.repair import NO_REPAIR_HOOKS
+
         return run_pass(self._records(keys), keys=keys, store=self.store,
                         peers=self.known_peers(), owner_peer_id=self.peer_id,
                         transport=self.transport, clock=self.clock,
                         randomness=self.randomness, transfer=self.settings,
                         settings=settings or DurabilitySettings(), executor=self.executor,
-                        events=self.events, hooks=hooks, metrics=metrics)
+                        events=self.events, hooks=NO_REPAIR_HOOKS if hooks is None else hooks,
+                        metrics=metrics)
 
     def note_bad_segments(self, user_id: str, record: FileRecord,
                           ledger: TransferLedger) -> None:
@@ -424,6 +440,8 @@ class PeerClient:
         bad = sorted({(record.file_id.hex(), chunk, peer)
                       for chunk, _, peer in ledger.bad_fetched})
         if bad:
+            from mydrive.engine.durability import DurabilityState
+
             state = DurabilityState.load(self.store, user_id)
             state.add_suspects(bad)
             state.save(self.store, user_id)

@@ -226,6 +226,3 @@ def durability_run(peer_dir: Path, user: str, once: bool, interval_s: float,
                 stop.wait(interval_s)
         except KeyboardInterrupt:
             pass
-
-
-COMMANDS = (check, durability)

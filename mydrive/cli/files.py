@@ -3,7 +3,6 @@ and ``metrics`` of the peer's running services."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,6 @@ from .common import (
     print_json,
     user_option,
 )
-from .jobs import jobs
 from .users import session
 
 if TYPE_CHECKING:
@@ -329,6 +327,8 @@ def gc(peer_dir: Path, user: str, as_json: bool) -> None:
 @peer_option
 def metrics(peer_dir: Path) -> None:
     """Print the Prometheus metrics of this peer's running services."""
+    import urllib.request  # only here: it imports http.client and email, ~15 ms a start
+
     from mydrive.node.peerdir import PeerDir
     from mydrive.node.serve import SERVICES, metrics_url
 
@@ -341,6 +341,3 @@ def metrics(peer_dir: Path) -> None:
                     click.echo(r.read().decode(), nl=False)
             except OSError as exc:
                 click.echo(f"# {url}: {exc}", err=True)
-
-
-COMMANDS = (put, ls, get, inspect, rm, gc, metrics, jobs)

@@ -23,11 +23,10 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from mydrive.client import PeerClient
 from mydrive.crypto.keys import UserKeys, unwrap_file_key
 from mydrive.crypto.primitives import (
     IdentityKey,
@@ -41,14 +40,18 @@ from mydrive.formats.filerecord import FileRecord, file_doc_id
 from mydrive.formats.paths import local_destination, normalize_remote_path
 from mydrive.metadata.signed import verify_file
 from mydrive.node.container import receiver_destination
-from mydrive.node.jobs_runner import JobRunner
 from mydrive.node.jobs_store import AWAITING_SIGNATURE, Job, JobSecrets, JobStore
-from mydrive.node.jobs_upload import SourceFingerprint, UploadSpec
 from mydrive.node.pki import write_secret_once
 from mydrive.transport.signed_fetch import sign_delegation
 from mydrive.transport.status import abort, error_from_rpc
 from mydrive.transport.wire import mydrive_pb2 as pb
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
+
+# The CLI imports this module for its client side (ControlClient, submit_get): the runner
+# and the upload job, which import the transfer engine, are the service's alone.
+if TYPE_CHECKING:
+    from mydrive.client import PeerClient
+    from mydrive.node.jobs_runner import JobRunner
 
 SOCKET_NAME = "control.sock"          # the receiver's: download jobs
 UPLOAD_SOCKET_NAME = "uploads.sock"   # the sender's: upload jobs
@@ -158,6 +161,8 @@ class ControlServicer(pb_grpc.ControlServicer):
                           lambda: self._submit_upload(request))
 
     def _submit_upload(self, request: pb.UploadJob) -> pb.JobRef:
+        from mydrive.node.jobs_upload import SourceFingerprint, UploadSpec  # the service's
+
         if self.kind != "upload":
             raise BadRequest("this is the receiver's control socket: it takes download jobs")
         if len(request.file_key) != 32 or len(request.file_id) != 16 or \
