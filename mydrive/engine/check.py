@@ -46,7 +46,7 @@ from mydrive.errors import (
     PermissionDenied,
 )
 from mydrive.formats.chunkheader import MAX_SEGMENTS
-from mydrive.formats.digest import digest, digests_equal
+from mydrive.formats.digest import WHOLE_CHUNK_ALG, digest, digests_equal
 from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
@@ -161,7 +161,8 @@ class _Answer:
 
 
 def _ask(chunk: ChunkRecord, peer: PeerAddress, wanted: Sequence[int], *, keys: UserKeys,
-         transport: Transport, clock: Clock, randomness: Randomness) -> _Answer:
+         transport: Transport, clock: Clock, randomness: Randomness,
+         digest_alg: str) -> _Answer:
     """One signed fetch of ``wanted`` segments, each checked against the record."""
     count = len(chunk.segment_digests)
     asked = [] if len(wanted) == count else list(wanted)
@@ -182,7 +183,7 @@ def _ask(chunk: ChunkRecord, peer: PeerAddress, wanted: Sequence[int], *, keys: 
                                       f"{_segment_length(chunk, index)}")
             answer.checked += 1
             answer.nbytes += len(data)
-            if not digests_equal(digest(data), chunk.segment_digests[index]):
+            if not digests_equal(digest(data, digest_alg), chunk.segment_digests[index]):
                 answer.bad.append(index)
         if got != wanted_set:
             raise MisbehavingPeer(f"ended the stream after {len(got)} of the {len(wanted_set)} "
@@ -203,22 +204,30 @@ def _ask(chunk: ChunkRecord, peer: PeerAddress, wanted: Sequence[int], *, keys: 
 
 def audit_replica(chunk: ChunkRecord, peer: PeerAddress | None, *, file_id: bytes,
                   peer_id: str, keys: UserKeys, transport: Transport, clock: Clock,
-                  randomness: Randomness, segments: int) -> AuditResult:
+                  randomness: Randomness, segments: int,
+                  digest_alg: str = WHOLE_CHUNK_ALG) -> AuditResult:
     """Prove (or not) that ``peer`` holds ``chunk``: fetch ``segments`` random segments of
-    it (``FULL_AUDIT``: all) under a fresh signed request and check each against the record.
-    Never raises for what the peer does; the result's state says it."""
+    it (``FULL_AUDIT``: all) under a fresh signed request and check each against the record
+    (whose scheme is ``digest_alg``). Never raises for what the peer does; the result's
+    state says it."""
+    if not chunk.id_consistent(digest_alg):
+        # Segments can't prove a chunk whose id its digests don't give (no receiver takes
+        # such a header): nothing is fetched, and the chunk counts as lost here.
+        return AuditResult(file_id, chunk.index, peer_id, ReplicaState.CORRUPT,
+                           detail="the file record's chunk id does not match its segment "
+                                  f"digests ({digest_alg})")
     if peer is None:
         return AuditResult(file_id, chunk.index, peer_id, ReplicaState.UNREACHABLE,
                            detail="no address known for this peer")
     wanted = sample_segments(len(chunk.segment_digests), max(1, segments), randomness)
     first = _ask(chunk, peer, wanted, keys=keys, transport=transport, clock=clock,
-                 randomness=randomness)
+                 randomness=randomness, digest_alg=digest_alg)
     if first.state != ReplicaState.GOOD or not first.bad:
         return AuditResult(file_id, chunk.index, peer_id, first.state, first.checked,
                            first.nbytes, detail=first.detail)
     # Bad once: damaged on disk, or in transit? Ask for exactly those again, fresh nonce.
     again = _ask(chunk, peer, sorted(first.bad), keys=keys, transport=transport, clock=clock,
-                 randomness=randomness)
+                 randomness=randomness, digest_alg=digest_alg)
     checked, nbytes = first.checked + again.checked, first.nbytes + again.nbytes
     if again.state != ReplicaState.GOOD:
         return AuditResult(file_id, chunk.index, peer_id, again.state, checked, nbytes,
@@ -300,7 +309,8 @@ def assess(records: Sequence[FileRecord], *, peers: Mapping[str, PeerAddress],
         record, chunk, peer_id, segments = job
         result = audit_replica(chunk, known.get(peer_id), file_id=record.file_id,
                                peer_id=peer_id, keys=keys, transport=transport, clock=clock,
-                               randomness=randomness, segments=segments)
+                               randomness=randomness, segments=segments,
+                               digest_alg=record.digest_alg)
         totals.add(result)
         note("audit.result", file_id=record.file_id.hex(), chunk=chunk.index, peer=peer_id,
              state=result.state.value, segments=result.segments_checked)

@@ -35,7 +35,13 @@ from mydrive.errors import (
     PeerUnavailable,
     PermissionDenied,
 )
-from mydrive.formats.digest import digest, digests_equal
+from mydrive.formats.digest import (
+    DERIVED_ID_ALG,
+    WHOLE_CHUNK_ALG,
+    digest,
+    digests_equal,
+    whole_chunk_hash_needed,
+)
 from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.runtime.clock import Clock
 from mydrive.runtime.disk import fsync_dir
@@ -90,12 +96,15 @@ def download_file(record: FileRecord, destination: Path, *, keys: UserKeys | Non
     order = _ReplicaOrder()
 
     def fetch_and_decrypt(chunk: ChunkRecord) -> memoryview:
+        check_chunk_id(chunk, record.digest_alg)
         ciphertext = buffers.take(chunk.size_bytes)
-        _fetch_chunk_into(ciphertext, chunk, signer=fetch_signer, peers=peers,
-                          transport=transport, clock=clock, randomness=randomness,
-                          ledger=ledger, settings=settings, note=note, order=order)
+        _fetch_chunk_into(ciphertext, chunk, record.digest_alg, signer=fetch_signer,
+                          peers=peers, transport=transport, clock=clock,
+                          randomness=randomness, ledger=ledger, settings=settings, note=note,
+                          order=order)
         # No digest of the whole chunk here: every segment matched the signed record's
-        # digest, and AES-GCM's tag covers the whole chunk (a mismatch cannot decrypt).
+        # digest (under a derived id, the id matched the digests too), and AES-GCM's tag
+        # covers the whole chunk (a mismatch cannot decrypt).
         plaintext = buffers.take(chunk.size_bytes - crypto.TAG_BYTES)
         crypto.decrypt_chunk_into(file_key, record.file_id, chunk.index,
                                   record.plan.chunk_count, ciphertext, plaintext)
@@ -164,6 +173,14 @@ def _remove_if_empty(path: Path) -> None:
         path.rmdir()
 
 
+def check_chunk_id(chunk: ChunkRecord, digest_alg: str) -> None:
+    """DataLoss if the record's chunk id is not the one its segment digests give (a scheme
+    with derived ids; cheap, no chunk bytes): then no segments can make that chunk."""
+    if not chunk.id_consistent(digest_alg):
+        raise DataLoss(f"chunk {chunk.index}: the file record's chunk id does not match its "
+                       f"segment digests ({digest_alg})")
+
+
 def _segment_length(chunk: ChunkRecord, index: int) -> int:
     start = index * chunk.segment_size_bytes
     return min(chunk.segment_size_bytes, chunk.size_bytes - start)
@@ -172,9 +189,10 @@ def _segment_length(chunk: ChunkRecord, index: int) -> int:
 class _ChunkFetch:
     """What one chunk's fetch has so far: good segments, and what went wrong where."""
 
-    def __init__(self, chunk: ChunkRecord, into: memoryview) -> None:
+    def __init__(self, chunk: ChunkRecord, into: memoryview, digest_alg: str) -> None:
         assert len(into) == chunk.size_bytes
         self.chunk = chunk
+        self.digest_alg = digest_alg  # the record's: how its segment digests were made
         self.count = len(chunk.segment_digests)
         self.into = into  # good segments are copied to their place in the chunk
         self.got: set[int] = set()
@@ -192,27 +210,37 @@ class _ChunkFetch:
 def fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerAddress],
                 transport: Transport, clock: Clock, randomness: Randomness,
                 ledger: TransferLedger, settings: TransferSettings,
-                events: EventRecorder = NO_EVENTS) -> bytes:
-    """One chunk's ciphertext, fetched with replica failover and checked segment by segment
-    and whole: for a reader that streams a file instead of writing it (the SFTP face)."""
+                events: EventRecorder = NO_EVENTS, digest_alg: str | None = None) -> bytes:
+    """One chunk's ciphertext, fetched with replica failover and checked segment by segment,
+    and its id too: for a reader that streams a file instead of writing it (the SFTP face)
+    and a repair. ``digest_alg`` is the record's; None (a caller that passes no record)
+    accepts an id that either scheme proves (mydrive.formats.digest)."""
+    # Both schemes hash a segment alike, so None can check segments as "blake3" does.
+    alg = WHOLE_CHUNK_ALG if digest_alg is None else digest_alg
+    derived = digest_alg is not None and not whole_chunk_hash_needed(alg)
+    if derived:
+        check_chunk_id(chunk, alg)  # before any byte: the id is settled by the digests
     ciphertext = bytearray(chunk.size_bytes)
-    _fetch_chunk_into(memoryview(ciphertext), chunk, signer=keys.identity, peers=peers,
-                      transport=transport, clock=clock, randomness=randomness, ledger=ledger,
-                      settings=settings, note=ClockedEvents(events, clock),
-                      order=_ReplicaOrder())
-    # Checked whole too: this ciphertext is handed on (a repair stores it) undecrypted.
-    if not digests_equal(digest(memoryview(ciphertext)), chunk.chunk_id):
+    _fetch_chunk_into(memoryview(ciphertext), chunk, alg,
+                      signer=keys.identity, peers=peers, transport=transport, clock=clock,
+                      randomness=randomness, ledger=ledger, settings=settings,
+                      note=ClockedEvents(events, clock), order=_ReplicaOrder())
+    # The id is checked too: this ciphertext is handed on (a repair stores it) undecrypted.
+    if derived or (digest_alg is None and chunk.id_consistent(DERIVED_ID_ALG)):
+        return bytes(ciphertext)  # the id commits to the digests the segments matched
+    if not digests_equal(digest(memoryview(ciphertext), alg), chunk.chunk_id):
         raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
     return bytes(ciphertext)
 
 
-def _fetch_chunk_into(into: memoryview, chunk: ChunkRecord, *, signer: FetchSigner,
+def _fetch_chunk_into(into: memoryview, chunk: ChunkRecord, digest_alg: str, *,
+                      signer: FetchSigner,
                       peers: Mapping[str, PeerAddress], transport: Transport, clock: Clock,
                       randomness: Randomness, ledger: TransferLedger,
                       settings: TransferSettings, note: ClockedEvents,
                       order: _ReplicaOrder) -> None:
     """Fill ``into`` with the chunk's ciphertext, every segment checked against the record."""
-    state = _ChunkFetch(chunk, into)
+    state = _ChunkFetch(chunk, into, digest_alg)
     to_ask = order.order(chunk)
     for attempt in range(settings.fetch_passes):
         if attempt > 0:
@@ -297,7 +325,7 @@ def _receive(state: _ChunkFetch, peer_id: str,
         if len(data) != expected:
             raise MisbehavingPeer(f"peer {peer_id} sent segment {index} of chunk "
                                   f"{chunk.index} as {len(data)} bytes; it has {expected}")
-        good = digests_equal(digest(data), chunk.segment_digests[index])
+        good = digests_equal(digest(data, state.digest_alg), chunk.segment_digests[index])
         ledger.fetched(peer_id, chunk.index, index, len(data), good=good)
         note("download.segment", chunk=chunk.index, segment=index, peer=peer_id, good=good)
         if good:

@@ -287,7 +287,7 @@ class _Repairer:
         ciphertext = fetch_chunk(replace(chunk, replicas=sources), keys=self.keys,
                                  peers=self.peers, transport=self.transport, clock=self.clock,
                                  randomness=self.randomness, ledger=self.report.ledger,
-                                 settings=self.settings)
+                                 settings=self.settings, digest_alg=record.digest_alg)
         self.pacer.spend(len(ciphertext))
         header = ChunkHeader(chunk_id=chunk.chunk_id, digest_alg=record.digest_alg,
                              owner_public_key=self.keys.identity.public_bytes(),
@@ -305,7 +305,8 @@ class _Repairer:
         proof = audit_replica(chunk, target, file_id=record.file_id, peer_id=action.target,
                               keys=self.keys, transport=self.transport, clock=self.clock,
                               randomness=self.randomness,
-                              segments=FULL_AUDIT if held else self.verify_segments)
+                              segments=FULL_AUDIT if held else self.verify_segments,
+                              digest_alg=record.digest_alg)
         self.report.bytes_verified += proof.bytes_fetched
         if proof.state != ReplicaState.GOOD:
             raise DataLoss(f"the new replica did not pass its audit ({proof.state.value}"

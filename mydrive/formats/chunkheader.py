@@ -2,6 +2,11 @@
 
 The same header travels on the wire (``ChunkHeader`` in proto/mydrive.proto) and sits next
 to each stored chunk as ``<id>.meta`` (JSON, see docs/chunk-store.md).
+
+How its chunk id is checked depends on ``digest_alg`` (mydrive.formats.digest): under
+``"blake3-derived"`` ``validate`` checks it against the segment digests, so a receiver needs
+no hash of the whole chunk (``whole_chunk_hash_needed`` is False); under ``"blake3"`` it is
+the digest of the whole ciphertext and only the bytes can prove it.
 """
 
 from __future__ import annotations
@@ -10,7 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from mydrive.errors import BadRequest, TooLarge
-from mydrive.formats.digest import DIGEST_ALG, DIGEST_BYTES
+from mydrive.formats.digest import (
+    DIGEST_BYTES,
+    chunk_id_matches_digests,
+    digests_equal,
+    whole_chunk_hash_needed,
+)
 
 MAX_CHUNK_SIZE_BYTES = 64 * 1024 * 1024
 MAX_SEGMENT_SIZE_BYTES = 4 * 1024 * 1024
@@ -37,10 +47,24 @@ class ChunkHeader:
         start = index * self.segment_size_bytes
         return start, min(start + self.segment_size_bytes, self.chunk_size_bytes)
 
+    @property
+    def whole_chunk_hash_needed(self) -> bool:
+        """Whether the chunk id is the digest of the whole ciphertext ("blake3"): then a
+        receiver must hash every byte and compare (``chunk_id_matches_whole``). Otherwise
+        ``validate`` proved the id from the digests, and segments that match their digests
+        are the chunk: no whole-chunk hash. Call only on a validated header."""
+        return whole_chunk_hash_needed(self.digest_alg)
+
+    def chunk_id_matches_whole(self, whole_digest: bytes) -> bool:
+        """For ``whole_chunk_hash_needed``: does the whole ciphertext's digest (under
+        ``digest_alg``) name this chunk?"""
+        assert self.whole_chunk_hash_needed, "a derived chunk id is checked by validate()"
+        return digests_equal(whole_digest, self.chunk_id)
+
     def validate(self, *, max_chunk_size_bytes: int = MAX_CHUNK_SIZE_BYTES) -> None:
-        """Raise BadRequest/TooLarge for a header no honest sender would produce."""
-        if self.digest_alg != DIGEST_ALG:
-            raise BadRequest(f"unsupported digest algorithm {self.digest_alg!r}")
+        """Raise BadRequest/TooLarge for a header no honest sender would produce; for a
+        derived chunk id, that includes an id its sizes and segment digests don't give."""
+        whole_chunk_hash_needed(self.digest_alg)  # BadRequest for an unknown algorithm
         if len(self.chunk_id) != DIGEST_BYTES:
             raise BadRequest(f"chunk id must be {DIGEST_BYTES} bytes, got {len(self.chunk_id)}")
         if len(self.owner_public_key) != PUBLIC_KEY_BYTES:
@@ -60,6 +84,11 @@ class ChunkHeader:
                              f"got {self.segment_count}")
         if any(len(d) != DIGEST_BYTES for d in self.segment_digests):
             raise BadRequest(f"every segment digest must be {DIGEST_BYTES} bytes")
+        if not self.whole_chunk_hash_needed and not chunk_id_matches_digests(
+                self.digest_alg, self.chunk_id, self.chunk_size_bytes,
+                self.segment_size_bytes, self.segment_digests):
+            raise BadRequest("the chunk id is not the one derived from the header's sizes "
+                             "and segment digests")
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ from typing import Any
 
 from mydrive.errors import BadRequest
 from mydrive.formats.chunkplan import ChunkPlan
+from mydrive.formats.digest import chunk_id_matches_digests, whole_chunk_hash_needed
 
 FILE_DOC_TYPE = "file"
 FILE_DOC_VERSION = 2
@@ -39,6 +40,16 @@ class ChunkRecord:
     segment_size_bytes: int
     segment_digests: tuple[bytes, ...]
     replicas: tuple[str, ...]  # peer ids, in the order to try
+
+    def id_consistent(self, digest_alg: str) -> bool:
+        """Whether the chunk id is the one its size and segment digests give, for a scheme
+        with derived ids (cheap: no chunk bytes). Under ``"blake3"`` only the whole
+        ciphertext can tell, so True here. Segments that match their digests and a
+        consistent id are the chunk the id names."""
+        if whole_chunk_hash_needed(digest_alg):
+            return True
+        return chunk_id_matches_digests(digest_alg, self.chunk_id, self.size_bytes,
+                                        self.segment_size_bytes, self.segment_digests)
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "chunk_id": self.chunk_id.hex(),
