@@ -3,8 +3,11 @@
 Layout under the store root (see docs/chunk-store.md):
   chunks/<ab>/<chunk id hex>.chunk   committed ciphertext (visible only once whole and verified)
   chunks/<ab>/<chunk id hex>.meta    its ChunkHeader as JSON (owner key, segment digests)
-  incoming/<chunk id hex>.part       an upload in progress, segments written at their offsets
-  incoming/<chunk id hex>.hdr        the header of that upload (to resume after a restart)
+  incoming/<chunk id hex>.part       an upload in progress, segments written at their offsets,
+                                     its header after them (a trailer, to resume after a
+                                     restart; cut off before the commit)
+  incoming/<chunk id hex>.hdr        that header in a file of its own (stores written before
+                                     the trailer; read to resume, never written)
 The ``.chunk`` rename is the commit point: a crash at any moment leaves either no visible
 chunk or a complete, verified one (with its ``.meta``; a ``.chunk`` without one is a commit
 a crash cut short, never acknowledged, and is removed when the store opens).
@@ -193,9 +196,10 @@ class ChunkStore:
                 self._check_same_header(header)
             pending = PendingChunk(self, header)
             if not pending.committed:
-                with self._lock:  # the file now has exactly the declared size
+                with self._lock:  # the file now holds exactly the declared size
                     self._partials[cid] = header.chunk_size_bytes
-                os.utime(self._part_path(cid))  # resumed: fresh again for the stale sweep
+                if pending.resumed:  # fresh again for the stale sweep (a new one was written)
+                    os.utime(self._part_path(cid))
             return pending
         except BaseException:
             self._release(cid)
@@ -268,6 +272,7 @@ class PendingChunk:
         self.store = store
         self.header = header
         self.committed = store.has(header.chunk_id)
+        self.resumed = False
         self.held: set[int] = set()
         self._file: BinaryIO | None = None
         # The whole chunk's hash, fed with each good segment while they arrive in order from
@@ -278,29 +283,52 @@ class PendingChunk:
         if self.committed:
             self.held = set(range(header.segment_count))
             return
-        part = store._part_path(header.chunk_id)
-        hdr = store._hdr_path(header.chunk_id)
-        resumed = part.exists() and hdr.exists() and _same_header(hdr, header)
-        if resumed:
-            self.held = self._verify_existing(part)
+        self._file = _open_part(store._part_path(header.chunk_id))  # closed in close()
+        try:
+            self.resumed = self._resume_or_start()
+        except BaseException:
+            self._file.close()
+            raise
+        if self.resumed:
+            self.held = self._verify_existing()
         if not self.held:
             self._hasher = Hasher()
-        if not resumed:
-            with open(part, "wb") as f:
-                f.truncate(header.chunk_size_bytes)
-            # Not synced: it only lets a later stream resume, and a torn or lost one makes
-            # that stream start afresh (held segments are re-verified against the header).
-            hdr.write_bytes(json.dumps(header.to_json()).encode())
-        self._file = open(part, "rb+")  # noqa: SIM115 - closed in close()
 
-    def _verify_existing(self, part: Path) -> set[int]:
+    def _resume_or_start(self) -> bool:
+        """Whether the ``.part`` is this chunk's upload to resume; if not, start it afresh:
+        no bytes, and the resume trailer after the chunk's place.
+
+        The trailer is not synced: it only lets a later stream resume, and a torn or lost
+        one makes that stream start afresh (held segments are re-verified against the
+        header anyway)."""
+        f, size = self._file, self.header.chunk_size_bytes
+        assert f is not None
+        trailer = _part_trailer(self.header)
+        on_disk = os.fstat(f.fileno()).st_size
+        if on_disk == size + len(trailer):
+            f.seek(size)
+            if f.read(len(trailer)) == trailer:
+                return True
+        legacy_hdr = self.store._hdr_path(self.header.chunk_id)
+        resumed = on_disk == size and _same_header(legacy_hdr, self.header)
+        if on_disk and not resumed:
+            f.truncate(0)  # another upload's bytes, or a torn trailer: start from nothing
+        f.seek(size)
+        f.write(trailer)
+        f.flush()
+        if on_disk:  # the previous layout's header, now in the trailer (or stale)
+            legacy_hdr.unlink(missing_ok=True)
+        return resumed
+
+    def _verify_existing(self) -> set[int]:
+        f = self._file
+        assert f is not None
         held: set[int] = set()
-        with open(part, "rb") as f:
-            for i, expected in enumerate(self.header.segment_digests):
-                start, end = self.header.segment_range(i)
-                f.seek(start)
-                if digests_equal(digest(f.read(end - start)), expected):
-                    held.add(i)
+        for i, expected in enumerate(self.header.segment_digests):
+            start, end = self.header.segment_range(i)
+            f.seek(start)
+            if digests_equal(digest(f.read(end - start)), expected):
+                held.add(i)
         return held
 
     def write_segment(self, index: int, data: bytes) -> bool:
@@ -351,6 +379,7 @@ class PendingChunk:
         store, cid = self.store, self.header.chunk_id
         part = self._file
         assert part is not None
+        part.truncate(self.header.chunk_size_bytes)  # the resume trailer is no chunk byte
         sync_file(part)
         if self._hasher is not None and self._hashed_bytes == self.header.chunk_size_bytes:
             whole = self._hasher.digest()  # every byte written, hashed as it arrived
@@ -367,7 +396,6 @@ class PendingChunk:
         write_synced(store._meta_path(cid), json.dumps(self.header.to_json()).encode())
         os.replace(store._part_path(cid), final)
         fsync_dir(final.parent)
-        store._hdr_path(cid).unlink(missing_ok=True)
         store._committed(self.header.chunk_size_bytes, cid)
         self.committed = True
 
@@ -376,6 +404,21 @@ class PendingChunk:
         if self._file is not None and not self._file.closed:
             self._file.close()
         self.store._release(self.header.chunk_id)
+
+
+# A partial's resume trailer: the header's JSON, its length (8 bytes, little-endian), this tag.
+PART_TRAILER_TAG = b"\nmydrive-part-1\n"
+
+
+def _part_trailer(header: ChunkHeader) -> bytes:
+    doc = json.dumps(header.to_json()).encode()
+    return doc + len(doc).to_bytes(8, "little") + PART_TRAILER_TAG
+
+
+def _open_part(path: Path) -> BinaryIO:
+    """``path`` opened for reading and writing, created empty if missing (one open)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    return os.fdopen(fd, "rb+")
 
 
 def _file_digest(f: BinaryIO) -> bytes:
@@ -435,7 +478,9 @@ def _chunk_id_of(path: Path) -> bytes | None:
 
 
 def _partials_on_disk(incoming: Path) -> dict[bytes, int]:
-    """Reservations of the partial uploads a previous run left: each .part's size."""
+    """Reservations of the partial uploads a previous run left: each .part's size (with its
+    resume trailer: a few KiB more than the declared size, until it is resumed; its tail
+    comes from the uploader, so it is not trusted to say by how much)."""
     out: dict[bytes, int] = {}
     for path in incoming.glob("*.part"):
         cid = _chunk_id_of(path)

@@ -252,9 +252,8 @@ def test_stale_partials_are_removed_fresh_ones_resume(tmp_path: Path) -> None:
             session.segment(i, segments[i])
         session.close()
     two_hours_ago = time.time() - 2 * 3600
-    for suffix in (".part", ".hdr"):
-        os.utime(tmp_path / "incoming" / f"{stale.chunk_id.hex()}{suffix}",
-                 (two_hours_ago, two_hours_ago))
+    os.utime(tmp_path / "incoming" / f"{stale.chunk_id.hex()}.part",
+             (two_hours_ago, two_hours_ago))
     restarted = ChunkStore(tmp_path, capacity_bytes=10**9)
     other, _ = random_chunk(CHUNK)
     restarted.begin(other).close()

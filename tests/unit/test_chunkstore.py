@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -143,24 +144,159 @@ def test_chunkstore_commit_cut_before_directory_sync_is_dropped(tmp_path: Path) 
     assert reopened.used_bytes == header.chunk_size_bytes
 
 
-def test_chunkstore_torn_resume_header_starts_afresh(tmp_path: Path) -> None:
-    """incoming/<id>.hdr is written without a sync (it only serves resumes): a torn one
+def _partial(store: ChunkStore, header: ChunkHeader, segments: list[bytes],
+             sent: tuple[int, ...]) -> None:
+    session = ReceiverSession(store, Metrics())
+    session.start(header)
+    for i in sent:
+        session.segment(i, segments[i])
+    session.close()  # connection lost
+
+
+def _commit_rest(store: ChunkStore, header: ChunkHeader, segments: list[bytes],
+                 held: frozenset[int]) -> None:
+    """Resume an upload the store answers with ``held``, send the rest, commit."""
+    session = ReceiverSession(store, Metrics())
+    assert session.start(header).indices == held
+    for i, seg in enumerate(segments):
+        if i not in held:
+            session.segment(i, seg)
+    assert session.end_round() == []
+    session.close()
+    _assert_whole(store, header, segments)
+
+
+def _assert_whole(store: ChunkStore, header: ChunkHeader, segments: list[bytes]) -> None:
+    """Committed exactly: the .chunk file is the chunk's bytes alone, its header readable."""
+    assert store.chunk_file(header.chunk_id).read_bytes() == b"".join(segments)
+    assert store.header(header.chunk_id) == header
+    assert not list((store.root / "incoming").iterdir())
+
+
+def test_chunkstore_upload_keeps_one_file_per_chunk_in_incoming(tmp_path: Path) -> None:
+    """An upload in progress is one file, its .part, with the resume header after the
+    chunk's bytes (no .hdr of its own: a file created and deleted per chunk costs an inode
+    allocation each, which ext4 slows with every recent delete); the commit cuts the
+    trailer off, so the .chunk is the chunk's bytes alone."""
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    _partial(store, header, segments, (0, 1))
+    part = tmp_path / "incoming" / f"{header.chunk_id.hex()}.part"
+    assert [p.name for p in (tmp_path / "incoming").iterdir()] == [part.name]
+    assert part.stat().st_size > header.chunk_size_bytes  # the trailer
+    assert store.reserved_bytes == header.chunk_size_bytes
+    _commit_rest(store, header, segments, frozenset({0, 1}))
+    assert sorted(p.suffix for p in (tmp_path / "chunks").glob("*/*")) == [".chunk", ".meta"]
+
+
+@pytest.mark.parametrize("damage", ["torn", "another header", "no trailer"])
+def test_chunkstore_resume_trailer_not_this_header_starts_afresh(tmp_path: Path,
+                                                                 damage: str) -> None:
+    """The trailer is written without a sync (it only serves resumes): a torn one, one of
+    another header for the same chunk id, or none (a crash after the commit cut it off)
     makes the next stream start from nothing instead of trusting the .part."""
     header, segments = _chunk()
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
-    first = ReceiverSession(store, Metrics())
-    first.start(header)
-    for i in (0, 1):
-        first.segment(i, segments[i])
-    first.close()
-    hdr = tmp_path / "incoming" / f"{header.chunk_id.hex()}.hdr"
-    hdr.write_bytes(hdr.read_bytes()[:40])  # torn by a crash
-    second = ReceiverSession(ChunkStore(tmp_path, capacity_bytes=10**9), Metrics())
-    assert second.start(header).indices == frozenset()
-    for i, seg in enumerate(segments):
-        second.segment(i, seg)
-    assert second.end_round() == []
-    second.close()
+    other = dataclasses.replace(header, owner_public_key=b"o" * 32)
+    _partial(store, other if damage == "another header" else header, segments, (0, 1))
+    part = tmp_path / "incoming" / f"{header.chunk_id.hex()}.part"
+    if damage == "torn":
+        os.truncate(part, part.stat().st_size - 5)
+    elif damage == "no trailer":
+        os.truncate(part, header.chunk_size_bytes)
+    _commit_rest(ChunkStore(tmp_path, capacity_bytes=10**9), header, segments, frozenset())
+
+
+def _legacy_partial(store: ChunkStore, header: ChunkHeader, segments: list[bytes],
+                    sent: tuple[int, ...]) -> None:
+    """What the previous layout left: a .part of the chunk's size, its header in a .hdr."""
+    incoming, cid = store.root / "incoming", header.chunk_id.hex()
+    with open(incoming / f"{cid}.part", "wb") as f:
+        f.truncate(header.chunk_size_bytes)
+        for i in sent:
+            f.seek(header.segment_range(i)[0])
+            f.write(segments[i])
+    (incoming / f"{cid}.hdr").write_text(json.dumps(header.to_json()))
+
+
+def test_chunkstore_resumes_a_partial_of_the_previous_layout(tmp_path: Path) -> None:
+    """A store upgraded in place: a .part + .hdr the old code left counts its declared size
+    and resumes (its header moves into the trailer); a .hdr of another header starts
+    afresh. Either way the .hdr goes."""
+    header, segments = _chunk()
+    _legacy_partial(ChunkStore(tmp_path, capacity_bytes=10**9), header, segments, (0, 3))
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    assert store.reserved_bytes == header.chunk_size_bytes
+    _partial(store, header, segments, (4,))  # resumed, cut again: now in the new layout
+    assert not list((tmp_path / "incoming").glob("*.hdr"))
+    _commit_rest(store, header, segments, frozenset({0, 3, 4}))
+
+    header, segments = _chunk()
+    other = dataclasses.replace(header, owner_public_key=b"o" * 32)
+    _legacy_partial(store, other, segments, (0, 3))
+    _commit_rest(store, header, segments, frozenset())
+
+
+def test_chunkstore_reads_and_deletes_chunks_of_the_previous_layout(tmp_path: Path) -> None:
+    """Committed chunks keep their layout (.chunk of the bytes alone, .meta): one stored by
+    the old code is counted, read, refused under another key and deleted."""
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    _store_whole(store, header, segments)
+    reopened = ChunkStore(tmp_path, capacity_bytes=10**9)
+    assert reopened.used_bytes == header.chunk_size_bytes
+    assert list(reopened.read_segments(header.chunk_id, (1, 0))) == [(1, segments[1]),
+                                                                       (0, segments[0])]
+    assert reopened.remove(header.chunk_id) and reopened.used_bytes == 0
+    assert not list((tmp_path / "chunks").glob("*/*"))
+
+
+class _Crash(BaseException):
+    """The process dies here (nothing after runs; the files stay as they are)."""
+
+
+def _crash_at(monkeypatch: pytest.MonkeyPatch, target: object, name: str,
+              nth: int = 1) -> None:
+    real = getattr(target, name)
+    calls = [0]
+
+    def crashing(*args: object, **kwargs: object) -> object:
+        calls[0] += 1
+        if calls[0] == nth:
+            raise _Crash(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, crashing)
+
+
+@pytest.mark.parametrize("point", ["data sync", "header write", "rename", "directory sync"])
+def test_chunkstore_crash_at_each_commit_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              point: str) -> None:
+    """A crash at each step of the commit leaves the chunk invisible (then its upload
+    starts afresh, the trailer being cut off already) or whole with its header; the store
+    opens, and the owner's next upload of the chunk commits it exactly."""
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    target, name = {"data sync": (chunkstore, "sync_file"),
+                    "header write": (chunkstore, "write_synced"),
+                    "rename": (os, "replace"),
+                    "directory sync": (chunkstore, "fsync_dir")}[point]
+    if point == "directory sync":
+        (tmp_path / "chunks" / header.chunk_id.hex()[:2]).mkdir()  # only the commit's sync
+    _crash_at(monkeypatch, target, name)
+    with pytest.raises(_Crash):
+        _store_whole(store, header, segments)
+    monkeypatch.undo()
+    reopened = ChunkStore(tmp_path, capacity_bytes=10**9)
+    if reopened.has(header.chunk_id):
+        assert point == "directory sync"
+        assert reopened.used_bytes == header.chunk_size_bytes
+        _assert_whole(reopened, header, segments)
+        held = ReceiverSession(reopened, Metrics()).start(header)
+        assert held.committed
+    else:
+        assert reopened.used_bytes == 0
+        _commit_rest(reopened, header, segments, frozenset())
 
 
 _CRASHING_RECEIVER = """

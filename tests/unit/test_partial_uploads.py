@@ -44,7 +44,9 @@ def test_reservation_lives_as_long_as_the_partial(tmp_path: Path) -> None:
     assert store.reserved_bytes == 0 and store.used_bytes == SIZE
     restarted = ChunkStore(store.root, capacity_bytes=2 * SIZE)
     cid = _partial(restarted)
-    assert ChunkStore(store.root, capacity_bytes=2 * SIZE).reserved_bytes == SIZE
+    part_bytes = (store.root / "incoming" / f"{cid.hex()}.part").stat().st_size
+    assert SIZE < part_bytes < SIZE + 4096  # its resume trailer
+    assert ChunkStore(store.root, capacity_bytes=2 * SIZE).reserved_bytes == part_bytes
     restarted.remove(cid)  # its owner deletes the chunk it never finished
     assert restarted.reserved_bytes == 0
     assert not list((store.root / "incoming").glob("*.part"))
@@ -60,13 +62,14 @@ def test_stale_partials_go_fresh_and_busy_ones_stay(tmp_path: Path) -> None:
     busy = store.begin(busy_header)  # a stream receives it right now
     stray = store.root / "incoming" / ".x.hdr.tmp-123"
     stray.write_bytes(b"left by a crash")
+    legacy_hdr = store.root / "incoming" / f"{stale.hex()}.hdr"  # a store of the old layout
+    legacy_hdr.write_bytes(b"{}")
     for path in (store.root / "incoming").iterdir():
         if not path.name.startswith(fresh.hex()):
             os.utime(path, (clock.now_ms() / 1000 - 2 * 3600,) * 2)
     assert store.clean_stale_partials() == [stale]
     left = {p.name for p in (store.root / "incoming").iterdir()}
-    assert left == {f"{c.hex()}{s}" for c in (fresh, busy_header.chunk_id)
-                    for s in (".part", ".hdr")}
+    assert left == {f"{c.hex()}.part" for c in (fresh, busy_header.chunk_id)}
     assert store.reserved_bytes == 2 * SIZE
     busy.close()
 
