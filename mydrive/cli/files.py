@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mydrive.engine.gc import GcReport
     from mydrive.errors import MydriveError
     from mydrive.formats.filerecord import FileRecord
-    from mydrive.node.jobs_control import JobView
+    from mydrive.node.jobs_control import ControlClient, JobView
 
 METRICS_TIMEOUT_S = 5.0
 
@@ -70,17 +70,21 @@ def put(peer_dir: Path, user: str, local: Path, remote: str | None, detach: bool
     When this peer's sender runs (its control socket answers), the upload is a job there:
     it survives this command being interrupted; the file document is signed here, or by
     your next put, jobs --user or UI visit (docs/jobs.md)."""
-    from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, control_running
+    from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, open_control
 
     with handle_errors(), session(peer_dir, user, faults=fault_hooks(fault_plan)) as (client,
                                                                                      keys):
         size = local.stat().st_size
         # A fault plan is the test-bed's, for an upload in this process.
-        if not in_process and fault_plan is None and \
-                control_running(peer_dir, UPLOAD_SOCKET_NAME):
-            if _put_as_job(peer_dir, client, keys, local, remote, size, detach=detach,
-                           as_json=as_json):
-                return
+        control = None if in_process or fault_plan is not None else \
+            open_control(peer_dir, UPLOAD_SOCKET_NAME)
+        if control is not None:
+            try:
+                if _put_as_job(peer_dir, control, client, keys, local, remote, size,
+                               detach=detach, as_json=as_json):
+                    return
+            finally:
+                control.close()
         elif detach:
             from mydrive.errors import PeerUnavailable
 
@@ -101,28 +105,26 @@ def _print_stored(client: PeerClient, keys: UserKeys, record: FileRecord, size: 
                    f"on {len(info['chunks_per_peer'])} peers")
 
 
-def _put_as_job(peer_dir: Path, client: PeerClient, keys: UserKeys, local: Path,
-                remote: str | None, size: int, *, detach: bool, as_json: bool) -> bool:
-    """``put`` through this peer's sender: submit, follow, sign (or print the job id).
-    False when the sender does not see the file as this process does: upload here."""
+def _put_as_job(peer_dir: Path, control: ControlClient, client: PeerClient, keys: UserKeys,
+                local: Path, remote: str | None, size: int, *, detach: bool,
+                as_json: bool) -> bool:
+    """``put`` through this peer's sender (``control``, the caller closes it): submit,
+    follow, sign (or print the job id). False when the sender does not see the file as this
+    process does: upload here."""
     from mydrive.errors import MydriveError, UnknownFile
-    from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, ControlClient
+    from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME
     from mydrive.node.jobs_signing import finish_pending_uploads, finish_upload, submit_put
 
     from .jobs import follow
 
-    control = ControlClient(peer_dir, socket_name=UPLOAD_SOCKET_NAME)
+    finish_pending_uploads(client, keys, control)  # earlier uploads left to sign
     try:
-        finish_pending_uploads(client, keys, control)  # earlier uploads left to sign
-        try:
-            job_id, path = submit_put(client, keys, local, remote, control)
-        except UnknownFile as exc:
-            if detach:
-                raise
-            click.echo(f"note: {exc}; uploading in this process", err=True)
-            return False
-    finally:
-        control.close()
+        job_id, path = submit_put(client, keys, local, remote, control)
+    except UnknownFile as exc:
+        if detach:
+            raise
+        click.echo(f"note: {exc}; uploading in this process", err=True)
+        return False
     if detach:
         if as_json:
             print_json({"job_id": job_id, "path": path, "size_bytes": size})
@@ -136,15 +138,12 @@ def _put_as_job(peer_dir: Path, client: PeerClient, keys: UserKeys, local: Path,
             progress(view.bytes_done - shown[0])
             shown[0] = view.bytes_done
 
-        view = follow(peer_dir, job_id, advance, socket_name=UPLOAD_SOCKET_NAME)
+        view = follow(peer_dir, job_id, advance, socket_name=UPLOAD_SOCKET_NAME,
+                      control=control)
     if view.finished:
         raise _job_error(view.error, job_id) if view.error else MydriveError(
             f"job {job_id} {view.state}")
-    control = ControlClient(peer_dir, socket_name=UPLOAD_SOCKET_NAME)
-    try:
-        record = finish_upload(client, keys, control, view) or client.find(keys, path)
-    finally:
-        control.close()
+    record = finish_upload(client, keys, control, view) or client.find(keys, path)
     _print_stored(client, keys, record, size, as_json, job_id)
     return True
 
@@ -182,13 +181,17 @@ def get(peer_dir: Path, user: str, remote: str, out_dir: Path | None, overwrite:
 
     When this peer's receiver runs (its control socket answers), the download is a job
     there: it survives this command being interrupted (docs/jobs.md)."""
-    from mydrive.node.jobs_control import control_running
+    from mydrive.node.jobs_control import open_control
 
     with handle_errors(), session(peer_dir, user) as (client, keys):
         record = client.find(keys, remote)
-        if not in_process and control_running(peer_dir):
-            _get_as_job(peer_dir, client, keys, remote, record.size_bytes, out_dir=out_dir,
-                        overwrite=overwrite, detach=detach, as_json=as_json)
+        control = None if in_process else open_control(peer_dir)
+        if control is not None:
+            try:
+                _get_as_job(peer_dir, control, client, keys, remote, record, out_dir=out_dir,
+                            overwrite=overwrite, detach=detach, as_json=as_json)
+            finally:
+                control.close()
             return
         if detach:
             from mydrive.errors import PeerUnavailable
@@ -205,21 +208,19 @@ def get(peer_dir: Path, user: str, remote: str, out_dir: Path | None, overwrite:
             click.echo(f"wrote {path}")
 
 
-def _get_as_job(peer_dir: Path, client: PeerClient, keys: UserKeys, remote: str,
-                size_bytes: int, *, out_dir: Path | None, overwrite: bool, detach: bool,
-                as_json: bool) -> None:
-    """``get`` through this peer's receiver: submit, then follow (or print the job id)."""
+def _get_as_job(peer_dir: Path, control: ControlClient, client: PeerClient, keys: UserKeys,
+                remote: str, record: FileRecord, *, out_dir: Path | None, overwrite: bool,
+                detach: bool, as_json: bool) -> None:
+    """``get`` through this peer's receiver (``control``, the caller closes it): submit,
+    then follow (or print the job id)."""
     from mydrive.errors import MydriveError
-    from mydrive.node.jobs_control import ControlClient, submit_get
+    from mydrive.node.jobs_control import submit_get
 
     from .jobs import follow
 
-    control = ControlClient(peer_dir)
-    try:
-        job_id, path = submit_get(client, keys, remote, control, out_dir=out_dir,
-                                  overwrite=overwrite)
-    finally:
-        control.close()
+    size_bytes = record.size_bytes
+    job_id, path = submit_get(client, keys, remote, control, out_dir=out_dir,
+                              overwrite=overwrite, record=record)
     if detach:
         if as_json:
             print_json({"job_id": job_id, "path": str(path), "size_bytes": size_bytes})
@@ -233,7 +234,7 @@ def _get_as_job(peer_dir: Path, client: PeerClient, keys: UserKeys, remote: str,
             progress(view.bytes_done - shown[0])
             shown[0] = view.bytes_done
 
-        view = follow(peer_dir, job_id, advance)
+        view = follow(peer_dir, job_id, advance, control=control)
     if view.state != "done":
         raise _job_error(view.error, job_id) if view.error else MydriveError(
             f"job {job_id} {view.state}")

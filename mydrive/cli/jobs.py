@@ -20,7 +20,7 @@ import click
 from .common import handle_errors, json_option, peer_option, print_json
 
 if TYPE_CHECKING:
-    from mydrive.node.jobs_control import JobView
+    from mydrive.node.jobs_control import ControlClient, JobView
 
 # How long `get` keeps following a job whose receiver stopped answering (it may be being
 # restarted; the job resumes there), before it says so and exits.
@@ -52,36 +52,47 @@ def job_json(view: JobView, label: str | None = None) -> dict[str, Any]:
 
 
 def follow(peer_dir: Path, job_id: str, on_progress: Callable[[JobView], None], *,
-           socket_name: str | None = None) -> JobView:
+           socket_name: str | None = None, control: ControlClient | None = None) -> JobView:
     """Poll a job until it finishes (an upload: or awaits its owner's signature); ride out
-    a receiver (``socket_name``: sender) restart of up to RECONNECT_WAIT_S."""
+    a receiver (``socket_name``: sender) restart of up to RECONNECT_WAIT_S. ``control``: the
+    caller's client to poll with (it closes it); one client polls while the service answers,
+    a new one after it stopped answering."""
     from mydrive.errors import MydriveError, PeerUnavailable
     from mydrive.node.jobs_control import SOCKET_NAME, ControlClient, pause_while_running
     from mydrive.node.jobs_store import AWAITING_SIGNATURE
 
     lost_since: float | None = None
-    while True:
-        try:
-            control = ControlClient(peer_dir, socket_name=socket_name or SOCKET_NAME)
-            asked = time.monotonic()
+    own: ControlClient | None = None  # opened here (after a restart): closed here
+    try:
+        while True:
             try:
+                if control is None:
+                    control = own = ControlClient(peer_dir,
+                                                  socket_name=socket_name or SOCKET_NAME)
+                asked = time.monotonic()
                 view = control.job(job_id, wait_ms=int(POLL_S * 1000))
-            finally:
-                control.close()
-            lost_since = None
-        except MydriveError as exc:
-            if not isinstance(exc, PeerUnavailable):
-                raise
-            lost_since = lost_since or time.monotonic()
-            if time.monotonic() - lost_since > RECONNECT_WAIT_S:
-                raise PeerUnavailable(f"this peer's service stopped answering; job {job_id} "
-                                      f"continues when it is back (mydrive jobs)") from exc
-            time.sleep(1.0)
-            continue
-        on_progress(view)
-        if view.finished or view.state == AWAITING_SIGNATURE:
-            return view
-        pause_while_running(asked, POLL_S)
+                lost_since = None
+            except MydriveError as exc:
+                if not isinstance(exc, PeerUnavailable):
+                    raise
+                control = None  # the service may be restarting: a new client next time
+                if own is not None:
+                    own.close()
+                    own = None
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > RECONNECT_WAIT_S:
+                    raise PeerUnavailable(f"this peer's service stopped answering; job "
+                                          f"{job_id} continues when it is back (mydrive "
+                                          f"jobs)") from exc
+                time.sleep(1.0)
+                continue
+            on_progress(view)
+            if view.finished or view.state == AWAITING_SIGNATURE:
+                return view
+            pause_while_running(asked, POLL_S)
+    finally:
+        if own is not None:
+            own.close()
 
 
 def _all_jobs(peer_dir: Path) -> list[JobView]:

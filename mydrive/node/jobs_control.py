@@ -309,6 +309,7 @@ class ControlClient:
                                               options=CONTROL_OPTIONS)
         self._stub = pb_grpc.ControlStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout_s = timeout_s
+        self._identity: tuple[str, bytes] | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -321,9 +322,13 @@ class ControlClient:
                                  trusted=True) from None  # its own service: any class
 
     def identity(self) -> tuple[str, bytes]:
-        reply = self._rpc(self._stub.Identity, pb.Empty())
-        assert isinstance(reply, pb.PeerIdentity)
-        return reply.peer_id, bytes(reply.delegate_public_key)
+        """The service's peer id and delegate key; asked once per client (``open_control``
+        asks it to see the service answer, ``submit_get`` needs it again)."""
+        if self._identity is None:
+            reply = self._rpc(self._stub.Identity, pb.Empty())
+            assert isinstance(reply, pb.PeerIdentity)
+            self._identity = (reply.peer_id, bytes(reply.delegate_public_key))
+        return self._identity
 
     def submit(self, job: pb.DownloadJob) -> str:
         reply = self._rpc(self._stub.SubmitDownload, job)
@@ -383,35 +388,49 @@ def pause_while_running(asked: float, poll_s: float) -> None:
     time.sleep(max(0.0, asked + poll_s - time.monotonic()))
 
 
+def open_control(peer_root: Path, socket_name: str = SOCKET_NAME, *,
+                 probe_timeout_s: float = 2.0) -> ControlClient | None:
+    """A client of this peer's receiver (``UPLOAD_SOCKET_NAME``: sender) that answered on its
+    Control socket, to submit and follow a job with (close it); None when the service does
+    not answer (run in-process)."""
+    try:
+        if not (peer_root / socket_name).exists():
+            return None
+        client = ControlClient(peer_root, timeout_s=probe_timeout_s, socket_name=socket_name)
+    except MydriveError:
+        return None
+    try:
+        client.identity()
+    except MydriveError:
+        client.close()
+        return None
+    client.timeout_s = CONTROL_TIMEOUT_S
+    return client
+
+
 def control_running(peer_root: Path, socket_name: str = SOCKET_NAME) -> bool:
     """Whether this peer's receiver (``UPLOAD_SOCKET_NAME``: sender) answers on its Control
     socket (else: run in-process)."""
-    try:
-        if not (peer_root / socket_name).exists():
-            return False
-        client = ControlClient(peer_root, timeout_s=2.0, socket_name=socket_name)
-    except MydriveError:
+    client = open_control(peer_root, socket_name)
+    if client is None:
         return False
-    try:
-        client.identity()
-        return True
-    except MydriveError:
-        return False
-    finally:
-        client.close()
+    client.close()
+    return True
 
 
 def submit_get(client: PeerClient, keys: UserKeys, remote_path: str, control: ControlClient,
                *, out_dir: Path | None = None, overwrite: bool = False,
                lifetime_ms: int = DEFAULT_DELEGATION_LIFETIME_MS,
-               group: str = "") -> tuple[str, Path]:
+               group: str = "", record: FileRecord | None = None) -> tuple[str, Path]:
     """Submit a download of ``remote_path`` to this peer's receiver; (job id, destination).
 
     The record is found and verified here, the file key unwrapped here, and the owner's
     delegation for exactly this file's chunks, this peer's delegate key and ``lifetime_ms``
-    is signed here: the identity key never leaves this process.
+    is signed here: the identity key never leaves this process. ``record``: the caller's
+    ``client.find(keys, remote_path)`` (not read and verified again).
     """
-    record = client.find(keys, remote_path)
+    if record is None:
+        record = client.find(keys, remote_path)
     base = (out_dir if out_dir is not None else client.download_dir_of(keys)).resolve()
     destination = local_destination(base, normalize_remote_path(remote_path))
     peer_id, delegate_public_key = control.identity()
