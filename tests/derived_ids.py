@@ -17,8 +17,14 @@ import pytest
 from mydrive import client as client_module
 from mydrive.engine import upload as upload_module
 from mydrive.formats.chunkheader import ChunkHeader
-from mydrive.formats.digest import DERIVED_ID_ALG, digests_equal
+from mydrive.formats.digest import DERIVED_ID_ALG, WHOLE_CHUNK_ALG, digests_equal
 from mydrive.storage import chunkstore
+
+
+def use_whole_chunk_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """New uploads (engine and client) name chunks the old way, whatever the default."""
+    monkeypatch.setattr(upload_module, "DIGEST_ALG", WHOLE_CHUNK_ALG)
+    monkeypatch.setattr(client_module, "DIGEST_ALG", WHOLE_CHUNK_ALG)
 
 
 def use_derived_ids(monkeypatch: pytest.MonkeyPatch) -> None:

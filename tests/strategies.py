@@ -8,11 +8,12 @@ from pathlib import Path
 
 from mydrive.crypto.keys import UserKeys, create_user
 from mydrive.crypto.primitives import new_kdf_params
+from mydrive.engine import upload as upload_module
 from mydrive.engine.settings import TransferSettings
 from mydrive.engine.upload import PeerInfo, UploadResult
 from mydrive.formats.chunkheader import ChunkHeader
 from mydrive.formats.chunkplan import segment_ranges
-from mydrive.formats.digest import DIGEST_ALG, digest
+from mydrive.formats.digest import DIGEST_ALG, chunk_id_for, digest
 from mydrive.formats.filerecord import FileRecord
 from mydrive.testing.clock import ManualClock
 from mydrive.testing.memory_transport import MemoryTransport
@@ -55,10 +56,12 @@ def random_file(path: Path, size: int) -> Path:
 
 
 def record_of(result: UploadResult, keys: UserKeys) -> FileRecord:
-    """The file record for an engine-level upload (name fields are placeholders)."""
+    """The file record for an engine-level upload (name fields are placeholders), under the
+    digest scheme the engine uploads with (read now: a test may have switched it)."""
     return FileRecord(file_id=result.file_id, owner_id=keys.user_id, path_tag="t",
                       encrypted_path=b"x", plan=result.plan,
-                      wrapped_file_key=result.wrapped_file_key, digest_alg="blake3",
+                      wrapped_file_key=result.wrapped_file_key,
+                      digest_alg=upload_module.DIGEST_ALG,
                       created_ms=0, chunks=result.chunks,
                       transfer={"upload": result.ledger.to_json()})
 
@@ -67,8 +70,9 @@ def random_chunk(size: int, segment_size: int = 4096) -> tuple[ChunkHeader, list
     """A chunk of random bytes as a receiver gets it: its header and its segments."""
     data = os.urandom(size)
     segments = [data[a:b] for a, b in segment_ranges(size, segment_size)]
-    header = ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
-                         owner_public_key=b"k" * 32, chunk_size_bytes=size,
-                         segment_size_bytes=segment_size,
-                         segment_digests=tuple(digest(s) for s in segments))
+    digests = tuple(digest(s) for s in segments)
+    header = ChunkHeader(chunk_id=chunk_id_for(DIGEST_ALG, data, segment_size, digests),
+                         digest_alg=DIGEST_ALG, owner_public_key=b"k" * 32,
+                         chunk_size_bytes=size, segment_size_bytes=segment_size,
+                         segment_digests=digests)
     return header, segments

@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mydrive.errors import BadRequest
-from mydrive.formats.chunkplan import ChunkPlan
-from mydrive.formats.digest import chunk_id_matches_digests, whole_chunk_hash_needed
+from mydrive.formats.chunkplan import ChunkPlan, segment_ranges
+from mydrive.formats.digest import (
+    chunk_id_matches_digests,
+    digest,
+    digests_equal,
+    whole_chunk_hash_needed,
+)
 
 FILE_DOC_TYPE = "file"
 FILE_DOC_VERSION = 2
@@ -50,6 +55,21 @@ class ChunkRecord:
             return True
         return chunk_id_matches_digests(digest_alg, self.chunk_id, self.size_bytes,
                                         self.segment_size_bytes, self.segment_digests)
+
+    def matches_ciphertext(self, ciphertext: bytes | memoryview, digest_alg: str) -> bool:
+        """Whether ``ciphertext`` is this chunk, checked as its scheme says (for whoever
+        holds a whole chunk's bytes, e.g. a checker reading a replica's file): the id from
+        the whole bytes under ``"blake3"``; the id from the digests and every segment
+        against its digest under a derived scheme."""
+        if whole_chunk_hash_needed(digest_alg):
+            return digests_equal(digest(ciphertext, digest_alg), self.chunk_id)
+        ranges = segment_ranges(self.size_bytes, self.segment_size_bytes)
+        if len(ciphertext) != self.size_bytes or len(ranges) != len(self.segment_digests) \
+                or not self.id_consistent(digest_alg):
+            return False
+        view = memoryview(ciphertext)
+        return all(digests_equal(digest(view[a:b], digest_alg), expected)
+                   for (a, b), expected in zip(ranges, self.segment_digests, strict=True))
 
     def to_json(self) -> dict[str, Any]:
         return {"index": self.index, "chunk_id": self.chunk_id.hex(),

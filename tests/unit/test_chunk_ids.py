@@ -25,6 +25,7 @@ from mydrive.formats.digest import (
     digest,
     whole_chunk_hash_needed,
 )
+from mydrive.formats.filerecord import ChunkRecord
 from mydrive.transport.codec import header_from_pb, header_to_pb
 from tests.strategies import SMALL_SETTINGS
 
@@ -132,3 +133,22 @@ def test_encrypt_chunk_hashes_each_byte_once_under_the_derived_scheme(
     assert sum(hashed) == (2 * size if alg == WHOLE_CHUNK_ALG else size)
     assert header.segment_digests == tuple(
         digest(chunk.ciphertext[a:b]) for a, b in segment_ranges(size, 4096))
+
+
+@pytest.mark.parametrize("alg", [WHOLE_CHUNK_ALG, DERIVED_ID_ALG])
+def test_a_record_tells_whether_bytes_are_its_chunk(alg: str) -> None:
+    """ChunkRecord.matches_ciphertext, for checkers holding a replica's whole file."""
+    data = os.urandom(3 * 4096 + 7)
+    digests = tuple(digest(data[a:b]) for a, b in segment_ranges(len(data), 4096))
+    record = ChunkRecord(index=0, chunk_id=chunk_id_for(alg, data, 4096, digests),
+                         size_bytes=len(data), segment_size_bytes=4096,
+                         segment_digests=digests, replicas=("p",))
+    assert record.matches_ciphertext(data, alg)
+    flipped = bytes([data[0] ^ 1]) + data[1:]
+    assert not record.matches_ciphertext(flipped, alg)
+    assert not record.matches_ciphertext(data[:-1], alg)
+    other_id = replace(record, chunk_id=digest(b"other"))
+    assert not other_id.matches_ciphertext(data, alg)
+    if alg == DERIVED_ID_ALG:  # a digest list longer than the cut proves nothing
+        longer = replace(record, segment_digests=(*digests, digest(b"")))
+        assert not longer.matches_ciphertext(data, alg)

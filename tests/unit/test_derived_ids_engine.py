@@ -23,7 +23,7 @@ from mydrive.formats.filerecord import FileRecord
 from mydrive.testing.randomness import SeededRandomness
 from mydrive.transport.base import PeerAddress
 from mydrive.transport.signed_fetch import SignedFetch
-from tests.derived_ids import use_derived_ids
+from tests.derived_ids import use_derived_ids, use_whole_chunk_ids
 from tests.strategies import (
     SMALL_SETTINGS,
     MemNetwork,
@@ -38,6 +38,8 @@ def _uploaded(tmp_path: Path, alg: str,
               monkeypatch: pytest.MonkeyPatch) -> tuple[MemNetwork, FileRecord, bytes, UserKeys]:
     if alg == DERIVED_ID_ALG:
         use_derived_ids(monkeypatch)
+    else:
+        use_whole_chunk_ids(monkeypatch)
     net = mem_network(tmp_path / "peers", 5)
     keys = fast_user()
     src = random_file(tmp_path / "src.bin", 200_000)
