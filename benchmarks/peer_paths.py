@@ -12,9 +12,12 @@ sender after its checks). Each figure is MB/s of chunk bytes and CPU seconds (us
 of the process) per GiB, and receive CPU milliseconds per chunk.
 
 With ``--against REV`` the mydrive package of REV (``git archive``, no worktree) and that of
-the working tree are measured alternately, ``--rounds`` times each, so both see the same
-machine load; medians are printed side by side. The stores are deleted only at the end
-(a deletion slows the file creations of the minutes after it). Linux test-bed only.
+the working tree are measured alternately (A B B A ...), ``--rounds`` times each, so both
+see the same machine load, and a trend (such as the load or the effect of earlier deletions
+fading) favours neither; medians are printed side by side. The stores are deleted only at
+the end: on ext4 without a journal (this test-bed's disk) a deletion slows the file
+creations of the next minutes, so a run started soon after another invocation pays for its
+deletions. Linux test-bed only.
 """
 
 from __future__ import annotations
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             sources = {args.against: old, **sources}
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
         for r in range(args.rounds):
-            for name, source in sources.items():
+            order = list(sources.items())
+            for name, source in order if r % 2 == 0 else reversed(order):  # A B B A ...
                 store = Path(tmp) / f"store-{r}-{len(runs[name])}-{name.replace(' ', '_')}"
                 runs[name].append(_child(source, store, args))
                 # Kept until the end: ext4 without a journal (this test-bed's disk) passes
