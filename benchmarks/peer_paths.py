@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
               f"serve MB/s | serve CPU s/GiB")
         for name, docs in runs.items():
             def med(kind: str, key: str, docs: list[dict[str, Any]] = docs) -> float:
-                return float(statistics.median(d[kind][key] for d in docs))
+                return round(float(statistics.median(d[kind][key] for d in docs)), 3)
             print(f"{name:>14} | {med('receive', 'mb_s'):12} | "
                   f"{med('receive', 'cpu_s_per_gib'):17} | "
                   f"{med('receive', 'cpu_ms_per_chunk'):20} | {med('serve', 'mb_s'):10} | "
