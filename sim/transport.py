@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from mydrive.errors import MydriveError, PeerUnavailable
 from mydrive.formats.chunkheader import ChunkHeader
 from mydrive.storage.receiver import ReceiverSession
-from mydrive.transport.base import Held, PeerAddress
+from mydrive.transport.base import REUSE_WITHIN_DEADLINE, Held, PeerAddress
 from mydrive.transport.signed_delete import DeleteOutcome, SignedDelete
 from mydrive.transport.signed_fetch import SignedFetch
 from sim.clock import SimClock
@@ -230,23 +230,49 @@ class SimTransport:
 
 
 class SimStoreSession:
-    """One StoreChunk stream: the product's ``ReceiverSession`` on the far side."""
+    """One StoreChunk stream: the product's ``ReceiverSession`` on the far side. Like the
+    gRPC one it carries chunk after chunk while the receiver takes them, within the first
+    part of its call's deadline (``REUSE_WITHIN_DEADLINE``)."""
 
     def __init__(self, t: SimTransport, conn: _Conn) -> None:
         self.t = t
         self.conn = conn
         self.session: ReceiverSession = conn.peer.open_session()
+        self._reuse_until_ns = t.clock.now_ns + round(
+            t.rpc_timeout_s * REUSE_WITHIN_DEADLINE * 1e9)
+        self._stored = False
+        self._failed = False
+
+    @property
+    def reusable(self) -> bool:
+        return (self._stored and not self._failed and self.session.takes_next_chunk
+                and self.t.clock.now_ns < self._reuse_until_ns)
 
     def start(self, header: ChunkHeader) -> Held:
+        self._stored = False
         c = self.conn
-        c.message(HEADER_BYTES + DIGEST_WIRE_BYTES * header.segment_count, "upstream",
-                  first=True)
-        held = self.t.remote(c.target, lambda: self.session.start(header))
-        c.message(ACK_BYTES, "downstream", first=True)
+        try:
+            c.message(HEADER_BYTES + DIGEST_WIRE_BYTES * header.segment_count, "upstream",
+                      first=True)
+            held = self.t.remote(c.target, lambda: self.session.start(header))
+            c.message(ACK_BYTES, "downstream", first=True)
+        except BaseException:
+            self._failed = True
+            raise
         assert isinstance(held, Held)
+        self._stored = held.committed
         return held
 
     def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
+        try:
+            bad = self._round(segments)
+        except BaseException:
+            self._failed = True
+            raise
+        self._stored = not bad
+        return bad
+
+    def _round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
         c = self.conn
         first = True
         for index, data in segments:
@@ -268,4 +294,5 @@ class SimStoreSession:
         self.t.remote(self.conn.target, lambda: self.session.segment(index, data))
 
     def close(self) -> None:
+        self._failed = True
         self.conn.peer.close_session(self.session)

@@ -5,11 +5,14 @@ a chunk's ciphertext is dropped as soon as its last replica is stored (no future
 list keeps it). A replica peer that fails (unreachable, full, rejecting, or misbehaving: an
 answer no honest receiver gives) is replaced by another eligible peer, still never letting
 one peer hold every chunk of the file. Only the segments a receiver reports bad are resent.
+A peer's StoreChunk streams carry chunk after chunk where it offers that (StoreSessions),
+instead of one call per replica.
 A crash leaves nothing locally; receivers discard what they did not commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,7 +48,7 @@ from mydrive.runtime.events import NO_EVENTS, ClockedEvents, EventRecorder
 from mydrive.runtime.executor import ExecutorFactory, thread_pool
 from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.runtime.randomness import SYSTEM_RANDOMNESS, Randomness
-from mydrive.transport.base import PeerAddress, Transport
+from mydrive.transport.base import PeerAddress, StoreSessions, Transport
 
 GCM_TAG_BYTES = 16
 FILE_ID_BYTES = 16
@@ -238,7 +241,7 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
                 if peer_id in replicas.failed:
                     # Don't wait out a timeout again for a peer another chunk found dead.
                     raise PeerUnavailable(f"peer {peer_id} failed earlier in this upload")
-                _store_one(chunk, by_id[peer_id], slot, settings, transport, faults, ledger,
+                _store_one(chunk, by_id[peer_id], slot, settings, streams, faults, ledger,
                            note)
                 return
             except MydriveError as raw:
@@ -259,7 +262,11 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
                 peer_id = substitute
 
     workers = settings.max_inflight_chunks * settings.replicas
-    with executor(max_workers=workers, name="upload") as pool, open(source, "rb") as f:
+    # StoreChunk streams are reused chunk after chunk (per peer, as many as in use at once)
+    # and all closed when the upload ends, however it ends.
+    streams = StoreSessions(transport, clock)
+    with contextlib.closing(streams), \
+            executor(max_workers=workers, name="upload") as pool, open(source, "rb") as f:
         for index in range(plan.chunk_count):
             inflight.acquire()
             with lock:
@@ -363,18 +370,21 @@ def _read_into(f: BinaryIO, into: memoryview) -> int:
 
 
 def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
-               settings: TransferSettings, transport: Transport, faults: FaultHooks,
+               settings: TransferSettings, streams: StoreSessions, faults: FaultHooks,
                ledger: TransferLedger, note: ClockedEvents) -> None:
-    """Send one chunk to one receiver; resend exactly the segments it reports bad."""
+    """Send one chunk to one receiver; resend exactly the segments it reports bad. The
+    stream comes from ``streams`` (maybe one that carried earlier chunks) and goes back to it
+    only if the chunk was stored (a failed one is closed)."""
     header = chunk.header
-    session = transport.open_store(peer)
+    session, held = streams.start(peer, header)
+    stored = False
     try:
-        held = session.start(header)
         _check_indices(held.indices, header.segment_count, peer.peer_id, chunk.index,
                        "holds")
         if held.committed:
             ledger.stored(peer.peer_id)
             note("upload.stored", chunk=chunk.index, peer=peer.peer_id, held=True)
+            stored = True
             return
         to_send = [i for i in range(header.segment_count) if i not in held.indices]
         for attempt in range(settings.max_rounds):
@@ -396,6 +406,7 @@ def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
             if not bad:
                 ledger.stored(peer.peer_id)
                 note("upload.stored", chunk=chunk.index, peer=peer.peer_id, held=False)
+                stored = True
                 return
             _check_indices(bad, header.segment_count, peer.peer_id, chunk.index, "rejects")
             if len(set(bad)) != len(bad):
@@ -408,7 +419,7 @@ def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
         raise DataLoss(f"peer {peer.peer_id} still rejects segments {to_send} of chunk "
                        f"{chunk.index} after {settings.max_rounds} rounds")
     finally:
-        session.close()
+        streams.done(peer.peer_id, session, stored=stored)
 
 
 def _check_indices(indices: Iterable[int], segment_count: int, peer_id: str,

@@ -1,7 +1,10 @@
 """gRPC Receiver servicer: translates StoreChunk/ChunkStatus to mydrive.storage.receiver.
 
 Each StoreChunk stream is admitted by mydrive.storage.stream_limits under its caller's name
-(mydrive.storage.caller) before it reads anything, and ended if it idles.
+(mydrive.storage.caller) before it reads anything, and ended if it idles, between two of its
+chunks as well as within one. A stream carries one chunk after another (docs/protocol.md):
+the sender's next header may follow a chunk's Committed answer, or its header answered
+"held, committed", while the receiver said it takes a next chunk (``next_chunk``).
 """
 
 from __future__ import annotations
@@ -42,29 +45,40 @@ class ReceiverServicer(pb_grpc.ReceiverServicer):
         except MydriveError as exc:
             self.metrics.inc("receiver_streams_refused_total")
             abort(context, exc)
+        self.metrics.inc("receiver_streams_total")
         session = ReceiverSession(self.store, self.metrics)
         request_iterator = ticket.messages(request_iterator)
         try:
             first = next(request_iterator, None)
             if first is None or first.WhichOneof("msg") != "header":
                 raise BadRequest("the first StoreChunk message must be the chunk header")
-            held = session.start(header_from_pb(first.header))
-            yield pb.StoreAck(held=pb.SegmentsHeld(indices=sorted(held.indices),
-                                                   committed=held.committed))
-            if held.committed:
-                return  # re-sending a committed chunk is a no-op
-            for msg in request_iterator:
+            msg: pb.StoreMsg | None = first
+            # One chunk after another: each header is answered with what is held, and
+            # whether the stream takes a next chunk once this one is committed; the sender
+            # then ends the stream or sends the next header (ReceiverSession checks order).
+            while msg is not None:
                 kind = msg.WhichOneof("msg")
-                if kind == "segment":
+                if kind == "header":
+                    held = session.start(header_from_pb(msg.header))
+                    more = session.takes_next_chunk
+                    yield pb.StoreAck(held=pb.SegmentsHeld(indices=sorted(held.indices),
+                                                           committed=held.committed,
+                                                           next_chunk=more))
+                    if held.committed and not more:
+                        return  # re-sending a committed chunk is a no-op
+                elif kind == "segment":
                     session.segment(msg.segment.index, bytes(msg.segment.data))
                 elif kind == "round_end":
                     bad = session.end_round()
-                    if not bad:
+                    if bad:
+                        yield pb.StoreAck(bad=pb.BadSegments(indices=bad))
+                    else:
                         yield pb.StoreAck(committed=pb.Committed())
-                        return
-                    yield pb.StoreAck(bad=pb.BadSegments(indices=bad))
+                        if not session.takes_next_chunk:
+                            return
                 else:
                     raise BadRequest(f"unexpected StoreChunk message {kind!r}")
+                msg = next(request_iterator, None)
         except MydriveError as exc:
             abort(context, exc)
         finally:

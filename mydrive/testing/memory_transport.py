@@ -81,26 +81,50 @@ class MemoryTransport:
 
 
 class _MemoryStoreSession:
+    """One store stream: like the gRPC one it carries chunk after chunk while the receiver
+    session takes them (``reusable``)."""
+
     def __init__(self, transport: MemoryTransport, peer: PeerAddress,
                  session: ReceiverSession) -> None:
         self.transport = transport
         self.peer = peer
         self.session = session
+        self._stored = False
+        self._failed = False
+
+    @property
+    def reusable(self) -> bool:
+        return self._stored and not self._failed and self.session.takes_next_chunk
 
     def _check_up(self) -> None:
         if self.peer.peer_id in self.transport.down:
+            self._failed = True
             raise PeerUnavailable(f"peer {self.peer.peer_id} went away during the upload")
 
     def start(self, header: ChunkHeader) -> Held:
+        self._stored = False
         self._check_up()
-        return self.session.start(header)
+        try:
+            held = self.session.start(header)
+        except BaseException:
+            self._failed = True
+            raise
+        self._stored = held.committed
+        return held
 
     def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
-        for index, data in segments:
+        try:
+            for index, data in segments:
+                self._check_up()
+                self.session.segment(index, data)
             self._check_up()
-            self.session.segment(index, data)
-        self._check_up()
-        return self.session.end_round()
+            bad = self.session.end_round()
+        except BaseException:
+            self._failed = True
+            raise
+        self._stored = not bad
+        return bad
 
     def close(self) -> None:
+        self._failed = True
         self.session.close()

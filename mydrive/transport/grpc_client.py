@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
@@ -21,7 +22,7 @@ import grpc
 from mydrive.errors import BadRequest, MydriveError, PeerUnavailable
 from mydrive.formats.chunkheader import MAX_SEGMENT_SIZE_BYTES, ChunkHeader
 from mydrive.formats.peerdoc import tls_name
-from mydrive.transport.base import Held, PeerAddress
+from mydrive.transport.base import REUSE_WITHIN_DEADLINE, Held, PeerAddress
 from mydrive.transport.codec import header_to_pb
 from mydrive.transport.segment_frames import (
     ROUND_END_MESSAGE,
@@ -146,7 +147,8 @@ _END = object()
 
 
 class _GrpcStoreSession:
-    """A bidirectional StoreChunk call driven step by step (header, then rounds)."""
+    """A bidirectional StoreChunk call driven step by step (header, then rounds), for one
+    chunk or, where the receiver offers it (``next_chunk``), one chunk after another."""
 
     def __init__(self, store_chunk: grpc.StreamStreamMultiCallable[bytes, pb.StoreAck],
                  peer: PeerAddress,
@@ -157,8 +159,18 @@ class _GrpcStoreSession:
         # One hand-off per round, not per segment: gRPC's sync API consumes the requests on
         # a thread of its own, and every queue hand-off wakes it (profiled: docs/benchmarks.md).
         self._outbox: queue.Queue[object] = queue.Queue()
+        # New chunks only early in the call: its one deadline must leave each chunk enough.
+        self._reuse_until = time.monotonic() + timeout_s * REUSE_WITHIN_DEADLINE
+        self._next_chunk = False  # the receiver takes another header after this chunk
+        self._stored = False      # the current chunk is committed (or was held committed)
+        self._failed = False
         self._call = store_chunk(self._requests(), timeout=timeout_s)
         self._acks: Iterator[pb.StoreAck] = iter(self._call)
+
+    @property
+    def reusable(self) -> bool:
+        return (self._stored and self._next_chunk and not self._failed
+                and time.monotonic() < self._reuse_until)
 
     def _requests(self) -> Iterator[bytes]:
         while True:
@@ -173,34 +185,48 @@ class _GrpcStoreSession:
         try:
             ack = next(self._acks)
         except StopIteration:
+            self._failed = True
             raise BadRequest(f"peer {self.peer.peer_id} ended the upload early") from None
         except grpc.RpcError as exc:
+            self._failed = True
             raise self._on_error(exc) from None
         return ack
 
     def start(self, header: ChunkHeader) -> Held:
+        self._stored = False
         self._outbox.put(deque([pb.StoreMsg(header=header_to_pb(header)).SerializeToString()]))
         ack = self._next_ack()
         if ack.WhichOneof("ack") != "held":
+            self._failed = True
             raise BadRequest(f"peer {self.peer.peer_id} answered the header with {ack}")
+        self._next_chunk = ack.held.next_chunk
+        self._stored = ack.held.committed
         return Held(indices=frozenset(ack.held.indices), committed=ack.held.committed)
 
     def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
         # The round is the chunk's segments, already in memory: framing them all now costs
         # at most one chunk more and saves a thread hand-off per segment.
-        framed = deque(segment_message(index, data) for index, data in segments)
+        try:
+            framed = deque(segment_message(index, data) for index, data in segments)
+        except BaseException:
+            self._failed = True  # the round was never sent: the stream is mid-chunk
+            raise
         framed.append(ROUND_END_MESSAGE)
         self._outbox.put(framed)
         ack = self._next_ack()
         kind = ack.WhichOneof("ack")
         if kind == "committed":
+            self._stored = True
             return []
         if kind == "bad":
             if not ack.bad.indices:
+                self._failed = True
                 raise BadRequest(f"peer {self.peer.peer_id} reported an empty bad set")
             return list(ack.bad.indices)
+        self._failed = True
         raise BadRequest(f"peer {self.peer.peer_id} sent an unexpected answer {kind!r}")
 
     def close(self) -> None:
+        self._failed = True
         self._outbox.put(_END)
         self._call.cancel()

@@ -133,19 +133,32 @@ def test_engine_download_retries_replicas_that_come_back(tmp_path: Path) -> None
 
 
 class _PeerDiesMidUpload:
-    """The in-memory transport, with one peer dying at its ``after``-th store stream."""
+    """The in-memory transport, with one peer dying at the ``after``-th chunk replica the
+    upload starts (a header on any stream: a stream carries chunk after chunk)."""
 
     def __init__(self, inner, victim: str, after: int) -> None:
-        self.inner, self.victim, self.after, self.streams = inner, victim, after, 0
+        self.inner, self.victim, self.after, self.starts = inner, victim, after, 0
 
     def open_store(self, peer):
-        self.streams += 1
-        if self.streams == self.after:
-            self.inner.down.add(self.victim)
-        return self.inner.open_store(peer)
+        return _CountedStarts(self, self.inner.open_store(peer))
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
+
+
+class _CountedStarts:
+    def __init__(self, transport: _PeerDiesMidUpload, inner) -> None:
+        self.transport, self.inner = transport, inner
+
+    def start(self, header):
+        t = self.transport
+        t.starts += 1
+        if t.starts == t.after:
+            t.inner.down.add(t.victim)
+        return self.inner.start(header)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)  # send_round, close, reusable
 
 
 @pytest.mark.parametrize("seed", range(30))

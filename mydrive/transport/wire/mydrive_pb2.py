@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rmydrive.proto\x12\nmydrive.v1\"\x9c\x01\n\x0b\x43hunkHeader\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x12\n\ndigest_alg\x18\x02 \x01(\t\x12\x18\n\x10owner_public_key\x18\x03 \x01(\x0c\x12\x18\n\x10\x63hunk_size_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12segment_size_bytes\x18\x05 \x01(\r\x12\x17\n\x0fsegment_digests\x18\x06 \x03(\x0c\"&\n\x07Segment\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\n\n\x08RoundEnd\"\x8f\x01\n\x08StoreMsg\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.mydrive.v1.ChunkHeaderH\x00\x12&\n\x07segment\x18\x02 \x01(\x0b\x32\x13.mydrive.v1.SegmentH\x00\x12)\n\tround_end\x18\x03 \x01(\x0b\x32\x14.mydrive.v1.RoundEndH\x00\x42\x05\n\x03msg\"2\n\x0cSegmentsHeld\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x11\n\tcommitted\x18\x02 \x01(\x08\"\x1e\n\x0b\x42\x61\x64Segments\x12\x0f\n\x07indices\x18\x01 \x03(\r\"\x0b\n\tCommitted\"\x8f\x01\n\x08StoreAck\x12(\n\x04held\x18\x01 \x01(\x0b\x32\x18.mydrive.v1.SegmentsHeldH\x00\x12&\n\x03\x62\x61\x64\x18\x02 \x01(\x0b\x32\x17.mydrive.v1.BadSegmentsH\x00\x12*\n\tcommitted\x18\x03 \x01(\x0b\x32\x15.mydrive.v1.CommittedH\x00\x42\x05\n\x03\x61\x63k\"\x1c\n\x08\x43hunkRef\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\"_\n\rDeleteRequest\x12\x11\n\tchunk_ids\x18\x01 \x03(\x0c\x12\x16\n\x0etarget_peer_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"2\n\x0cSignedDelete\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\".\n\x0b\x44\x65leteReply\x12\x0f\n\x07removed\x18\x01 \x03(\x0c\x12\x0e\n\x06\x61\x62sent\x18\x02 \x03(\x0c\"v\n\x0c\x46\x65tchRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x16\n\x0etarget_peer_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x17\n\x0fsegment_indices\x18\x05 \x03(\r\"E\n\x0bSignedFetch\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x12\n\ndelegation\x18\x03 \x01(\x0c\"\x07\n\x05\x45mpty\"<\n\x0cPeerIdentity\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64\x65legate_public_key\x18\x02 \x01(\x0c\"\xa1\x01\n\x0b\x44ownloadJob\x12\x13\n\x0b\x66ile_record\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ile_key\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65legations\x18\x03 \x03(\x0c\x12\x13\n\x0b\x64\x65stination\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\x12\r\n\x05label\x18\x06 \x01(\t\x12\x10\n\x08owner_id\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\"\xe5\x01\n\tUploadJob\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\x12\r\n\x05inode\x18\x04 \x01(\x04\x12\x0f\n\x07\x66ile_id\x18\x05 \x01(\x0c\x12\x10\n\x08\x66ile_key\x18\x06 \x01(\x0c\x12\x18\n\x10wrapped_file_key\x18\x07 \x01(\x0c\x12\x18\n\x10owner_public_key\x18\x08 \x01(\x0c\x12\r\n\x05label\x18\t \x01(\t\x12\x10\n\x08owner_id\x18\n \x01(\t\x12\r\n\x05group\x18\x0b \x01(\t\x12\x0c\n\x04seal\x18\x0c \x01(\t\"\x1e\n\x0cUploadResult\x12\x0e\n\x06result\x18\x01 \x01(\x0c\")\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\xfd\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12\x12\n\nbytes_done\x18\x06 \x01(\x04\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ncreated_ms\x18\x08 \x01(\x04\x12\x12\n\nupdated_ms\x18\t \x01(\x04\x12\x13\n\x0b\x64\x65stination\x18\n \x01(\t\x12\x10\n\x08transfer\x18\x0b \x01(\t\x12\x10\n\x08owner_id\x18\x0c \x01(\t\x12\r\n\x05group\x18\r \x01(\t\x12\x0e\n\x06source\x18\x0e \x01(\t\",\n\x07JobList\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.mydrive.v1.JobInfo2\xca\x01\n\x08Receiver\x12<\n\nStoreChunk\x12\x14.mydrive.v1.StoreMsg\x1a\x14.mydrive.v1.StoreAck(\x01\x30\x01\x12=\n\x0b\x43hunkStatus\x12\x14.mydrive.v1.ChunkRef\x1a\x18.mydrive.v1.SegmentsHeld\x12\x41\n\x0c\x44\x65leteChunks\x12\x18.mydrive.v1.SignedDelete\x1a\x17.mydrive.v1.DeleteReply2F\n\x06Sender\x12<\n\nFetchChunk\x12\x17.mydrive.v1.SignedFetch\x1a\x13.mydrive.v1.Segment0\x01\x32\xd3\x03\n\x07\x43ontrol\x12\x37\n\x08Identity\x12\x11.mydrive.v1.Empty\x1a\x18.mydrive.v1.PeerIdentity\x12=\n\x0eSubmitDownload\x12\x17.mydrive.v1.DownloadJob\x1a\x12.mydrive.v1.JobRef\x12\x32\n\x08ListJobs\x12\x11.mydrive.v1.Empty\x1a\x13.mydrive.v1.JobList\x12\x31\n\x06GetJob\x12\x12.mydrive.v1.JobRef\x1a\x13.mydrive.v1.JobInfo\x12\x34\n\tCancelJob\x12\x12.mydrive.v1.JobRef\x1a\x13.mydrive.v1.JobInfo\x12\x39\n\x0cSubmitUpload\x12\x15.mydrive.v1.UploadJob\x1a\x12.mydrive.v1.JobRef\x12?\n\x0fGetUploadResult\x12\x12.mydrive.v1.JobRef\x1a\x18.mydrive.v1.UploadResult\x12\x37\n\x0c\x46inishUpload\x12\x12.mydrive.v1.JobRef\x1a\x13.mydrive.v1.JobInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rmydrive.proto\x12\nmydrive.v1\"\x9c\x01\n\x0b\x43hunkHeader\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x12\n\ndigest_alg\x18\x02 \x01(\t\x12\x18\n\x10owner_public_key\x18\x03 \x01(\x0c\x12\x18\n\x10\x63hunk_size_bytes\x18\x04 \x01(\x04\x12\x1a\n\x12segment_size_bytes\x18\x05 \x01(\r\x12\x17\n\x0fsegment_digests\x18\x06 \x03(\x0c\"&\n\x07Segment\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\n\n\x08RoundEnd\"\x8f\x01\n\x08StoreMsg\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.mydrive.v1.ChunkHeaderH\x00\x12&\n\x07segment\x18\x02 \x01(\x0b\x32\x13.mydrive.v1.SegmentH\x00\x12)\n\tround_end\x18\x03 \x01(\x0b\x32\x14.mydrive.v1.RoundEndH\x00\x42\x05\n\x03msg\"F\n\x0cSegmentsHeld\x12\x0f\n\x07indices\x18\x01 \x03(\r\x12\x11\n\tcommitted\x18\x02 \x01(\x08\x12\x12\n\nnext_chunk\x18\x03 \x01(\x08\"\x1e\n\x0b\x42\x61\x64Segments\x12\x0f\n\x07indices\x18\x01 \x03(\r\"\x0b\n\tCommitted\"\x8f\x01\n\x08StoreAck\x12(\n\x04held\x18\x01 \x01(\x0b\x32\x18.mydrive.v1.SegmentsHeldH\x00\x12&\n\x03\x62\x61\x64\x18\x02 \x01(\x0b\x32\x17.mydrive.v1.BadSegmentsH\x00\x12*\n\tcommitted\x18\x03 \x01(\x0b\x32\x15.mydrive.v1.CommittedH\x00\x42\x05\n\x03\x61\x63k\"\x1c\n\x08\x43hunkRef\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\"_\n\rDeleteRequest\x12\x11\n\tchunk_ids\x18\x01 \x03(\x0c\x12\x16\n\x0etarget_peer_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\"2\n\x0cSignedDelete\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\".\n\x0b\x44\x65leteReply\x12\x0f\n\x07removed\x18\x01 \x03(\x0c\x12\x0e\n\x06\x61\x62sent\x18\x02 \x03(\x0c\"v\n\x0c\x46\x65tchRequest\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\x0c\x12\x16\n\x0etarget_peer_id\x18\x02 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x17\n\x0fsegment_indices\x18\x05 \x03(\r\"E\n\x0bSignedFetch\x12\x0f\n\x07request\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12\x12\n\ndelegation\x18\x03 \x01(\x0c\"\x07\n\x05\x45mpty\"<\n\x0cPeerIdentity\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x1b\n\x13\x64\x65legate_public_key\x18\x02 \x01(\x0c\"\xa1\x01\n\x0b\x44ownloadJob\x12\x13\n\x0b\x66ile_record\x18\x01 \x01(\x0c\x12\x10\n\x08\x66ile_key\x18\x02 \x01(\x0c\x12\x13\n\x0b\x64\x65legations\x18\x03 \x03(\x0c\x12\x13\n\x0b\x64\x65stination\x18\x04 \x01(\t\x12\x11\n\toverwrite\x18\x05 \x01(\x08\x12\r\n\x05label\x18\x06 \x01(\t\x12\x10\n\x08owner_id\x18\x07 \x01(\t\x12\r\n\x05group\x18\x08 \x01(\t\"\xe5\x01\n\tUploadJob\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x03 \x01(\x03\x12\r\n\x05inode\x18\x04 \x01(\x04\x12\x0f\n\x07\x66ile_id\x18\x05 \x01(\x0c\x12\x10\n\x08\x66ile_key\x18\x06 \x01(\x0c\x12\x18\n\x10wrapped_file_key\x18\x07 \x01(\x0c\x12\x18\n\x10owner_public_key\x18\x08 \x01(\x0c\x12\r\n\x05label\x18\t \x01(\t\x12\x10\n\x08owner_id\x18\n \x01(\t\x12\r\n\x05group\x18\x0b \x01(\t\x12\x0c\n\x04seal\x18\x0c \x01(\t\"\x1e\n\x0cUploadResult\x12\x0e\n\x06result\x18\x01 \x01(\x0c\")\n\x06JobRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\xfd\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12\x13\n\x0b\x62ytes_total\x18\x05 \x01(\x04\x12\x12\n\nbytes_done\x18\x06 \x01(\x04\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x12\n\ncreated_ms\x18\x08 \x01(\x04\x12\x12\n\nupdated_ms\x18\t \x01(\x04\x12\x13\n\x0b\x64\x65stination\x18\n \x01(\t\x12\x10\n\x08transfer\x18\x0b \x01(\t\x12\x10\n\x08owner_id\x18\x0c \x01(\t\x12\r\n\x05group\x18\r \x01(\t\x12\x0e\n\x06source\x18\x0e \x01(\t\",\n\x07JobList\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.mydrive.v1.JobInfo2\xca\x01\n\x08Receiver\x12<\n\nStoreChunk\x12\x14.mydrive.v1.StoreMsg\x1a\x14.mydrive.v1.StoreAck(\x01\x30\x01\x12=\n\x0b\x43hunkStatus\x12\x14.mydrive.v1.ChunkRef\x1a\x18.mydrive.v1.SegmentsHeld\x12\x41\n\x0c\x44\x65leteChunks\x12\x18.mydrive.v1.SignedDelete\x1a\x17.mydrive.v1.DeleteReply2F\n\x06Sender\x12<\n\nFetchChunk\x12\x17.mydrive.v1.SignedFetch\x1a\x13.mydrive.v1.Segment0\x01\x32\xd3\x03\n\x07\x43ontrol\x12\x37\n\x08Identity\x12\x11.mydrive.v1.Empty\x1a\x18.mydrive.v1.PeerIdentity\x12=\n\x0eSubmitDownload\x12\x17.mydrive.v1.DownloadJob\x1a\x12.mydrive.v1.JobRef\x12\x32\n\x08ListJobs\x12\x11.mydrive.v1.Empty\x1a\x13.mydrive.v1.JobList\x12\x31\n\x06GetJob\x12\x12.mydrive.v1.JobRef\x1a\x13.mydrive.v1.JobInfo\x12\x34\n\tCancelJob\x12\x12.mydrive.v1.JobRef\x1a\x13.mydrive.v1.JobInfo\x12\x39\n\x0cSubmitUpload\x12\x15.mydrive.v1.UploadJob\x1a\x12.mydrive.v1.JobRef\x12?\n\x0fGetUploadResult\x12\x12.mydrive.v1.JobRef\x1a\x18.mydrive.v1.UploadResult\x12\x37\n\x0c\x46inishUpload\x12\x12.mydrive.v1.JobRef\x1a\x13.mydrive.v1.JobInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,45 +41,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOREMSG']._serialized_start=241
   _globals['_STOREMSG']._serialized_end=384
   _globals['_SEGMENTSHELD']._serialized_start=386
-  _globals['_SEGMENTSHELD']._serialized_end=436
-  _globals['_BADSEGMENTS']._serialized_start=438
-  _globals['_BADSEGMENTS']._serialized_end=468
-  _globals['_COMMITTED']._serialized_start=470
-  _globals['_COMMITTED']._serialized_end=481
-  _globals['_STOREACK']._serialized_start=484
-  _globals['_STOREACK']._serialized_end=627
-  _globals['_CHUNKREF']._serialized_start=629
-  _globals['_CHUNKREF']._serialized_end=657
-  _globals['_DELETEREQUEST']._serialized_start=659
-  _globals['_DELETEREQUEST']._serialized_end=754
-  _globals['_SIGNEDDELETE']._serialized_start=756
-  _globals['_SIGNEDDELETE']._serialized_end=806
-  _globals['_DELETEREPLY']._serialized_start=808
-  _globals['_DELETEREPLY']._serialized_end=854
-  _globals['_FETCHREQUEST']._serialized_start=856
-  _globals['_FETCHREQUEST']._serialized_end=974
-  _globals['_SIGNEDFETCH']._serialized_start=976
-  _globals['_SIGNEDFETCH']._serialized_end=1045
-  _globals['_EMPTY']._serialized_start=1047
-  _globals['_EMPTY']._serialized_end=1054
-  _globals['_PEERIDENTITY']._serialized_start=1056
-  _globals['_PEERIDENTITY']._serialized_end=1116
-  _globals['_DOWNLOADJOB']._serialized_start=1119
-  _globals['_DOWNLOADJOB']._serialized_end=1280
-  _globals['_UPLOADJOB']._serialized_start=1283
-  _globals['_UPLOADJOB']._serialized_end=1512
-  _globals['_UPLOADRESULT']._serialized_start=1514
-  _globals['_UPLOADRESULT']._serialized_end=1544
-  _globals['_JOBREF']._serialized_start=1546
-  _globals['_JOBREF']._serialized_end=1587
-  _globals['_JOBINFO']._serialized_start=1590
-  _globals['_JOBINFO']._serialized_end=1843
-  _globals['_JOBLIST']._serialized_start=1845
-  _globals['_JOBLIST']._serialized_end=1889
-  _globals['_RECEIVER']._serialized_start=1892
-  _globals['_RECEIVER']._serialized_end=2094
-  _globals['_SENDER']._serialized_start=2096
-  _globals['_SENDER']._serialized_end=2166
-  _globals['_CONTROL']._serialized_start=2169
-  _globals['_CONTROL']._serialized_end=2636
+  _globals['_SEGMENTSHELD']._serialized_end=456
+  _globals['_BADSEGMENTS']._serialized_start=458
+  _globals['_BADSEGMENTS']._serialized_end=488
+  _globals['_COMMITTED']._serialized_start=490
+  _globals['_COMMITTED']._serialized_end=501
+  _globals['_STOREACK']._serialized_start=504
+  _globals['_STOREACK']._serialized_end=647
+  _globals['_CHUNKREF']._serialized_start=649
+  _globals['_CHUNKREF']._serialized_end=677
+  _globals['_DELETEREQUEST']._serialized_start=679
+  _globals['_DELETEREQUEST']._serialized_end=774
+  _globals['_SIGNEDDELETE']._serialized_start=776
+  _globals['_SIGNEDDELETE']._serialized_end=826
+  _globals['_DELETEREPLY']._serialized_start=828
+  _globals['_DELETEREPLY']._serialized_end=874
+  _globals['_FETCHREQUEST']._serialized_start=876
+  _globals['_FETCHREQUEST']._serialized_end=994
+  _globals['_SIGNEDFETCH']._serialized_start=996
+  _globals['_SIGNEDFETCH']._serialized_end=1065
+  _globals['_EMPTY']._serialized_start=1067
+  _globals['_EMPTY']._serialized_end=1074
+  _globals['_PEERIDENTITY']._serialized_start=1076
+  _globals['_PEERIDENTITY']._serialized_end=1136
+  _globals['_DOWNLOADJOB']._serialized_start=1139
+  _globals['_DOWNLOADJOB']._serialized_end=1300
+  _globals['_UPLOADJOB']._serialized_start=1303
+  _globals['_UPLOADJOB']._serialized_end=1532
+  _globals['_UPLOADRESULT']._serialized_start=1534
+  _globals['_UPLOADRESULT']._serialized_end=1564
+  _globals['_JOBREF']._serialized_start=1566
+  _globals['_JOBREF']._serialized_end=1607
+  _globals['_JOBINFO']._serialized_start=1610
+  _globals['_JOBINFO']._serialized_end=1863
+  _globals['_JOBLIST']._serialized_start=1865
+  _globals['_JOBLIST']._serialized_end=1909
+  _globals['_RECEIVER']._serialized_start=1912
+  _globals['_RECEIVER']._serialized_end=2114
+  _globals['_SENDER']._serialized_start=2116
+  _globals['_SENDER']._serialized_end=2186
+  _globals['_CONTROL']._serialized_start=2189
+  _globals['_CONTROL']._serialized_end=2656
 # @@protoc_insertion_point(module_scope)

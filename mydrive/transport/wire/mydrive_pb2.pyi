@@ -46,12 +46,14 @@ class StoreMsg(_message.Message):
     def __init__(self, header: _Optional[_Union[ChunkHeader, _Mapping]] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ..., round_end: _Optional[_Union[RoundEnd, _Mapping]] = ...) -> None: ...
 
 class SegmentsHeld(_message.Message):
-    __slots__ = ("indices", "committed")
+    __slots__ = ("indices", "committed", "next_chunk")
     INDICES_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHUNK_FIELD_NUMBER: _ClassVar[int]
     indices: _containers.RepeatedScalarFieldContainer[int]
     committed: bool
-    def __init__(self, indices: _Optional[_Iterable[int]] = ..., committed: _Optional[bool] = ...) -> None: ...
+    next_chunk: bool
+    def __init__(self, indices: _Optional[_Iterable[int]] = ..., committed: _Optional[bool] = ..., next_chunk: _Optional[bool] = ...) -> None: ...
 
 class BadSegments(_message.Message):
     __slots__ = ("indices",)
