@@ -277,7 +277,8 @@ class PendingChunk:
         self._file: BinaryIO | None = None
         # The whole chunk's hash, fed with each good segment while they arrive in order from
         # the first, so the commit needs no re-read; None once that order breaks (a resume,
-        # a gap): the commit then hashes the synced file.
+        # a gap): the commit then hashes the synced file. Only under "blake3": a derived id
+        # needs no whole-chunk hash.
         self._hasher: Hasher | None = None
         self._hashed_bytes = 0
         if self.committed:
@@ -291,8 +292,8 @@ class PendingChunk:
             raise
         if self.resumed:
             self.held = self._verify_existing()
-        if not self.held:
-            self._hasher = Hasher()
+        if not self.held and header.whole_chunk_hash_needed:
+            self._hasher = Hasher(header.digest_alg)
 
     def _resume_or_start(self) -> bool:
         """Whether the ``.part`` is this chunk's upload to resume; if not, start it afresh:
@@ -327,7 +328,7 @@ class PendingChunk:
         for i, expected in enumerate(self.header.segment_digests):
             start, end = self.header.segment_range(i)
             f.seek(start)
-            if digests_equal(digest(f.read(end - start)), expected):
+            if digests_equal(digest(f.read(end - start), self.header.digest_alg), expected):
                 held.add(i)
         return held
 
@@ -340,7 +341,7 @@ class PendingChunk:
                              f"0..{self.header.segment_count - 1}")
         start, end = self.header.segment_range(index)
         if len(data) != end - start or not digests_equal(
-            digest(data), self.header.segment_digests[index]
+            digest(data, self.header.digest_alg), self.header.segment_digests[index]
         ):
             self.held.discard(index)
             return False
@@ -381,12 +382,16 @@ class PendingChunk:
         assert part is not None
         part.truncate(self.header.chunk_size_bytes)  # the resume trailer is no chunk byte
         sync_file(part)
-        if self._hasher is not None and self._hashed_bytes == self.header.chunk_size_bytes:
-            whole = self._hasher.digest()  # every byte written, hashed as it arrived
-        else:
-            whole = _file_digest(part)
-        if not digests_equal(whole, cid):
-            raise DataLoss("segments verified but the whole chunk does not match its id")
+        # A derived id ("blake3-derived") was checked against the header's sizes and segment
+        # digests by ChunkHeader.validate() in begin, before any byte arrived, and every
+        # segment matched its digest: the whole chunk needs no second hash.
+        if self.header.whole_chunk_hash_needed:
+            if self._hasher is not None and self._hashed_bytes == self.header.chunk_size_bytes:
+                whole = self._hasher.digest()  # every byte written, hashed as it arrived
+            else:
+                whole = _file_digest(part, self.header.digest_alg)
+            if not self.header.chunk_id_matches_whole(whole):
+                raise DataLoss("segments verified but the whole chunk does not match its id")
         drop_cached(part)  # synced above: its clean pages go back for the next chunk
         part.close()
         final = store._chunk_path(cid)
@@ -421,9 +426,9 @@ def _open_part(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb+")
 
 
-def _file_digest(f: BinaryIO) -> bytes:
+def _file_digest(f: BinaryIO, alg: str) -> bytes:
     f.seek(0)
-    hasher = Hasher()
+    hasher = Hasher(alg)
     for block in iter(lambda: f.read(1024 * 1024), b""):
         hasher.update(block)
     return hasher.digest()
