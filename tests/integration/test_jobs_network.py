@@ -82,24 +82,7 @@ def test_jobs_download_survives_cli_sigkill_and_receiver_restart(big_net, tmp_pa
     """CLI SIGKILLed mid-get: the job completes; receiver SIGKILLed: it resumes; both exact."""
     net, src = big_net
     want = _sha256(src)
-    out = tmp_path / "out"
-    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
-           "MYDRIVE_PASSPHRASE": PASSPHRASE}
-    before = _job_ids(net)
-    cli = subprocess.Popen([sys.executable, "-m", "mydrive", "get", "/big.bin", "--out",
-                            str(out)], env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not (_job_ids(net) - before) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        (job_id,) = _job_ids(net) - before
-        seen = net.poll_job(job_id, _running)
-        os.kill(cli.pid, signal.SIGKILL)
-        assert seen.state == "running" and seen.bytes_done < seen.bytes_total
-    finally:
-        cli.kill()
-        cli.wait()
+    job_id, out = _cli_killed_mid_get(net, tmp_path / "out")
     net.poll_job(job_id, _finished)
     done = _job(net, job_id)
     assert (done["state"], done["error"]) == ("done", ""), done
@@ -115,6 +98,34 @@ def test_jobs_download_survives_cli_sigkill_and_receiver_restart(big_net, tmp_pa
     assert (done["state"], done["error"]) == ("done", ""), done
     assert _sha256(out / "big.bin") == want
     _assert_file_key_nowhere(net)
+
+
+def _cli_killed_mid_get(net: LocalNetwork, out: Path, attempts: int = 4) -> tuple[str, Path]:
+    """Run `mydrive get` as a user would and SIGKILL the CLI once its job is running; the
+    job id and its download directory once the kill caught the job mid-transfer. A get that
+    finished first (a fast peer, or slow polls on a loaded machine) proved nothing about a
+    CLI dying mid-job: it is tried again into a fresh directory."""
+    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
+           "MYDRIVE_PASSPHRASE": PASSPHRASE}
+    for attempt in range(attempts):
+        out_dir = out / f"try-{attempt}"
+        before = _job_ids(net)
+        cli = subprocess.Popen([sys.executable, "-m", "mydrive", "get", "/big.bin", "--out",
+                                str(out_dir)], env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not (_job_ids(net) - before) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            (job_id,) = _job_ids(net) - before
+            seen = net.poll_job(job_id, _running)
+            os.kill(cli.pid, signal.SIGKILL)
+        finally:
+            cli.kill()
+            cli.wait()
+        if seen.state == "running" and seen.bytes_done < seen.bytes_total:
+            return job_id, out_dir
+    raise AssertionError(f"every download finished before its CLI was killed ({attempts} tries)")
 
 
 def _receiver_killed_mid_job(net: LocalNetwork, out: Path, attempts: int = 5) -> str:

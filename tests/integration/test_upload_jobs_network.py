@@ -79,55 +79,81 @@ def upload_net(network_factory, tmp_path: Path):
     return net, src
 
 
+def _cli_killed_mid_put(net: LocalNetwork, src: Path, attempts: int = 4) -> tuple[str, str]:
+    """Run `mydrive put` as a user would and SIGKILL the CLI once its job is running; the
+    job id and remote name once the kill caught the job mid-upload. A put that was already
+    past its upload (a fast peer, or slow polls on a loaded machine) is tried again under
+    another name: it proved nothing about a CLI dying mid-job."""
+    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
+           "MYDRIVE_PASSPHRASE": PASSPHRASE}
+    for attempt in range(attempts):
+        name = f"/big-{attempt}.bin"
+        before = _upload_ids(net)
+        cli = subprocess.Popen([sys.executable, "-m", "mydrive", "put", str(src), name],
+                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not (_upload_ids(net) - before) and time.monotonic() < deadline:
+                assert cli.poll() is None, "put ended before its job appeared"
+                time.sleep(0.1)
+            (job_id,) = _upload_ids(net) - before
+            seen = _poll(net, job_id, _running)
+            os.kill(cli.pid, signal.SIGKILL)
+        finally:
+            cli.kill()
+            cli.wait()
+        if seen.state == "running" and seen.bytes_done < seen.bytes_total:
+            return job_id, name
+    raise AssertionError(f"every upload was done before its CLI was killed ({attempts} tries)")
+
+
+def _sender_killed_mid_job(net: LocalNetwork, src: Path, attempts: int = 4) -> tuple[str, int]:
+    """Submit a put with --detach and SIGKILL peer 0's sender once a quarter is uploaded;
+    the job id and the bytes seen done, once the job file says the kill caught it running.
+    Otherwise (it finished in between) the sender is started again and another put tried.
+    The sender is left stopped."""
+    for attempt in range(attempts):
+        job_id = net.json("put", str(src), f"/again-{attempt}.bin", "--detach")["job_id"]
+        seen = _poll(net, job_id, lambda v: _stored(v) or v.bytes_done >= BIG_BYTES // 4)
+        cluster.stop(net.home, only=["peer-0"], kinds=("sender",), hard=True)
+        saved = json.loads((net.peer_dir(0) / "upload-jobs" / f"{job_id}.json").read_text())
+        if seen.state == "running" and saved["state"] == "running":
+            return job_id, seen.bytes_done
+        cluster.start(net.home, only=["peer-0"])
+    raise AssertionError(f"every upload finished before its sender was killed ({attempts} tries)")
+
+
 def test_upload_job_survives_cli_sigkill_and_sender_restart(upload_net, tmp_path: Path) -> None:
     net, src = upload_net
     want = _sha256(src)
-    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
-           "MYDRIVE_PASSPHRASE": PASSPHRASE}
-    before = _upload_ids(net)
-    cli = subprocess.Popen([sys.executable, "-m", "mydrive", "put", str(src), "/big.bin"],
-                           env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while not (_upload_ids(net) - before) and time.monotonic() < deadline:
-            assert cli.poll() is None, "put ended before its job appeared"
-            time.sleep(0.1)
-        (job_id,) = _upload_ids(net) - before
-        seen = _poll(net, job_id, _running)
-        os.kill(cli.pid, signal.SIGKILL)
-        assert seen.state == "running" and seen.bytes_done < seen.bytes_total, seen
-    finally:
-        cli.kill()
-        cli.wait()
+    job_id, name = _cli_killed_mid_put(net, src)
     stored = _poll(net, job_id, _stored)
     assert (stored.state, stored.error) == ("awaiting_signature", ""), stored
-    assert "/big.bin" not in net.mydrive("ls").stdout  # not acknowledged before it is signed
+    assert name not in net.mydrive("ls").stdout  # not acknowledged before it is signed
     done = _jobs_as_user(net)[job_id]
     assert (done["kind"], done["state"], done["error"]) == ("upload", "done", ""), done
-    assert done["label"] == "/big.bin" and done["bytes_done"] == BIG_BYTES
-    net.mydrive("get", "/big.bin", "--out", str(tmp_path / "out"))
-    assert _sha256(tmp_path / "out" / "big.bin") == want
-    first_sent = json.loads(net.mydrive("inspect", "/big.bin", "--json").stdout)[
+    assert done["label"] == name and done["bytes_done"] == BIG_BYTES
+    net.mydrive("get", name, "--out", str(tmp_path / "out"))
+    assert _sha256(tmp_path / "out" / name.lstrip("/")) == want
+    first_sent = json.loads(net.mydrive("inspect", name, "--json").stdout)[
         "transfer"]["upload"]["totals"]["segments_sent"]
 
     # The sender SIGKILLed mid-job and restarted: queued again, the same chunks, and only
     # what its receivers had not committed is sent again.
-    job_id = net.json("put", str(src), "/again.bin", "--detach")["job_id"]
-    seen = _poll(net, job_id, lambda v: _stored(v) or v.bytes_done >= BIG_BYTES // 4)
-    cluster.stop(net.home, only=["peer-0"], kinds=("sender",), hard=True)
-    assert seen.state == "running" and seen.bytes_done < seen.bytes_total, seen
+    job_id, bytes_seen = _sender_killed_mid_job(net, src)
     cluster.start(net.home, only=["peer-0"])
     stored = _poll(net, job_id, _stored)
     assert (stored.state, stored.error) == ("awaiting_signature", ""), stored
     resumed = stored.transfer or {}
     print(f"segments sent: whole upload {first_sent}, resumed after the sender's SIGKILL at "
-          f"{seen.bytes_done // MiB} MiB: {resumed['totals']['segments_sent']}")
+          f"{bytes_seen // MiB} MiB: {resumed['totals']['segments_sent']}")
     assert 0 < resumed["totals"]["segments_sent"] < first_sent * 0.9, (resumed, first_sent)
     done = _jobs_as_user(net)[job_id]
     assert (done["state"], done["error"]) == ("done", ""), done
-    net.mydrive("get", "/again.bin", "--out", str(tmp_path / "out"))
-    assert _sha256(tmp_path / "out" / "again.bin") == want
+    again = done["label"]
+    net.mydrive("get", again, "--out", str(tmp_path / "out"))
+    assert _sha256(tmp_path / "out" / again.lstrip("/")) == want
     for job_file in (net.peer_dir(0) / "upload-jobs").glob("*.json"):
         saved = json.loads(job_file.read_text())
         assert saved["secrets"] is None and saved["source"] == "", job_file
