@@ -26,6 +26,8 @@ import random
 import shutil
 from pathlib import Path
 
+from mydrive.storage.chunkstore import PART_TRAILER_TAG
+
 MAX_ROT_PER_STEP = 1024
 
 
@@ -53,26 +55,45 @@ def bitrot(store_dir: Path, rng: random.Random, count: int) -> list[tuple[bytes,
 
 def power_loss(store_dir: Path, rng: random.Random) -> int:
     """Lose unsynced writes: zero each segment of every upload in progress with probability
-    1/2; returns how many segments were lost."""
+    1/2; returns how many segments were lost. The segments are those of the header in the
+    ``.part``'s resume trailer (written when the upload began, kept here: a lost trailer
+    only makes the next upload start afresh, which the store's own tests cover)."""
     lost = 0
     for part in sorted((store_dir / "incoming").glob("*.part")):
-        hdr = part.with_suffix(".hdr")
-        try:
-            segment_size = int(json.loads(hdr.read_text())["segment_size_bytes"])
-        except (OSError, ValueError, KeyError, TypeError):
-            segment_size = 0
         data = bytearray(part.read_bytes())
-        if segment_size <= 0:
-            part.write_bytes(bytes(len(data)))  # no header synced: nothing of it survives
+        sizes = _resume_sizes(bytes(data))
+        if sizes is None:
+            part.write_bytes(bytes(len(data)))  # no readable trailer: nothing of it survives
             lost += 1
             continue
-        for start in range(0, len(data), segment_size):
+        chunk_size, segment_size = sizes
+        for start in range(0, chunk_size, segment_size):
             if rng.random() < 0.5:
-                end = min(start + segment_size, len(data))
+                end = min(start + segment_size, chunk_size)
                 data[start:end] = bytes(end - start)
                 lost += 1
         part.write_bytes(bytes(data))
     return lost
+
+
+def _resume_sizes(part: bytes) -> tuple[int, int] | None:
+    """(chunk size, segment size) from a ``.part``'s resume trailer (the format of
+    ``mydrive.storage.chunkstore``: header JSON, its length as 8 bytes little-endian, the
+    tag); None if there is none that fits."""
+    tag = PART_TRAILER_TAG
+    if len(part) < len(tag) + 8 or not part.endswith(tag):
+        return None
+    doc_end = len(part) - len(tag) - 8
+    doc_start = doc_end - int.from_bytes(part[doc_end:doc_end + 8], "little")
+    try:
+        header = json.loads(part[max(doc_start, 0):doc_end])
+        chunk_size = int(header["chunk_size_bytes"])
+        segment_size = int(header["segment_size_bytes"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if segment_size <= 0 or chunk_size != doc_start:  # the chunk's bytes, then the trailer
+        return None
+    return chunk_size, segment_size
 
 
 def wipe(store_dir: Path) -> None:

@@ -78,19 +78,34 @@ def test_network_cut_refuses_and_heal_restores() -> None:
 
 
 def test_disk_power_loss_takes_only_unsynced_uploads(tmp_path: Path) -> None:
-    """A power loss zeroes segments of uploads in progress, never a committed chunk."""
+    """A power loss zeroes segments of uploads in progress, cut by the header in the
+    ``.part``'s resume trailer (which stays readable), never a committed chunk."""
+    from mydrive.storage.chunkstore import _part_trailer
+    from tests.strategies import random_chunk
+
     committed = tmp_path / "chunks" / "ab" / "ab01.chunk"
     committed.parent.mkdir(parents=True)
     committed.write_bytes(b"\x07" * 8192)
+    header, _ = random_chunk(8 * 4096 - 100, 4096)
+    trailer = _part_trailer(header)
     part = tmp_path / "incoming" / "cd02.part"
     part.parent.mkdir(parents=True)
-    part.write_bytes(b"\x09" * 8 * 4096)
-    part.with_suffix(".hdr").write_text('{"segment_size_bytes": 4096}')
+    part.write_bytes(b"\x09" * header.chunk_size_bytes + trailer)
     lost = disk.power_loss(tmp_path, random.Random(3))
     assert committed.read_bytes() == b"\x07" * 8192
     data = part.read_bytes()
-    zeroed = sum(1 for i in range(8) if data[i * 4096:(i + 1) * 4096] == bytes(4096))
+    assert data[header.chunk_size_bytes:] == trailer
+    ranges = [header.segment_range(i) for i in range(header.segment_count)]
+    zeroed = sum(1 for a, b in ranges if data[a:b] == bytes(b - a))
     assert zeroed == lost and 0 < lost < 8
+
+
+def test_disk_power_loss_zeroes_a_part_without_a_readable_trailer(tmp_path: Path) -> None:
+    part = tmp_path / "incoming" / "cd02.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\x09" * 5000)
+    assert disk.power_loss(tmp_path, random.Random(3)) == 1
+    assert part.read_bytes() == bytes(5000)
 
 
 @pytest.mark.parametrize("name", ["corruption", "peer-loss-during-upload"])
