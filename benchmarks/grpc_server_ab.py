@@ -174,19 +174,30 @@ def _owner() -> Any:
 
 
 def _chunks(count: int) -> list[tuple[Any, list[bytes]]]:
+    from mydrive.formats import digest as digests
     from mydrive.formats.chunkheader import ChunkHeader
-    from mydrive.formats.digest import DIGEST_ALG, digest
 
     owner = _owner().public_bytes()
     out = []
     for _ in range(count):
         data = os.urandom(CHUNK_BYTES)
         segs = [data[i:i + SEGMENT_BYTES] for i in range(0, CHUNK_BYTES, SEGMENT_BYTES)]
-        out.append((ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
-                                owner_public_key=owner, chunk_size_bytes=CHUNK_BYTES,
-                                segment_size_bytes=SEGMENT_BYTES,
-                                segment_digests=tuple(digest(s) for s in segs)), segs))
+        seg_digests = tuple(digests.digest(s) for s in segs)
+        out.append((ChunkHeader(chunk_id=_chunk_id(digests, data, SEGMENT_BYTES, seg_digests),
+                                digest_alg=digests.DIGEST_ALG, owner_public_key=owner,
+                                chunk_size_bytes=CHUNK_BYTES, segment_size_bytes=SEGMENT_BYTES,
+                                segment_digests=seg_digests), segs))
     return out
+
+
+def _chunk_id(digests: Any, data: bytes, segment_bytes: int,
+              seg_digests: tuple[bytes, ...]) -> bytes:
+    """The chunk id under the tree's default scheme (``digests`` is the tree's
+    ``mydrive.formats.digest``; one from before ``chunk_id_for`` knows only "blake3")."""
+    chunk_id_for = getattr(digests, "chunk_id_for", None)
+    if chunk_id_for is None:
+        return bytes(digests.digest(data))
+    return bytes(chunk_id_for(digests.DIGEST_ALG, data, segment_bytes, seg_digests))
 
 
 def _fetch_all(address: str, peer_id: str, chunks: list[tuple[Any, list[bytes]]],

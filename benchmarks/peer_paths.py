@@ -47,20 +47,31 @@ def _cpu_s() -> float:
 
 
 def _chunks(count: int, chunk_bytes: int) -> list[tuple[Any, list[bytes]]]:
+    from mydrive.formats import digest as digests
     from mydrive.formats.chunkheader import ChunkHeader
-    from mydrive.formats.digest import DIGEST_ALG, digest
 
     segment_bytes = min(SEGMENT_BYTES, chunk_bytes)
     out = []
     for _ in range(count):
         data = os.urandom(chunk_bytes)
         segments = [data[i:i + segment_bytes] for i in range(0, chunk_bytes, segment_bytes)]
-        header = ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
-                             owner_public_key=b"\x01" * 32, chunk_size_bytes=chunk_bytes,
-                             segment_size_bytes=segment_bytes,
-                             segment_digests=tuple(digest(s) for s in segments))
+        seg_digests = tuple(digests.digest(s) for s in segments)
+        header = ChunkHeader(chunk_id=_chunk_id(digests, data, segment_bytes, seg_digests),
+                             digest_alg=digests.DIGEST_ALG, owner_public_key=b"\x01" * 32,
+                             chunk_size_bytes=chunk_bytes, segment_size_bytes=segment_bytes,
+                             segment_digests=seg_digests)
         out.append((header, segments))
     return out
+
+
+def _chunk_id(digests: Any, data: bytes, segment_bytes: int,
+              seg_digests: tuple[bytes, ...]) -> bytes:
+    """The chunk id under the tree's default scheme (``digests`` is the tree's
+    ``mydrive.formats.digest``; one from before ``chunk_id_for`` knows only "blake3")."""
+    chunk_id_for = getattr(digests, "chunk_id_for", None)
+    if chunk_id_for is None:
+        return bytes(digests.digest(data))
+    return bytes(chunk_id_for(digests.DIGEST_ALG, data, segment_bytes, seg_digests))
 
 
 def _in_threads(threads: int, work: list[Any], fn: Any) -> None:

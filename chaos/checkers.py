@@ -18,8 +18,7 @@ from typing import Any
 from mydrive.crypto.keys import UserKeys
 from mydrive.engine.download import PARTIAL_DIR_NAME
 from mydrive.errors import MydriveError, PermissionDenied
-from mydrive.formats.digest import digest, digests_equal
-from mydrive.formats.filerecord import FileRecord
+from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.runtime.clock import Clock, SystemClock
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.transport.base import PeerAddress, Transport
@@ -207,11 +206,29 @@ def check_owner_only(records: Iterable[FileRecord], peers: Iterable[PeerView], *
 
 
 # ---- 5. no partial state visible ---------------------------------------------------------------
+def _committed_chunk_problem(store: ChunkStore, chunk_id: bytes) -> str | None:
+    """What is wrong with a chunk the store shows as committed: no readable header, or bytes
+    that are not the chunk its header names (under "blake3" the id is the bytes' digest;
+    under "blake3-derived" each segment matches its digest and the id is theirs)."""
+    data = store.chunk_file(chunk_id).read_bytes()
+    try:
+        header = store.header(chunk_id)
+    except MydriveError:
+        return f"has no header ({len(data)} bytes)"
+    as_record = ChunkRecord(index=0, chunk_id=chunk_id, size_bytes=header.chunk_size_bytes,
+                            segment_size_bytes=header.segment_size_bytes,
+                            segment_digests=header.segment_digests, replicas=())
+    if not as_record.matches_ciphertext(data, header.digest_alg):
+        return f"is visible but not whole ({len(data)} bytes)"
+    return None
+
+
 def check_no_partial(peers: Iterable[PeerView], download_dirs: Iterable[Path],
                      expected: Mapping[str, bytes], *,
                      rotted: Iterable[tuple[str, bytes]] = ()) -> Verdict:
-    """Every committed chunk file is whole (digest == its id, header present), except those
-    the harness rotted on purpose; every visible file in a download directory is complete."""
+    """Every committed chunk file is whole (its header present and its bytes the chunk the
+    header names, by the header's id scheme), except those the harness rotted on purpose;
+    every visible file in a download directory is complete."""
     rotted_set = set(rotted)
     problems = []
     chunks_checked = 0
@@ -221,12 +238,9 @@ def check_no_partial(peers: Iterable[PeerView], download_dirs: Iterable[Path],
             if (peer.peer_id, chunk_id) in rotted_set:
                 continue
             chunks_checked += 1
-            data = store.chunk_file(chunk_id).read_bytes()
-            if not digests_equal(digest(data), chunk_id):
-                problems.append(f"{peer.name}: chunk {chunk_id.hex()[:12]} is visible but "
-                                f"not whole ({len(data)} bytes)")
-            elif not store.chunk_file(chunk_id).with_suffix(".meta").exists():
-                problems.append(f"{peer.name}: chunk {chunk_id.hex()[:12]} has no header")
+            problem = _committed_chunk_problem(store, chunk_id)
+            if problem:
+                problems.append(f"{peer.name}: chunk {chunk_id.hex()[:12]} {problem}")
     files_checked = 0
     for base in download_dirs:
         if not base.exists():

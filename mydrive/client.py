@@ -34,7 +34,7 @@ from mydrive.errors import (
     UserExists,
 )
 from mydrive.formats.chunkplan import ChunkPlan
-from mydrive.formats.digest import DIGEST_ALG
+from mydrive.formats.digest import DERIVED_ID_ALG, WHOLE_CHUNK_ALG
 from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.formats.paths import local_destination, normalize_remote_path
 from mydrive.formats.peerdoc import PeerTrust, accept_peer_documents
@@ -90,6 +90,21 @@ class RemoveResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"removed": list(self.paths), "gc": self.gc.to_json()}
+
+
+def chunk_id_scheme(chunks: tuple[ChunkRecord, ...]) -> str:
+    """The chunk id scheme an upload used, read from its chunk records, so a file record's
+    ``digest_alg`` can't disagree with its chunks (the uploading engine, here or on an
+    upload job's sender, picked it). A derived id is the one its size and digests give; a
+    "blake3" id (a digest of the whole ciphertext) never is. BadRequest for a mix."""
+    derived = [c.id_consistent(DERIVED_ID_ALG) for c in chunks]
+    if all(derived):  # also a file with no chunks: any scheme verifies it
+        return DERIVED_ID_ALG
+    if not any(derived):
+        return WHOLE_CHUNK_ALG
+    odd = next(c for c, d in zip(chunks, derived, strict=True) if d != derived[0])
+    raise BadRequest(f"chunk {odd.index} and chunk {chunks[0].index} follow different chunk "
+                     f"id schemes (only one's id is the {DERIVED_ID_ALG} id of its digests)")
 
 
 class PeerClient:
@@ -289,7 +304,7 @@ class PeerClient:
                                                                self.random_bytes,
                                                                file_id=file_id),
                             plan=plan, wrapped_file_key=wrapped_file_key,
-                            digest_alg=DIGEST_ALG, created_ms=now_ms,
+                            digest_alg=chunk_id_scheme(chunks), created_ms=now_ms,
                             chunks=chunks, transfer=transfer, updated_ms=now_ms)
         # The file exists for its owner only once this document is written: acknowledged.
         # Signed over every field; every reader verifies it (mydrive.metadata.signed).

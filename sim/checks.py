@@ -38,7 +38,6 @@ from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import unwrap_file_key
 from mydrive.engine.download import download_file
 from mydrive.errors import MydriveError
-from mydrive.formats.digest import digest, digests_equal
 from mydrive.formats.filerecord import FileRecord
 from mydrive.runtime.executor import inline_executor
 from mydrive.transport.base import PeerAddress
@@ -70,7 +69,7 @@ def check_recoverable(world: World) -> Verdict:
                 if data is None:
                     problems.append(f"{path}: chunk {chunk.index} is missing on replica {peer} "
                                     f"though no fault destroyed it")
-                elif not digests_equal(digest(data), chunk.chunk_id):
+                elif not chunk.matches_ciphertext(data, record.digest_alg):
                     problems.append(f"{path}: chunk {chunk.index} is corrupt on replica {peer} "
                                     f"though no fault destroyed it")
                 elif good is None:

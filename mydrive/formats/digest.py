@@ -29,10 +29,10 @@ from mydrive.errors import BadRequest
 
 WHOLE_CHUNK_ALG = "blake3"
 DERIVED_ID_ALG = "blake3-derived"
-# What new uploads use. Stays WHOLE_CHUNK_ALG until every receiver's commit skips the
-# whole-chunk hash for DERIVED_ID_ALG (mydrive.storage.chunkstore, see
-# ``whole_chunk_hash_needed``); both schemes are read and verified everywhere.
-DIGEST_ALG = WHOLE_CHUNK_ALG
+# What new uploads use: receivers' commits skip the whole-chunk hash for it
+# (mydrive.storage.chunkstore, ``whole_chunk_hash_needed``). Both schemes are read and
+# verified everywhere, so chunks and records written under "blake3" stay valid.
+DIGEST_ALG = DERIVED_ID_ALG
 DIGEST_BYTES = 32
 # BLAKE3's key derivation mode with a context string no other use shares: a derived chunk id
 # can't equal any plain BLAKE3 digest (a segment's, or a whole chunk's under "blake3").

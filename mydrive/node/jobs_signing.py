@@ -19,12 +19,15 @@ document it did not mean):
 * the **chunk records** fit the plan (``check_chunks``): one per chunk in order, each the
   size the plan gives that chunk's ciphertext, cut into the plan's segments, every chunk id
   and segment digest a well-formed digest and no chunk id listed twice; every chunk has at
-  least one replica, none twice, and each replica is a member this peer knows;
+  least one replica, none twice, and each replica is a member this peer knows; the ids
+  follow one scheme (``chunk_id_scheme``, which names the document's ``digest_alg``): under
+  "blake3-derived", each id is the one its size and segment digests give (cheap: no chunk
+  bytes), so a chunk id or digest edited after the upload is refused here;
 * no document and no tombstone of that file id exist yet (a finished or deleted upload is not
   signed again), and the name is still free.
 
-What it can't check without reading and encrypting the whole file again: that the chunk ids
-and digests are the real ones, and that the replicas hold them. A sender that lies there only
+What it can't check without reading and encrypting the whole file again: that the digests
+(and "blake3" ids) are the real ones, and that the replicas hold them. A sender that lies there only
 makes that one file unreadable (``DataLoss`` on ``get``, the AEAD of every chunk binds file
 id, index and count) — which a compromised sender could do anyway by not storing it
 (docs/security.md). Naming another file's chunk ids gains it nothing either: ``gc`` never
@@ -40,7 +43,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from mydrive.client import PeerClient
+from mydrive.client import PeerClient, chunk_id_scheme
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys, unwrap_file_key
 from mydrive.engine.upload import GCM_TAG_BYTES, new_file_keys
@@ -137,6 +140,10 @@ def check_chunks(plan: ChunkPlan, chunks: tuple[ChunkRecord, ...],
         strangers = sorted(set(c.replicas) - members)
         if strangers:
             return f"{where}: replica {strangers[0]!r:.80} is not a known member"
+    try:
+        chunk_id_scheme(chunks)  # derived ids checked against their digests
+    except BadRequest as exc:
+        return str(exc)
     return None
 
 

@@ -33,7 +33,8 @@ def chunk_fetcher(client: PeerClient, keys: UserKeys,
         ciphertext = download.fetch_chunk(chunk, keys=keys, peers=peers,
                                           transport=client.transport, clock=client.clock,
                                           randomness=client.randomness, ledger=ledger,
-                                          settings=client.settings)
+                                          settings=client.settings,
+                                          digest_alg=record.digest_alg)
         return crypto.decrypt_chunk(file_key, record.file_id, index, record.plan.chunk_count,
                                     ciphertext)
 

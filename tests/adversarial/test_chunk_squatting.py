@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mydrive.crypto import primitives as crypto
-from mydrive.errors import MydriveError, PermissionDenied, TooLarge
+from mydrive.errors import BadRequest, MydriveError, PermissionDenied, TooLarge
 from mydrive.formats.chunkheader import ChunkHeader
 from mydrive.node.local_client import open_client
 from mydrive.node.peerdir import init_peer, register_peer
@@ -29,7 +29,7 @@ from mydrive.transport.base import Held, PeerAddress
 from mydrive.transport.signed_fetch import sign_fetch
 from tests.clientnet import SMALL_CHUNKS
 from tests.strategies import FAST_KDF, random_file
-from tests.unit.test_chunkstore import _chunk
+from tests.unit.test_chunkstore import _chunk, _old_scheme_chunk
 
 ATTACKER_KEY = crypto.IdentityKey.from_seed(b"\x07" * 32).public_bytes()
 
@@ -118,11 +118,28 @@ def test_chunkstore_refuses_committed_chunk_under_another_owner_key(tmp_path: Pa
     _store_whole(other, owner, data)
     with pytest.raises(PermissionDenied, match="another owner key"):
         other.begin(squat)
-    with pytest.raises(PermissionDenied, match="other segments"):
-        other.begin(replace(owner, segment_size_bytes=header.segment_size_bytes * 2,
-                            segment_digests=header.segment_digests[:3]))
+    with pytest.raises(BadRequest, match="not the one derived"):  # a derived id fixes the cut
+        other.begin(_recut(owner))
     assert other.header(header.chunk_id) == owner
     assert _store_whole(other, owner, data).committed  # the owner's own re-store: a no-op
+
+
+def test_chunkstore_refuses_an_old_chunk_stored_again_with_other_segments(
+        tmp_path: Path) -> None:
+    """Under "blake3" (old chunks) the id names the bytes, not the cut: the same id with
+    other segments passes validate, and the committed header refuses it."""
+    store = ChunkStore(tmp_path / "s", capacity_bytes=10**9)
+    header, segments = _old_scheme_chunk()
+    _store_whole(store, header, b"".join(segments))
+    with pytest.raises(PermissionDenied, match="other segments"):
+        store.begin(_recut(header))
+    assert store.header(header.chunk_id) == header
+
+
+def _recut(header: ChunkHeader) -> ChunkHeader:
+    """The same chunk id, claimed with twice the segment size (and fewer digests)."""
+    return replace(header, segment_size_bytes=header.segment_size_bytes * 2,
+                   segment_digests=header.segment_digests[:3])
 
 
 def test_squatted_peer_never_counts_as_owner_replica(tmp_path: Path) -> None:

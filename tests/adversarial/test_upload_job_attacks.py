@@ -194,6 +194,16 @@ def _digest_dropped(chunks: list[dict]) -> None:
     chunks[0]["segment_digests"] = chunks[0]["segment_digests"][:-1] or ["00" * 32] * 2
 
 
+def _digest_changed(chunks: list[dict]) -> None:
+    # Well-formed, the right count: only the derived id (of the true digests) tells.
+    chunks[0]["segment_digests"][0] = "ab" * 32
+
+
+def _id_of_another_chunk(chunks: list[dict]) -> None:
+    # An id its size and digests do not give (another file's chunk, say).
+    chunks[0]["chunk_id"] = "cd" * 32
+
+
 def _no_replica(chunks: list[dict]) -> None:
     chunks[0]["replicas"] = []
 
@@ -206,12 +216,14 @@ def _stranger(chunks: list[dict]) -> None:
     chunks[0]["replicas"][-1] = "peer-the-attacker-made-up"
 
 
-@pytest.mark.parametrize("forge", [_twice, _short_id, _bigger, _digest_dropped, _no_replica,
-                                   _replica_twice, _stranger])
+@pytest.mark.parametrize("forge", [_twice, _short_id, _bigger, _digest_dropped, _digest_changed,
+                                   _id_of_another_chunk, _no_replica, _replica_twice,
+                                   _stranger])
 def test_chunk_records_that_do_not_fit_the_plan_or_the_members_are_not_signed(
         world, forge) -> None:
     """The attacker rewrites the chunk records of a genuine upload: a chunk id listed twice
-    or malformed, a size or segment list the plan does not give, no replica, one replica
+    or malformed, a size or segment list the plan does not give, a segment digest or chunk
+    id that the chunk's derived id ("blake3-derived") does not fit, no replica, one replica
     twice, a replica that is no member. Alice's client refuses each before signing (without
     the check she would sign a record whose replicas or sizes are made up) and cancels it."""
     net, c, a, tmp_path, root = world

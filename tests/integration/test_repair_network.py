@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mydrive.formats.digest import digest
+from mydrive.formats.chunkheader import ChunkHeader
+from mydrive.formats.filerecord import ChunkRecord
 from mydrive.node import cluster
 from mydrive.node.peerdir import PeerDir
 from tests.integration.conftest import PASSPHRASE, LocalNetwork
@@ -36,9 +37,20 @@ def _chunk_file(net: LocalNetwork, name: str, chunk_id: str) -> Path:
     return net.home / name / "store" / "chunks" / chunk_id[:2] / f"{chunk_id}.chunk"
 
 
-def _holds_good(net: LocalNetwork, name: str, chunk_id: str) -> bool:
+def _holds_good(net: LocalNetwork, name: str, chunk_id: str, digest_alg: str) -> bool:
+    """The peer's disk holds the chunk whole: its bytes are the chunk its id names under the
+    file's scheme (a derived id is checked against the segment digests of the chunk's
+    ``.meta``, which it commits to)."""
     path = _chunk_file(net, name, chunk_id)
-    return path.exists() and digest(path.read_bytes()).hex() == chunk_id
+    if not path.exists():
+        return False
+    header = ChunkHeader.from_json(json.loads(path.with_suffix(".meta").read_text()))
+    chunk = ChunkRecord(index=0, chunk_id=bytes.fromhex(chunk_id),
+                        size_bytes=header.chunk_size_bytes,
+                        segment_size_bytes=header.segment_size_bytes,
+                        segment_digests=header.segment_digests, replicas=())
+    return header.chunk_id == chunk.chunk_id and header.digest_alg == digest_alg \
+        and chunk.matches_ciphertext(path.read_bytes(), digest_alg)
 
 
 def _inspect_all(net: LocalNetwork, remotes: list[str]) -> dict[str, Any]:
@@ -113,7 +125,8 @@ def test_repair_network_restores_r_after_permanent_loss(network_factory,
         for chunk in info["chunks"]:
             assert len(chunk["replicas"]) == 2 and owner not in chunk["replicas"]
             for peer_id in chunk["replicas"]:
-                assert _holds_good(net, ids[peer_id], chunk["chunk_id"]), chunk
+                assert _holds_good(net, ids[peer_id], chunk["chunk_id"],
+                                   info["digest_alg"]), chunk
     again = net.json("check", "--all", "--repair")
     assert again["healthy"] and again["repair"]["replicated"] == 0
     assert again["repair"]["bytes_stored"] == 0
@@ -156,7 +169,8 @@ def test_repair_network_sigkilled_repair_loses_nothing_and_rerun_finishes(
     before = _inspect_all(net, list(sizes))
     victim = before["/big.bin"]["chunks"][0]["replicas"][0]
     _lose_disk(net, ids[victim])
-    good_before = {(r, c["index"]): sum(_holds_good(net, ids[p], c["chunk_id"])
+    good_before = {(r, c["index"]): sum(_holds_good(net, ids[p], c["chunk_id"],
+                                                    info["digest_alg"])
                                         for p in c["replicas"])
                    for r, info in before.items() for c in info["chunks"]}
     on_disk_before = {name: set(p.stem for p in (net.home / name / "store").rglob("*.chunk"))
@@ -185,7 +199,8 @@ def test_repair_network_sigkilled_repair_loses_nothing_and_rerun_finishes(
     mid = _inspect_all(net, list(sizes))
     for remote, info in mid.items():
         for c in info["chunks"]:
-            good = sum(_holds_good(net, ids[p], c["chunk_id"]) for p in c["replicas"])
+            good = sum(_holds_good(net, ids[p], c["chunk_id"], info["digest_alg"])
+                       for p in c["replicas"])
             assert good >= good_before[(remote, c["index"])], (remote, c["index"])
     _assert_no_full_file(net, mid, "after the kill")
 
@@ -198,7 +213,8 @@ def test_repair_network_sigkilled_repair_loses_nothing_and_rerun_finishes(
             holders = {pid for pid, name in ids.items()
                        if _chunk_file(net, name, c["chunk_id"]).exists()}
             assert holders == set(c["replicas"]), c
-            assert all(_holds_good(net, ids[p], c["chunk_id"]) for p in c["replicas"])
+            assert all(_holds_good(net, ids[p], c["chunk_id"], info["digest_alg"])
+                       for p in c["replicas"])
     out = tmp_path / "out"
     for remote, src in sources.items():
         got = net.json("get", remote, "--out", str(out), "--overwrite")

@@ -11,7 +11,7 @@ import pytest
 
 from mydrive.errors import BadRequest, ChunkNotFound, DataLoss, TooLarge
 from mydrive.formats.chunkheader import ChunkHeader
-from mydrive.formats.digest import digest
+from mydrive.formats.digest import WHOLE_CHUNK_ALG, chunk_id_for, digest
 from mydrive.runtime import disk
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage import chunkstore
@@ -24,6 +24,14 @@ SEG = 4096
 
 def _chunk(size: int = 5 * SEG + 123) -> tuple[ChunkHeader, list[bytes]]:
     return random_chunk(size, SEG)
+
+
+def _old_scheme_chunk() -> tuple[ChunkHeader, list[bytes]]:
+    """A chunk named the "blake3" way (id = digest of the whole ciphertext): old uploads'
+    chunks, which a receiver still verifies by hashing every byte."""
+    header, segments = _chunk()
+    return dataclasses.replace(header, digest_alg=WHOLE_CHUNK_ALG,
+                               chunk_id=digest(b"".join(segments), WHOLE_CHUNK_ALG)), segments
 
 
 def test_chunkstore_bad_segments_reported_then_commit(tmp_path: Path) -> None:
@@ -303,7 +311,7 @@ _CRASHING_RECEIVER = """
 import os, sys
 from pathlib import Path
 from mydrive.formats.chunkheader import ChunkHeader
-from mydrive.formats.digest import DIGEST_ALG, digest
+from mydrive.formats.digest import DIGEST_ALG, chunk_id_for, digest
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage import chunkstore
 from mydrive.storage.chunkstore import ChunkStore
@@ -314,9 +322,11 @@ store = ChunkStore(Path(sys.argv[1]), capacity_bytes=10**12)
 while True:
     data = os.urandom(64 * 1024)
     segs = [data[i:i + 4096] for i in range(0, len(data), 4096)]
-    header = ChunkHeader(chunk_id=digest(data), digest_alg=DIGEST_ALG,
-                         owner_public_key=b"k" * 32, chunk_size_bytes=len(data),
-                         segment_size_bytes=4096, segment_digests=tuple(map(digest, segs)))
+    digests = tuple(map(digest, segs))
+    header = ChunkHeader(chunk_id=chunk_id_for(DIGEST_ALG, data, 4096, digests),
+                         digest_alg=DIGEST_ALG, owner_public_key=b"k" * 32,
+                         chunk_size_bytes=len(data), segment_size_bytes=4096,
+                         segment_digests=digests)
     s = ReceiverSession(store, Metrics())
     s.start(header)
     for i, seg in enumerate(segs):
@@ -330,7 +340,7 @@ while True:
 def test_chunkstore_killed_mid_commit_leaves_only_whole_chunks(tmp_path: Path) -> None:
     """A receiver killed (SIGKILL) at an arbitrary point of a stream of commits: every
     acknowledged chunk is there with its header, and every chunk the reopened store shows
-    is whole (its bytes hash to its id) with a readable header."""
+    is whole (its bytes give its id, under its header's scheme) with a readable header."""
     import subprocess
     import sys
     import time
@@ -350,8 +360,11 @@ def test_chunkstore_killed_mid_commit_leaves_only_whole_chunks(tmp_path: Path) -
     assert acked <= held and len(held) >= 1
     for cid in held:
         header = store.header(cid)
-        data = b"".join(store.read_segment(cid, i) for i in range(header.segment_count))
-        assert digest(data) == cid
+        segments = [store.read_segment(cid, i) for i in range(header.segment_count)]
+        digests = tuple(digest(seg, header.digest_alg) for seg in segments)
+        assert digests == header.segment_digests
+        assert chunk_id_for(header.digest_alg, b"".join(segments), header.segment_size_bytes,
+                            digests) == cid
 
 
 def test_chunkstore_read_segments_in_asked_order(tmp_path: Path) -> None:
@@ -423,9 +436,10 @@ def test_chunkstore_commit_drops_the_synced_chunk_from_the_page_cache(
 @pytest.mark.parametrize("order", ["in order", "out of order"])
 def test_chunkstore_commit_refuses_a_chunk_id_its_bytes_do_not_have(tmp_path: Path,
                                                                     order: str) -> None:
-    """Every segment matches its digest but the chunk id is another's: no commit, whether
-    the whole-chunk hash was fed while the segments arrived or the file is re-read."""
-    header, segments = _chunk()
+    """Under "blake3" (old chunks), every segment matches its digest but the chunk id is
+    another's: no commit, whether the whole-chunk hash was fed while the segments arrived
+    or the file is re-read. (A derived id that its digests don't give is refused by begin.)"""
+    header, segments = _old_scheme_chunk()
     header = dataclasses.replace(header, chunk_id=digest(b"another chunk"))
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
     session = ReceiverSession(store, Metrics())
@@ -441,8 +455,9 @@ def test_chunkstore_commit_refuses_a_chunk_id_its_bytes_do_not_have(tmp_path: Pa
 
 def test_chunkstore_hashes_the_chunk_while_segments_arrive(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Segments in order feed the whole-chunk hash as they come, so the commit reads nothing
-    back; after a gap (a bad segment resent later) the commit hashes the synced file."""
+    """Under "blake3" (old chunks), segments in order feed the whole-chunk hash as they come,
+    so the commit reads nothing back; after a gap (a bad segment resent later) the commit
+    hashes the synced file."""
     hashed: list[int] = []
 
     class CountingHasher(chunkstore.Hasher):
@@ -452,7 +467,7 @@ def test_chunkstore_hashes_the_chunk_while_segments_arrive(
 
     monkeypatch.setattr(chunkstore, "Hasher", CountingHasher)
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
-    header, segments = _chunk()
+    header, segments = _old_scheme_chunk()
     session = ReceiverSession(store, Metrics())
     session.start(header)
     for i, seg in enumerate(segments):
@@ -463,7 +478,7 @@ def test_chunkstore_hashes_the_chunk_while_segments_arrive(
     session.close()
 
     hashed.clear()
-    header, segments = _chunk()
+    header, segments = _old_scheme_chunk()
     session = ReceiverSession(store, Metrics())
     session.start(header)
     for i, seg in enumerate(segments):
@@ -474,3 +489,35 @@ def test_chunkstore_hashes_the_chunk_while_segments_arrive(
     assert sum(hashed) == 2 * SEG + header.chunk_size_bytes  # 0 and 1, then the file
     session.close()
     assert store.has(header.chunk_id)
+
+
+@pytest.mark.parametrize("order", ["in order", "with a gap"])
+def test_chunkstore_commits_a_derived_chunk_without_hashing_it_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    """Under "blake3-derived" (new uploads) begin checked the id against the digests and each
+    segment is checked against its digest: the commit hashes no byte a second time, whether
+    the segments came in order or the file would have to be re-read."""
+    hashed: list[int] = []
+
+    class CountingHasher(chunkstore.Hasher):
+        def update(self, data: bytes | memoryview) -> None:
+            hashed.append(len(data))
+            super().update(data)
+
+    monkeypatch.setattr(chunkstore, "Hasher", CountingHasher)
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    header, segments = _chunk()
+    assert not header.whole_chunk_hash_needed
+    session = ReceiverSession(store, Metrics())
+    session.start(header)
+    bad = 2 if order == "with a gap" else -1
+    for i, seg in enumerate(segments):
+        session.segment(i, bytes([seg[0] ^ 1]) + seg[1:] if i == bad else seg)
+    if order == "with a gap":
+        assert session.end_round() == [2]
+        session.segment(2, segments[2])
+    assert session.end_round() == []
+    session.close()
+    assert hashed == []
+    assert store.has(header.chunk_id)
+    _assert_whole(ChunkStore(tmp_path, capacity_bytes=10**9), header, segments)

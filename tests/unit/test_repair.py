@@ -20,8 +20,7 @@ from mydrive.engine.repair import (
     Pacer,
 )
 from mydrive.engine.repair_policy import RepairBudget
-from mydrive.formats.digest import digest, digests_equal
-from mydrive.formats.filerecord import FileRecord
+from mydrive.formats.filerecord import ChunkRecord, FileRecord
 from mydrive.node.peerdir import init_peer, register_peer
 from mydrive.runtime.events import EventLog
 from mydrive.runtime.metrics import Metrics
@@ -45,16 +44,19 @@ class World:
     def records(self) -> list[FileRecord]:
         return sorted(self.client._records(self.keys), key=lambda r: r.file_id)
 
-    def on_disk_good(self, peer_id: str, chunk_id: bytes) -> bool:
-        """The peer's disk holds the chunk and its bytes match the chunk id."""
+    def on_disk_good(self, peer_id: str, chunk: ChunkRecord, digest_alg: str) -> bool:
+        """The peer's disk holds the chunk and its bytes are the chunk (by the record's
+        scheme: the id and segment digests)."""
         store = self.net.chunk_store(peer_id)
-        if not store.has(chunk_id):
+        if not store.has(chunk.chunk_id):
             return False
-        return digests_equal(digest(store.chunk_file(chunk_id).read_bytes()), chunk_id)
+        return chunk.matches_ciphertext(store.chunk_file(chunk.chunk_id).read_bytes(),
+                                        digest_alg)
 
     def good_counts(self) -> dict[tuple[bytes, int], int]:
         """Per chunk, how many of the record's replicas truly hold it, on disk."""
-        return {(r.file_id, c.index): sum(self.on_disk_good(p, c.chunk_id) for p in c.replicas)
+        return {(r.file_id, c.index): sum(self.on_disk_good(p, c, r.digest_alg)
+                                          for p in c.replicas)
                 for r in self.records() for c in r.chunks}
 
     def assert_no_full_file(self) -> None:

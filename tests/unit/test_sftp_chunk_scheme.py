@@ -1,0 +1,42 @@
+"""The SFTP face fetches each chunk under its file record's chunk id scheme (not a guess
+from the chunk: ``fetch_chunk`` without a scheme takes an id its digests give as derived)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mydrive.engine import download
+from mydrive.formats.digest import DERIVED_ID_ALG, WHOLE_CHUNK_ALG
+from mydrive.sftp.chunks import chunk_fetcher
+from tests.clientnet import client_net
+from tests.derived_ids import use_derived_ids, use_whole_chunk_ids
+from tests.strategies import random_file
+
+
+@pytest.mark.parametrize("alg", [WHOLE_CHUNK_ALG, DERIVED_ID_ALG])
+def test_sftp_fetches_chunks_under_the_records_scheme(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      alg: str) -> None:
+    (use_whole_chunk_ids if alg == WHOLE_CHUNK_ALG else use_derived_ids)(monkeypatch)
+    net = client_net(tmp_path / "n")
+    c = net.client()
+    c.create_user("alice", "alice passphrase")
+    a = c.login("alice", "alice passphrase")
+    src = random_file(tmp_path / "f.bin", 150_000)
+    record = c.put(a, src, "/f.bin")
+    asked: list[Any] = []
+    real = download.fetch_chunk
+
+    def spy(*args: Any, **kwargs: Any) -> bytes:
+        asked.append(kwargs.get("digest_alg"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(download, "fetch_chunk", spy)
+    fetch = chunk_fetcher(c, a, record)
+    data = b"".join(fetch(i) for i in range(len(record.chunks)))
+    assert data == src.read_bytes()
+    assert asked == [alg] * len(record.chunks)
+    c.close()
