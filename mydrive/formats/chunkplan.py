@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 from mydrive.errors import BadRequest, TooFewPeers
 
-DEFAULT_CHUNK_SIZE_BYTES = 4 * 1024 * 1024
+# 8 MiB, not 4: per chunk a receiver pays a commit (files, syncs, a rename) and an owner a
+# fetch call and a window slot, so larger chunks cut a put's CPU and let four chunks in
+# flight carry a get at full speed; memory grows with chunk size x chunks in flight
+# (docs/benchmarks.md, "Per-chunk costs").
+DEFAULT_CHUNK_SIZE_BYTES = 8 * 1024 * 1024
 DEFAULT_SEGMENT_SIZE_BYTES = 256 * 1024
 MAX_CHUNK_SIZE_BYTES = 64 * 1024 * 1024
 MIN_SEGMENT_SIZE_BYTES = 4 * 1024
