@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peer_paths import chunk_id_under_default_scheme
 from benchmarks.procs import peak_rss_bytes, session_cpu_split_s
 
 MiB = 1024 * 1024
@@ -183,21 +184,12 @@ def _chunks(count: int) -> list[tuple[Any, list[bytes]]]:
         data = os.urandom(CHUNK_BYTES)
         segs = [data[i:i + SEGMENT_BYTES] for i in range(0, CHUNK_BYTES, SEGMENT_BYTES)]
         seg_digests = tuple(digests.digest(s) for s in segs)
-        out.append((ChunkHeader(chunk_id=_chunk_id(digests, data, SEGMENT_BYTES, seg_digests),
+        chunk_id = chunk_id_under_default_scheme(digests, data, SEGMENT_BYTES, seg_digests)
+        out.append((ChunkHeader(chunk_id=chunk_id,
                                 digest_alg=digests.DIGEST_ALG, owner_public_key=owner,
                                 chunk_size_bytes=CHUNK_BYTES, segment_size_bytes=SEGMENT_BYTES,
                                 segment_digests=seg_digests), segs))
     return out
-
-
-def _chunk_id(digests: Any, data: bytes, segment_bytes: int,
-              seg_digests: tuple[bytes, ...]) -> bytes:
-    """The chunk id under the tree's default scheme (``digests`` is the tree's
-    ``mydrive.formats.digest``; one from before ``chunk_id_for`` knows only "blake3")."""
-    chunk_id_for = getattr(digests, "chunk_id_for", None)
-    if chunk_id_for is None:
-        return bytes(digests.digest(data))
-    return bytes(chunk_id_for(digests.DIGEST_ALG, data, segment_bytes, seg_digests))
 
 
 def _fetch_all(address: str, peer_id: str, chunks: list[tuple[Any, list[bytes]]],

@@ -56,7 +56,8 @@ def _chunks(count: int, chunk_bytes: int) -> list[tuple[Any, list[bytes]]]:
         data = os.urandom(chunk_bytes)
         segments = [data[i:i + segment_bytes] for i in range(0, chunk_bytes, segment_bytes)]
         seg_digests = tuple(digests.digest(s) for s in segments)
-        header = ChunkHeader(chunk_id=_chunk_id(digests, data, segment_bytes, seg_digests),
+        chunk_id = chunk_id_under_default_scheme(digests, data, segment_bytes, seg_digests)
+        header = ChunkHeader(chunk_id=chunk_id,
                              digest_alg=digests.DIGEST_ALG, owner_public_key=b"\x01" * 32,
                              chunk_size_bytes=chunk_bytes, segment_size_bytes=segment_bytes,
                              segment_digests=seg_digests)
@@ -64,10 +65,12 @@ def _chunks(count: int, chunk_bytes: int) -> list[tuple[Any, list[bytes]]]:
     return out
 
 
-def _chunk_id(digests: Any, data: bytes, segment_bytes: int,
+def chunk_id_under_default_scheme(digests: Any, data: bytes, segment_bytes: int,
               seg_digests: tuple[bytes, ...]) -> bytes:
     """The chunk id under the tree's default scheme (``digests`` is the tree's
-    ``mydrive.formats.digest``; one from before ``chunk_id_for`` knows only "blake3")."""
+    ``mydrive.formats.digest``; one from before ``chunk_id_for`` knows only "blake3").
+    Standalone (this file runs as a child with only the tree under test on its path), so
+    grpc_server_ab imports it from here."""
     chunk_id_for = getattr(digests, "chunk_id_for", None)
     if chunk_id_for is None:
         return bytes(digests.digest(data))
