@@ -44,8 +44,9 @@ class RecordingFaults:
         self.inner = inner
         self.log = log
 
-    def upload_segment(self, data: bytes, *, chunk_id: bytes, chunk_index: int,
-                       segment_index: int, replica: int, peer_id: str, attempt: int) -> bytes:
+    def upload_segment(self, data: bytes | memoryview, *, chunk_id: bytes, chunk_index: int,
+                       segment_index: int, replica: int, peer_id: str,
+                       attempt: int) -> bytes | memoryview:
         out = self.inner.upload_segment(data, chunk_id=chunk_id, chunk_index=chunk_index,
                                         segment_index=segment_index, replica=replica,
                                         peer_id=peer_id, attempt=attempt)

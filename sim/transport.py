@@ -263,7 +263,7 @@ class SimStoreSession:
         self._stored = held.committed
         return held
 
-    def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
+    def send_round(self, segments: Iterable[tuple[int, bytes | memoryview]]) -> list[int]:
         try:
             bad = self._round(segments)
         except BaseException:
@@ -272,7 +272,7 @@ class SimStoreSession:
         self._stored = not bad
         return bad
 
-    def _round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
+    def _round(self, segments: Iterable[tuple[int, bytes | memoryview]]) -> list[int]:
         c = self.conn
         first = True
         for index, data in segments:
@@ -281,7 +281,7 @@ class SimStoreSession:
             if not self.t.quiet:
                 self.t.hooks.observe("receiving", c.target)
                 c.check()  # a trigger may have killed the peer just now
-            self._segment(index, data)
+            self._segment(index, bytes(data))  # the receiver's own copy, as over a wire
         c.message(ACK_BYTES, "upstream", first=first)  # RoundEnd
         bad = self.t.remote(c.target, self.session.end_round)
         assert isinstance(bad, list)

@@ -389,12 +389,14 @@ def _store_one(chunk: _EncryptedChunk, peer: PeerAddress, slot: int,
         to_send = [i for i in range(header.segment_count) if i not in held.indices]
         for attempt in range(settings.max_rounds):
             def segments(indices: list[int] = to_send,
-                         attempt: int = attempt) -> Iterator[tuple[int, bytes]]:
+                         attempt: int = attempt) -> Iterator[tuple[int, bytes | memoryview]]:
                 # Lazily, one segment at a time: the transport consumes them as it sends.
+                # Views, not copies: the transport frames each segment (its one copy) as it
+                # sends it, so a round never holds a second copy of the chunk per replica.
                 for i in indices:
                     a, b = header.segment_range(i)
                     data = faults.upload_segment(
-                        bytes(chunk.ciphertext[a:b]), chunk_id=header.chunk_id,
+                        chunk.ciphertext[a:b], chunk_id=header.chunk_id,
                         chunk_index=chunk.index, segment_index=i, replica=slot,
                         peer_id=peer.peer_id, attempt=attempt)
                     ledger.sent(peer.peer_id, chunk.index, i, b - a, resend=attempt > 0)

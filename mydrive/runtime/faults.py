@@ -12,8 +12,9 @@ from typing import Protocol
 
 
 class FaultHooks(Protocol):
-    def upload_segment(self, data: bytes, *, chunk_id: bytes, chunk_index: int,
-                       segment_index: int, replica: int, peer_id: str, attempt: int) -> bytes:
+    def upload_segment(self, data: bytes | memoryview, *, chunk_id: bytes, chunk_index: int,
+                       segment_index: int, replica: int, peer_id: str,
+                       attempt: int) -> bytes | memoryview:
         """The bytes of a segment an owner sends to a receiver (after announcing its digest)."""
         ...
 
@@ -26,8 +27,9 @@ class FaultHooks(Protocol):
 class NoFaults:
     """The product's hooks: every segment passes unchanged."""
 
-    def upload_segment(self, data: bytes, *, chunk_id: bytes, chunk_index: int,
-                       segment_index: int, replica: int, peer_id: str, attempt: int) -> bytes:
+    def upload_segment(self, data: bytes | memoryview, *, chunk_id: bytes, chunk_index: int,
+                       segment_index: int, replica: int, peer_id: str,
+                       attempt: int) -> bytes | memoryview:
         return data
 
     def serve_segment(self, data: bytes, *, chunk_id: bytes, segment_index: int,

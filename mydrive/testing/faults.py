@@ -79,8 +79,9 @@ class SeededFaults:
         draw = int.from_bytes(digest(material)[:8], "big") / 2**64
         return draw < rate
 
-    def upload_segment(self, data: bytes, *, chunk_id: bytes, chunk_index: int,
-                       segment_index: int, replica: int, peer_id: str, attempt: int) -> bytes:
+    def upload_segment(self, data: bytes | memoryview, *, chunk_id: bytes, chunk_index: int,
+                       segment_index: int, replica: int, peer_id: str,
+                       attempt: int) -> bytes | memoryview:
         """Maybe corrupt a segment on its way to a receiver, after its digest was announced.
 
         The choice depends on the seed and on positions only (chunk, segment, replica slot),
@@ -110,9 +111,9 @@ class SeededFaults:
             f.write(line + "\n")
 
 
-def _flip_first_byte(data: bytes) -> bytes:
+def _flip_first_byte(data: bytes | memoryview) -> bytes:
     if not data:
-        return data
+        return bytes(data)
     return bytes([data[0] ^ 0x01]) + data[1:]
 
 

@@ -112,11 +112,12 @@ class _MemoryStoreSession:
         self._stored = held.committed
         return held
 
-    def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
+    def send_round(self, segments: Iterable[tuple[int, bytes | memoryview]]) -> list[int]:
         try:
             for index, data in segments:
                 self._check_up()
-                self.session.segment(index, data)
+                # The receiver gets its own copy, as over a wire: the sender reuses its buffer.
+                self.session.segment(index, bytes(data))
             self._check_up()
             bad = self.session.end_round()
         except BaseException:

@@ -50,7 +50,7 @@ class StoreSession(Protocol):
         """Announce the chunk; learn which segments to skip."""
         ...
 
-    def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
+    def send_round(self, segments: Iterable[tuple[int, bytes | memoryview]]) -> list[int]:
         """Send segments, end the round; the bad/missing indices, or [] once committed."""
         ...
 

@@ -179,7 +179,10 @@ class _GrpcStoreSession:
                 return
             assert isinstance(item, deque)
             while item:  # popped, so a segment's bytes go as soon as gRPC has taken them
-                yield item.popleft()
+                message = item.popleft()
+                # A segment is framed (its one copy) only when gRPC asks for it: a round
+                # holds views of the chunk's buffer, not a framed copy of the whole chunk.
+                yield message if isinstance(message, bytes) else segment_message(*message)
 
     def _next_ack(self) -> pb.StoreAck:
         try:
@@ -203,17 +206,23 @@ class _GrpcStoreSession:
         self._stored = ack.held.committed
         return Held(indices=frozenset(ack.held.indices), committed=ack.held.committed)
 
-    def send_round(self, segments: Iterable[tuple[int, bytes]]) -> list[int]:
-        # The round is the chunk's segments, already in memory: framing them all now costs
-        # at most one chunk more and saves a thread hand-off per segment.
+    def send_round(self, segments: Iterable[tuple[int, bytes | memoryview]]) -> list[int]:
+        # The whole round goes to gRPC's request thread in one hand-off (not one per
+        # segment); each segment is framed there as it is sent (_requests). The data may be
+        # views of the chunk's buffer: its owner reuses the buffer only after this chunk's
+        # last round returned, and an acknowledged round was sent whole.
         try:
-            framed = deque(segment_message(index, data) for index, data in segments)
+            round_: deque[bytes | tuple[int, bytes | memoryview]] = deque(segments)
         except BaseException:
             self._failed = True  # the round was never sent: the stream is mid-chunk
             raise
-        framed.append(ROUND_END_MESSAGE)
-        self._outbox.put(framed)
-        ack = self._next_ack()
+        round_.append(ROUND_END_MESSAGE)
+        self._outbox.put(round_)
+        try:
+            ack = self._next_ack()
+        except BaseException:
+            round_.clear()  # a failed call sends nothing more, so no view outlives the round
+            raise
         kind = ack.WhichOneof("ack")
         if kind == "committed":
             self._stored = True
