@@ -235,16 +235,33 @@ def test_old_style_single_chunk_stream_on_new_receiver(tmp_path: Path) -> None:
         channel.close()
 
 
+def _started_when_slot_is_free(transport: GrpcTransport, address: PeerAddress,
+                               header: ChunkHeader, wait_s: float = 5.0) -> StoreSession:
+    """A new session with ``header`` announced (not held), once the receiver has released
+    the previous stream's slot; PeerBusy after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        session = transport.open_store(address)
+        try:
+            assert not session.start(header).committed
+            return session
+        except PeerBusy:
+            session.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_client_sends_one_chunk_per_stream_to_a_new_receiver_too(tmp_path: Path) -> None:
     """The transport's session used for one chunk (as repair does) against the new receiver:
-    stored, and closing it leaves nothing open."""
+    stored, and closing it leaves nothing open (the one stream slot comes back: the
+    receiver sees the cancel a moment after ``close``, so the next start may wait for it)."""
     with _receiver(tmp_path / "r", max_streams_per_peer=1) as (peer, metrics):
         transport = GrpcTransport(rpc_timeout_s=10)
         for _ in range(3):
             header, segments = random_chunk(CHUNK)
-            session = transport.open_store(peer.config.address())
+            session = _started_when_slot_is_free(transport, peer.config.address(), header)
             try:
-                assert not session.start(header).committed
                 assert session.send_round(enumerate(segments)) == []
                 assert session.reusable
             finally:
