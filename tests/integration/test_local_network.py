@@ -75,7 +75,7 @@ def test_local_network_round_trip_survives_sigkill(network_factory, tmp_path: Pa
 
 
 def test_local_network_resends_only_corrupted_segment(network_factory, tmp_path: Path) -> None:
-    """A segment corrupted in flight is resent alone; the accounting shows exactly it."""
+    """Segments corrupted in flight are resent alone; the accounting shows exactly them."""
     net = network_factory(5)
     net.mydrive("user", "create")
     src = tmp_path / "src"
@@ -90,14 +90,15 @@ def test_local_network_resends_only_corrupted_segment(network_factory, tmp_path:
     index_of = {c["chunk_id"]: c["index"] for c in info["chunks"]}
     corrupted = sorted([index_of[e["chunk_id"]], e["segment"], e["peer"]]
                        for e in read_fault_log(log))
-    # Seed 4 at 2% picks exactly one segment: chunk 1, segment 3, first replica.
-    assert [c[:2] for c in corrupted] == [[1, 3]], corrupted
+    # Seed 4 at 2% picks a few of the file's segment replicas (which ones depends on how the
+    # file is cut: two with 8 MiB chunks, one with 4 MiB); never all of a chunk's.
+    all_segments = sum(c["segments"] * len(c["replicas"]) for c in info["chunks"])
+    assert 0 < len(corrupted) < all_segments // 4, corrupted
     upload = info["transfer"]["upload"]
     assert sorted(upload["resent"]) == corrupted
     assert upload["totals"]["segments_resent"] == len(corrupted)
     assert upload["totals"]["segments_rejected"] == len(corrupted)
     # Every segment went once per replica, plus exactly the corrupted ones again.
-    all_segments = sum(c["segments"] * len(c["replicas"]) for c in info["chunks"])
     assert upload["totals"]["segments_sent"] == all_segments + len(corrupted)
     rejected_after = sum(_receiver_metric(net.peer_dir(i), "receiver_segments_rejected_total")
                          for i in range(5))
