@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,14 +31,21 @@ class LocalNetwork:
     def peer_dir(self, i: int) -> Path:
         return self.home / f"peer-{i}"
 
-    def mydrive(self, *args: str, peer: int = 0, user: str | None = "alice",
-                env: dict[str, str] | None = None, check: bool = True,
-                passphrase: str = PASSPHRASE) -> subprocess.CompletedProcess[str]:
-        """Run the real CLI as a user would."""
+    def cli_env(self, *, peer: int = 0, user: str | None = "alice",
+                env: dict[str, str] | None = None,
+                passphrase: str = PASSPHRASE) -> dict[str, str]:
+        """The environment the real CLI runs in as ``user`` on ``peer``."""
         full_env = {**os.environ, "MYDRIVE_PEER": str(self.peer_dir(peer)),
                     "MYDRIVE_PASSPHRASE": passphrase, **(env or {})}
         if user is not None:
             full_env["MYDRIVE_USER"] = user
+        return full_env
+
+    def mydrive(self, *args: str, peer: int = 0, user: str | None = "alice",
+                env: dict[str, str] | None = None, check: bool = True,
+                passphrase: str = PASSPHRASE) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI as a user would."""
+        full_env = self.cli_env(peer=peer, user=user, env=env, passphrase=passphrase)
         result = subprocess.run([sys.executable, "-m", "mydrive", *args], env=full_env,
                                 capture_output=True, text=True, timeout=600,
                                 stdin=subprocess.DEVNULL)
@@ -48,6 +56,29 @@ class LocalNetwork:
 
     def json(self, *args: str, **kwargs: Any) -> Any:
         return json.loads(self.mydrive(*args, "--json", **kwargs).stdout)
+
+    def kill_cli_mid_job(self, *args: str, job_ids: Callable[[], set[str]],
+                         running: Callable[[JobView], bool],
+                         socket_name: str = SOCKET_NAME) -> tuple[str, JobView]:
+        """Run ``mydrive *args`` as alice and SIGKILL it once the job it submitted (the id
+        ``job_ids()`` gains) is ``running``; that id and the view the poll saw before the
+        kill (the caller decides whether it caught the job mid-transfer)."""
+        before = job_ids()
+        cli = subprocess.Popen([sys.executable, "-m", "mydrive", *args], env=self.cli_env(),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + JOB_WAIT_S
+            while not (job_ids() - before) and time.monotonic() < deadline:
+                assert cli.poll() is None, f"mydrive {args[0]} ended before its job appeared"
+                time.sleep(0.1)
+            (job_id,) = job_ids() - before
+            seen = self.poll_job(job_id, running, socket_name=socket_name)
+            os.kill(cli.pid, signal.SIGKILL)
+        finally:
+            cli.kill()
+            cli.wait()
+        return job_id, seen
 
     def poll_job(self, job_id: str, until: Callable[[JobView], bool], *,
                  socket_name: str = SOCKET_NAME, peer: int = 0,

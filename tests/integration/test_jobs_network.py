@@ -11,9 +11,6 @@ import base64
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -105,24 +102,10 @@ def _cli_killed_mid_get(net: LocalNetwork, out: Path, attempts: int = 4) -> tupl
     job id and its download directory once the kill caught the job mid-transfer. A get that
     finished first (a fast peer, or slow polls on a loaded machine) proved nothing about a
     CLI dying mid-job: it is tried again into a fresh directory."""
-    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
-           "MYDRIVE_PASSPHRASE": PASSPHRASE}
     for attempt in range(attempts):
         out_dir = out / f"try-{attempt}"
-        before = _job_ids(net)
-        cli = subprocess.Popen([sys.executable, "-m", "mydrive", "get", "/big.bin", "--out",
-                                str(out_dir)], env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + WAIT_S
-            while not (_job_ids(net) - before) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            (job_id,) = _job_ids(net) - before
-            seen = net.poll_job(job_id, _running)
-            os.kill(cli.pid, signal.SIGKILL)
-        finally:
-            cli.kill()
-            cli.wait()
+        job_id, seen = net.kill_cli_mid_job("get", "/big.bin", "--out", str(out_dir),
+                                            job_ids=lambda: _job_ids(net), running=_running)
         if seen.state == "running" and seen.bytes_done < seen.bytes_total:
             return job_id, out_dir
     raise AssertionError(f"every download finished before its CLI was killed ({attempts} tries)")

@@ -11,17 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from mydrive.node import cluster
 from mydrive.node.jobs_control import UPLOAD_SOCKET_NAME, ControlClient, JobView
-from tests.integration.conftest import PASSPHRASE, LocalNetwork
+from tests.integration.conftest import LocalNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -84,25 +80,11 @@ def _cli_killed_mid_put(net: LocalNetwork, src: Path, attempts: int = 4) -> tupl
     job id and remote name once the kill caught the job mid-upload. A put that was already
     past its upload (a fast peer, or slow polls on a loaded machine) is tried again under
     another name: it proved nothing about a CLI dying mid-job."""
-    env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
-           "MYDRIVE_PASSPHRASE": PASSPHRASE}
     for attempt in range(attempts):
         name = f"/big-{attempt}.bin"
-        before = _upload_ids(net)
-        cli = subprocess.Popen([sys.executable, "-m", "mydrive", "put", str(src), name],
-                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + WAIT_S
-            while not (_upload_ids(net) - before) and time.monotonic() < deadline:
-                assert cli.poll() is None, "put ended before its job appeared"
-                time.sleep(0.1)
-            (job_id,) = _upload_ids(net) - before
-            seen = _poll(net, job_id, _running)
-            os.kill(cli.pid, signal.SIGKILL)
-        finally:
-            cli.kill()
-            cli.wait()
+        job_id, seen = net.kill_cli_mid_job("put", str(src), name,
+                                            job_ids=lambda: _upload_ids(net), running=_running,
+                                            socket_name=UPLOAD_SOCKET_NAME)
         if seen.state == "running" and seen.bytes_done < seen.bytes_total:
             return job_id, name
     raise AssertionError(f"every upload was done before its CLI was killed ({attempts} tries)")

@@ -11,9 +11,7 @@ import pytest
 from mydrive.client import chunk_id_scheme
 from mydrive.errors import BadRequest
 from mydrive.formats.digest import DERIVED_ID_ALG, DIGEST_ALG, WHOLE_CHUNK_ALG
-from tests.clientnet import client_net
-from tests.derived_ids import use_derived_ids, use_whole_chunk_ids
-from tests.strategies import random_file
+from tests.derived_ids import alice_puts_a_file, use_chunk_ids
 
 
 @pytest.mark.parametrize("alg", [WHOLE_CHUNK_ALG, DERIVED_ID_ALG])
@@ -22,13 +20,8 @@ def test_put_records_the_scheme_its_engine_used(tmp_path: Path,
                                                 alg: str) -> None:
     """The engine alone is switched (the client's record follows it, not a constant of its
     own): the record names that scheme and the file reads back."""
-    (use_whole_chunk_ids if alg == WHOLE_CHUNK_ALG else use_derived_ids)(monkeypatch)
-    net = client_net(tmp_path / "n")
-    c = net.client()
-    c.create_user("alice", "alice passphrase")
-    a = c.login("alice", "alice passphrase")
-    src = random_file(tmp_path / "f.bin", 150_000)
-    record = c.put(a, src, "/f.bin")
+    use_chunk_ids(monkeypatch, alg)
+    c, a, src, record = alice_puts_a_file(tmp_path)
     assert len(record.chunks) >= 2
     assert record.digest_alg == alg
     assert all(ch.id_consistent(DERIVED_ID_ALG) == (alg == DERIVED_ID_ALG)
@@ -43,11 +36,7 @@ def test_new_uploads_use_derived_ids() -> None:
 
 
 def test_chunks_of_two_schemes_name_no_scheme(tmp_path: Path) -> None:
-    net = client_net(tmp_path / "n")
-    c = net.client()
-    c.create_user("alice", "alice passphrase")
-    a = c.login("alice", "alice passphrase")
-    record = c.put(a, random_file(tmp_path / "f.bin", 150_000), "/f.bin")
+    c, _, _, record = alice_puts_a_file(tmp_path)
     assert chunk_id_scheme(record.chunks) == DERIVED_ID_ALG
     assert chunk_id_scheme(()) == DERIVED_ID_ALG
     odd = replace(record.chunks[1], chunk_id=bytes(32))

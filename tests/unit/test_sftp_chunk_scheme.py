@@ -11,22 +11,15 @@ import pytest
 from mydrive.engine import download
 from mydrive.formats.digest import DERIVED_ID_ALG, WHOLE_CHUNK_ALG
 from mydrive.sftp.chunks import chunk_fetcher
-from tests.clientnet import client_net
-from tests.derived_ids import use_derived_ids, use_whole_chunk_ids
-from tests.strategies import random_file
+from tests.derived_ids import alice_puts_a_file, use_chunk_ids
 
 
 @pytest.mark.parametrize("alg", [WHOLE_CHUNK_ALG, DERIVED_ID_ALG])
 def test_sftp_fetches_chunks_under_the_records_scheme(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       alg: str) -> None:
-    (use_whole_chunk_ids if alg == WHOLE_CHUNK_ALG else use_derived_ids)(monkeypatch)
-    net = client_net(tmp_path / "n")
-    c = net.client()
-    c.create_user("alice", "alice passphrase")
-    a = c.login("alice", "alice passphrase")
-    src = random_file(tmp_path / "f.bin", 150_000)
-    record = c.put(a, src, "/f.bin")
+    use_chunk_ids(monkeypatch, alg)
+    c, a, src, record = alice_puts_a_file(tmp_path)
     asked: list[Any] = []
     real = download.fetch_chunk
 
