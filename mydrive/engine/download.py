@@ -36,8 +36,6 @@ from mydrive.errors import (
     PermissionDenied,
 )
 from mydrive.formats.digest import (
-    DERIVED_ID_ALG,
-    WHOLE_CHUNK_ALG,
     digest,
     digests_equal,
     whole_chunk_hash_needed,
@@ -210,25 +208,19 @@ class _ChunkFetch:
 def fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerAddress],
                 transport: Transport, clock: Clock, randomness: Randomness,
                 ledger: TransferLedger, settings: TransferSettings,
-                events: EventRecorder = NO_EVENTS, digest_alg: str | None = None) -> bytes:
+                digest_alg: str, events: EventRecorder = NO_EVENTS) -> bytes:
     """One chunk's ciphertext, fetched with replica failover and checked segment by segment,
     and its id too: for a reader that streams a file instead of writing it (the SFTP face)
-    and a repair. ``digest_alg`` is the record's; None (a caller that passes no record)
-    accepts an id that either scheme proves (mydrive.formats.digest)."""
-    # Both schemes hash a segment alike, so None can check segments as "blake3" does.
-    alg = WHOLE_CHUNK_ALG if digest_alg is None else digest_alg
-    derived = digest_alg is not None and not whole_chunk_hash_needed(alg)
-    if derived:
-        check_chunk_id(chunk, alg)  # before any byte: the id is settled by the digests
+    and a repair. ``digest_alg`` is the file record's chunk id scheme."""
+    # The id is checked too: this ciphertext is handed on (a repair stores it) undecrypted.
+    check_chunk_id(chunk, digest_alg)  # a derived id: before any byte, from the digests
     ciphertext = bytearray(chunk.size_bytes)
-    _fetch_chunk_into(memoryview(ciphertext), chunk, alg,
+    _fetch_chunk_into(memoryview(ciphertext), chunk, digest_alg,
                       signer=keys.identity, peers=peers, transport=transport, clock=clock,
                       randomness=randomness, ledger=ledger, settings=settings,
                       note=ClockedEvents(events, clock), order=_ReplicaOrder())
-    # The id is checked too: this ciphertext is handed on (a repair stores it) undecrypted.
-    if derived or (digest_alg is None and chunk.id_consistent(DERIVED_ID_ALG)):
-        return bytes(ciphertext)  # the id commits to the digests the segments matched
-    if not digests_equal(digest(memoryview(ciphertext), alg), chunk.chunk_id):
+    if whole_chunk_hash_needed(digest_alg) and not digests_equal(
+            digest(memoryview(ciphertext), digest_alg), chunk.chunk_id):
         raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
     return bytes(ciphertext)
 
