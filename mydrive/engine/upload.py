@@ -52,6 +52,7 @@ from mydrive.transport.base import PeerAddress, StoreSessions, Transport
 
 GCM_TAG_BYTES = 16
 FILE_ID_BYTES = 16
+PROBE_CHUNK_ID = bytes(32)  # no chunk has this id; any answer at all means "up"
 
 Progress = Callable[[int], None]  # called with the number of plaintext bytes just done
 
@@ -106,15 +107,48 @@ class _ChunkJob:
 
 
 class _Replicas:
-    """Who holds (or is being given) each chunk; chooses substitutes for failed peers."""
+    """Who holds (or is being given) each chunk; chooses substitutes for failed peers.
 
-    def __init__(self, file_id: bytes, placement: list[list[str]], eligible: Sequence[str]):
+    ``standby`` are the peers that did not answer the probe before placement: nothing is
+    planned for them, but they are a failed replica's last resort. A probe that fails once
+    (a peer restarting, a connection reset) must not leave the upload one peer short for
+    its whole length; each standby peer costs at most one failed attempt, since a failure
+    puts it in ``failed`` like any other peer."""
+
+    def __init__(self, file_id: bytes, placement: list[list[str]], eligible: Sequence[str],
+                 standby: Sequence[str] = ()):
         self.file_id = file_id
         self.chunk_count = len(placement)
         self.assigned = [list(p) for p in placement]
         self.failed: set[str] = set()
         self.eligible = list(eligible)
+        self.standby = [p for p in standby if p not in self.eligible]
+        self._answered_again: set[str] = set()
+        self._probing = {p: threading.Lock() for p in self.standby}
         self._lock = threading.Lock()
+
+    def usable(self, peer_id: str, answers: Callable[[str], bool]) -> bool:
+        """False for a peer failed in this upload. A standby peer is probed again
+        (``answers``) the first time it is chosen, by one thread while the others wait: a
+        peer still silent fails at once instead of after a store's timeout."""
+        probing = self._probing.get(peer_id)
+        if probing is None:
+            return peer_id not in self.failed
+        with probing:
+            if peer_id in self.failed:
+                return False
+            if peer_id not in self._answered_again:
+                if not answers(peer_id):
+                    with self._lock:
+                        self.failed.add(peer_id)
+                    return False
+                self._answered_again.add(peer_id)
+            return True
+
+    @property
+    def live(self) -> int:
+        """Peers not (yet) failed in this upload, standby ones included."""
+        return len([p for p in (*self.eligible, *self.standby) if p not in self.failed])
 
     def substitute(self, chunk_index: int, failed_peer: str) -> str | None:
         with self._lock:
@@ -124,13 +158,16 @@ class _Replicas:
             for peers in self.assigned:
                 for p in peers:
                     counts[p] = counts.get(p, 0) + 1
-            # The least loaded live peer first, so a dead peer's chunks spread out instead of
-            # filling one or two peers up to the "not every chunk" limit; ties broken by a
-            # hash of (file, chunk, peer), deterministic like the placement itself.
+            standby = set(self.standby)
+            # Peers that answered the probe before standby ones; among them the least loaded
+            # live peer first, so a dead peer's chunks spread out instead of filling one or
+            # two peers up to the "not every chunk" limit; ties broken by a hash of (file,
+            # chunk, peer), deterministic like the placement itself.
             candidates = sorted(
-                (p for p in self.eligible if p not in current and p not in self.failed
+                (p for p in (*self.eligible, *self.standby)
+                 if p not in current and p not in self.failed
                  and counts.get(p, 0) + 1 < self.chunk_count),
-                key=lambda p: (counts.get(p, 0),
+                key=lambda p: (p in standby, counts.get(p, 0),
                                digest(self.file_id + chunk_index.to_bytes(4, "big") + p.encode())),
             )
             current.remove(failed_peer)
@@ -163,8 +200,8 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
     tune_for_transfers()  # large buffers stay in the heap (runtime/allocator.py)
     note = ClockedEvents(events, clock)
     size = source.stat().st_size
-    eligible = _reachable([p for p in peers if p.peer_id != owner_peer_id], transport,
-                          settings.probe_timeout_s, executor)
+    eligible, standby = _probe([p for p in peers if p.peer_id != owner_peer_id], transport,
+                               settings.probe_timeout_s, executor)
     min_chunks = min_chunks_for_placement(len(eligible), settings.replicas)
     if len(eligible) - 1 >= settings.replicas + 1:
         # Slack for one peer dying mid-upload: cut enough chunks that the survivors can
@@ -186,11 +223,13 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
     placement = place_chunks(file_id, stored_sizes, slots, replicas=settings.replicas,
                              owner_peer_id=owner_peer_id)
     note("upload.start", file_id=file_id.hex(), size_bytes=size, chunk_count=plan.chunk_count,
-         eligible=tuple(p.peer_id for p in eligible))
+         eligible=tuple(p.peer_id for p in eligible),
+         standby=tuple(p.peer_id for p in standby))
     for index, chunk_peers in enumerate(placement):
         note("upload.placed", chunk=index, replicas=tuple(chunk_peers))
-    replicas = _Replicas(file_id, placement, [p.peer_id for p in eligible])
-    by_id = {p.peer_id: p.address for p in eligible}
+    replicas = _Replicas(file_id, placement, [p.peer_id for p in eligible],
+                         standby=[p.peer_id for p in standby])
+    by_id = {p.peer_id: p.address for p in (*eligible, *standby)}
     ledger = TransferLedger()
     records: dict[int, ChunkRecord] = {}
     # Chunks read and encrypted but not yet stored on all their replicas: memory is bounded
@@ -235,10 +274,13 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
                 job.chunk = None
                 inflight.release()
 
+    def answers_probe(peer_id: str) -> bool:
+        return _answers_probe(transport, by_id[peer_id], settings.probe_timeout_s)
+
     def store_with_failover(chunk: _EncryptedChunk, peer_id: str, slot: int) -> None:
         while True:
             try:
-                if peer_id in replicas.failed:
+                if not replicas.usable(peer_id, answers_probe):
                     # Don't wait out a timeout again for a peer another chunk found dead.
                     raise PeerUnavailable(f"peer {peer_id} failed earlier in this upload")
                 _store_one(chunk, by_id[peer_id], slot, settings, streams, faults, ledger,
@@ -251,14 +293,14 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
                 note("upload.failover", chunk=chunk.index, peer=peer_id,
                      error=type(exc).__name__, substitute=substitute)
                 if substitute is None:
-                    live = len(eligible) - len(replicas.failed)
                     final = MisbehavingPeer if isinstance(exc, MisbehavingPeer) else \
                         PeerUnavailable
+                    silent = f", {len(standby)} of them silent at the start" if standby else ""
                     raise final(
                         f"chunk {chunk.index} lost its replica peer {peer_id} ({exc}); none of "
-                        f"the {live} live peers (of {len(eligible)} eligible) can take it: each "
-                        f"holds it already or would then hold all {plan.chunk_count} chunks "
-                        f"of the file") from exc
+                        f"the {replicas.live} live peers (of {len(eligible) + len(standby)} "
+                        f"known{silent}) can take it: each holds it already or would then "
+                        f"hold all {plan.chunk_count} chunks of the file") from exc
                 peer_id = substitute
 
     workers = settings.max_inflight_chunks * settings.replicas
@@ -313,25 +355,28 @@ def _as_store_failure(exc: MydriveError, peer_id: str) -> MydriveError:
                            f"{type(exc).__name__}: {exc}")
 
 
-def _reachable(peers: list[PeerInfo], transport: Transport, timeout_s: float,
-               executor: ExecutorFactory) -> list[PeerInfo]:
-    """The peers that answer a ChunkStatus probe now, probed in parallel, order kept."""
+def _probe(peers: list[PeerInfo], transport: Transport, timeout_s: float,
+           executor: ExecutorFactory) -> tuple[list[PeerInfo], list[PeerInfo]]:
+    """(the peers that answer a ChunkStatus probe now, those that don't), probed in
+    parallel, order kept."""
     if not peers:
-        return peers
-    probe_id = bytes(32)  # no chunk has this id; any answer at all means "up"
-
-    def up(peer: PeerInfo) -> bool:
-        try:
-            transport.chunk_status(peer.address, probe_id, timeout_s=timeout_s)
-        except PeerUnavailable:
-            return False
-        except MydriveError:
-            return True  # it answered, even if with an error
-        return True
-
+        return peers, []
     with executor(max_workers=min(16, len(peers)), name="probe") as pool:
-        answers = list(pool.map(up, peers))
-    return [p for p, ok in zip(peers, answers, strict=True) if ok]
+        answers = list(pool.map(lambda p: _answers_probe(transport, p.address, timeout_s),
+                                peers))
+    return ([p for p, ok in zip(peers, answers, strict=True) if ok],
+            [p for p, ok in zip(peers, answers, strict=True) if not ok])
+
+
+def _answers_probe(transport: Transport, peer: PeerAddress, timeout_s: float) -> bool:
+    """Whether ``peer`` answers a ChunkStatus call now, with anything at all."""
+    try:
+        transport.chunk_status(peer, PROBE_CHUNK_ID, timeout_s=timeout_s)
+    except PeerUnavailable:
+        return False
+    except MydriveError:
+        return True  # it answered, even if with an error
+    return True
 
 
 def _encrypt_chunk(f: BinaryIO, plan: ChunkPlan, index: int, file_id: bytes, file_key: bytes,
