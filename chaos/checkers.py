@@ -58,8 +58,12 @@ class PeerView:
 
 
 def committed_chunks(peer: PeerView) -> set[bytes]:
-    chunks = peer.store_dir / "chunks"
-    return {bytes.fromhex(p.stem) for p in chunks.glob("*/*.chunk")}
+    return set(open_store(peer.store_dir).chunk_ids())
+
+
+def open_store(store_dir: Path) -> ChunkStore:
+    """A peer's chunk store, opened to be read (the checkers read no chunk file directly)."""
+    return ChunkStore(store_dir, capacity_bytes=2**62)
 
 
 # ---- 1. no full file on any peer -----------------------------------------------------------
@@ -210,11 +214,14 @@ def _committed_chunk_problem(store: ChunkStore, chunk_id: bytes) -> str | None:
     """What is wrong with a chunk the store shows as committed: no readable header, or bytes
     that are not the chunk its header names (under "blake3" the id is the bytes' digest;
     under "blake3-derived" each segment matches its digest and the id is theirs)."""
-    data = store.chunk_file(chunk_id).read_bytes()
     try:
         header = store.header(chunk_id)
-    except MydriveError:
-        return f"has no header ({len(data)} bytes)"
+    except MydriveError as exc:
+        return f"has no readable header ({exc})"
+    try:
+        data = store.ciphertext(chunk_id)
+    except MydriveError as exc:
+        return f"has no readable bytes ({exc})"
     as_record = ChunkRecord(index=0, chunk_id=chunk_id, size_bytes=header.chunk_size_bytes,
                             segment_size_bytes=header.segment_size_bytes,
                             segment_digests=header.segment_digests, replicas=())
@@ -233,7 +240,7 @@ def check_no_partial(peers: Iterable[PeerView], download_dirs: Iterable[Path],
     problems = []
     chunks_checked = 0
     for peer in peers:
-        store = ChunkStore(peer.store_dir, capacity_bytes=2**62)
+        store = open_store(peer.store_dir)
         for chunk_id in store.chunk_ids():
             if (peer.peer_id, chunk_id) in rotted_set:
                 continue

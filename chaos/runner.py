@@ -33,7 +33,7 @@ from mydrive.testing.faults import FaultPlan, read_fault_log
 from mydrive.transport.base import PeerAddress
 
 from . import checkers
-from .checkers import PeerView, Verdict
+from .checkers import PeerView, Verdict, open_store
 from .local import LocalCluster
 from .netns import NetnsCluster
 from .scenario import SCENARIO_DIR, Scenario, Step
@@ -426,17 +426,15 @@ class Run:
 
     def bitrot(self, peer: str, count: int) -> None:
         """Flip one byte at a seeded offset in ``count`` seeded committed chunks of ``peer``."""
-        root = self.cluster.peer_dir(peer)
-        files = sorted((root / "store" / "chunks").glob("*/*.chunk"))
+        store = open_store(self.cluster.peer_dir(peer) / "store")
+        held = sorted(store.chunk_ids())
         peer_id = self.cluster.peer_config(peer).config.peer_id
-        for path in self.rng.sample(files, min(count, len(files))):
-            data = bytearray(path.read_bytes())
-            offset = self.rng.randrange(len(data))
-            data[offset] ^= 0xFF
-            path.write_bytes(bytes(data))
-            self.rotted.append((peer_id, bytes.fromhex(path.stem)))
-            self.fault("bitrot", peer=peer, chunk=path.stem[:12], offset=offset)
-        if not files:
+        for chunk_id in self.rng.sample(held, min(count, len(held))):
+            offset = self.rng.randrange(store.ciphertext_extent(chunk_id)[1])
+            store.rot_ciphertext(chunk_id, offset)  # a ciphertext byte, as the store keeps it
+            self.rotted.append((peer_id, chunk_id))
+            self.fault("bitrot", peer=peer, chunk=chunk_id.hex()[:12], offset=offset)
+        if not held:
             self.fault("bitrot-nothing-to-rot", peer=peer)
 
     # ---- checks ------------------------------------------------------------------------

@@ -37,9 +37,10 @@ from chaos.checkers import FAIL, PASS, SKIP, PeerView, Verdict
 from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import unwrap_file_key
 from mydrive.engine.download import download_file
-from mydrive.errors import MydriveError
+from mydrive.errors import ChunkNotFound, MydriveError
 from mydrive.formats.filerecord import FileRecord
 from mydrive.runtime.executor import inline_executor
+from mydrive.storage.chunkstore import ChunkStore
 from mydrive.transport.base import PeerAddress
 from sim.world import World
 
@@ -56,6 +57,7 @@ def check_recoverable(world: World) -> Verdict:
     problems: list[str] = []
     lost: list[str] = []
     rebuilt = 0
+    stores: dict[Path, ChunkStore] = {}
     for path, record in sorted(world.records.items()):
         chunks: list[bytes] = []
         for chunk in record.chunks:
@@ -65,7 +67,12 @@ def check_recoverable(world: World) -> Verdict:
                 if (peer, chunk.chunk_id) in world.destroyed:
                     continue  # destroyed by a simulated fault (bit-rot, disk loss)
                 standing += 1
-                data = _read_chunk(world.peers[peer].store_dir, chunk.chunk_id)
+                try:
+                    data = _read_chunk(stores, world.peers[peer].store_dir, chunk.chunk_id)
+                except MydriveError as exc:
+                    problems.append(f"{path}: chunk {chunk.index} is unreadable on replica "
+                                    f"{peer} though no fault destroyed it ({exc})")
+                    continue
                 if data is None:
                     problems.append(f"{path}: chunk {chunk.index} is missing on replica {peer} "
                                     f"though no fault destroyed it")
@@ -103,13 +110,26 @@ def check_recoverable(world: World) -> Verdict:
     return verdict
 
 
-def _read_chunk(store_dir: Path, chunk_id: bytes) -> bytes | None:
-    h = chunk_id.hex()
-    path = store_dir / "chunks" / h[:2] / f"{h}.chunk"
+def _store(stores: dict[Path, ChunkStore], store_dir: Path) -> ChunkStore:
+    """The peer's chunk store, opened once per directory for a check."""
+    store = stores.get(store_dir)
+    if store is None:
+        store = stores[store_dir] = checkers.open_store(store_dir)
+    return store
+
+
+def _read_chunk(stores: dict[Path, ChunkStore], store_dir: Path,
+                chunk_id: bytes) -> bytes | None:
+    """The chunk's ciphertext as the peer's store holds it; None if it holds none.
+    DataLoss if it holds one it can't read whole (a copy it could not serve)."""
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
+        return _store(stores, store_dir).ciphertext(chunk_id)
+    except ChunkNotFound:
         return None
+
+
+def _holds(stores: dict[Path, ChunkStore], store_dir: Path, chunk_id: bytes) -> bool:
+    return _store(stores, store_dir).has(chunk_id)
 
 
 def check_deletes(world: World) -> Verdict:
@@ -117,10 +137,11 @@ def check_deletes(world: World) -> Verdict:
     (docs/deletion.md): a collection pass that crossed a peer off really removed it there."""
     problems: list[str] = []
     left = 0
+    stores: dict[Path, ChunkStore] = {}
     for file_hex, (record, pending) in sorted(world.removed.items()):
         for chunk in record.chunks:
             for peer in chunk.replicas:
-                if _read_chunk(world.peers[peer].store_dir, chunk.chunk_id) is None:
+                if not _holds(stores, world.peers[peer].store_dir, chunk.chunk_id):
                     continue
                 left += 1
                 if peer not in pending:

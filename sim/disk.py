@@ -5,8 +5,8 @@ each simulated peer gets a directory of its own under the run's work directory (
 when there is one: fsync costs nothing there). The simulator's disk faults act on those
 files the way the world would:
 
-* **bit-rot** flips one byte of a committed chunk file (the chaos harness's ``bitrot``, with
-  the same draws from the same seeded generator);
+* **bit-rot** flips one ciphertext byte of a committed chunk (the chaos harness's ``bitrot``,
+  with the same draws from the same seeded generator);
 * **power loss** loses the writes that were never synced: the store fsyncs a chunk before
   the rename that commits it (read in ``PendingChunk.commit``), so what can go is the
   content of uploads in progress (``incoming/*.part``), each segment's bytes kept or zeroed
@@ -26,30 +26,33 @@ import random
 import shutil
 from pathlib import Path
 
+from chaos.checkers import open_store
 from mydrive.storage.chunkstore import PART_TRAILER_TAG
 
 MAX_ROT_PER_STEP = 1024
 
 
-def committed_chunk_files(store_dir: Path) -> list[Path]:
-    """Every committed chunk file, sorted (iteration order never depends on the OS)."""
-    return sorted((store_dir / "chunks").glob("*/*.chunk"))
+def committed_chunks(store_dir: Path) -> list[bytes]:
+    """The ids of every committed chunk, sorted (iteration order never depends on the OS),
+    as the peer's chunk store lists them."""
+    return sorted(open_store(store_dir).chunk_ids())
 
 
 def bitrot(store_dir: Path, rng: random.Random, count: int) -> list[tuple[bytes, int]]:
-    """Flip one byte at a seeded offset in ``count`` seeded committed chunks (the chaos
-    harness's draws: ``sample`` over the sorted files, then ``randrange`` per file);
-    returns (chunk id, offset) of each."""
-    files = committed_chunk_files(store_dir)
+    """Flip one byte of ciphertext at a seeded offset in ``count`` seeded committed chunks
+    (the chaos harness's draws: ``sample`` over the sorted chunk ids, then ``randrange``
+    over each chunk's ciphertext, through the store's ``rot_ciphertext``, so whatever the
+    store keeps next to the ciphertext is never hit); returns (chunk id, offset) of each."""
+    store = open_store(store_dir)
+    held = sorted(store.chunk_ids())
     rotted: list[tuple[bytes, int]] = []
-    for path in rng.sample(files, min(count, len(files), MAX_ROT_PER_STEP)):
-        data = bytearray(path.read_bytes())
-        if not data:
+    for chunk_id in rng.sample(held, min(count, len(held), MAX_ROT_PER_STEP)):
+        size = store.ciphertext_extent(chunk_id)[1]
+        if not size:
             continue
-        offset = rng.randrange(len(data))
-        data[offset] ^= 0xFF
-        path.write_bytes(bytes(data))
-        rotted.append((bytes.fromhex(path.stem), offset))
+        offset = rng.randrange(size)
+        store.rot_ciphertext(chunk_id, offset)
+        rotted.append((chunk_id, offset))
     return rotted
 
 

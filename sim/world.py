@@ -478,7 +478,7 @@ class World:
     def wipe(self, peer: str) -> None:
         """The disk of a (killed) peer is gone for good: it will come back empty."""
         store_dir = self.peers[peer].store_dir
-        held = [bytes.fromhex(p.stem) for p in disk.committed_chunk_files(store_dir)]
+        held = disk.committed_chunks(store_dir)
         self.destroyed.update((peer, chunk_id) for chunk_id in held)
         disk.wipe(store_dir)
         self.note("sim.fault", action="wipe", peer=peer, chunks=len(held))
@@ -488,7 +488,7 @@ class World:
         was_running = self.peers[peer].running()
         self.peers[peer].kill()
         store_dir = self.peers[peer].store_dir
-        held = [bytes.fromhex(p.stem) for p in disk.committed_chunk_files(store_dir)]
+        held = disk.committed_chunks(store_dir)
         self.destroyed.update((peer, chunk_id) for chunk_id in held)
         disk.wipe(store_dir)
         if was_running:

@@ -136,9 +136,39 @@ class ChunkStore:
         for path in sorted(self._chunks.glob("*/*.chunk")):
             yield bytes.fromhex(path.stem)
 
-    def chunk_file(self, chunk_id: bytes) -> Path:
-        """Path of a committed chunk file (the test-bed flips bytes in it for bit-rot)."""
-        return self._chunk_path(chunk_id)
+    def ciphertext(self, chunk_id: bytes) -> bytes:
+        """A committed chunk's ciphertext: its bytes alone, whatever the file layout;
+        ChunkNotFound if this peer holds no such chunk. For checks and audits that want the
+        whole chunk: nothing outside the store reads its files."""
+        path, size = self.ciphertext_extent(chunk_id)
+        fd = _open_committed(path, chunk_id)
+        try:
+            return _read_at(fd, 0, size)
+        finally:
+            os.close(fd)
+
+    def ciphertext_extent(self, chunk_id: bytes) -> tuple[Path, int]:
+        """The file holding a committed chunk and its ciphertext's length: the ciphertext is
+        that file's first ``length`` bytes (the test-bed flips bytes in that range for
+        bit-rot, and none outside it unless it means to hit what the store keeps there);
+        ChunkNotFound if this peer holds no such chunk."""
+        path = self._chunk_path(chunk_id)
+        try:
+            return path, path.stat().st_size
+        except FileNotFoundError:
+            raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
+
+    def rot_ciphertext(self, chunk_id: bytes, offset: int, mask: int = 0xFF) -> None:
+        """Bit-rot for the test-bed: XOR the ciphertext byte at ``offset`` with ``mask``, in
+        place, as a disk would (nothing else in the store changes)."""
+        path, size = self.ciphertext_extent(chunk_id)
+        if not 0 <= offset < size:
+            raise BadRequest(f"offset {offset} outside the chunk's {size} bytes")
+        with open(path, "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)[0] ^ mask
+            f.seek(offset)
+            f.write(bytes([byte]))
 
     # ---- deletes (owner-signed, checked by mydrive.storage.deleter) --------------------------
     def remove(self, chunk_id: bytes) -> bool:

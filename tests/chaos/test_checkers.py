@@ -4,6 +4,7 @@ purpose (a checker that cannot fail is no checker). In-memory peers: quick, no p
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -123,10 +124,7 @@ def test_checker_downloads_fails_when_every_replica_of_a_chunk_rots(tmp_path: Pa
     assert world.check_downloads().verdict == PASS
     chunk = world.record.chunks[1]
     for peer_id in chunk.replicas:
-        path = world.store(peer_id).chunk_file(chunk.chunk_id)
-        data = bytearray(path.read_bytes())
-        data[0] ^= 0xFF
-        path.write_bytes(bytes(data))
+        world.store(peer_id).rot_ciphertext(chunk.chunk_id, 0)
     verdict = world.check_downloads()
     assert verdict.verdict == FAIL, verdict
 
@@ -159,8 +157,8 @@ def test_checker_no_partial_fails_on_a_visible_half_chunk(tmp_path: Path) -> Non
     expected = {"/f.bin": world.data}
     assert checkers.check_no_partial(world.peers(), [downloads], expected).verdict == PASS
     chunk = world.record.chunks[0]
-    path = world.store(chunk.replicas[0]).chunk_file(chunk.chunk_id)
-    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    path, size = world.store(chunk.replicas[0]).ciphertext_extent(chunk.chunk_id)
+    os.truncate(path, size // 2)  # half the chunk's bytes, and nothing the store kept after
     verdict = checkers.check_no_partial(world.peers(), [downloads], expected)
     assert verdict.verdict == FAIL, verdict
     rotted = [(chunk.replicas[0], chunk.chunk_id)]

@@ -11,6 +11,7 @@ import pytest
 
 from mydrive.node import cluster
 from mydrive.node.peerdir import PeerDir
+from mydrive.storage.chunkstore import ChunkStore
 from mydrive.testing.faults import read_fault_log
 
 pytestmark = pytest.mark.integration
@@ -19,7 +20,7 @@ MiB = 1024 * 1024
 
 
 def _chunks_on_disk(peer_dir: Path) -> set[str]:
-    return {p.stem for p in (peer_dir / "store" / "chunks").glob("*/*.chunk")}
+    return {c.hex() for c in ChunkStore(peer_dir / "store", capacity_bytes=2**62).chunk_ids()}
 
 
 def _receiver_metric(peer_dir: Path, name: str) -> float:

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from mydrive.formats.chunkheader import ChunkHeader
+from mydrive.errors import ChunkNotFound, DataLoss
 from mydrive.formats.filerecord import ChunkRecord
 from mydrive.node import cluster
 from mydrive.node.peerdir import PeerDir
+from mydrive.storage.chunkstore import ChunkStore
 from tests.integration.conftest import PASSPHRASE, LocalNetwork
 
 pytestmark = pytest.mark.integration
@@ -33,24 +34,34 @@ def _ids(net: LocalNetwork) -> dict[str, str]:
     return {PeerDir(net.peer_dir(i)).config.peer_id: f"peer-{i}" for i in range(PEERS)}
 
 
-def _chunk_file(net: LocalNetwork, name: str, chunk_id: str) -> Path:
-    return net.home / name / "store" / "chunks" / chunk_id[:2] / f"{chunk_id}.chunk"
+def _store(net: LocalNetwork, name: str) -> ChunkStore:
+    """The peer's chunk store, opened to be read (no test reads its files directly)."""
+    return ChunkStore(net.home / name / "store", capacity_bytes=2**62)
+
+
+def _holds(net: LocalNetwork, name: str, chunk_id: str) -> bool:
+    return _store(net, name).has(bytes.fromhex(chunk_id))
+
+
+def _on_disk(net: LocalNetwork, name: str) -> set[str]:
+    return {c.hex() for c in _store(net, name).chunk_ids()}
 
 
 def _holds_good(net: LocalNetwork, name: str, chunk_id: str, digest_alg: str) -> bool:
     """The peer's disk holds the chunk whole: its bytes are the chunk its id names under the
     file's scheme (a derived id is checked against the segment digests of the chunk's
-    ``.meta``, which it commits to)."""
-    path = _chunk_file(net, name, chunk_id)
-    if not path.exists():
+    stored header, which it commits to)."""
+    store, cid = _store(net, name), bytes.fromhex(chunk_id)
+    try:
+        header = store.header(cid)
+        data = store.ciphertext(cid)
+    except (ChunkNotFound, DataLoss):
         return False
-    header = ChunkHeader.from_json(json.loads(path.with_suffix(".meta").read_text()))
-    chunk = ChunkRecord(index=0, chunk_id=bytes.fromhex(chunk_id),
-                        size_bytes=header.chunk_size_bytes,
+    chunk = ChunkRecord(index=0, chunk_id=cid, size_bytes=header.chunk_size_bytes,
                         segment_size_bytes=header.segment_size_bytes,
                         segment_digests=header.segment_digests, replicas=())
     return header.chunk_id == chunk.chunk_id and header.digest_alg == digest_alg \
-        and chunk.matches_ciphertext(path.read_bytes(), digest_alg)
+        and chunk.matches_ciphertext(data, digest_alg)
 
 
 def _inspect_all(net: LocalNetwork, remotes: list[str]) -> dict[str, Any]:
@@ -61,7 +72,7 @@ def _assert_no_full_file(net: LocalNetwork, infos: dict[str, Any], when: str) ->
     for remote, info in infos.items():
         ids = {c["chunk_id"] for c in info["chunks"]}
         for i in range(PEERS):
-            held = {c for c in ids if _chunk_file(net, f"peer-{i}", c).exists()}
+            held = {c for c in ids if _holds(net, f"peer-{i}", c)}
             assert len(held) < len(ids), f"{when}: peer-{i} holds every chunk of {remote}"
 
 
@@ -173,8 +184,7 @@ def test_repair_network_sigkilled_repair_loses_nothing_and_rerun_finishes(
                                                     info["digest_alg"])
                                         for p in c["replicas"])
                    for r, info in before.items() for c in info["chunks"]}
-    on_disk_before = {name: set(p.stem for p in (net.home / name / "store").rglob("*.chunk"))
-                      for name in ids.values()}
+    on_disk_before = {name: _on_disk(net, name) for name in ids.values()}
     env = {**os.environ, "MYDRIVE_PEER": str(net.peer_dir(0)), "MYDRIVE_USER": "alice",
            "MYDRIVE_PASSPHRASE": PASSPHRASE}
     # 256 KiB/s: each repaired chunk (fetched + stored) takes about two seconds.
@@ -185,8 +195,7 @@ def test_repair_network_sigkilled_repair_loses_nothing_and_rerun_finishes(
         deadline = time.monotonic() + 120
         landed = False
         while time.monotonic() < deadline and proc.poll() is None:
-            now = {name: set(p.stem for p in (net.home / name / "store").rglob("*.chunk"))
-                   for name in ids.values()}
+            now = {name: _on_disk(net, name) for name in ids.values()}
             if any(now[n] - on_disk_before[n] for n in now):
                 landed = True
                 break
@@ -211,7 +220,7 @@ def test_repair_network_sigkilled_repair_loses_nothing_and_rerun_finishes(
     for info in after.values():
         for c in info["chunks"]:
             holders = {pid for pid, name in ids.items()
-                       if _chunk_file(net, name, c["chunk_id"]).exists()}
+                       if _holds(net, name, c["chunk_id"])}
             assert holders == set(c["replicas"]), c
             assert all(_holds_good(net, ids[p], c["chunk_id"], info["digest_alg"])
                        for p in c["replicas"])

@@ -77,10 +77,7 @@ def test_roundtrip_any_stored_byte_change_is_detected(chunk_pick: int, offset_pi
         offset = offset_pick % chunk.size_bytes
         targets = chunk.replicas[:1] if replicas_hit == "one" else chunk.replicas
         for peer_id in targets:
-            path = net.transport.peers[peer_id].store.chunk_file(chunk.chunk_id)
-            raw = bytearray(path.read_bytes())
-            raw[offset] ^= 1 << bit
-            path.write_bytes(bytes(raw))
+            net.transport.peers[peer_id].store.rot_ciphertext(chunk.chunk_id, offset, 1 << bit)
         if replicas_hit == "one":
             assert _download(root, net, record).read_bytes() == data
         else:

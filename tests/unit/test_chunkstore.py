@@ -176,7 +176,7 @@ def _commit_rest(store: ChunkStore, header: ChunkHeader, segments: list[bytes],
 
 def _assert_whole(store: ChunkStore, header: ChunkHeader, segments: list[bytes]) -> None:
     """Committed exactly: the .chunk file is the chunk's bytes alone, its header readable."""
-    assert store.chunk_file(header.chunk_id).read_bytes() == b"".join(segments)
+    assert store.ciphertext(header.chunk_id) == b"".join(segments)
     assert store.header(header.chunk_id) == header
     assert not list((store.root / "incoming").iterdir())
 

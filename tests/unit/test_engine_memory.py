@@ -74,10 +74,7 @@ def test_engine_download_fails_over_dead_and_bad_replicas(tmp_path: Path) -> Non
     # segment 0 on its first replica.
     bad = next(c for c in result.chunks if victim not in c.replicas)
     rotten, other = bad.replicas
-    path = net.transport.peers[rotten].store.chunk_file(bad.chunk_id)
-    raw = bytearray(path.read_bytes())
-    raw[0] ^= 0xFF
-    path.write_bytes(bytes(raw))
+    net.transport.peers[rotten].store.rot_ciphertext(bad.chunk_id, 0)
     out = tmp_path / "a.bin"
     ledger = download_file(record_of(result, keys), out, keys=keys, peers=net.addresses,
                            settings=SMALL_SETTINGS, transport=net.transport, clock=net.clock)

@@ -181,10 +181,8 @@ def test_jobs_download_notes_the_replica_that_served_bad_segments(world, tmp_pat
     record = c.find(a, "/dir/big.bin")
     chunk = record.chunks[0]
     rotten = chunk.replicas[0]  # asked first by the download
-    path = net.chunk_store(rotten).chunk_file(chunk.chunk_id)
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0x01
-    path.write_bytes(bytes(data))
+    store = net.chunk_store(rotten)
+    store.rot_ciphertext(chunk.chunk_id, store.ciphertext_extent(chunk.chunk_id)[1] - 1, 0x01)
     service = start_job_service(root, net.client())
     try:
         control = ControlClient(root)

@@ -50,8 +50,7 @@ class World:
         store = self.net.chunk_store(peer_id)
         if not store.has(chunk.chunk_id):
             return False
-        return chunk.matches_ciphertext(store.chunk_file(chunk.chunk_id).read_bytes(),
-                                        digest_alg)
+        return chunk.matches_ciphertext(store.ciphertext(chunk.chunk_id), digest_alg)
 
     def good_counts(self) -> dict[tuple[bytes, int], int]:
         """Per chunk, how many of the record's replicas truly hold it, on disk."""
@@ -165,10 +164,8 @@ def test_repair_replaces_a_corrupt_replica_and_deletes_it(tmp_path: Path) -> Non
     record = world.records()[1]
     chunk = record.chunks[1]
     rotten = chunk.replicas[1]
-    path = world.net.chunk_store(rotten).chunk_file(chunk.chunk_id)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x55
-    path.write_bytes(bytes(data))
+    store = world.net.chunk_store(rotten)
+    store.rot_ciphertext(chunk.chunk_id, store.ciphertext_extent(chunk.chunk_id)[1] // 2, 0x55)
     report = world.client.check(world.keys, verify_all=True, repair=True)
     before = {(f["file_id"], i["chunk"], i["peer"], i["state"])
               for f in report.to_json()["files"] for i in f["lost"]}
@@ -188,10 +185,8 @@ def test_download_bitrot_makes_a_suspect_the_next_pass_repairs(tmp_path: Path) -
     record = world.records()[0]
     chunk = record.chunks[0]
     rotten = chunk.replicas[0]  # asked first by the download
-    path = world.net.chunk_store(rotten).chunk_file(chunk.chunk_id)
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0x01
-    path.write_bytes(bytes(data))
+    store = world.net.chunk_store(rotten)
+    store.rot_ciphertext(chunk.chunk_id, store.ciphertext_extent(chunk.chunk_id)[1] - 1, 0x01)
     name = world.client._decrypted_path(world.keys, record)
     world.client.get(world.keys, name, out_dir=tmp_path / "o")
     state = DurabilityState.load(world.client.store, world.keys.user_id)
