@@ -10,7 +10,12 @@ from mydrive.runtime.faults import NO_FAULTS, FaultHooks
 from mydrive.runtime.metrics import Metrics
 from mydrive.storage.chunkstore import ChunkStore
 from mydrive.transport.envelope import ReplayGuard
-from mydrive.transport.signed_fetch import SignedFetch, authorize, parse_fetch
+from mydrive.transport.signed_fetch import (
+    SignedFetch,
+    VerifiedDelegations,
+    authorize,
+    parse_fetch,
+)
 
 
 def describe_sender_metrics(metrics: Metrics) -> None:
@@ -30,6 +35,7 @@ class ChunkServer:
         self.replay_guard = replay_guard
         self.metrics = metrics
         self.faults = faults
+        self.delegations = VerifiedDelegations()
 
     def fetch(self, signed: SignedFetch) -> Iterator[tuple[int, bytes]]:
         """Check the request completely, then stream the asked-for segments.
@@ -41,7 +47,8 @@ class ChunkServer:
             request = parse_fetch(signed)
             header = self.store.header(request.chunk_id)
             authorize(signed, request, owner_public_key=header.owner_public_key,
-                      my_peer_id=self.peer_id, clock=self.clock, replay_guard=self.replay_guard)
+                      my_peer_id=self.peer_id, clock=self.clock, replay_guard=self.replay_guard,
+                      delegations=self.delegations)
             indices = request.segment_indices or tuple(range(header.segment_count))
             if any(not 0 <= i < header.segment_count for i in indices):
                 raise BadRequest(f"segment index out of range 0..{header.segment_count - 1}")

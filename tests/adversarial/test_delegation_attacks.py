@@ -200,3 +200,64 @@ def test_delegation_tampered_scope_is_refused(world) -> None:
         _fetch(net, c, chunk.replicas[0],
                _raw_fetch(DELEGATE, forged, chunk.chunk_id, chunk.replicas[0], net.clock))
     assert _served(net) == 0
+
+
+# ---- the serving peer's cache of verified delegations (VerifiedDelegations) --------------
+
+def _holding_both(c, mine: FileRecord, theirs: FileRecord):
+    """A replica holding a chunk of each file, and those two chunks."""
+    for ours in mine.chunks:
+        for other in theirs.chunks:
+            common = set(ours.replicas) & set(other.replicas)
+            if common:
+                return sorted(common)[0], ours, other
+    raise AssertionError("no peer holds a chunk of both files")
+
+
+def test_cached_delegation_is_verified_once_and_still_checked_every_call(world, monkeypatch):
+    """The second fetch with the same delegation skips its signature check, not the rest:
+    scope, delegate signature and expiry are still refused."""
+    import mydrive.transport.signed_fetch as signed_fetch
+
+    net, c, a, b, rec, other, src = world
+    verified: list[bytes] = []
+    real = signed_fetch.verify_delegation
+    monkeypatch.setattr(signed_fetch, "verify_delegation",
+                        lambda d, k: verified.append(d.body) or real(d, k))
+    delegation = _delegation(a, [rec], net.clock)
+    signer = DelegateSigner(DELEGATE, [delegation])
+    chunk = rec.chunks[0]
+    peer = chunk.replicas[0]
+    for _ in range(2):
+        assert _fetch(net, c, peer, sign_fetch(signer, chunk_id=chunk.chunk_id,
+                                               target_peer_id=peer, segment_indices=[],
+                                               clock=net.clock))
+    assert len(verified) == 1
+    outside = next(ch for ch in other.chunks if peer in ch.replicas) \
+        if any(peer in ch.replicas for ch in other.chunks) else None
+    if outside is not None:
+        with pytest.raises(PermissionDenied, match="does not cover this chunk"):
+            _fetch(net, c, peer, _raw_fetch(DELEGATE, delegation.encode(), outside.chunk_id,
+                                            peer, net.clock))
+    with pytest.raises(PermissionDenied, match="not signed by the delegate"):
+        _fetch(net, c, peer, _raw_fetch(THIEF, delegation.encode(), chunk.chunk_id, peer,
+                                        net.clock))
+    net.clock.advance_ms(LIFETIME_MS)
+    with pytest.raises(PermissionDenied, match="expired"):
+        _fetch(net, c, peer, sign_fetch(signer, chunk_id=chunk.chunk_id, target_peer_id=peer,
+                                        segment_indices=[], clock=net.clock))
+    assert len(verified) == 1
+
+
+def test_cached_delegation_does_not_pass_for_another_owners_chunk(world, tmp_path: Path):
+    """Alice's delegation, verified and cached by a replica, attached to a fetch of Bob's
+    chunk on that replica: refused as not signed by that chunk's owner."""
+    net, c, a, b, rec, other, src = world
+    bobs = c.put(b, random_file(tmp_path / "bob.bin", 120_000), "/bob.bin")
+    peer, alices_chunk, bobs_chunk = _holding_both(c, rec, bobs)
+    delegation = _delegation(a, [rec, bobs], net.clock)  # names Bob's chunk too
+    assert _fetch(net, c, peer, _raw_fetch(DELEGATE, delegation.encode(),
+                                           alices_chunk.chunk_id, peer, net.clock))
+    with pytest.raises(PermissionDenied, match="not signed by the chunk's owner"):
+        _fetch(net, c, peer, _raw_fetch(DELEGATE, delegation.encode(), bobs_chunk.chunk_id,
+                                        peer, net.clock))
