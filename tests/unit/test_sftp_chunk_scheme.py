@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mydrive.engine import download
+from mydrive.errors import BadRequest
 from mydrive.formats.digest import DERIVED_ID_ALG, WHOLE_CHUNK_ALG
 from mydrive.sftp.chunks import chunk_fetcher
 from tests.derived_ids import alice_puts_a_file, use_chunk_ids
@@ -29,7 +30,31 @@ def test_sftp_fetches_chunks_under_the_records_scheme(tmp_path: Path,
 
     monkeypatch.setattr(download, "fetch_chunk", spy)
     fetch = chunk_fetcher(c, a, record)
-    data = b"".join(fetch(i) for i in range(len(record.chunks)))
+    data = bytearray(record.size_bytes)
+    for i in range(len(record.chunks)):
+        start, end = record.plan.chunk_range(i)
+        fetch(i, memoryview(data)[start:end])
     assert data == src.read_bytes()
     assert asked == [alg] * len(record.chunks)
+    c.close()
+
+
+def test_sftp_chunk_of_the_wrong_length_is_refused_before_it_is_fetched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A buffer that is not exactly the chunk's plaintext (its ciphertext less the tag) is an
+    error, not a partly filled read; nothing is fetched for it."""
+    c, a, _, record = alice_puts_a_file(tmp_path)
+    fetched: list[Any] = []
+    real = download.fetch_chunk
+
+    def spy(*args: Any, **kwargs: Any) -> bytes:
+        fetched.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(download, "fetch_chunk", spy)
+    fetch = chunk_fetcher(c, a, record)
+    length = record.plan.plaintext_length(0)
+    with pytest.raises(BadRequest, match=f"expected {length - 1}"):
+        fetch(0, memoryview(bytearray(length - 1)))
+    assert fetched == []
     c.close()

@@ -7,6 +7,9 @@ import asyncio
 import os
 import sys
 import threading
+import time
+import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,34 +116,136 @@ def _plan(size: int, chunk: int) -> ChunkPlan:
                      segment_size_bytes=4096)
 
 
+def _fetch_from(data: bytes, plan: ChunkPlan) -> Callable[[int, memoryview], None]:
+    """A fetch that fills the window's buffer from ``data`` (a view: it allocates nothing)."""
+    source = memoryview(data)
+
+    def fetch(i: int, into: memoryview) -> None:
+        start, end = plan.chunk_range(i)
+        assert len(into) == end - start
+        into[:] = source[start:end]
+
+    return fetch
+
+
+async def _read_all(window: ChunkWindow, step: int, each: Callable[[], None] = lambda: None,
+                    ) -> bytes:
+    out = bytearray()
+    while block := await window.read(len(out), step):
+        out += block
+        each()
+    return bytes(out)
+
+
 def test_sftp_window_streams_whole_file_with_bounded_memory() -> None:
     """Sequential reads return the file, fetch each chunk once, hold at most `window` chunks."""
     data = os.urandom(40 * 8192 + 123)
     plan = _plan(len(data), 8192)
     held_max = 0
-    lock = threading.Lock()
 
-    def fetch(i: int) -> bytes:
-        start, end = plan.chunk_range(i)
-        return data[start:end]
+    def held() -> None:
+        nonlocal held_max
+        held_max = max(held_max, len(window._chunks))
 
     with ThreadPoolExecutor(4) as pool:
-        window = ChunkWindow(plan, fetch, pool, window=3)
-
-        async def read_all() -> bytes:
-            nonlocal held_max
-            out = bytearray()
-            while True:
-                block = await window.read(len(out), 3000)
-                with lock:
-                    held_max = max(held_max, len(window._chunks))
-                if not block:
-                    return bytes(out)
-                out += block
-
-        assert asyncio.run(read_all()) == data
+        window = ChunkWindow(plan, _fetch_from(data, plan), pool, window=3)
+        assert asyncio.run(_read_all(window, 3000, held)) == data
     assert window.fetches == plan.chunk_count
     assert held_max <= 3
+
+
+def test_sftp_window_reuses_chunk_buffers() -> None:
+    """Forty chunks are decrypted into a handful of buffers (the window's, and one while a
+    dropped chunk is given back), not one fresh chunk-sized buffer per chunk: with 8 MiB
+    chunks the per-chunk buffers were mapped, faulted in and unmapped every chunk."""
+    data = os.urandom(40 * 8192 + 123)
+    plan = _plan(len(data), 8192)
+    buffers: list[object] = []  # held, so a new buffer can't take a freed one's id
+    fetch = _fetch_from(data, plan)
+
+    def counting(i: int, into: memoryview) -> None:
+        if not any(b is into.obj for b in buffers):
+            buffers.append(into.obj)
+        fetch(i, into)
+
+    with ThreadPoolExecutor(4) as pool:
+        window = ChunkWindow(plan, counting, pool, window=3)
+        assert asyncio.run(_read_all(window, 3000)) == data
+    assert window.fetches == 41
+    assert len(buffers) <= 3 + 1
+
+
+def test_sftp_window_read_copies_only_what_it_returns() -> None:
+    """Streaming a file of 1 MiB chunks in 64 KiB reads allocates no chunk-sized object
+    once the window's buffers exist: no chunk is sliced whole, joined or copied per read
+    (tracemalloc peak above what was held before, well under one chunk)."""
+    chunk = 1024 * 1024
+    data = os.urandom(12 * chunk)
+    plan = _plan(len(data), chunk)
+    with ThreadPoolExecutor(2) as pool:
+        window = ChunkWindow(plan, _fetch_from(data, plan), pool, window=2)
+
+        async def go() -> tuple[int, bytes]:
+            head = await window.read(0, 64 * 1024)  # the window's two buffers, made once
+            await window.read(chunk + 65536, 65536)  # and the third, while one is handed back
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                tail = bytearray()
+                position = 2 * chunk
+                while block := await window.read(position, 64 * 1024):
+                    tail += memoryview(block)[:1]  # keep nothing chunk-sized ourselves
+                    position += len(block)
+                return tracemalloc.get_traced_memory()[1] - base, head
+            finally:
+                tracemalloc.stop()
+
+        peak, head = asyncio.run(go())
+    assert head == data[:64 * 1024]
+    assert peak < chunk // 4, f"reads allocated {peak} bytes at their peak"
+
+
+def test_sftp_window_does_not_hand_a_running_fetch_s_buffer_to_another() -> None:
+    """A chunk dropped while its fetch still runs keeps its buffer until that fetch ends: no
+    two fetches ever fill the same buffer, and every read returns the file's bytes."""
+    data = os.urandom(30 * 8192)
+    plan = _plan(len(data), 8192)
+    fetch = _fetch_from(data, plan)
+    release = threading.Event()
+    lock = threading.Lock()
+    filling: set[int] = set()
+    shared: list[int] = []
+
+    def slow_first(i: int, into: memoryview) -> None:
+        with lock:
+            if id(into.obj) in filling:
+                shared.append(i)
+            filling.add(id(into.obj))
+        try:
+            if i < 2:
+                release.wait(10)
+            fetch(i, into)
+        finally:
+            with lock:
+                filling.discard(id(into.obj))
+
+    with ThreadPoolExecutor(4) as pool:
+        window = ChunkWindow(plan, slow_first, pool, window=2)
+
+        async def go() -> None:
+            first = asyncio.ensure_future(window.read(0, 100))  # waits for chunk 0
+            await asyncio.sleep(0.05)
+            assert await window.read(10 * 8192, 8192 + 50) == data[10 * 8192:11 * 8192 + 50]
+            assert await window.read(20 * 8192, 100) == data[20 * 8192:20 * 8192 + 100]
+            release.set()
+            time.sleep(0.2)  # (the loop held) chunks 0 and 1 end: their buffers go back, and
+            window._schedule(25)  # the next fetches refill them before `first` resumes
+            time.sleep(0.2)
+            assert await first == data[:100]  # chunk 0 was dropped: fetched again, not read
+            assert await _read_all(window, 5000) == data
+
+        asyncio.run(go())
+    assert shared == []
 
 
 def test_sftp_window_read_far_back_refetches_and_spans_chunks() -> None:
@@ -148,7 +253,7 @@ def test_sftp_window_read_far_back_refetches_and_spans_chunks() -> None:
     data = bytes(range(256)) * 320
     plan = _plan(len(data), 8192)
     with ThreadPoolExecutor(2) as pool:
-        window = ChunkWindow(plan, lambda i: data[i * 8192:(i + 1) * 8192], pool, window=2)
+        window = ChunkWindow(plan, _fetch_from(data, plan), pool, window=2)
 
         async def go() -> None:
             assert await window.read(8190, 20) == data[8190:8210]
@@ -156,17 +261,22 @@ def test_sftp_window_read_far_back_refetches_and_spans_chunks() -> None:
             before = window.fetches
             assert await window.read(10, 10) == data[10:20]
             assert window.fetches > before
+            assert await window.read(8192 - 5, 3 * 8192) == data[8192 - 5:4 * 8192 - 5]
             assert await window.read(len(data), 10) == b""
 
         asyncio.run(go())
 
 
-def test_sftp_window_refuses_a_chunk_of_the_wrong_length() -> None:
-    """A fetched chunk whose plaintext length differs from the plan is an error, not data."""
+def test_sftp_window_read_of_a_failed_chunk_fails() -> None:
+    """A chunk whose fetch fails makes the read fail; no bytes of it are returned."""
     plan = _plan(30000, 8192)
+
+    def fail(i: int, into: memoryview) -> None:
+        raise BadRequest(f"chunk {i} is bad")
+
     with ThreadPoolExecutor(1) as pool:
-        window = ChunkWindow(plan, lambda i: b"short", pool, window=1)
-        with pytest.raises(BadRequest, match="expected 8192"):
+        window = ChunkWindow(plan, fail, pool, window=1)
+        with pytest.raises(BadRequest, match="chunk 0 is bad"):
             asyncio.run(window.read(0, 100))
 
 
