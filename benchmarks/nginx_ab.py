@@ -14,7 +14,6 @@ the edits in ``VARIANTS``; ``rendered`` is the config and command line as
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -60,15 +59,6 @@ def _keepalive(conf: str, peer_root: Path) -> str:
     return conf.replace("http {", "http {\n    " + "\n    ".join(upstreams), 1)
 
 
-def _loopback_tcp(conf: str, peer_root: Path) -> str:
-    """The services' loopback ports instead of their unix sockets (mydrive.node.service_socket)."""
-    ports = json.loads((peer_root / "peer.json").read_text())
-    for kind in ("receiver", "sender"):
-        conf = re.sub(rf"grpc_pass grpc://unix:[^;]*/{kind}\.sock;",
-                      f"grpc_pass grpc://127.0.0.1:{ports[f'{kind}_port']};", conf)
-    return conf
-
-
 def _in_http(directives: str) -> Edit:
     def edit(conf: str, peer_root: Path) -> str:
         return conf.replace("http {", f"http {{\n    {directives}", 1)
@@ -94,7 +84,9 @@ def _cert_header(replacement: str | None) -> Edit:
 
 VARIANTS: dict[str, Edit] = {
     "rendered": lambda conf, peer_root: conf,
-    "loopback-tcp": _loopback_tcp,
+    # No "loopback-tcp" variant any more: a TLS peer's services listen on their unix
+    # sockets only (docs/security.md, "Other accounts on a peer's machine"); its figures
+    # against the sockets are in docs/benchmarks.md.
     "body-window": _in_peer_server("client_body_buffer_size 1m;"),
     "grpc-buffer": _in_peer_server("grpc_buffer_size 1m;"),
     "chunk-size": _in_peer_server("http2_chunk_size 64k;"),

@@ -36,6 +36,7 @@ from mydrive.node.serve import (
     serve_words,
     service_healthy,
 )
+from mydrive.node.service_socket import record_nginx_upstream, service_listen
 from mydrive.node.supervisor import Service
 from mydrive.runtime.disk import atomic_write_bytes
 
@@ -138,6 +139,10 @@ def start(home: Path, *, env: dict[str, str] | None = None,
             if only is not None and entry["name"] not in only:
                 continue
             peer = PeerDir(Path(entry["dir"]))
+            if peer.config.tls:
+                # This nginx reaches the services over their sockets (a container render
+                # of the same directory may have said otherwise): tell them before they start.
+                record_nginx_upstream(peer.root, container=False)
             for kind in kinds_of(peer):
                 if kinds is not None and kind not in kinds or _running(entry, peer, kind):
                     continue
@@ -243,7 +248,7 @@ def _where(peer: PeerDir, kind: str) -> tuple[str, str, Callable[[], bool]]:
         from mydrive.node.sftp_address import sftp_address, sftp_healthy
 
         return sftp_address(cfg), "", lambda: sftp_healthy(cfg)
-    address = cfg.receiver_address if kind == "receiver" else cfg.sender_address
+    address = service_listen(peer.root, cfg, kind).address  # a TLS peer's: its unix socket
     return address, metrics_url(cfg, kind), lambda: service_healthy(cfg, kind)
 
 

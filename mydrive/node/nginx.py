@@ -22,7 +22,11 @@ from pathlib import Path
 from mydrive.errors import BadRequest
 from mydrive.node.peerdir import PeerConfig, PeerDir
 from mydrive.node.pki import TlsFiles, tls_files, write_secret
-from mydrive.node.service_socket import nginx_upstream
+from mydrive.node.service_socket import (
+    nginx_upstream,
+    nginx_worker_user,
+    record_nginx_upstream,
+)
 
 log = logging.getLogger("mydrive.node.nginx")
 
@@ -73,7 +77,9 @@ def render(peer: PeerDir, *, container: bool = False, resolver: str | None = Non
     """Write PEER_DIR/nginx/nginx.conf for this peer's ports and certificates.
 
     ``container``: nginx runs in the peer's container network namespace (docker/, shared
-    with the services, which stay on its loopback): it listens on every address there,
+    with the services, which stay on its loopback, told so by PEER_DIR/nginx/upstream.json;
+    elsewhere they listen on their 0600 unix sockets only, and a root-started nginx runs
+    its workers as the peer's account to open them): it listens on every address there,
     leaves the UI's host restriction to the port publishing, and resolves names with
     Docker's DNS (``resolver``: another name server's address, e.g. Kubernetes' DNS).
     """
@@ -92,6 +98,7 @@ def render(peer: PeerDir, *, container: bool = False, resolver: str | None = Non
     couchdb_pass = couchdb_read_route(cfg) if cfg.couchdb_port else "return 404;"
     text = string.Template(template_path().read_text()).substitute(
         prefix=base.resolve().as_posix(), peer_id=cfg.peer_id,
+        worker_user=nginx_worker_user(peer.root),
         listen_host="0.0.0.0" if container else cfg.host,  # noqa: S104 - the pod's own netns
         ui_access=CONTAINER_UI_ACCESS if container else LOOPBACK_UI_ACCESS,
         resolver=(f"resolver {resolver} ipv6=off valid=30s;" if resolver
@@ -107,6 +114,9 @@ def render(peer: PeerDir, *, container: bool = False, resolver: str | None = Non
         couchdb_pass=couchdb_pass, **_crl_directives(files))
     path = base / "nginx.conf"
     write_secret(path, text.encode())  # it holds the member's password
+    # The services listen where this config sends nginx: their sockets, or in a container
+    # their loopback ports (mydrive.node.service_socket.service_listen).
+    record_nginx_upstream(peer.root, container=container)
     return path
 
 

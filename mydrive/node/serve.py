@@ -27,7 +27,7 @@ import grpc
 
 from mydrive.errors import BadRequest, MydriveError
 from mydrive.node.peerdir import PeerConfig, PeerDir
-from mydrive.node.service_socket import open_to_nginx, service_socket
+from mydrive.node.service_socket import bind_private_socket, service_listen
 from mydrive.node.ui_address import health_body
 from mydrive.runtime.allocator import tune_for_transfers
 from mydrive.runtime.clock import SystemClock
@@ -118,25 +118,27 @@ def build_server(kind: str, peer: PeerDir, metrics: Metrics, *,
                                     limits=StreamLimits(limits, SystemClock()),
                                     identify=CallerIdentity(peer.peer_trust()))
         pb_grpc.add_ReceiverServicer_to_server(servicer, server)
-        address = config.receiver_address
     elif kind == "sender":
         describe_sender_metrics(metrics)
         chunk_server = ChunkServer(store, peer_id=config.peer_id, clock=SystemClock(),
                                    replay_guard=ReplayGuard(), metrics=metrics,
                                    faults=faults)
         pb_grpc.add_SenderServicer_to_server(SenderServicer(chunk_server), server)
-        address = config.sender_address
     else:
         raise BadRequest(f"unknown service {kind!r}; expected one of {', '.join(SERVICES)}")
-    server.add_insecure_port(address)
-    sock = service_socket(peer.root, kind) if config.tls else None
-    if sock is not None:  # nginx's way in (mydrive.node.service_socket)
+    listen = service_listen(peer.root, config, kind)
+    if listen.socket is None:
+        server.add_insecure_port(str(listen.tcp))
+    else:  # a TLS peer: nginx's only way in, and no other account's (service_socket)
         try:
-            server.add_insecure_port(f"unix:{sock}")
-            open_to_nginx(sock)
-        except (RuntimeError, OSError) as exc:  # e.g. a volume without sockets (containers)
-            log.warning("no unix socket %s (%s): nginx must use the loopback port", sock, exc)
-    return server, address
+            bind_private_socket(server.add_insecure_port, listen.socket, peer.root)
+        except (RuntimeError, OSError) as exc:
+            # No loopback port instead: nginx is rendered to use the socket, so the port
+            # would serve only the machine's other accounts (docs/security.md).
+            raise BadRequest(f"{kind} can't listen on its unix socket {listen.socket} "
+                             f"({exc}): the peer directory must be on a file system that "
+                             f"holds unix sockets, with nothing else at that path") from exc
+    return server, listen.address
 
 
 def _metrics_http(metrics: Metrics, host: str, port: int, peer_id: str) -> ThreadingHTTPServer:

@@ -1,21 +1,44 @@
-"""How the peer's nginx reaches its receiver and sender: a unix socket where there is one.
+"""How the peer's nginx reaches its receiver and sender, and who else can.
 
 Behind nginx (TLS on) every byte of a put or get crosses nginx-to-service once more; over a
 unix socket that hop skips loopback TCP's stack (docs/benchmarks.md, "Peer-side
-optimisations"). Each service then listens on ``PEER_DIR/<kind>.sock`` as well as on its
-loopback port (which plain networks, probes and the test-bed use). Loopback TCP stays on
-Windows, when the path does not fit a socket address, when nginx's workers (another user
-under root) could not reach the socket, and in a container, where nginx is not given the
-peer directory.
+optimisations"). It is also the only way in: a TLS peer's service listens on
+``PEER_DIR/<kind>.sock`` **instead of** its loopback port, the socket is 0600 and belongs
+to the peer's account (the owner of ``peer.json``), and nginx's workers run as that
+account: an nginx started by it does so anyway; under root, the rendered config names it in
+nginx's ``user`` directive (``nginx_worker_user``). Any other local account gets EACCES on
+the socket and a refused connection on the port, where before it could call the services
+without a certificate and forge the caller-certificate header nginx sets
+(docs/security.md, "Other accounts on a peer's machine").
+
+Loopback TCP stays (``service_listen``) without TLS (no nginx: the test-bed's plain
+networks), on Windows (no unix sockets), when the path does not fit a socket address, and
+in a container pod, whose nginx is rendered with ``--container`` (its record
+``PEER_DIR/nginx/upstream.json`` tells the services): the pod's network namespace is its
+own, so its loopback is the pod's processes' only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mydrive.errors import BadRequest
+from mydrive.runtime.disk import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from mydrive.node.peerdir import PeerConfig
 
 MAX_SOCKET_PATH_CHARS = 100  # sockaddr_un holds 108 bytes on Linux, 104 on macOS
+SOCKET_MODE = 0o600
+# Written by a --container render (nginx reaches the services over the pod's loopback),
+# removed by any other render.
+UPSTREAM_RECORD = Path("nginx") / "upstream.json"
+PEER_CONFIG_NAME = "peer.json"  # mydrive.node.peerdir.CONFIG_NAME (no import cycle)
 
 
 def service_socket(peer_root: Path, kind: str) -> Path | None:
@@ -26,41 +49,95 @@ def service_socket(peer_root: Path, kind: str) -> Path | None:
     return path if len(os.fsencode(path)) <= MAX_SOCKET_PATH_CHARS else None
 
 
+@dataclass(frozen=True)
+class ServiceListen:
+    """Where one service listens for gRPC: exactly one of the two."""
+
+    tcp: str | None        # host:port
+    socket: Path | None    # PEER_DIR/<kind>.sock
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.socket}" if self.socket is not None else str(self.tcp)
+
+
+def service_listen(peer_root: Path, config: PeerConfig, kind: str) -> ServiceListen:
+    """Where the ``kind`` service of this peer listens (and so where nginx must point)."""
+    tcp = config.receiver_address if kind == "receiver" else config.sender_address
+    if not config.tls or nginx_on_loopback(peer_root):
+        return ServiceListen(tcp=tcp, socket=None)
+    sock = service_socket(peer_root, kind)
+    return ServiceListen(tcp=tcp if sock is None else None, socket=sock)
+
+
 def nginx_upstream(peer_root: Path, kind: str, host: str, port: int, *,
                    container: bool = False) -> str:
     """The address in nginx's ``grpc_pass grpc://...`` for that service."""
     path = None if container else service_socket(peer_root, kind)
-    if path is None or not _workers_can_reach(path.parent):
-        return f"{host}:{port}"
-    return f"unix:{path.as_posix()}"
+    return f"{host}:{port}" if path is None else f"unix:{path.as_posix()}"
 
 
-def open_to_nginx(path: Path) -> None:
-    """Let nginx's workers connect to a service socket the service just bound, and no one
-    else where that is possible.
-
-    nginx started by another user than root runs its workers as that user, the peer's
-    account (the one that runs the services): the socket is 0600. Under root they run as an
-    unprivileged user ("nobody" unless nginx was built otherwise), who needs write
-    permission on the socket: 0666, so any local process may connect, exactly as to the
-    service's loopback port, which it listens on anyway (docs/security.md, "Other accounts
-    on a peer's machine").
-    """
-    os.chmod(path, 0o666 if _workers_are_another_user() else 0o600)  # noqa: S103
+def record_nginx_upstream(peer_root: Path, *, container: bool) -> None:
+    """What a render tells the services: a container's nginx dials their loopback ports
+    (the record), any other nginx their sockets (no record)."""
+    record = peer_root / UPSTREAM_RECORD
+    if container:
+        atomic_write_bytes(record, json.dumps({"services": "loopback"}).encode())
+    else:
+        record.unlink(missing_ok=True)
 
 
-def _workers_are_another_user() -> bool:
-    """Only root's nginx switches its workers to another user (POSIX only: no sockets on
-    Windows)."""
-    return os.geteuid() == 0
+def nginx_on_loopback(peer_root: Path) -> bool:
+    return (peer_root / UPSTREAM_RECORD).is_file()
 
 
-def _workers_can_reach(directory: Path) -> bool:
-    """nginx started by root runs its workers as another user: they must be able to search
-    every directory down to the socket (a peer directory made 0700 keeps loopback TCP)."""
-    if not _workers_are_another_user():
-        return True  # nginx's workers run as this user
+def peer_account(peer_root: Path) -> tuple[int, int]:
+    """(uid, gid) of the peer's account: the owner of its ``peer.json`` (0600, so its
+    services run as that account, or as root)."""
+    st = (peer_root / PEER_CONFIG_NAME).stat()
+    return st.st_uid, st.st_gid
+
+
+def bind_private_socket(add_port: object, path: Path, peer_root: Path) -> None:
+    """Bind ``path`` with ``add_port`` (``grpc.Server.add_insecure_port``) so that only the
+    peer's account may connect: created under umask 077 (never connectable by others, not
+    even between bind and chmod), then 0600 and, when root runs the service for another
+    account, handed to that account (nginx's workers run as it)."""
+    old = os.umask(0o077)
     try:
-        return all(d.stat().st_mode & stat.S_IXOTH for d in (directory, *directory.parents))
-    except OSError:
-        return False
+        add_port(f"unix:{path}")  # type: ignore[operator]
+    finally:
+        os.umask(old)
+    os.chmod(path, SOCKET_MODE)
+    uid, gid = peer_account(peer_root)
+    if os.geteuid() == 0 and (uid, gid) != (0, 0):
+        os.chown(path, uid, gid)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISSOCK(mode) or mode & 0o077:
+        raise BadRequest(f"{path} is not a private socket after binding it")
+
+
+def nginx_worker_user(peer_root: Path) -> str:
+    """nginx's main-context ``user`` line for this peer's config.
+
+    Only root's nginx switches its workers to another account ("nobody" unless told): it
+    is told the peer's account, the only one (with root) that may open the 0600 service
+    sockets. An nginx started by another account runs its workers as itself, which must then
+    be the peer's (a comment instead: nginx would warn about the directive). Trade-off for a
+    peer run by root: its nginx's workers run as root too (docs/security.md)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return ("# workers run as the account that starts nginx: the peer's own, which "
+                "alone may open the service sockets")
+    import grp
+    import pwd
+
+    uid, gid = peer_account(peer_root)
+    try:
+        user, group = pwd.getpwuid(uid).pw_name, grp.getgrgid(gid).gr_name
+    except KeyError as exc:
+        raise BadRequest(f"{peer_root / PEER_CONFIG_NAME} belongs to uid {uid} gid {gid}, "
+                         f"which have no names here: nginx's 'user' directive needs a "
+                         f"user and group name (create them, or start nginx as that "
+                         f"account)") from exc
+    return (f"user {user} {group};  # the peer's account: only it may open the service "
+            f"sockets")

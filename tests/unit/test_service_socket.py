@@ -1,19 +1,29 @@
-"""nginx reaches a TLS peer's services over unix sockets where it can (loopback TCP else)."""
+"""nginx reaches a TLS peer's services over unix sockets where it can (loopback TCP else),
+and no other local account reaches them at all (docs/security.md, "Other accounts on a
+peer's machine"; the attack on a running network: tests/integration/test_local_accounts.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import socket
 from pathlib import Path
 
 import grpc
 import pytest
 
+from mydrive.errors import BadRequest
+from mydrive.node import service_socket as module
+from mydrive.node.nginx import render
 from mydrive.node.peerdir import init_peer
 from mydrive.node.pki import init_network
 from mydrive.node.serve import build_server
-from mydrive.node.service_socket import MAX_SOCKET_PATH_CHARS, nginx_upstream, service_socket
+from mydrive.node.service_socket import (
+    MAX_SOCKET_PATH_CHARS,
+    nginx_upstream,
+    nginx_worker_user,
+    service_listen,
+    service_socket,
+)
 from mydrive.runtime.metrics import Metrics
 from mydrive.transport.wire import mydrive_pb2 as pb
 from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
@@ -21,26 +31,47 @@ from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 posix_only = pytest.mark.skipif(os.name != "posix", reason="unix sockets: loopback TCP there")
 
 
-@posix_only
-def test_tls_peer_service_answers_on_its_socket(tmp_path: Path) -> None:
-    """The sender of a TLS peer serves on PEER_DIR/sender.sock, where nginx is pointed."""
+def _tls_peer(tmp_path: Path):  # type: ignore[no-untyped-def]
     init_network(tmp_path / "pki")
-    peer = init_peer(tmp_path / "p", network_dir=tmp_path / "pki")
+    return init_peer(tmp_path / "p", network_dir=tmp_path / "pki")
+
+
+def _refused(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _answers(target: str) -> None:
+    """A malformed FetchChunk gets an answer (INVALID_ARGUMENT) from the sender there."""
+    with grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            list(pb_grpc.SenderStub(channel).FetchChunk(
+                pb.SignedFetch(request=b"junk", signature=b""), timeout=10))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@posix_only
+def test_tls_peer_service_answers_on_its_socket_only(tmp_path: Path) -> None:
+    """The sender of a TLS peer serves on PEER_DIR/sender.sock, where nginx is pointed, a
+    0600 socket of the peer's account, and not on its loopback port (open to every local
+    account): before, it listened on both and the socket was 0666 under root."""
+    peer = _tls_peer(tmp_path)
     assert peer.config.tls
-    server, _ = build_server("sender", peer, Metrics())
+    server, address = build_server("sender", peer, Metrics())
     server.start()
     try:
         sock = service_socket(peer.root, "sender")
         assert sock == peer.root.resolve() / "sender.sock"
-        # nginx's workers may be another user (root starts them as "nobody"): they connect;
-        # else they are this user, and no other may.
-        assert sock.stat().st_mode & 0o777 == (0o666 if os.geteuid() == 0 else 0o600)
-        with grpc.insecure_channel(f"unix:{sock}") as channel:
-            stub = pb_grpc.SenderStub(channel)
-            with pytest.raises(grpc.RpcError) as err:  # a malformed request: but an answer
-                list(stub.FetchChunk(pb.SignedFetch(request=b"junk", signature=b""),
-                                     timeout=10))
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert address == f"unix:{sock}"
+        st = sock.stat()
+        assert st.st_mode & 0o777 == 0o600
+        assert (st.st_uid, st.st_gid) == module.peer_account(peer.root)
+        _answers(f"unix:{sock}")
+        assert _refused(peer.config.sender_address)
     finally:
         server.stop(0)
 
@@ -48,9 +79,12 @@ def test_tls_peer_service_answers_on_its_socket(tmp_path: Path) -> None:
 def test_plain_peer_has_no_socket(tmp_path: Path) -> None:
     """Without TLS there is no nginx: the services keep their loopback ports only."""
     peer = init_peer(tmp_path / "p")
-    server, _ = build_server("sender", peer, Metrics())
+    server, address = build_server("sender", peer, Metrics())
+    server.start()
     try:
         assert not (peer.root / "sender.sock").exists()
+        assert address == peer.config.sender_address
+        _answers(address)
     finally:
         server.stop(0)
 
@@ -65,59 +99,94 @@ def test_loopback_tcp_when_no_socket_fits(tmp_path: Path) -> None:
 
 
 @posix_only
-@pytest.mark.skipif(os.name == "posix" and os.geteuid() != 0,
-                    reason="only root's nginx runs its workers as another user")
-def test_root_keeps_tcp_when_workers_cannot_reach_the_socket() -> None:
-    """Under root nginx's workers run as "nobody": a peer directory they can't search
-    (0700) keeps loopback TCP instead of a socket they could not open."""
-    outside = Path(tempfile.mkdtemp(prefix="svc-sock-"))  # pytest's own tmp is 0700
-    try:
-        peer_root = outside / "p"
-        peer_root.mkdir(mode=0o700)
-        assert nginx_upstream(peer_root, "sender", "127.0.0.1", 7002) == "127.0.0.1:7002"
-        peer_root.chmod(0o755)
-        outside.chmod(0o755)
-        assert nginx_upstream(peer_root, "sender", "127.0.0.1",
-                              7002) == f"unix:{peer_root.resolve()}/sender.sock"
-    finally:
-        shutil.rmtree(outside)
-
-
-@posix_only
-def test_service_starts_on_its_port_when_the_socket_cannot_be_bound(tmp_path: Path) -> None:
-    """A socket path that can't be bound (here a regular file squats it; in a container, a
-    volume without sockets) costs the socket, not the service: it serves on its port."""
-    init_network(tmp_path / "pki")
-    peer = init_peer(tmp_path / "p", network_dir=tmp_path / "pki")
-    (peer.root / "sender.sock").write_text("not a socket")
+def test_container_render_keeps_the_services_on_loopback(tmp_path: Path) -> None:
+    """A --container render points nginx at the pod's loopback ports and records it, so the
+    services listen there (the pod's own network namespace); a render for this machine
+    points it at the sockets and the services follow."""
+    peer = _tls_peer(tmp_path)
+    sock = peer.root.resolve() / "sender.sock"
+    render(peer, container=True)
+    conf = (peer.root / "nginx" / "nginx.conf").read_text()
+    assert f"grpc_pass grpc://{peer.config.sender_address};" in conf
+    listen = service_listen(peer.root, peer.config, "sender")
+    assert (listen.tcp, listen.socket) == (peer.config.sender_address, None)
     server, address = build_server("sender", peer, Metrics())
     server.start()
     try:
-        with grpc.insecure_channel(address) as channel:
-            with pytest.raises(grpc.RpcError) as err:
-                list(pb_grpc.SenderStub(channel).FetchChunk(
-                    pb.SignedFetch(request=b"junk", signature=b""), timeout=10))
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert address == peer.config.sender_address and not sock.exists()
+        _answers(address)
+    finally:
+        server.stop(0)
+    render(peer)
+    conf = (peer.root / "nginx" / "nginx.conf").read_text()
+    assert f"grpc_pass grpc://unix:{sock};" in conf
+    assert service_listen(peer.root, peer.config, "sender").socket == sock
+
+
+@posix_only
+def test_service_refuses_to_start_when_the_socket_cannot_be_bound(tmp_path: Path) -> None:
+    """A socket path that can't be bound (here a regular file squats it; a file system
+    without sockets) stops the service with the reason: it does not fall back to its
+    loopback port, which nginx (pointed at the socket) would not use and every other local
+    account could."""
+    peer = _tls_peer(tmp_path)
+    (peer.root / "sender.sock").write_text("not a socket")
+    with pytest.raises(BadRequest, match="can't listen on its unix socket"):
+        build_server("sender", peer, Metrics())
+    assert _refused(peer.config.sender_address)
+
+
+@posix_only
+def test_a_socket_left_by_a_crash_is_bound_again(tmp_path: Path) -> None:
+    """A service killed hard leaves its socket file behind: the next start binds anew."""
+    peer = _tls_peer(tmp_path)
+    sock = peer.root / "sender.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as leftover:
+        leftover.bind(str(sock))
+    os.chmod(sock, 0o666)
+    server, address = build_server("sender", peer, Metrics())
+    server.start()
+    try:
+        assert sock.stat().st_mode & 0o777 == 0o600
+        _answers(address)
     finally:
         server.stop(0)
 
 
 @posix_only
-def test_socket_is_the_peer_accounts_only_when_nginx_is_not_root(tmp_path: Path,
-                                                                  monkeypatch) -> None:
-    """nginx started by the peer's own account runs its workers as that account: no other
-    local user may connect to the service socket (0600). Under root the workers are another
-    user ("nobody"), who must connect: 0666 (docs/security.md)."""
-    import socket
+@pytest.mark.skipif(os.name == "posix" and os.geteuid() != 0,
+                    reason="only root runs a service for another account")
+def test_root_hands_the_socket_to_the_peer_account(tmp_path: Path) -> None:
+    """Root running the services of a peer another account owns (peer.json's owner): the
+    socket is that account's, 0600, and root's nginx runs its workers as it."""
+    import grp
+    import pwd
 
-    from mydrive.node import service_socket as module
+    peer = _tls_peer(tmp_path)
+    os.chown(peer.root / "peer.json", 65534, 65534)
+    server, _ = build_server("sender", peer, Metrics())
+    try:
+        st = (peer.root / "sender.sock").stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
+    finally:
+        server.stop(0)
+    user, group = pwd.getpwuid(65534).pw_name, grp.getgrgid(65534).gr_name
+    assert nginx_worker_user(peer.root).startswith(f"user {user} {group};")
 
-    path = tmp_path / "sender.sock"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bound:
-        bound.bind(str(path))
-        monkeypatch.setattr(module.os, "geteuid", lambda: 1000)
-        module.open_to_nginx(path)
-        assert path.stat().st_mode & 0o777 == 0o600
-        monkeypatch.setattr(module.os, "geteuid", lambda: 0)
-        module.open_to_nginx(path)
-        assert path.stat().st_mode & 0o777 == 0o666
+
+@posix_only
+def test_nginx_workers_run_as_the_peer_account(tmp_path: Path, monkeypatch) -> None:
+    """Root's nginx is told the peer's account (``user``); any other account's nginx runs
+    its workers as itself, so the config says nothing nginx would warn about."""
+    peer = _tls_peer(tmp_path)
+    uid, gid = module.peer_account(peer.root)
+    monkeypatch.setattr(module.os, "geteuid", lambda: 0)
+    import grp
+    import pwd
+
+    line = nginx_worker_user(peer.root)
+    assert line.startswith(f"user {pwd.getpwuid(uid).pw_name} {grp.getgrgid(gid).gr_name};")
+    render(peer)
+    assert line in (peer.root / "nginx" / "nginx.conf").read_text()
+    monkeypatch.setattr(module.os, "geteuid", lambda: 4321)
+    assert nginx_worker_user(peer.root).startswith("#")
