@@ -16,7 +16,10 @@ _PROBE = textwrap.dedent("""
     import ctypes, sys
     from mydrive.runtime.allocator import tune_for_transfers
     tuned = tune_for_transfers() if sys.argv[1] == "tune" else False
-    buf = bytearray(2 * 1024 * 1024)  # a chunk-sized buffer in a fresh process
+    from mydrive.formats.chunkplan import DEFAULT_CHUNK_SIZE_BYTES
+    # A chunk and a bit (a fetched chunk's framing, a decrypted chunk's slack) in a fresh
+    # process: with 8 MiB chunks and an 8 MiB threshold it was mapped on its own each time.
+    buf = bytearray(DEFAULT_CHUNK_SIZE_BYTES + 64 * 1024)
     address = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
     heap = [line.split()[0] for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]")]
     low, high = (int(x, 16) for x in heap[0].split("-"))
