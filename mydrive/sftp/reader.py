@@ -3,15 +3,16 @@
 An SFTP download is a stream of ``read(offset, length)`` requests, mostly in order. The file's
 chunks are fetched (with replica failover and segment checks, by the engine) into a window
 of at most ``window`` decrypted chunks ahead of the reader; chunks behind the reader are
-dropped. So memory stays flat, about ``window`` chunk buffers per open file (one or two more
-while a dropped fetch finishes), whatever the file size, and nothing is written to the peer's
-disk. A read far back or ahead just fetches that chunk again.
+dropped. So memory stays flat, about ``(window + 1) * chunk size`` per open file, whatever
+the file size, and nothing is written to the peer's disk. A read far back or ahead just
+fetches that chunk again.
 
-The chunk buffers are reused: a chunk is decrypted into the buffer of one dropped before, so
-no chunk-sized object is allocated (and faulted in, and unmapped) per chunk, and a read
-copies only the bytes it returns, once. A buffer goes back to the free list only once its
-chunk has left the window *and* its fetch has finished; a read that waited for a chunk the
-window dropped meanwhile fetches it again rather than read a buffer that may be refilled.
+The plaintext buffers are reused: a chunk is decrypted (once its ciphertext is in) into the
+buffer of one dropped before, so no chunk-sized object is allocated, faulted in and unmapped
+per chunk for the plaintext, and a read copies only the bytes it returns, once. A buffer goes
+back to the free list only once its chunk has left the window *and* its fetch has finished;
+a read that waited for a chunk the window dropped meanwhile fetches it again rather than read
+a buffer that may be refilled.
 
 Only verified plaintext is ever returned: a chunk that fails verification everywhere makes
 that read fail (the client sees an SFTP failure, never wrong bytes). Nothing is kept: a crash
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
+from contextlib import suppress
 
 from mydrive.engine.buffers import ChunkBuffers
 from mydrive.errors import BadRequest
@@ -30,9 +32,10 @@ from mydrive.formats.chunkplan import ChunkPlan
 
 MAX_READ_BYTES = 4 * 1024 * 1024  # one SFTP read, as asyncssh's limits@openssh.com announces
 
-# ``fetch(index, into)`` fills ``into`` (exactly chunk ``index``'s plaintext length) with
-# that chunk's verified plaintext, or raises; called on the pool's threads.
-Fetch = Callable[[int, memoryview], None]
+# ``fetch(index, buffers)``: chunk ``index``'s verified plaintext, in a buffer it took from
+# ``buffers`` (a view of exactly its length), or raises having given back what it took;
+# called on the pool's threads.
+Fetch = Callable[[int, ChunkBuffers], memoryview]
 
 
 class ChunkWindow:
@@ -44,28 +47,36 @@ class ChunkWindow:
         self.pool = pool
         self.window = window
         self.buffers = buffers if buffers is not None else ChunkBuffers()
-        self._chunks: dict[int, tuple[Future[memoryview], memoryview]] = {}
+        self._chunks: dict[int, Future[memoryview]] = {}
         self.fetches = 0  # chunks fetched so far (a test reads it to see refetches)
 
     def _future(self, index: int) -> Future[memoryview]:
-        held = self._chunks.get(index)
-        if held is None:
+        future = self._chunks.get(index)
+        if future is None:
             self.fetches += 1
-            into = self.buffers.take(self.plan.plaintext_length(index))
-            future = self.pool.submit(self._fetch_into, index, into)
-            held = self._chunks[index] = (future, into)
-        return held[0]
+            future = self.pool.submit(self._fetch_checked, index)
+            self._chunks[index] = future
+        return future
 
-    def _fetch_into(self, index: int, into: memoryview) -> memoryview:
-        self.fetch(index, into)
-        return into
+    def _fetch_checked(self, index: int) -> memoryview:
+        plaintext = self.fetch(index, self.buffers)
+        expected = self.plan.plaintext_length(index)
+        if len(plaintext) != expected:
+            self.buffers.give(plaintext)
+            raise BadRequest(f"chunk {index} decrypted to {len(plaintext)} bytes, "
+                             f"expected {expected}")
+        return plaintext
 
     def _drop(self, index: int) -> None:
-        future, into = self._chunks.pop(index)
+        future = self._chunks.pop(index)
         future.cancel()
-        # Back to the free list once no thread writes into it (at once if it never started
-        # or is done; else when its fetch ends, on the fetching thread: ChunkBuffers locks).
-        future.add_done_callback(lambda _: self.buffers.give(into))
+        # Its buffer goes back once no thread writes into it: at once if the fetch is done
+        # (or never started), else when it ends, on the fetching thread (ChunkBuffers locks).
+        future.add_done_callback(self._give_back)
+
+    def _give_back(self, future: Future[memoryview]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.buffers.give(future.result())
 
     def _schedule(self, index: int) -> None:
         """Keep chunks ``index .. index + window - 1`` in flight; drop the others."""
@@ -88,10 +99,11 @@ class ChunkWindow:
             start, end = self.plan.chunk_range(index)
             self._schedule(index)
             future = self._future(index)
-            plaintext = future.result() if future.done() else await asyncio.wrap_future(future)
-            held = self._chunks.get(index)
-            if held is None or held[0] is not future:
+            if not future.done():
+                await _done(future)
+            if self._chunks.get(index) is not future:
                 continue  # dropped while this read waited: its buffer may be refilled
+            plaintext = future.result()
             take = min(size - done, end - position)
             piece = plaintext[position - start:position - start + take]
             if take == size:
@@ -105,3 +117,22 @@ class ChunkWindow:
     def close(self) -> None:
         for index in list(self._chunks):
             self._drop(index)
+
+
+async def _done(future: Future[memoryview]) -> None:
+    """Until ``future`` is done. Unlike ``asyncio.wrap_future`` a cancelled read does not
+    cancel the chunk (another read may want it), and a chunk dropped meanwhile (cancelled)
+    just wakes the read."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def on_done(_: Future[memoryview]) -> None:
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(wake)
+
+    future.add_done_callback(on_done)
+    await waiter

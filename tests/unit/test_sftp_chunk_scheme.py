@@ -3,12 +3,14 @@ from the chunk: ``fetch_chunk`` without a scheme takes an id its digests give as
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mydrive.engine import download
+from mydrive.engine.buffers import ChunkBuffers
 from mydrive.errors import BadRequest
 from mydrive.formats.digest import DERIVED_ID_ALG, WHOLE_CHUNK_ALG
 from mydrive.sftp.chunks import chunk_fetcher
@@ -30,10 +32,8 @@ def test_sftp_fetches_chunks_under_the_records_scheme(tmp_path: Path,
 
     monkeypatch.setattr(download, "fetch_chunk", spy)
     fetch = chunk_fetcher(c, a, record)
-    data = bytearray(record.size_bytes)
-    for i in range(len(record.chunks)):
-        start, end = record.plan.chunk_range(i)
-        fetch(i, memoryview(data)[start:end])
+    buffers = ChunkBuffers()
+    data = b"".join(bytes(fetch(i, buffers)) for i in range(len(record.chunks)))
     assert data == src.read_bytes()
     assert asked == [alg] * len(record.chunks)
     c.close()
@@ -41,8 +41,8 @@ def test_sftp_fetches_chunks_under_the_records_scheme(tmp_path: Path,
 
 def test_sftp_chunk_of_the_wrong_length_is_refused_before_it_is_fetched(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A buffer that is not exactly the chunk's plaintext (its ciphertext less the tag) is an
-    error, not a partly filled read; nothing is fetched for it."""
+    """A record whose plan gives a chunk another plaintext length than its ciphertext less
+    the tag is an error, not a partly filled read; nothing is fetched for it."""
     c, a, _, record = alice_puts_a_file(tmp_path)
     fetched: list[Any] = []
     real = download.fetch_chunk
@@ -52,9 +52,9 @@ def test_sftp_chunk_of_the_wrong_length_is_refused_before_it_is_fetched(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(download, "fetch_chunk", spy)
-    fetch = chunk_fetcher(c, a, record)
-    length = record.plan.plaintext_length(0)
-    with pytest.raises(BadRequest, match=f"expected {length - 1}"):
-        fetch(0, memoryview(bytearray(length - 1)))
+    plan = replace(record.plan, chunk_size_bytes=record.plan.chunk_size_bytes - 1)
+    fetch = chunk_fetcher(c, a, replace(record, plan=plan))
+    with pytest.raises(BadRequest, match=f"expected {plan.chunk_size_bytes}"):
+        fetch(0, ChunkBuffers())
     assert fetched == []
     c.close()

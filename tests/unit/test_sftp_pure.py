@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mydrive.client import FileEntry
+from mydrive.engine.buffers import ChunkBuffers
 from mydrive.errors import BadRequest, PathTraversal, TooLarge
 from mydrive.formats.chunkplan import ChunkPlan
 from mydrive.sftp.hostkey import load_or_create_host_key
@@ -116,14 +117,15 @@ def _plan(size: int, chunk: int) -> ChunkPlan:
                      segment_size_bytes=4096)
 
 
-def _fetch_from(data: bytes, plan: ChunkPlan) -> Callable[[int, memoryview], None]:
-    """A fetch that fills the window's buffer from ``data`` (a view: it allocates nothing)."""
+def _fetch_from(data: bytes, plan: ChunkPlan) -> Callable[[int, ChunkBuffers], memoryview]:
+    """A fetch that fills a buffer of the window's from ``data`` (a view: no allocation)."""
     source = memoryview(data)
 
-    def fetch(i: int, into: memoryview) -> None:
+    def fetch(i: int, buffers: ChunkBuffers) -> memoryview:
         start, end = plan.chunk_range(i)
-        assert len(into) == end - start
+        into = buffers.take(end - start)
         into[:] = source[start:end]
+        return into
 
     return fetch
 
@@ -163,10 +165,11 @@ def test_sftp_window_reuses_chunk_buffers() -> None:
     buffers: list[object] = []  # held, so a new buffer can't take a freed one's id
     fetch = _fetch_from(data, plan)
 
-    def counting(i: int, into: memoryview) -> None:
+    def counting(i: int, free: ChunkBuffers) -> memoryview:
+        into = fetch(i, free)
         if not any(b is into.obj for b in buffers):
             buffers.append(into.obj)
-        fetch(i, into)
+        return into
 
     with ThreadPoolExecutor(4) as pool:
         window = ChunkWindow(plan, counting, pool, window=3)
@@ -210,13 +213,14 @@ def test_sftp_window_does_not_hand_a_running_fetch_s_buffer_to_another() -> None
     two fetches ever fill the same buffer, and every read returns the file's bytes."""
     data = os.urandom(30 * 8192)
     plan = _plan(len(data), 8192)
-    fetch = _fetch_from(data, plan)
     release = threading.Event()
     lock = threading.Lock()
     filling: set[int] = set()
     shared: list[int] = []
 
-    def slow_first(i: int, into: memoryview) -> None:
+    def slow_first(i: int, free: ChunkBuffers) -> memoryview:
+        start, end = plan.chunk_range(i)
+        into = free.take(end - start)  # held while it waits, as during a decryption
         with lock:
             if id(into.obj) in filling:
                 shared.append(i)
@@ -224,7 +228,8 @@ def test_sftp_window_does_not_hand_a_running_fetch_s_buffer_to_another() -> None
         try:
             if i < 2:
                 release.wait(10)
-            fetch(i, into)
+            into[:] = data[start:end]
+            return into
         finally:
             with lock:
                 filling.discard(id(into.obj))
@@ -248,6 +253,37 @@ def test_sftp_window_does_not_hand_a_running_fetch_s_buffer_to_another() -> None
     assert shared == []
 
 
+def test_sftp_window_read_after_a_cancelled_read_fetches_the_chunk_again() -> None:
+    """A read cancelled while it waits (its session ends) is cancelled, not the chunk it
+    waited for: a later read of that chunk gets it instead of failing as cancelled."""
+    data = os.urandom(4 * 8192)
+    plan = _plan(len(data), 8192)
+    fetch = _fetch_from(data, plan)
+    release = threading.Event()
+
+    def slow_first(i: int, buffers: ChunkBuffers) -> memoryview:
+        if i == 0:
+            release.wait(10)
+        return fetch(i, buffers)
+
+    with ThreadPoolExecutor(1) as pool:  # chunk 1 waits behind chunk 0, not started
+        window = ChunkWindow(plan, slow_first, pool, window=2)
+
+        async def go() -> None:
+            first = asyncio.ensure_future(window.read(0, 10))  # chunk 0 holds the thread
+            await asyncio.sleep(0.05)
+            waiting = asyncio.ensure_future(window.read(8192 + 10, 10))  # chunk 1: queued
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            release.set()
+            assert await first == data[:10]
+            assert await window.read(8192 + 10, 10) == data[8192 + 10:8192 + 20]
+
+        asyncio.run(go())
+
+
 def test_sftp_window_read_far_back_refetches_and_spans_chunks() -> None:
     """A read across a chunk boundary joins both; a read far behind fetches again."""
     data = bytes(range(256)) * 320
@@ -267,11 +303,24 @@ def test_sftp_window_read_far_back_refetches_and_spans_chunks() -> None:
         asyncio.run(go())
 
 
+def test_sftp_window_refuses_a_chunk_of_the_wrong_length() -> None:
+    """A fetched chunk whose plaintext length differs from the plan is an error, not data."""
+    plan = _plan(30000, 8192)
+
+    def short(i: int, buffers: ChunkBuffers) -> memoryview:
+        return buffers.take(5)
+
+    with ThreadPoolExecutor(1) as pool:
+        window = ChunkWindow(plan, short, pool, window=1)
+        with pytest.raises(BadRequest, match="expected 8192"):
+            asyncio.run(window.read(0, 100))
+
+
 def test_sftp_window_read_of_a_failed_chunk_fails() -> None:
     """A chunk whose fetch fails makes the read fail; no bytes of it are returned."""
     plan = _plan(30000, 8192)
 
-    def fail(i: int, into: memoryview) -> None:
+    def fail(i: int, buffers: ChunkBuffers) -> memoryview:
         raise BadRequest(f"chunk {i} is bad")
 
     with ThreadPoolExecutor(1) as pool:
