@@ -62,8 +62,9 @@ def committed_chunks(peer: PeerView) -> set[bytes]:
 
 
 def open_store(store_dir: Path) -> ChunkStore:
-    """A peer's chunk store, opened to be read (the checkers read no chunk file directly)."""
-    return ChunkStore(store_dir, capacity_bytes=2**62)
+    """A peer's chunk store, opened to be read (the checkers read no chunk file directly):
+    opening it changes nothing on disk, so a checker sees what the peer left."""
+    return ChunkStore(store_dir, capacity_bytes=2**62, inspect_only=True)
 
 
 # ---- 1. no full file on any peer -----------------------------------------------------------

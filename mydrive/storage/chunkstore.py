@@ -1,17 +1,23 @@
 """A peer's store of other users' encrypted chunks.
 
 Layout under the store root (see docs/chunk-store.md):
-  chunks/<ab>/<chunk id hex>.chunk   committed ciphertext (visible only once whole and verified)
-  chunks/<ab>/<chunk id hex>.meta    its ChunkHeader as JSON (owner key, segment digests)
+  chunks/<ab>/<chunk id hex>.chunk   a committed chunk, one file: the ciphertext (visible only
+                                     once whole and verified), then its ChunkHeader (owner
+                                     key, segment digests) in a checksummed trailer
+  chunks/<ab>/<chunk id hex>.meta    only in stores written before the trailer: the header of
+                                     a ``.chunk`` that is the ciphertext alone (read, served
+                                     and deleted, never written)
   incoming/<chunk id hex>.part       an upload in progress, segments written at their offsets,
                                      its header after them (a trailer, to resume after a
-                                     restart; cut off before the commit)
+                                     restart; the committed trailer replaces it at the commit)
   incoming/<chunk id hex>.hdr        that header in a file of its own (stores written before
                                      the trailer; read to resume, never written)
-The ``.chunk`` rename is the commit point: a crash at any moment leaves either no visible
-chunk or a complete, verified one (with its ``.meta``; a ``.chunk`` without one is a commit
-a crash cut short, never acknowledged, and is removed when the store opens).
-A committed chunk stays bound to the header (owner key,
+The ``.chunk`` rename is the commit point: the ``.part`` holds the ciphertext and the committed
+trailer and is synced before it, so a crash at any moment leaves either no visible chunk or a
+complete, verified one with its header. A trailer that does not parse or check out is a
+corrupt chunk (DataLoss), never a header served; a ``.chunk`` with neither a trailer nor a
+``.meta`` is an old-layout commit a crash cut short, never acknowledged, and is removed when
+the store opens. A committed chunk stays bound to the header (owner key,
 segments) it was committed with: storing it again under any other header is refused.
 
 Capacity counts committed chunks and every ``.part`` (its declared size, reserved by
@@ -37,9 +43,9 @@ from mydrive.errors import (
     TooLarge,
 )
 from mydrive.formats.chunkheader import MAX_CHUNK_SIZE_BYTES, ChunkHeader
-from mydrive.formats.digest import Hasher, digest, digests_equal
+from mydrive.formats.digest import WHOLE_CHUNK_ALG, Hasher, digest, digests_equal
 from mydrive.runtime.clock import Clock, SystemClock
-from mydrive.runtime.disk import drop_cached, fsync_dir, sync_file, write_synced
+from mydrive.runtime.disk import drop_cached, fsync_dir, sync_file
 
 DEFAULT_PARTIAL_TTL_S = 3600.0
 STALE_SWEEP_INTERVAL_S = 60.0
@@ -49,19 +55,25 @@ class ChunkStore:
     def __init__(self, root: Path, *, capacity_bytes: int,
                  max_chunk_size_bytes: int = MAX_CHUNK_SIZE_BYTES,
                  partial_ttl_s: float = DEFAULT_PARTIAL_TTL_S,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, inspect_only: bool = False) -> None:
+        """``inspect_only``: a store opened to be looked at (the test-bed's checkers) while
+        its peer may be running: opening it changes nothing on disk (no directory made, no
+        cut-short commit removed, so a checker sees what the peer left), and it takes no
+        uploads and removes nothing."""
         self.root = root
+        self.inspect_only = inspect_only
         self.capacity_bytes = capacity_bytes
         self.max_chunk_size_bytes = max_chunk_size_bytes
         self.partial_ttl_s = partial_ttl_s
         self.clock = clock or SystemClock()
         self._chunks = root / "chunks"
         self._incoming = root / "incoming"
-        self._chunks.mkdir(parents=True, exist_ok=True)
-        self._incoming.mkdir(parents=True, exist_ok=True)
+        if not inspect_only:
+            self._chunks.mkdir(parents=True, exist_ok=True)
+            self._incoming.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._busy: set[bytes] = set()
-        self._used_bytes = _committed_bytes(self._chunks)
+        self._used_bytes = _committed_bytes(self._chunks, drop_cut_short=not inspect_only)
         self._partials = _partials_on_disk(self._incoming)  # chunk id -> reserved bytes
         self._next_sweep_s: float | None = None  # the first begin sweeps
 
@@ -94,12 +106,27 @@ class ChunkStore:
         return self._chunk_path(chunk_id).exists()
 
     def header(self, chunk_id: bytes) -> ChunkHeader:
-        """The committed chunk's header; ChunkNotFound if this peer holds no such chunk."""
-        if not self.has(chunk_id):
-            raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer")
+        """The committed chunk's header; ChunkNotFound if this peer holds no such chunk,
+        DataLoss if its header is unreadable (a trailer that does not check out)."""
+        fd = _open_committed(self._chunk_path(chunk_id), chunk_id)
         try:
-            return ChunkHeader.from_json(json.loads(self._meta_path(chunk_id).read_text()))
-        except (OSError, ValueError, BadRequest) as exc:
+            return self._header_at(fd, chunk_id)[0]
+        finally:
+            os.close(fd)
+
+    def _header_at(self, fd: int, chunk_id: bytes) -> tuple[ChunkHeader, int]:
+        """The header of the committed chunk open at ``fd`` and its ciphertext's length:
+        from its trailer, or (a chunk of the previous layout, with no trailer) its ``.meta``."""
+        try:
+            found = _read_trailer(fd, chunk_id)
+            if found is not None:
+                return found
+            header = ChunkHeader.from_json(json.loads(self._meta_path(chunk_id).read_text()))
+            return header, os.fstat(fd).st_size
+        except (OSError, ValueError, BadRequest, TooLarge) as exc:
+            if isinstance(exc, FileNotFoundError) and not self.has(chunk_id):
+                # an old-layout chunk deleted by its owner since it was opened
+                raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
             raise DataLoss(f"chunk {chunk_id.hex()[:16]}… has an unreadable header") from exc
 
     def read_segment(self, chunk_id: bytes, index: int) -> bytes:
@@ -114,13 +141,14 @@ class ChunkStore:
         unlinks the name and this reader ends on the old file, as if the delete had come a
         moment later. Windows can't delete an open file: there each segment opens it anew.
         """
-        header = self.header(chunk_id)
-        for index in indices:
-            if not 0 <= index < header.segment_count:
-                raise BadRequest(f"segment {index} out of range 0..{header.segment_count - 1}")
         path = self._chunk_path(chunk_id)
         fd = _open_committed(path, chunk_id)
         try:
+            header = self._header_at(fd, chunk_id)[0]
+            for index in indices:
+                if not 0 <= index < header.segment_count:
+                    raise BadRequest(f"segment {index} out of range "
+                                     f"0..{header.segment_count - 1}")
             for index in indices:
                 start, end = header.segment_range(index)
                 if REOPEN_PER_SEGMENT:
@@ -140,10 +168,9 @@ class ChunkStore:
         """A committed chunk's ciphertext: its bytes alone, whatever the file layout;
         ChunkNotFound if this peer holds no such chunk. For checks and audits that want the
         whole chunk: nothing outside the store reads its files."""
-        path, size = self.ciphertext_extent(chunk_id)
-        fd = _open_committed(path, chunk_id)
+        fd = _open_committed(self._chunk_path(chunk_id), chunk_id)
         try:
-            return _read_at(fd, 0, size)
+            return _read_at(fd, 0, self._header_at(fd, chunk_id)[1])
         finally:
             os.close(fd)
 
@@ -151,12 +178,13 @@ class ChunkStore:
         """The file holding a committed chunk and its ciphertext's length: the ciphertext is
         that file's first ``length`` bytes (the test-bed flips bytes in that range for
         bit-rot, and none outside it unless it means to hit what the store keeps there);
-        ChunkNotFound if this peer holds no such chunk."""
+        ChunkNotFound if this peer holds no such chunk, DataLoss if its header is unreadable."""
         path = self._chunk_path(chunk_id)
+        fd = _open_committed(path, chunk_id)
         try:
-            return path, path.stat().st_size
-        except FileNotFoundError:
-            raise ChunkNotFound(f"no chunk {chunk_id.hex()[:16]}… on this peer") from None
+            return path, self._header_at(fd, chunk_id)[1]
+        finally:
+            os.close(fd)
 
     def rot_ciphertext(self, chunk_id: bytes, offset: int, mask: int = 0xFF) -> None:
         """Bit-rot for the test-bed: XOR the ciphertext byte at ``offset`` with ``mask``, in
@@ -175,13 +203,16 @@ class ChunkStore:
         """Remove a committed chunk and any half-received copy; True if it was committed here.
 
         Unlinking ``.chunk`` is the commit point of a delete: afterwards ``has`` is False and
-        fetches get ChunkNotFound; a crash before the ``.meta`` unlink leaves a stray header
-        that nothing reads (``header`` checks ``has`` first) and the next delete removes.
+        fetches get ChunkNotFound. A chunk of the previous layout has a ``.meta`` too,
+        unlinked next: a crash before that leaves a stray header that nothing reads (a
+        header is read only through an open ``.chunk``, and a ``.chunk`` with a trailer never
+        reads a ``.meta``) and the next delete of that chunk removes.
         """
+        assert not self.inspect_only, "a store opened to inspect removes nothing"
         path = self._chunk_path(chunk_id)
         with self._lock:
             try:
-                size_bytes = path.stat().st_size
+                size_bytes = _committed_size(path)
                 path.unlink()
                 removed = True
                 self._used_bytes -= size_bytes
@@ -205,6 +236,7 @@ class ChunkStore:
         chunk it was given can't plant it elsewhere under its own key and have the owner's
         later store of that chunk count as a replica the owner could fetch.
         """
+        assert not self.inspect_only, "a store opened to inspect takes no uploads"
         header.validate(max_chunk_size_bytes=self.max_chunk_size_bytes)
         self._sweep_if_due()
         cid = header.chunk_id
@@ -397,12 +429,13 @@ class PendingChunk:
     def commit(self) -> None:
         """Verify the whole chunk, make it durable and rename it into place (the commit point).
 
-        Three syncs per chunk: its data, its ``.meta`` (written in place: nothing reads a
-        ``.meta`` without its ``.chunk``), and one sync of the directory after the rename,
-        which makes both names durable at once. Only then does the caller acknowledge the
-        chunk. A crash before that directory sync may keep the rename and lose the
-        ``.meta``'s name: that ``.chunk`` was never acknowledged and ``_committed_bytes``
-        removes it when the store opens.
+        One file, two syncs per chunk: the committed trailer (the header, checksummed)
+        replaces the resume trailer after the chunk's bytes, one data sync makes the bytes
+        and the trailer durable together, the rename makes them the ``.chunk``, and one sync
+        of the directory makes that name durable. Only then does the caller acknowledge the
+        chunk. A crash before the rename leaves a ``.part`` (taken afresh by the next upload:
+        its trailer is no resume trailer any more); after it, the ``.chunk`` is whole with its
+        header, whether or not the rename survives a power loss.
         """
         if self.committed:
             return
@@ -410,7 +443,7 @@ class PendingChunk:
         store, cid = self.store, self.header.chunk_id
         part = self._file
         assert part is not None
-        part.truncate(self.header.chunk_size_bytes)  # the resume trailer is no chunk byte
+        _write_trailer(part, self.header.chunk_size_bytes, _chunk_trailer(self.header))
         sync_file(part)
         # A derived id ("blake3-derived") was checked against the header's sizes and segment
         # digests by ChunkHeader.validate() in begin, before any byte arrived, and every
@@ -419,7 +452,8 @@ class PendingChunk:
             if self._hasher is not None and self._hashed_bytes == self.header.chunk_size_bytes:
                 whole = self._hasher.digest()  # every byte written, hashed as it arrived
             else:
-                whole = _file_digest(part, self.header.digest_alg)
+                whole = _file_digest(part, self.header.digest_alg,
+                                     self.header.chunk_size_bytes)
             if not self.header.chunk_id_matches_whole(whole):
                 raise DataLoss("segments verified but the whole chunk does not match its id")
         drop_cached(part)  # synced above: its clean pages go back for the next chunk
@@ -428,7 +462,6 @@ class PendingChunk:
         if not final.parent.is_dir():
             final.parent.mkdir(parents=True, exist_ok=True)
             fsync_dir(final.parent.parent)  # the new directory's own name
-        write_synced(store._meta_path(cid), json.dumps(self.header.to_json()).encode())
         os.replace(store._part_path(cid), final)
         fsync_dir(final.parent)
         store._committed(self.header.chunk_size_bytes, cid)
@@ -456,11 +489,97 @@ def _open_part(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb+")
 
 
-def _file_digest(f: BinaryIO, alg: str) -> bytes:
+# A committed chunk's trailer, after its ciphertext: the header's JSON, its length (8 bytes,
+# little-endian), the BLAKE3 digest of those two (32 bytes), then this tag.
+CHUNK_TRAILER_TAG = b"\nmydrive-chunk1\n"
+_CHECKSUM_BYTES = 32
+_FOOTER_BYTES = 8 + _CHECKSUM_BYTES + len(CHUNK_TRAILER_TAG)
+_TAIL_READ_BYTES = 8 * 1024  # one read gets the whole trailer of a chunk of up to ~100 segments
+# A valid header (at most MAX_SEGMENTS = 4096 segment digests) is under 300 KiB.
+_MAX_TRAILER_DOC_BYTES = 1024 * 1024
+
+
+def _chunk_trailer(header: ChunkHeader) -> bytes:
+    doc = json.dumps(header.to_json()).encode()
+    signed = doc + len(doc).to_bytes(8, "little")
+    return signed + digest(signed, WHOLE_CHUNK_ALG) + CHUNK_TRAILER_TAG
+
+
+def _write_trailer(f: BinaryIO, offset: int, trailer: bytes) -> None:
+    """``trailer`` at ``offset`` (the chunk's end), and nothing after it."""
+    f.seek(offset)
+    f.write(trailer)
+    f.flush()
+    if os.fstat(f.fileno()).st_size > offset + len(trailer):
+        f.truncate(offset + len(trailer))
+
+
+def _read_trailer(fd: int, chunk_id: bytes) -> tuple[ChunkHeader, int] | None:
+    """The header in the trailer of the committed chunk open at ``fd`` and the length of
+    the ciphertext before it; None if the file ends without the trailer's tag (a chunk of
+    the previous layout). A trailer that does not check out (checksum, length, header, the
+    chunk's size) is ValueError: the chunk is corrupt."""
+    size = os.fstat(fd).st_size
+    if size < _FOOTER_BYTES:
+        return None
+    tail_start = max(0, size - _TAIL_READ_BYTES)
+    tail = _read_at(fd, tail_start, size - tail_start)
+    if not tail.endswith(CHUNK_TRAILER_TAG):
+        return None
+    footer = tail[-_FOOTER_BYTES:]
+    doc_len = int.from_bytes(footer[:8], "little")
+    if doc_len > min(size - _FOOTER_BYTES, _MAX_TRAILER_DOC_BYTES):
+        raise ValueError(f"the trailer claims {doc_len} header bytes in a file of {size}")
+    doc_start = size - _FOOTER_BYTES - doc_len
+    if doc_start >= tail_start:
+        doc = tail[doc_start - tail_start:len(tail) - _FOOTER_BYTES]
+    else:
+        doc = _read_at(fd, doc_start, doc_len)
+    if len(doc) != doc_len or not digests_equal(
+            digest(doc + footer[:8], WHOLE_CHUNK_ALG), footer[8:8 + _CHECKSUM_BYTES]):
+        raise ValueError("the trailer's checksum does not match")
+    header = ChunkHeader.from_json(json.loads(doc))
+    if header.chunk_id != chunk_id or header.chunk_size_bytes != doc_start:
+        raise ValueError("the trailer's header is not this chunk's")
+    return header, doc_start
+
+
+def _committed_size(path: Path) -> int:
+    """The ciphertext bytes of the committed chunk file at ``path`` (its length without a
+    trailer; without checking the trailer, so that a count stays the same from the store's
+    opening to the chunk's removal); FileNotFoundError if there is none."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        return _ciphertext_size(fd)[0]
+    finally:
+        os.close(fd)
+
+
+def _ciphertext_size(fd: int) -> tuple[int, bool]:
+    """(ciphertext bytes, whether the file ends with a trailer's tag) of an open chunk file."""
+    size = os.fstat(fd).st_size
+    if size < _FOOTER_BYTES:
+        return size, False
+    footer = _read_at(fd, size - _FOOTER_BYTES, _FOOTER_BYTES)
+    if not footer.endswith(CHUNK_TRAILER_TAG):
+        return size, False
+    doc_len = int.from_bytes(footer[:8], "little")
+    if doc_len > size - _FOOTER_BYTES:
+        return size, True  # corrupt: counted whole
+    return size - _FOOTER_BYTES - doc_len, True
+
+
+def _file_digest(f: BinaryIO, alg: str, size: int) -> bytes:
+    """The digest of ``f``'s first ``size`` bytes."""
     f.seek(0)
     hasher = Hasher(alg)
-    for block in iter(lambda: f.read(1024 * 1024), b""):
+    left = size
+    while left > 0:
+        block = f.read(min(left, 1024 * 1024))
+        if not block:
+            break
         hasher.update(block)
+        left -= len(block)
     return hasher.digest()
 
 
@@ -483,14 +602,24 @@ def _read_at(fd: int, offset: int, size: int) -> bytes:
     return os.read(fd, size)
 
 
-def _committed_bytes(chunks: Path) -> int:
-    """Bytes of the committed chunks under ``chunks``; drops each ``.chunk`` without a
-    ``.meta`` (a commit cut short by a crash, see ``PendingChunk.commit``)."""
+def _committed_bytes(chunks: Path, *, drop_cut_short: bool) -> int:
+    """Ciphertext bytes of the committed chunks under ``chunks``; drops each ``.chunk`` with
+    neither a trailer nor a ``.meta``: a commit of the previous layout cut short by a crash
+    (its ``.meta``'s name lost), never acknowledged. A chunk of this layout is never in that
+    state unless its end was cut off or its tag rotted: it could not be served either."""
     total = 0
     for path in chunks.glob("*/*.chunk"):
-        if path.with_suffix(".meta").exists():
-            total += path.stat().st_size
-        else:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        try:
+            size, has_trailer = _ciphertext_size(fd)
+        finally:
+            os.close(fd)
+        if has_trailer or path.with_suffix(".meta").exists():
+            total += size
+        elif drop_cut_short:
             path.unlink(missing_ok=True)
     return total
 

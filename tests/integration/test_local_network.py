@@ -20,7 +20,8 @@ MiB = 1024 * 1024
 
 
 def _chunks_on_disk(peer_dir: Path) -> set[str]:
-    return {c.hex() for c in ChunkStore(peer_dir / "store", capacity_bytes=2**62).chunk_ids()}
+    store = ChunkStore(peer_dir / "store", capacity_bytes=2**62, inspect_only=True)
+    return {c.hex() for c in store.chunk_ids()}
 
 
 def _receiver_metric(peer_dir: Path, name: str) -> float:

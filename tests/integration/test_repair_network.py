@@ -36,7 +36,7 @@ def _ids(net: LocalNetwork) -> dict[str, str]:
 
 def _store(net: LocalNetwork, name: str) -> ChunkStore:
     """The peer's chunk store, opened to be read (no test reads its files directly)."""
-    return ChunkStore(net.home / name / "store", capacity_bytes=2**62)
+    return ChunkStore(net.home / name / "store", capacity_bytes=2**62, inspect_only=True)
 
 
 def _holds(net: LocalNetwork, name: str, chunk_id: str) -> bool:

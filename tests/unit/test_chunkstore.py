@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.errors import BadRequest, ChunkNotFound, DataLoss, TooLarge
+from mydrive.errors import BadRequest, ChunkNotFound, DataLoss, PermissionDenied, TooLarge
 from mydrive.formats.chunkheader import ChunkHeader
 from mydrive.formats.digest import WHOLE_CHUNK_ALG, chunk_id_for, digest
 from mydrive.runtime import disk
@@ -132,16 +132,72 @@ def _store_whole(store: ChunkStore, header: ChunkHeader, segments: list[bytes]) 
     s.close()
 
 
-def test_chunkstore_commit_cut_before_directory_sync_is_dropped(tmp_path: Path) -> None:
-    """The commit syncs the directory once, after the rename: a crash before that sync may
-    keep the renamed ``.chunk`` and lose the ``.meta``'s name. Such a chunk was never
-    acknowledged; the reopened store must not serve it (it has no owner key), nor count it,
-    and the owner's next upload of it commits it afresh."""
+def _legacy_chunk(root: Path, header: ChunkHeader, segments: list[bytes]) -> Path:
+    """What the previous layout committed: a .chunk of the ciphertext alone and a .meta of
+    its header as JSON; the .chunk's path."""
+    h = header.chunk_id.hex()
+    path = root / "chunks" / h[:2] / f"{h}.chunk"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(segments))
+    path.with_suffix(".meta").write_text(json.dumps(header.to_json()))
+    return path
+
+
+def test_chunkstore_commits_one_file_its_header_in_a_trailer(tmp_path: Path) -> None:
+    """A committed chunk is one file: its ciphertext from offset 0, then the header in a
+    trailer. The store's reads (header, segments, ciphertext) and its capacity count see
+    the ciphertext alone, before and after a restart."""
     header, segments = _chunk()
-    _store_whole(ChunkStore(tmp_path, capacity_bytes=10**9), header, segments)
-    chunk_files = list((tmp_path / "chunks").glob("*/*.chunk"))
-    assert len(chunk_files) == 1
-    chunk_files[0].with_suffix(".meta").unlink()  # the state that crash leaves
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    _store_whole(store, header, segments)
+    files = list((tmp_path / "chunks").glob("*/*"))
+    assert [p.suffix for p in files] == [".chunk"]
+    data = files[0].read_bytes()
+    assert data[:header.chunk_size_bytes] == b"".join(segments)
+    assert data[header.chunk_size_bytes:] == chunkstore._chunk_trailer(header)
+    assert data.endswith(chunkstore.CHUNK_TRAILER_TAG)
+    assert store.ciphertext_extent(header.chunk_id) == (files[0], header.chunk_size_bytes)
+    assert store.used_bytes == header.chunk_size_bytes
+    reopened = ChunkStore(tmp_path, capacity_bytes=10**9)
+    assert reopened.used_bytes == header.chunk_size_bytes
+    _assert_whole(reopened, header, segments)
+    assert list(reopened.read_segments(header.chunk_id, (5, 0))) == [(5, segments[5]),
+                                                                       (0, segments[0])]
+    assert reopened.remove(header.chunk_id) and reopened.used_bytes == 0
+    assert not list((tmp_path / "chunks").glob("*/*"))
+
+
+def test_chunkstore_commit_syncs_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One data sync (the ciphertext and its trailer together) and one directory sync, and
+    no file created but the .part that becomes the .chunk."""
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    (tmp_path / "chunks" / header.chunk_id.hex()[:2]).mkdir()  # made by an earlier chunk
+    syncs: list[str] = []
+    real_sync, real_dir = chunkstore.sync_file, chunkstore.fsync_dir
+    monkeypatch.setattr(chunkstore, "sync_file", lambda f: (syncs.append("data"), real_sync(f)))
+    monkeypatch.setattr(chunkstore, "fsync_dir", lambda p: (syncs.append("dir"), real_dir(p)))
+    _store_whole(store, header, segments)
+    assert syncs == ["data", "dir"]
+    assert [p.suffix for p in (tmp_path / "chunks").glob("*/*")] == [".chunk"]
+
+
+def test_chunkstore_old_layout_commit_cut_before_directory_sync_is_dropped(
+        tmp_path: Path) -> None:
+    """The previous layout's commit synced the directory once, after the rename: a crash
+    before that sync could keep the renamed ``.chunk`` and lose the ``.meta``'s name. Such
+    a chunk (no .meta, no trailer) was never acknowledged; the reopened store must not
+    serve it (it has no owner key), nor count it, and the owner's next upload of it
+    commits it afresh."""
+    header, segments = _chunk()
+    assert not ChunkStore(tmp_path, capacity_bytes=10**9, inspect_only=True).has(b"x" * 32)
+    assert not tmp_path.joinpath("chunks").exists()  # opened to inspect: nothing made
+    ChunkStore(tmp_path, capacity_bytes=10**9)
+    _legacy_chunk(tmp_path, header, segments).with_suffix(".meta").unlink()
+    looked = ChunkStore(tmp_path, capacity_bytes=10**9, inspect_only=True)
+    assert list(looked.chunk_ids()) == [header.chunk_id]  # a checker sees what was left
+    with pytest.raises(DataLoss):
+        looked.header(header.chunk_id)
     reopened = ChunkStore(tmp_path, capacity_bytes=10**9)
     assert not reopened.has(header.chunk_id)
     assert reopened.used_bytes == 0
@@ -184,8 +240,8 @@ def _assert_whole(store: ChunkStore, header: ChunkHeader, segments: list[bytes])
 def test_chunkstore_upload_keeps_one_file_per_chunk_in_incoming(tmp_path: Path) -> None:
     """An upload in progress is one file, its .part, with the resume header after the
     chunk's bytes (no .hdr of its own: a file created and deleted per chunk costs an inode
-    allocation each, which ext4 slows with every recent delete); the commit cuts the
-    trailer off, so the .chunk is the chunk's bytes alone."""
+    allocation each, which ext4 slows with every recent delete); the commit puts the
+    committed trailer in its place, so the chunk stays one file."""
     header, segments = _chunk()
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
     _partial(store, header, segments, (0, 1))
@@ -194,7 +250,7 @@ def test_chunkstore_upload_keeps_one_file_per_chunk_in_incoming(tmp_path: Path) 
     assert part.stat().st_size > header.chunk_size_bytes  # the trailer
     assert store.reserved_bytes == header.chunk_size_bytes
     _commit_rest(store, header, segments, frozenset({0, 1}))
-    assert sorted(p.suffix for p in (tmp_path / "chunks").glob("*/*")) == [".chunk", ".meta"]
+    assert sorted(p.suffix for p in (tmp_path / "chunks").glob("*/*")) == [".chunk"]
 
 
 @pytest.mark.parametrize("damage", ["torn", "another header", "no trailer"])
@@ -246,16 +302,38 @@ def test_chunkstore_resumes_a_partial_of_the_previous_layout(tmp_path: Path) -> 
 
 
 def test_chunkstore_reads_and_deletes_chunks_of_the_previous_layout(tmp_path: Path) -> None:
-    """Committed chunks keep their layout (.chunk of the bytes alone, .meta): one stored by
-    the old code is counted, read, refused under another key and deleted."""
-    header, segments = _chunk()
+    """A store upgraded in place: chunks of the previous layout (.chunk of the bytes alone,
+    .meta) next to chunks of this one are all counted, listed, read and served, answered
+    "committed" to their own header and refused under another key, and deleted with every
+    file they have; an old .meta left by a delete a crash cut short never overrides the
+    trailer of the same chunk committed again since."""
+    old, old_segments = _chunk()
+    new, new_segments = _chunk()
+    stale, stale_segments = _chunk()
+    ChunkStore(tmp_path, capacity_bytes=10**9)
+    _legacy_chunk(tmp_path, old, old_segments)
+    _legacy_chunk(tmp_path, stale, stale_segments).unlink()  # its .meta stays behind
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
-    _store_whole(store, header, segments)
-    reopened = ChunkStore(tmp_path, capacity_bytes=10**9)
-    assert reopened.used_bytes == header.chunk_size_bytes
-    assert list(reopened.read_segments(header.chunk_id, (1, 0))) == [(1, segments[1]),
-                                                                       (0, segments[0])]
-    assert reopened.remove(header.chunk_id) and reopened.used_bytes == 0
+    _store_whole(store, new, new_segments)
+    squatter = dataclasses.replace(stale, owner_public_key=b"s" * 32)
+    _store_whole(store, squatter, stale_segments)  # the stale .meta names another key
+    size = old.chunk_size_bytes
+    for s in (store, ChunkStore(tmp_path, capacity_bytes=10**9)):
+        assert s.used_bytes == 3 * size
+        assert set(s.chunk_ids()) == {old.chunk_id, new.chunk_id, stale.chunk_id}
+        for header, segments in ((old, old_segments), (new, new_segments)):
+            assert s.header(header.chunk_id) == header
+            assert s.ciphertext(header.chunk_id) == b"".join(segments)
+            assert s.ciphertext_extent(header.chunk_id)[1] == size
+            assert list(s.read_segments(header.chunk_id, (1, 0))) == [(1, segments[1]),
+                                                                    (0, segments[0])]
+            assert ReceiverSession(s, Metrics()).start(header).committed
+            with pytest.raises(PermissionDenied):
+                s.begin(dataclasses.replace(header, owner_public_key=b"o" * 32))
+        assert s.header(stale.chunk_id) == squatter
+    for cid in (old.chunk_id, new.chunk_id, stale.chunk_id):
+        assert store.remove(cid)
+    assert store.used_bytes == 0
     assert not list((tmp_path / "chunks").glob("*/*"))
 
 
@@ -277,34 +355,133 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, target: object, name: str,
     monkeypatch.setattr(target, name, crashing)
 
 
-@pytest.mark.parametrize("point", ["data sync", "header write", "rename", "directory sync"])
+COMMIT_STEPS = {  # the commit's steps in order; a crash "at" one comes just before it
+    "trailer write": (chunkstore, "_write_trailer"),
+    "data sync": (chunkstore, "sync_file"),
+    "rename": (os, "replace"),
+    "directory sync": (chunkstore, "fsync_dir"),
+    "acknowledge": (ChunkStore, "_committed"),
+}
+
+
+@pytest.mark.parametrize("point", list(COMMIT_STEPS))
 def test_chunkstore_crash_at_each_commit_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               point: str) -> None:
-    """A crash at each step of the commit leaves the chunk invisible (then its upload
-    starts afresh, the trailer being cut off already) or whole with its header; the store
-    opens, and the owner's next upload of the chunk commits it exactly."""
+    """A crash before each step of the commit (a process kill: what was written stays)
+    leaves the chunk invisible or whole with its header; the store opens, and the owner's
+    next upload of the chunk commits it exactly or is answered "committed". Invisible,
+    its .part resumes whole while its resume trailer is there, and starts afresh once the
+    committed trailer has replaced it."""
     header, segments = _chunk()
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
-    target, name = {"data sync": (chunkstore, "sync_file"),
-                    "header write": (chunkstore, "write_synced"),
-                    "rename": (os, "replace"),
-                    "directory sync": (chunkstore, "fsync_dir")}[point]
     if point == "directory sync":
         (tmp_path / "chunks" / header.chunk_id.hex()[:2]).mkdir()  # only the commit's sync
-    _crash_at(monkeypatch, target, name)
+    _crash_at(monkeypatch, *COMMIT_STEPS[point])
     with pytest.raises(_Crash):
         _store_whole(store, header, segments)
     monkeypatch.undo()
     reopened = ChunkStore(tmp_path, capacity_bytes=10**9)
     if reopened.has(header.chunk_id):
-        assert point == "directory sync"
+        assert point in ("directory sync", "acknowledge")
         assert reopened.used_bytes == header.chunk_size_bytes
         _assert_whole(reopened, header, segments)
         held = ReceiverSession(reopened, Metrics()).start(header)
         assert held.committed
     else:
+        assert point in ("trailer write", "data sync", "rename")
         assert reopened.used_bytes == 0
-        _commit_rest(reopened, header, segments, frozenset())
+        every = frozenset(range(header.segment_count))
+        _commit_rest(reopened, header, segments,
+                     every if point == "trailer write" else frozenset())
+
+
+@pytest.mark.parametrize("lost", ["the trailer's tail", "the rename"])
+def test_chunkstore_power_loss_in_a_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           lost: str) -> None:
+    """A power loss also loses what was not synced: a trailer written but not yet synced
+    (torn: the .part's tail cut anywhere), or the rename when the directory's sync never
+    came (the .part back in incoming/, whole and synced). Neither leaves a visible chunk;
+    the next upload commits it."""
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    (tmp_path / "chunks" / header.chunk_id.hex()[:2]).mkdir()
+    _crash_at(monkeypatch, *COMMIT_STEPS["data sync" if "trailer" in lost
+                                         else "directory sync"])
+    with pytest.raises(_Crash):
+        _store_whole(store, header, segments)
+    monkeypatch.undo()
+    h = header.chunk_id.hex()
+    part = tmp_path / "incoming" / f"{h}.part"
+    if lost == "the rename":
+        os.replace(tmp_path / "chunks" / h[:2] / f"{h}.chunk", part)
+    else:
+        os.truncate(part, part.stat().st_size - 40)
+    reopened = ChunkStore(tmp_path, capacity_bytes=10**9)
+    assert not reopened.has(header.chunk_id) and reopened.used_bytes == 0
+    _commit_rest(reopened, header, segments, frozenset())
+
+
+def _corrupt(path: Path, size: int, how: str) -> None:
+    """Damage a committed chunk file whose ciphertext is ``size`` bytes, after it."""
+    data = bytearray(path.read_bytes())
+    footer = len(data) - chunkstore._FOOTER_BYTES
+    if how.startswith("flipped byte"):
+        offset = {"flipped byte in the header": size + 7,
+                  "flipped byte in the length": footer,
+                  "flipped byte in the checksum": footer + 8,
+                  "flipped byte in the tag": len(data) - 3}[how]
+        data[offset] ^= 0x20
+    elif how == "length beyond the file":
+        data[footer:footer + 8] = (len(data) * 2).to_bytes(8, "little")
+    elif how == "length near the file's start":
+        data[footer:footer + 8] = footer.to_bytes(8, "little")  # the doc from offset 0
+    elif how == "a byte cut off the end":
+        data = data[:-1]
+    elif how == "cut into the ciphertext":
+        data = data[:size // 2]
+    elif how == "a byte more before the trailer":
+        data[size:size] = b"\0"
+    path.write_bytes(bytes(data))
+
+
+KEEPS_TAG = ["flipped byte in the header", "flipped byte in the length",
+             "flipped byte in the checksum", "length beyond the file",
+             "length near the file's start", "a byte more before the trailer"]
+LOSES_TAG = ["flipped byte in the tag", "a byte cut off the end", "cut into the ciphertext"]
+
+
+@pytest.mark.parametrize("how", KEEPS_TAG + LOSES_TAG)
+def test_chunkstore_corrupt_trailer_is_a_corrupt_chunk(tmp_path: Path, how: str) -> None:
+    """A trailer that does not parse, whose checksum fails, whose length points outside the
+    file, or whose header is not this chunk's size is a corrupt chunk: every read (the
+    header a sender authorizes a fetch with, segments, ciphertext, a new upload of it) is
+    DataLoss, as an unreadable .meta was, never a crash or another header served; the
+    store's remove still removes it. Reopened, a chunk whose tag is intact stays listed and
+    corrupt; one whose end was cut off (no tag, no .meta) is a commit cut short and goes."""
+    header, segments = _chunk()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    _store_whole(store, header, segments)
+    path, size = store.ciphertext_extent(header.chunk_id)
+    _corrupt(path, size, how)
+    cid = header.chunk_id
+    for reopen in (False, True):
+        s = ChunkStore(tmp_path, capacity_bytes=10**9) if reopen else store
+        if not s.has(cid):
+            assert s is not store and how in LOSES_TAG
+            assert s.used_bytes == 0 and list(s.chunk_ids()) == []
+            _store_whole(s, header, segments)  # its owner's next upload commits it again
+            _assert_whole(s, header, segments)
+            continue
+        assert list(s.chunk_ids()) == [cid]
+        for read in (lambda: s.header(cid), lambda: s.ciphertext(cid),
+                     lambda: s.ciphertext_extent(cid), lambda: list(s.read_segments(cid, (0,))),
+                     lambda: s.begin(header)):
+            with pytest.raises(DataLoss, match="unreadable header"):
+                read()
+    store = ChunkStore(tmp_path, capacity_bytes=10**9)
+    if store.has(cid):
+        assert store.remove(cid) and store.used_bytes == 0
+    assert not list((tmp_path / "chunks").glob("*/*"))
 
 
 _CRASHING_RECEIVER = """
