@@ -1,7 +1,8 @@
 """What a receiver knows about a chunk before its bytes arrive: the chunk header.
 
-The same header travels on the wire (``ChunkHeader`` in proto/mydrive.proto) and sits next
-to each stored chunk as ``<id>.meta`` (JSON, see docs/chunk-store.md).
+The same header travels on the wire (``ChunkHeader`` in proto/mydrive.proto) and is stored
+with each committed chunk as JSON, in the trailer of its ``<id>.chunk`` (``<id>.meta`` in
+stores of the previous layout; see docs/chunk-store.md).
 
 How its chunk id is checked depends on ``digest_alg`` (mydrive.formats.digest): under
 ``"blake3-derived"`` ``validate`` checks it against the segment digests, so a receiver needs
