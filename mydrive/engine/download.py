@@ -27,6 +27,7 @@ from mydrive.engine.buffers import ChunkBuffers
 from mydrive.engine.partial_file import PartialFile
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import (
+    BadRequest,
     ChunkNotFound,
     DataLoss,
     FileExists,
@@ -210,19 +211,35 @@ def fetch_chunk(chunk: ChunkRecord, *, keys: UserKeys, peers: Mapping[str, PeerA
                 ledger: TransferLedger, settings: TransferSettings,
                 digest_alg: str, events: EventRecorder = NO_EVENTS) -> bytes:
     """One chunk's ciphertext, fetched with replica failover and checked segment by segment,
-    and its id too: for a reader that streams a file instead of writing it (the SFTP face)
-    and a repair. ``digest_alg`` is the file record's chunk id scheme."""
-    # The id is checked too: this ciphertext is handed on (a repair stores it) undecrypted.
-    check_chunk_id(chunk, digest_alg)  # a derived id: before any byte, from the digests
+    and its id too: for a repair, which stores it again. ``digest_alg`` is the file record's
+    chunk id scheme."""
     ciphertext = bytearray(chunk.size_bytes)
-    _fetch_chunk_into(memoryview(ciphertext), chunk, digest_alg,
+    fetch_chunk_into(memoryview(ciphertext), chunk, keys=keys, peers=peers,
+                     transport=transport, clock=clock, randomness=randomness, ledger=ledger,
+                     settings=settings, digest_alg=digest_alg, events=events)
+    return bytes(ciphertext)
+
+
+def fetch_chunk_into(into: memoryview, chunk: ChunkRecord, *, keys: UserKeys,
+                     peers: Mapping[str, PeerAddress], transport: Transport, clock: Clock,
+                     randomness: Randomness, ledger: TransferLedger,
+                     settings: TransferSettings, digest_alg: str,
+                     events: EventRecorder = NO_EVENTS) -> None:
+    """``fetch_chunk`` into the caller's buffer of exactly ``chunk.size_bytes``, for a reader
+    that streams a file and reuses its buffers (the SFTP face): no chunk-sized object per
+    chunk. On an error ``into`` holds unverified bytes and must not be used."""
+    if len(into) != chunk.size_bytes:
+        raise BadRequest(f"chunk {chunk.index}: a buffer of {len(into)} bytes for a chunk of "
+                         f"{chunk.size_bytes}")
+    # The id is checked too: this ciphertext may be handed on (a repair stores it) undecrypted.
+    check_chunk_id(chunk, digest_alg)  # a derived id: before any byte, from the digests
+    _fetch_chunk_into(into, chunk, digest_alg,
                       signer=keys.identity, peers=peers, transport=transport, clock=clock,
                       randomness=randomness, ledger=ledger, settings=settings,
                       note=ClockedEvents(events, clock), order=_ReplicaOrder())
     if whole_chunk_hash_needed(digest_alg) and not digests_equal(
-            digest(memoryview(ciphertext), digest_alg), chunk.chunk_id):
+            digest(into, digest_alg), chunk.chunk_id):
         raise DataLoss(f"chunk {chunk.index} does not match its id after reassembly")
-    return bytes(ciphertext)
 
 
 def _fetch_chunk_into(into: memoryview, chunk: ChunkRecord, digest_alg: str, *,

@@ -4,7 +4,9 @@ The engine fetches a chunk with replica failover and per-segment verification
 (``mydrive.engine.download.fetch_chunk``); this adds the chunk's decryption, which checks
 that the chunk is the one at that index of that file. It decrypts into a buffer of the
 caller's free list (``mydrive.sftp.reader.ChunkWindow`` reuses a few), taken only once the
-ciphertext is in, not into a fresh chunk-sized object.
+ciphertext is in, not into a fresh chunk-sized object; the ciphertext is fetched into one of
+the same list's buffers (they fit both: ``ChunkBuffers`` rounds capacities up) and given
+back once decrypted.
 Nothing is kept: a crash leaves nothing behind.
 """
 
@@ -37,18 +39,21 @@ def chunk_fetcher(client: PeerClient, keys: UserKeys, record: FileRecord) -> Fet
             raise BadRequest(f"chunk {index} would decrypt to "
                              f"{max(0, chunk.size_bytes - crypto.TAG_BYTES)} bytes, "
                              f"expected {length}")
-        ciphertext = download.fetch_chunk(chunk, keys=keys, peers=peers,
-                                          transport=client.transport, clock=client.clock,
-                                          randomness=client.randomness, ledger=ledger,
-                                          settings=client.settings,
-                                          digest_alg=record.digest_alg)
-        plaintext = buffers.take(length)
+        ciphertext = buffers.take(chunk.size_bytes)
         try:
-            crypto.decrypt_chunk_into(file_key, record.file_id, index,
-                                      record.plan.chunk_count, ciphertext, plaintext)
-        except BaseException:
-            buffers.give(plaintext)  # its contents are unspecified: never returned
-            raise
+            download.fetch_chunk_into(ciphertext, chunk, keys=keys, peers=peers,
+                                      transport=client.transport, clock=client.clock,
+                                      randomness=client.randomness, ledger=ledger,
+                                      settings=client.settings, digest_alg=record.digest_alg)
+            plaintext = buffers.take(length)
+            try:
+                crypto.decrypt_chunk_into(file_key, record.file_id, index,
+                                          record.plan.chunk_count, ciphertext, plaintext)
+            except BaseException:
+                buffers.give(plaintext)  # its contents are unspecified: never returned
+                raise
+        finally:
+            buffers.give(ciphertext)
         return plaintext
 
     return fetch

@@ -24,18 +24,27 @@ def test_sftp_fetches_chunks_under_the_records_scheme(tmp_path: Path,
     use_chunk_ids(monkeypatch, alg)
     c, a, src, record = alice_puts_a_file(tmp_path)
     asked: list[Any] = []
-    real = download.fetch_chunk
+    into: set[int] = set()
+    real = download.fetch_chunk_into
 
-    def spy(*args: Any, **kwargs: Any) -> bytes:
+    def spy(*args: Any, **kwargs: Any) -> None:
         asked.append(kwargs.get("digest_alg"))
-        return real(*args, **kwargs)
+        into.add(id(args[0].obj))
+        real(*args, **kwargs)
 
-    monkeypatch.setattr(download, "fetch_chunk", spy)
+    monkeypatch.setattr(download, "fetch_chunk_into", spy)
     fetch = chunk_fetcher(c, a, record)
     buffers = ChunkBuffers()
-    data = b"".join(bytes(fetch(i, buffers)) for i in range(len(record.chunks)))
-    assert data == src.read_bytes()
+    pieces = []
+    for i in range(len(record.chunks)):
+        plaintext = fetch(i, buffers)
+        pieces.append(bytes(plaintext))
+        buffers.give(plaintext)  # as the window does once the chunk is read
+    assert b"".join(pieces) == src.read_bytes()
     assert asked == [alg] * len(record.chunks)
+    # The ciphertext goes into the free list's buffers, not a fresh chunk-sized object each
+    # (one chunk at a time here: the two buffers take turns).
+    assert len(record.chunks) > 2 and len(into) <= 2
     c.close()
 
 
@@ -45,13 +54,13 @@ def test_sftp_chunk_of_the_wrong_length_is_refused_before_it_is_fetched(
     the tag is an error, not a partly filled read; nothing is fetched for it."""
     c, a, _, record = alice_puts_a_file(tmp_path)
     fetched: list[Any] = []
-    real = download.fetch_chunk
+    real = download.fetch_chunk_into
 
-    def spy(*args: Any, **kwargs: Any) -> bytes:
+    def spy(*args: Any, **kwargs: Any) -> None:
         fetched.append(args)
-        return real(*args, **kwargs)
+        real(*args, **kwargs)
 
-    monkeypatch.setattr(download, "fetch_chunk", spy)
+    monkeypatch.setattr(download, "fetch_chunk_into", spy)
     plan = replace(record.plan, chunk_size_bytes=record.plan.chunk_size_bytes - 1)
     fetch = chunk_fetcher(c, a, replace(record, plan=plan))
     with pytest.raises(BadRequest, match=f"expected {plan.chunk_size_bytes}"):
