@@ -19,8 +19,10 @@ pytestmark = [pytest.mark.integration,
 
 @pytest.fixture
 def open_home() -> Iterator[Path]:
-    """A home nginx's workers can search even when root runs them as "nobody" (pytest's
-    own temporary directories are 0700: there the services keep loopback TCP)."""
+    """A home every account may search (pytest's own temporary directories are 0700). nginx's
+    workers run as the peer's account whoever starts nginx, so the sockets are used in
+    either; this one is what a shared machine looks like (tests/integration/
+    test_local_accounts.py attacks it)."""
     base = Path(tempfile.mkdtemp(prefix="md-uds-"))
     base.chmod(0o755)
     try:
