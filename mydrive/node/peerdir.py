@@ -96,8 +96,10 @@ class PeerConfig:
 
     @property
     def service_host(self) -> str:
-        # Behind nginx the services are for nginx only: loopback. Without TLS (local test
-        # networks) they listen on the peer's host themselves.
+        # Behind nginx the services are for nginx only: on their unix sockets, or on
+        # loopback where there are none (Windows, a container pod, a too-long path:
+        # node/service_socket.py). Without TLS (local test networks) they listen on the
+        # peer's host themselves.
         return "127.0.0.1" if self.tls else self.host
 
     @property
