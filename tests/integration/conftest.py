@@ -57,6 +57,21 @@ class LocalNetwork:
     def json(self, *args: str, **kwargs: Any) -> Any:
         return json.loads(self.mydrive(*args, "--json", **kwargs).stdout)
 
+    def round_trip_through_nginx(self, work: Path, name: str, size_bytes: int) -> None:
+        """alice (created here) puts and gets ``size_bytes`` of random bytes as /``name``,
+        bit-identical, and the first four peers' nginx logs show the StoreChunk and
+        FetchChunk calls went through them (a TLS network)."""
+        self.mydrive("user", "create")
+        src = work / "src"
+        src.write_bytes(os.urandom(size_bytes))
+        self.mydrive("put", str(src), f"/{name}")
+        got = self.json("get", f"/{name}", "--out", str(work / "out"))
+        assert Path(got["path"]).read_bytes() == src.read_bytes()
+        logged = "".join((self.peer_dir(i) / "nginx" / "logs" / "access.log").read_text()
+                         for i in range(4))
+        assert "/mydrive.v1.Receiver/StoreChunk" in logged
+        assert "/mydrive.v1.Sender/FetchChunk" in logged
+
     def kill_cli_mid_job(self, *args: str, job_ids: Callable[[], set[str]],
                          running: Callable[[JobView], bool],
                          socket_name: str = SOCKET_NAME) -> tuple[str, JobView]:

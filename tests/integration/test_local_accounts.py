@@ -110,13 +110,4 @@ def test_other_local_account_cannot_reach_tls_services(open_home: Path,
         assert f"grpc_pass grpc://unix:{root}/sender.sock;" in conf
 
     # The owner, through nginx with mutual TLS, as before.
-    net.mydrive("user", "create")
-    src = tmp_path / "src"
-    src.write_bytes(os.urandom(2 * 1024 * 1024 + 5))
-    net.mydrive("put", str(src), "/local-accounts.bin")
-    got = net.json("get", "/local-accounts.bin", "--out", str(tmp_path / "out"))
-    assert Path(got["path"]).read_bytes() == src.read_bytes()
-    logged = "".join((net.peer_dir(i) / "nginx" / "logs" / "access.log").read_text()
-                     for i in range(4))
-    assert "/mydrive.v1.Receiver/StoreChunk" in logged
-    assert "/mydrive.v1.Sender/FetchChunk" in logged
+    net.round_trip_through_nginx(tmp_path, "local-accounts.bin", 2 * 1024 * 1024 + 5)

@@ -38,13 +38,4 @@ def test_put_and_get_through_nginx_over_unix_sockets(open_home: Path, tmp_path: 
         conf = (net.peer_dir(i) / "nginx" / "nginx.conf").read_text()
         assert f"grpc_pass grpc://unix:{net.peer_dir(i).resolve()}/receiver.sock;" in conf
         assert f"grpc_pass grpc://unix:{net.peer_dir(i).resolve()}/sender.sock;" in conf
-    net.mydrive("user", "create")
-    src = tmp_path / "src"
-    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
-    net.mydrive("put", str(src), "/uds.bin")
-    result = net.json("get", "/uds.bin", "--out", str(tmp_path / "out"))
-    assert Path(result["path"]).read_bytes() == src.read_bytes()
-    logged = "".join((net.peer_dir(i) / "nginx" / "logs" / "access.log").read_text()
-                     for i in range(4))
-    assert "/mydrive.v1.Receiver/StoreChunk" in logged
-    assert "/mydrive.v1.Sender/FetchChunk" in logged
+    net.round_trip_through_nginx(tmp_path, "uds.bin", 3 * 1024 * 1024 + 17)

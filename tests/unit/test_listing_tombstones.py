@@ -14,6 +14,12 @@ from tests.clientnet import client_net
 from tests.strategies import random_file
 
 
+def _alice(tmp_path: Path):  # type: ignore[no-untyped-def]
+    c = client_net(tmp_path / "net").client()
+    c.create_user("alice", "pw")
+    return c, c.login("alice", "pw")
+
+
 def _count_tomb_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     checked: list[str] = []
     real = trusted.verify_tomb
@@ -28,10 +34,7 @@ def _count_tomb_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_ls_checks_no_tombstone_of_a_document_already_gone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    net = client_net(tmp_path / "net")
-    c = net.client()
-    c.create_user("alice", "pw")
-    a = c.login("alice", "pw")
+    c, a = _alice(tmp_path)
     c.put(a, random_file(tmp_path / "keep.bin", 3_000), "/keep.bin")
     for i in range(5):
         c.put(a, random_file(tmp_path / f"{i}.bin", 3_000), f"/{i}.bin")
@@ -46,10 +49,7 @@ def test_ls_still_honours_a_tombstone_whose_document_came_back(
     """A replica that puts a removed file's document back (as replication of an old revision
     would): its owner's tombstone is checked and keeps it gone; one signed by another key is
     checked and does not hide a live file."""
-    net = client_net(tmp_path / "net")
-    c = net.client()
-    c.create_user("alice", "pw")
-    a = c.login("alice", "pw")
+    c, a = _alice(tmp_path)
     gone = c.put(a, random_file(tmp_path / "gone.bin", 3_000), "/gone.bin")
     live = c.put(a, random_file(tmp_path / "live.bin", 3_000), "/live.bin")
     old_doc = c.store.get(gone.doc_id)
