@@ -73,13 +73,20 @@ CONTAINER_UI_ACCESS = "# access: the host publishes this port on 127.0.0.1 only 
 CONTAINER_RESOLVER = "resolver 127.0.0.11 ipv6=off valid=30s;"
 
 
+# In a pod nginx dials the services' loopback ports, so its workers need no socket and keep
+# nginx's own unprivileged default: never the peer's account, which may be root there.
+CONTAINER_WORKER_USER = ("# workers: nginx's default unprivileged account (the services are on "
+                         "the pod's loopback)")
+
+
 def render(peer: PeerDir, *, container: bool = False, resolver: str | None = None) -> Path:
     """Write PEER_DIR/nginx/nginx.conf for this peer's ports and certificates.
 
     ``container``: nginx runs in the peer's container network namespace (docker/, shared
     with the services, which stay on its loopback, told so by PEER_DIR/nginx/upstream.json;
     elsewhere they listen on their 0600 unix sockets only, and a root-started nginx runs
-    its workers as the peer's account to open them): it listens on every address there,
+    its workers as the peer's account to open them; in a pod they keep nginx's default
+    unprivileged account): it listens on every address there,
     leaves the UI's host restriction to the port publishing, and resolves names with
     Docker's DNS (``resolver``: another name server's address, e.g. Kubernetes' DNS).
     """
@@ -98,7 +105,7 @@ def render(peer: PeerDir, *, container: bool = False, resolver: str | None = Non
     couchdb_pass = couchdb_read_route(cfg) if cfg.couchdb_port else "return 404;"
     text = string.Template(template_path().read_text()).substitute(
         prefix=base.resolve().as_posix(), peer_id=cfg.peer_id,
-        worker_user=nginx_worker_user(peer.root),
+        worker_user=CONTAINER_WORKER_USER if container else nginx_worker_user(peer.root),
         listen_host="0.0.0.0" if container else cfg.host,  # noqa: S104 - the pod's own netns
         ui_access=CONTAINER_UI_ACCESS if container else LOOPBACK_UI_ACCESS,
         resolver=(f"resolver {resolver} ipv6=off valid=30s;" if resolver

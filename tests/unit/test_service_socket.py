@@ -190,3 +190,21 @@ def test_nginx_workers_run_as_the_peer_account(tmp_path: Path, monkeypatch) -> N
     assert line in (peer.root / "nginx" / "nginx.conf").read_text()
     monkeypatch.setattr(module.os, "geteuid", lambda: 4321)
     assert nginx_worker_user(peer.root).startswith("#")
+
+
+@posix_only
+def test_container_render_leaves_nginx_workers_unprivileged(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """In a pod the services are on loopback, so no socket needs the peer's account: the
+    render names no worker user (nginx's unprivileged default) even when root renders it
+    for a root-owned peer, where a host render names the peer's account (root's nginx would
+    run its workers as root)."""
+    peer = _tls_peer(tmp_path)
+    monkeypatch.setattr(module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(module, "peer_account", lambda root: (0, 0))
+    render(peer, container=True)
+    conf = (peer.root / "nginx" / "nginx.conf").read_text()
+    assert not any(line.strip().startswith("user ") for line in conf.splitlines())
+    render(peer)
+    conf = (peer.root / "nginx" / "nginx.conf").read_text()
+    assert any(line.strip().startswith("user root ") for line in conf.splitlines())
