@@ -1,4 +1,4 @@
-"""A/B of the peer services' gRPC servers: StoreChunk and FetchChunk over plain loopback gRPC.
+"""A/B of the peer services' gRPC servers: StoreChunk and FetchChunk over loopback gRPC.
 
     .venv/bin/python -m benchmarks.grpc_server_ab [--chunks 32] [--streams 4] [--rounds 3]
 
@@ -8,7 +8,9 @@ own peer directory), all running at once; the client streams the same 4 MiB chun
 segments of 256 KiB, one round each, ``--streams`` at a time) to each in turn, then fetches
 them back whole (signed by their owner), ``--rounds`` times, so every variant sees the same
 load. Prints median MB/s and the process's CPU s per GiB in each phase (from /proc): the
-receiver's while storing, the sender's while fetching. Linux test-bed only.
+receiver's while storing, the sender's while fetching. Plain gRPC, but for the ``tls``
+variant: the services' own mutual TLS on a port of their own, where nginx terminates it
+in a peer. Linux test-bed only.
 """
 
 from __future__ import annotations
@@ -49,7 +51,12 @@ VARIANTS: dict[str, list[tuple[str, Any]]] = {
     "mmap-only": [],  # only the mmap threshold raised (8 MiB), glibc's default trim threshold
     "trim-4m": [],  # mmap threshold 8 MiB, trim threshold 4 MiB (not 32)
     "arena-2": [],  # tuned as build_server does, and at most 2 malloc arenas (M_ARENA_MAX)
+    # The services doing mutual TLS themselves (gRPC's own, BoringSSL) on a port of their own,
+    # instead of nginx terminating it in front of them: what "TLS in the services" would cost
+    # them; the client is the same gRPC client, now with TLS (not measured here either way).
+    "tls": [],
 }
+TLS_NAME = "mydrive-grpc-ab"  # the servers' certificate name, which the client pins
 
 
 def _serve_aio(peer: Any) -> None:
@@ -160,12 +167,51 @@ def _serve(variant: str, peer_root: Path) -> None:
         assert tune_for_transfers()
     receiver, address = serve.build_server("receiver", peer, Metrics())
     sender, sender_address = serve.build_server("sender", peer, Metrics())
+    if variant == "tls":
+        credentials = _server_tls(peer_root)
+        address = f"tls:127.0.0.1:{receiver.add_secure_port('127.0.0.1:0', credentials)}"
+        sender_address = f"tls:127.0.0.1:{sender.add_secure_port('127.0.0.1:0', credentials)}"
     receiver.start()
     sender.start()
     print(address, sender_address, peer.config.peer_id, flush=True)
     sys.stdin.read()  # until the parent closes it
     receiver.stop(0)
     sender.stop(0)
+
+
+def _server_tls(peer_root: Path) -> Any:
+    """Server credentials requiring a client certificate, all from a CA made here; the CA
+    and the client's key and certificate are left in PEER_ROOT for the client (_channel)."""
+    import grpc
+
+    from mydrive.crypto.primitives import issue_certificate, new_certificate_authority
+
+    ca = new_certificate_authority("grpc-ab")
+    server = issue_certificate(ca, TLS_NAME, dns_names=[TLS_NAME])
+    client = issue_certificate(ca, "grpc-ab-client")
+    for name, data in (("ca.pem", ca.cert_pem), ("client.key", client.key_pem),
+                       ("client.pem", client.cert_pem)):
+        (peer_root / name).write_bytes(data)
+    return grpc.ssl_server_credentials([(server.key_pem, server.cert_pem)],
+                                       root_certificates=ca.cert_pem,
+                                       require_client_auth=True)
+
+
+def _channel(address: str, peer_root: Path) -> Any:
+    """A channel to ``address``: plain, or ``tls:host:port`` with mutual TLS (_server_tls)."""
+    import grpc
+
+    from mydrive.node.serve import SERVER_OPTIONS
+
+    if not address.startswith("tls:"):
+        return grpc.insecure_channel(address, options=SERVER_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(peer_root / "ca.pem").read_bytes(),
+        private_key=(peer_root / "client.key").read_bytes(),
+        certificate_chain=(peer_root / "client.pem").read_bytes())
+    return grpc.secure_channel(address[len("tls:"):], credentials,
+                               options=[*SERVER_OPTIONS,
+                                        ("grpc.ssl_target_name_override", TLS_NAME)])
 
 
 def _owner() -> Any:
@@ -193,18 +239,15 @@ def _chunks(count: int) -> list[tuple[Any, list[bytes]]]:
 
 
 def _fetch_all(address: str, peer_id: str, chunks: list[tuple[Any, list[bytes]]],
-               streams: int) -> None:
+               streams: int, peer_root: Path) -> None:
     """Fetch every chunk back whole from the sender, signed by its owner."""
-    import grpc
-
-    from mydrive.node.serve import SERVER_OPTIONS
     from mydrive.runtime.clock import SystemClock
     from mydrive.transport.signed_fetch import sign_fetch
     from mydrive.transport.wire import mydrive_pb2 as pb
     from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
     owner, clock = _owner(), SystemClock()
-    with grpc.insecure_channel(address, options=SERVER_OPTIONS) as channel:
+    with _channel(address, peer_root) as channel:
         stub = pb_grpc.SenderStub(channel)  # type: ignore[no-untyped-call]
 
         def one(item: tuple[Any, list[bytes]]) -> None:
@@ -219,15 +262,13 @@ def _fetch_all(address: str, peer_id: str, chunks: list[tuple[Any, list[bytes]]]
             list(pool.map(one, chunks))
 
 
-def _store_all(address: str, chunks: list[tuple[Any, list[bytes]]], streams: int) -> None:
-    import grpc
-
-    from mydrive.node.serve import SERVER_OPTIONS
+def _store_all(address: str, chunks: list[tuple[Any, list[bytes]]], streams: int,
+               peer_root: Path) -> None:
     from mydrive.transport.codec import header_to_pb
     from mydrive.transport.wire import mydrive_pb2 as pb
     from mydrive.transport.wire import mydrive_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(address, options=SERVER_OPTIONS) as channel:
+    with _channel(address, peer_root) as channel:
         stub = pb_grpc.ReceiverStub(channel)  # type: ignore[no-untyped-call]
 
         def one(item: tuple[Any, list[bytes]]) -> None:
@@ -288,11 +329,12 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 for v, (proc, addresses) in procs.items():
                     chunks = _chunks(args.chunks)  # fresh ids: nothing is already held
+                    peer_root = Path(tmp) / v
                     measured(r, v, "store", proc.pid, _store_all, addresses[0], chunks,
-                             args.streams)
+                             args.streams, peer_root)
                     if len(addresses) == 3 and not args.store_only:
                         measured(r, v, "fetch", proc.pid, _fetch_all, addresses[1],
-                                 addresses[2], chunks, args.streams)
+                                 addresses[2], chunks, args.streams, peer_root)
             peaks = {v: peak_rss_bytes(proc.pid) / MiB for v, (proc, _) in procs.items()}
         finally:
             for proc, _ in procs.values():
