@@ -161,8 +161,10 @@ def authorize(signed: SignedFetch, request: FetchRequest, *, owner_public_key: b
                           timestamp_ms=request.timestamp_ms, my_peer_id=my_peer_id,
                           now_ms=now, window_ms=replay_guard.window_ms)
     if signed.delegation:
-        delegation = (delegations or VerifiedDelegations(capacity=0)).verify(
-            signed.delegation, owner_public_key)
+        delegation = (delegations.verify(signed.delegation, owner_public_key)
+                      if delegations is not None else
+                      verify_delegation(SignedDelegation.decode(signed.delegation),
+                                        owner_public_key))
         if not delegation.covers(request.chunk_id):
             raise PermissionDenied("the delegation does not cover this chunk")
         if now >= delegation.not_after_ms:

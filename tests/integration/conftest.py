@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -143,3 +145,17 @@ def network_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for home in homes:
         cluster.stop(home, hard=True)
+
+
+@pytest.fixture
+def open_home() -> Iterator[Path]:
+    """A network home every account may search, as on a shared machine (pytest's own
+    temporary directories are 0700, which would stop another account before the service
+    sockets' own mode is ever tested); its peers are stopped and it is removed after."""
+    base = Path(tempfile.mkdtemp(prefix="md-open-"))
+    base.chmod(0o755)
+    try:
+        yield base / "net"
+    finally:
+        cluster.stop(base / "net", hard=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -18,15 +18,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mydrive.node import cluster
 from mydrive.node.peerdir import PeerDir
 from tests.integration.conftest import LocalNetwork, start_network
 
@@ -37,19 +33,6 @@ pytestmark = [
     pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0,
                        reason="needs root to act as another local account (os.setuid)"),
 ]
-
-
-@pytest.fixture
-def open_home() -> Iterator[Path]:
-    """A home every account may search (pytest's own temporary directories are 0700, which
-    would stop the attacker before the sockets' mode is ever tested)."""
-    base = Path(tempfile.mkdtemp(prefix="md-accounts-"))
-    base.chmod(0o755)
-    try:
-        yield base / "net"
-    finally:
-        cluster.stop(base / "net", hard=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _connect(target: str) -> str:

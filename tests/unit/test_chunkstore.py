@@ -630,11 +630,8 @@ def test_chunkstore_commit_refuses_a_chunk_id_its_bytes_do_not_have(tmp_path: Pa
     assert not store.has(header.chunk_id)
 
 
-def test_chunkstore_hashes_the_chunk_while_segments_arrive(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under "blake3" (old chunks), segments in order feed the whole-chunk hash as they come,
-    so the commit reads nothing back; after a gap (a bad segment resent later) the commit
-    hashes the synced file."""
+def _count_hashed_bytes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of what the store's whole-chunk hashers are fed from now on."""
     hashed: list[int] = []
 
     class CountingHasher(chunkstore.Hasher):
@@ -643,6 +640,15 @@ def test_chunkstore_hashes_the_chunk_while_segments_arrive(
             super().update(data)
 
     monkeypatch.setattr(chunkstore, "Hasher", CountingHasher)
+    return hashed
+
+
+def test_chunkstore_hashes_the_chunk_while_segments_arrive(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under "blake3" (old chunks), segments in order feed the whole-chunk hash as they come,
+    so the commit reads nothing back; after a gap (a bad segment resent later) the commit
+    hashes the synced file."""
+    hashed = _count_hashed_bytes(monkeypatch)
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
     header, segments = _old_scheme_chunk()
     session = ReceiverSession(store, Metrics())
@@ -674,14 +680,7 @@ def test_chunkstore_commits_a_derived_chunk_without_hashing_it_whole(
     """Under "blake3-derived" (new uploads) begin checked the id against the digests and each
     segment is checked against its digest: the commit hashes no byte a second time, whether
     the segments came in order or the file would have to be re-read."""
-    hashed: list[int] = []
-
-    class CountingHasher(chunkstore.Hasher):
-        def update(self, data: bytes | memoryview) -> None:
-            hashed.append(len(data))
-            super().update(data)
-
-    monkeypatch.setattr(chunkstore, "Hasher", CountingHasher)
+    hashed = _count_hashed_bytes(monkeypatch)
     store = ChunkStore(tmp_path, capacity_bytes=10**9)
     header, segments = _chunk()
     assert not header.whole_chunk_hash_needed

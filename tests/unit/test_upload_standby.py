@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mydrive.engine.download import download_file
 from mydrive.engine.upload import upload_file
 from mydrive.errors import PeerUnavailable
 from mydrive.runtime.executor import inline_executor
@@ -71,8 +72,6 @@ def test_upload_falls_back_on_a_peer_that_missed_the_probe(tmp_path: Path) -> No
     for peer in ("p2", "p3", "p4"):
         assert sum(peer in h for h in holders) < len(result.chunks), f"{peer} holds every chunk"
     assert transport.probes["p2"] == 2  # the probe before placement, and once again
-    from mydrive.engine.download import download_file
-
     out = tmp_path / "out.bin"
     download_file(record_of(result, keys), out, keys=keys,
                   peers={p.peer_id: p.address for p in net.peers}, settings=SMALL_SETTINGS,
