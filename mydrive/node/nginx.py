@@ -26,6 +26,7 @@ from mydrive.node.service_socket import (
     nginx_upstream,
     nginx_worker_user,
     record_nginx_upstream,
+    root_peer,
 )
 
 log = logging.getLogger("mydrive.node.nginx")
@@ -105,6 +106,7 @@ def render(peer: PeerDir, *, container: bool = False, resolver: str | None = Non
     couchdb_pass = couchdb_read_route(cfg) if cfg.couchdb_port else "return 404;"
     text = string.Template(template_path().read_text()).substitute(
         prefix=base.resolve().as_posix(), peer_id=cfg.peer_id,
+        temp=_worker_temp_dir(peer, container=container).as_posix(),
         worker_user=CONTAINER_WORKER_USER if container else nginx_worker_user(peer.root),
         listen_host="0.0.0.0" if container else cfg.host,  # noqa: S104 - the pod's own netns
         ui_access=CONTAINER_UI_ACCESS if container else LOOPBACK_UI_ACCESS,
@@ -125,6 +127,18 @@ def render(peer: PeerDir, *, container: bool = False, resolver: str | None = Non
     # their loopback ports (mydrive.node.service_socket.service_listen).
     record_nginx_upstream(peer.root, container=container)
     return path
+
+
+def _worker_temp_dir(peer: PeerDir, *, container: bool) -> Path:
+    """Where nginx's workers write request and response bodies they buffer: PEER_DIR/nginx/
+    tmp, or for a peer of root's its runtime directory's (its workers, not root, may not
+    search PEER_DIR's; mydrive.node.nginx_workers)."""
+    if container or not root_peer(peer.root):
+        return prefix(peer).resolve() / "tmp"
+    from mydrive.node.nginx_workers import prepare_runtime_dir, temp_dir, worker_account
+
+    prepare_runtime_dir(peer.root, worker_account())
+    return temp_dir(peer.root)
 
 
 def _crl_directives(files: TlsFiles) -> dict[str, str]:

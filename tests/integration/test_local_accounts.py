@@ -5,12 +5,15 @@ user connects to the peer's services directly, without a certificate, where it c
 member's certificate in the header the services believe from nginx. Before, the services
 listened on loopback TCP (open to every local account) and, under a root-started nginx, on
 0666 unix sockets (so that nginx's "nobody" workers could open them): both connects
-succeeded. Now a TLS peer's services listen on their 0600 sockets only and nginx's workers
-run as the peer's account, while the owner's put and get through nginx still work.
+succeeded. Now a TLS peer's services listen on their sockets only, which only nginx's
+workers may open, while the owner's put and get through nginx still work. These peers are
+root's (the tests run as root), so their workers run as an account of their own, never root
+(mydrive/node/nginx_workers.py), and their sockets are in a runtime directory only root and
+that account's group may pass.
 
 The attacker is a forked child that drops to uid/gid 65534 (no supplementary groups), as
 ``os.setuid`` would for any other local account. The network's home is searchable by every
-account (0755), so only the sockets' own mode stands between it and the services.
+account (0755), so only the sockets' own modes stand between it and the services.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from mydrive.node.nginx_workers import worker_account
 from mydrive.node.peerdir import PeerDir
+from mydrive.node.service_socket import service_socket
 from tests.integration.conftest import LocalNetwork, start_network
 
-ATTACKER_UID = ATTACKER_GID = 65534  # "nobody": also what root's nginx ran its workers as
+# "nobody": what root's nginx ran its workers as before 2c6653a, shared by other daemons
+ATTACKER_UID = ATTACKER_GID = 65534
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,8 +57,9 @@ def _connect(target: str) -> str:
     return "connected"
 
 
-def connect_as_another_account(targets: list[str]) -> dict[str, str]:
-    """Each target's outcome for a forked child running as ATTACKER_UID."""
+def connect_as_another_account(targets: list[str], uid: int = ATTACKER_UID,
+                               gid: int = ATTACKER_GID) -> dict[str, str]:
+    """Each target's outcome for a forked child running as ``uid``/``gid``."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: drop to the other account, try, report, never return
@@ -60,8 +67,8 @@ def connect_as_another_account(targets: list[str]) -> dict[str, str]:
         try:
             os.close(read)
             os.setgroups([])
-            os.setgid(ATTACKER_GID)
-            os.setuid(ATTACKER_UID)
+            os.setgid(gid)
+            os.setuid(uid)
             os.write(write, json.dumps({t: _connect(t) for t in targets}).encode())
         except BaseException:
             code = 1
@@ -76,21 +83,57 @@ def connect_as_another_account(targets: list[str]) -> dict[str, str]:
     return result
 
 
+def nginx_worker_uids(peer_root: Path) -> list[tuple[int, ...]]:
+    """The (real, effective, saved, file-system) uids of every child of the peer's nginx
+    master (its workers), read from /proc."""
+    master = int((peer_root / "nginx" / "nginx.pid").read_text())
+    uids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields["PPid"]) == master:
+            uids.append(tuple(int(u) for u in fields["Uid"].split()))
+    return uids
+
+
+def test_root_peers_nginx_workers_run_as_neither_root_nor_nobody(network_factory,
+                                                                 tmp_path: Path) -> None:
+    """Peers run by root (their peer.json is root's, as with `sudo mydrive` or in CI), in
+    pytest's 0700 home: their nginx's workers, which parse every TLS connection from the
+    network, run as an account of their own, neither root nor the "nobody" other daemons
+    share, and still reach the services (the owner's put and get through nginx). Before,
+    they ran as the peer's account: root."""
+    net: LocalNetwork = network_factory(4, tls=True, replicas=2)
+    for i in range(4):
+        root = net.peer_dir(i).resolve()
+        assert (root / "peer.json").stat().st_uid == 0
+        workers = nginx_worker_uids(root)
+        assert workers, f"peer-{i}'s nginx has no workers"
+        wrong = [uids for uids in workers if {0, ATTACKER_UID} & set(uids)]
+        assert not wrong, f"peer-{i}'s nginx workers run as root or nobody: {wrong}"
+        assert set(workers) == {(worker_account().uid,) * 4}
+    net.round_trip_through_nginx(tmp_path, "root-peer.bin", 2 * 1024 * 1024 + 3)
+
+
 def test_other_local_account_cannot_reach_tls_services(open_home: Path,
                                                        tmp_path: Path) -> None:
     net: LocalNetwork = start_network(open_home, 4, tls=True, replicas=2)
+    workers = worker_account()
     for i in range(4):
         root = net.peer_dir(i).resolve()
         cfg = PeerDir(root).config
-        targets = [f"unix:{root}/receiver.sock", f"unix:{root}/sender.sock",
-                   f"127.0.0.1:{cfg.receiver_port}", f"127.0.0.1:{cfg.sender_port}"]
+        sockets = [f"unix:{service_socket(root, kind)}" for kind in ("receiver", "sender")]
+        targets = [*sockets, f"127.0.0.1:{cfg.receiver_port}", f"127.0.0.1:{cfg.sender_port}"]
         outcome = connect_as_another_account(targets)
         reached = {t: r for t, r in outcome.items() if r not in ("EACCES", "ECONNREFUSED")}
         assert not reached, f"peer-{i}'s services reached by uid {ATTACKER_UID}: {reached}"
-        # nginx itself reaches them (the owner's traffic below), over the sockets
+        # The sockets exist and nginx's workers' account opens them (nginx is pointed there)
+        assert connect_as_another_account(sockets, workers.uid, workers.gid) == {
+            s: "connected" for s in sockets}
         conf = (root / "nginx" / "nginx.conf").read_text()
-        assert f"grpc_pass grpc://unix:{root}/receiver.sock;" in conf
-        assert f"grpc_pass grpc://unix:{root}/sender.sock;" in conf
+        assert all(f"grpc_pass grpc://{s};" in conf for s in sockets)
 
     # The owner, through nginx with mutual TLS, as before.
     net.round_trip_through_nginx(tmp_path, "local-accounts.bin", 2 * 1024 * 1024 + 5)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mydrive.node.service_socket import service_socket
 from tests.integration.conftest import LocalNetwork, start_network
 
 pytestmark = [pytest.mark.integration,
@@ -17,6 +18,9 @@ def test_put_and_get_through_nginx_over_unix_sockets(open_home: Path, tmp_path: 
     net: LocalNetwork = start_network(open_home, 4, tls=True, replicas=2)
     for i in range(3):
         conf = (net.peer_dir(i) / "nginx" / "nginx.conf").read_text()
-        assert f"grpc_pass grpc://unix:{net.peer_dir(i).resolve()}/receiver.sock;" in conf
-        assert f"grpc_pass grpc://unix:{net.peer_dir(i).resolve()}/sender.sock;" in conf
+        for kind in ("receiver", "sender"):
+            # PEER_DIR/<kind>.sock, or a root-run peer's in its runtime directory
+            sock = service_socket(net.peer_dir(i), kind)
+            assert sock is not None and sock.is_socket()
+            assert f"grpc_pass grpc://unix:{sock};" in conf
     net.round_trip_through_nginx(tmp_path, "uds.bin", 3 * 1024 * 1024 + 17)
