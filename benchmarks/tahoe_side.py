@@ -118,6 +118,16 @@ class TahoeGrid:
             "tahoe_storage_nodes": [p.pid for n, p in self.procs.items()
                                     if n.startswith("storage")]})
 
+    def share_files(self) -> list[Path]:
+        """Every share file the storage nodes hold (NODEDIR/storage/shares/<prefix>/<SI>/<n>);
+        shares still being written sit under shares/incoming and are left out."""
+        found = [p for i in range(self.storage_nodes)
+                 for p in (self.root / f"storage{i}" / "storage" / "shares").rglob("*")
+                 if p.is_file() and "incoming" not in p.parts]
+        if not found:
+            raise RuntimeError(f"no Tahoe share files under {self.root}/storage*/storage/shares")
+        return sorted(found)
+
     def _cli(self) -> list[str]:
         return [str(TAHOE), "-d", str(self.root / "client")]
 

@@ -40,11 +40,17 @@ def test_benchmarks_quick_reports_every_figure(tmp_path: Path) -> None:
     systems = doc["throughput"]["systems"]
     assert set(systems) == {"mydrive_tls", "mydrive_plain", "scp", "sftp"}
     for name, s in systems.items():
-        assert s["put_MBps"] > 0 and s["get_MBps"] > 0, name
+        for figure in ("put", "put_durable", "get", "get_hot"):
+            assert s[f"{figure}_MBps"] > 0, (name, figure)
+        # Until durable includes the put itself (plus its sync).
+        assert s["put_durable_MBps"] <= s["put_MBps"], name
         assert s["put_cpu_s_per_gib"]["client"] > 0, name
+        assert s["get_hot_cpu_s_per_gib"]["client"] > 0, name
     assert {"receiver", "sender", "nginx"} <= set(systems["mydrive_tls"]["put_cpu_s_per_gib"])
     assert "sshd" in systems["scp"]["put_cpu_s_per_gib"]
     assert {"mydrive_tls/scp", "mydrive_plain/scp"} <= set(doc["throughput"]["ratios"])
+    assert set(doc["throughput"]["ratios"]["mydrive_tls/scp"]) == {
+        "put", "put_durable", "get", "get_hot"}
     rows = doc["memory"]["rows"]
     assert [r["size_mib"] for r in rows] == [2, 4]
     for row in rows:
@@ -61,4 +67,5 @@ def test_benchmarks_quick_reports_every_figure(tmp_path: Path) -> None:
     assert "receivers" in doc["profile"]["gil"]["get"]
     for plot in ("throughput.png", "cpu.png", "memory.png", "faults.png"):
         assert (out / plot).stat().st_size > 1000, plot
-    assert "| mydrive_tls |" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "| mydrive_tls |" in summary and "get (hot) MB/s" in summary
