@@ -2,13 +2,17 @@
 
     cd /tmp; export PYTHONPATH=PEER_TREE:/work/main
     python -m benchmarks.get_ab --tree A=/tmp/base --tree B=/tmp/new [--env B:KEY=VALUE]
-        [--size-mib 512] [--runs 5]
+        [--size-mib 512] [--runs 5] [--cold]
 
 Like ``client_ab`` (one 5-peer TLS network, R = 2, running PEER_TREE's code for every
 variant), but a get is what is compared, so the file is put once (with the first tree) and
 every run gets it once per variant, alternating A, B, A, B, ... under the same load. Per get:
 wall time, the client's CPU and its kernel part (wait4), its peak RSS, and the CPU the
 senders and nginx spent meanwhile (/proc), per GiB of file. Medians are printed as JSON.
+
+``--cold``: before every get, sync every stored chunk file of the network and drop its pages,
+so each variant's get reads the chunks from disk (as a real get after a put does: the put
+drops them, see ``benchmarks.cache_state``); without it the gets after the first read memory.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from benchmarks import cache_state
 from benchmarks.client_ab import (
     MIB,
     _env,
@@ -36,6 +41,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the stored chunks' pages before every get (read from disk)")
     args = parser.parse_args()
     trees, extra_env = parse_variants(args)
     work = Path(tempfile.mkdtemp(prefix="get-ab-", dir=args.work_dir))
@@ -53,6 +60,10 @@ def main() -> None:
                 env = {**_env(net, tree), **extra_env[name]}
                 out = work / f"out-{name}"
                 subprocess.run(["rm", "-rf", str(out)], check=False)
+                if args.cold:
+                    stored = cache_state.files_under(net.home, "*.chunk", what="mydrive")
+                    cache_state.sync_files(stored)
+                    cache_state.drop_pages(stored)
                 before = net.cpu_s_by_kind()
                 get = run_measured([*net.get_args("/ab/file", out), "--local"], env=env)
                 after = net.cpu_s_by_kind()
