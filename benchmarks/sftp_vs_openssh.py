@@ -10,8 +10,9 @@ to a local directory. The mydrive side is a local network started as ``mydrive c
 starts it (TLS between peers unless --no-tls); the client logs in to peer-0's SFTP server
 with a registered SSH key and its unlock secret. A put through mydrive is whole when CLOSE
 returns: spooled, encrypted, chunked and stored on R peers. A get streams chunks fetched,
-verified and decrypted. Both copies are checked bit-identical (SHA-256). The SFTP server's
-peak RSS (VmHWM) is read for each transfer to show its memory stays flat.
+verified and decrypted. Both gets read their stored bytes from disk (synced, pages dropped).
+Both copies are checked bit-identical (SHA-256). The SFTP server's peak RSS (VmHWM) is read
+for each transfer to show its memory stays flat.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from benchmarks import cache_state
 from benchmarks.common import MiB, commit, machine, mbps, now_utc, random_file
 from benchmarks.mydrive_side import MydriveNetwork
 from benchmarks.procs import (
@@ -55,6 +57,14 @@ def _figures(m: Measured, size_bytes: int) -> dict[str, float]:
             "client_cpu_s": round(m.cpu_s, 3)}
 
 
+def from_disk(stored: list[Path]) -> None:
+    """Both gets read their stored bytes from disk: a put through mydrive has synced its
+    chunks and dropped their pages, sshd's file sits dirty in memory (docs/benchmarks.md,
+    "The stored bytes' state")."""
+    cache_state.sync_files(stored)
+    cache_state.drop_pages(stored)
+
+
 def openssh_side(work: Path, src: Path, digest: str) -> dict[str, Any]:
     sshd = SshServer(work / "sshd")
     sshd.start()
@@ -65,6 +75,7 @@ def openssh_side(work: Path, src: Path, digest: str) -> dict[str, Any]:
         cpu0 = session_cpu_s(sid)
         put = sshd.sftp_put(src, remote)
         cpu1 = session_cpu_s(sid)
+        from_disk([remote])
         get = sshd.sftp_get(remote, back)
         cpu2 = session_cpu_s(sid)
         assert sha256(back) == digest, "OpenSSH round trip is not bit-identical"
@@ -109,6 +120,7 @@ def mydrive_side(work: Path, src: Path, digest: str, *, peers: int,
         cpu_before = net.cpu_s_by_kind()
         put, put_cpu, put_rss = sftp(f'put "{src}" /bench.bin\n')
         cpu_mid = net.cpu_s_by_kind()
+        from_disk(cache_state.files_under(net.home, "*.chunk", what="mydrive"))
         get, get_cpu, get_rss = sftp(f'get /bench.bin "{back}"\n')
         cpu_after = net.cpu_s_by_kind()
         assert sha256(back) == digest, "mydrive SFTP round trip is not bit-identical"

@@ -29,7 +29,6 @@ from benchmarks.procs import Measured
 from benchmarks.ssh_side import SshServer
 from benchmarks.tahoe_side import TahoeGrid
 
-
 # Timed figures per system: the put as it answers, the put until its stored bytes are synced,
 # the get from disk (stored bytes dropped from the page cache) and the get right after it.
 FIGURES = ("put", "put_durable", "get", "get_hot")
