@@ -36,7 +36,7 @@ from mydrive.node.serve import (
     serve_words,
     service_healthy,
 )
-from mydrive.node.service_socket import record_nginx_upstream, service_listen
+from mydrive.node.service_socket import record_nginx_upstream, release_sockets, service_listen
 from mydrive.node.supervisor import Service
 from mydrive.runtime.disk import atomic_write_bytes
 
@@ -274,3 +274,6 @@ def stop(home: Path, *, only: list[str] | None = None, hard: bool = False,
                 chosen.append(service)
     _write_state(home, state)
     supervisor.stop(chosen, hard=hard, timeout_s=timeout_s)
+    for entry in state["peers"]:
+        if (only is None or entry["name"] in only) and not entry["pids"]:
+            release_sockets(Path(entry["dir"]))

@@ -150,6 +150,18 @@ def prepare_runtime_dir(peer_root: Path, account: WorkerAccount) -> Path:
     return path
 
 
+def release_runtime_dir(peer_root: Path) -> bool:
+    """Remove the peer's runtime directory once none of its services or nginx runs (its
+    sockets and nginx's temp files are of no use then; ``/run`` is not a tmpfs everywhere).
+    ``shutil.rmtree`` works by file descriptor on Linux, so a symlink a worker planted in
+    ``tmp/`` is removed, never followed. True if there was one."""
+    path = runtime_dir(peer_root)
+    if not path.is_dir() or path.is_symlink():
+        return False
+    shutil.rmtree(path)
+    return True
+
+
 def temp_dir(peer_root: Path) -> Path:
     return runtime_dir(peer_root) / "tmp"
 

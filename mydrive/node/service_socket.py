@@ -121,6 +121,16 @@ def root_peer(peer_root: Path) -> bool:
         return False
 
 
+def release_sockets(peer_root: Path) -> None:
+    """After the peer's services and nginx have stopped: a peer of root's removes its runtime
+    directory (its sockets, nginx's temp files); elsewhere the sockets stay in ``PEER_DIR``,
+    and the next bind replaces them."""
+    if root_peer(peer_root):
+        from mydrive.node.nginx_workers import release_runtime_dir
+
+        release_runtime_dir(peer_root)
+
+
 def bind_private_socket(add_port: object, path: Path, peer_root: Path) -> None:
     """Bind ``path`` with ``add_port`` (``grpc.Server.add_insecure_port``) so that only
     nginx's workers may connect: created under umask 077 (never connectable by others, not

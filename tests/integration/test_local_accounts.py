@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from mydrive.node.nginx_workers import worker_account
+from mydrive.node import cluster
+from mydrive.node.nginx_workers import runtime_dir, worker_account
 from mydrive.node.peerdir import PeerDir
 from mydrive.node.service_socket import service_socket
 from tests.integration.conftest import LocalNetwork, start_network
@@ -115,6 +116,18 @@ def test_root_peers_nginx_workers_run_as_neither_root_nor_nobody(network_factory
         assert not wrong, f"peer-{i}'s nginx workers run as root or nobody: {wrong}"
         assert set(workers) == {(worker_account().uid,) * 4}
     net.round_trip_through_nginx(tmp_path, "root-peer.bin", 2 * 1024 * 1024 + 3)
+    # Once a peer's processes have stopped its runtime directory goes too: sockets and temp
+    # files of no further use, and /run is not a tmpfs everywhere (it is not here).
+    runtime = [runtime_dir(net.peer_dir(i).resolve()) for i in range(4)]
+    assert all(d.is_dir() for d in runtime)
+    cluster.stop(net.home, only=["peer-0"], kinds=("sender",))
+    assert runtime[0].is_dir(), "removed while its receiver and nginx still run"
+    cluster.stop(net.home, only=["peer-0"])
+    assert [d.is_dir() for d in runtime] == [False, True, True, True]
+    cluster.stop(net.home)
+    assert not any(d.exists() for d in runtime)
+    cluster.start(net.home, only=["peer-1"])  # and a restart makes it again
+    assert runtime[1].is_dir()
 
 
 def test_other_local_account_cannot_reach_tls_services(open_home: Path,
