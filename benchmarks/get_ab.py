@@ -2,7 +2,7 @@
 
     cd /tmp; export PYTHONPATH=PEER_TREE:/work/main
     python -m benchmarks.get_ab --tree A=/tmp/base --tree B=/tmp/new [--env B:KEY=VALUE]
-        [--size-mib 512] [--runs 5] [--cold]
+        [--size-mib 512] [--runs 5] [--cold] [--senders-from-tree]
 
 Like ``client_ab`` (one 5-peer TLS network, R = 2, running PEER_TREE's code for every
 variant), but a get is what is compared, so the file is put once (with the first tree) and
@@ -13,13 +13,19 @@ senders and nginx spent meanwhile (/proc), per GiB of file. Medians are printed 
 ``--cold``: before every get, sync every stored chunk file of the network and drop its pages,
 so each variant's get reads the chunks from disk (as a real get after a put does: the put
 drops them, see ``benchmarks.cache_state``); without it the gets after the first read memory.
+``--senders-from-tree``: for a lever of the serving side, each variant's senders run its own
+tree: before its turn every sender is stopped and ``cluster up`` starts them again from it
+(so every get meets freshly started senders, whichever the variant).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks import cache_state
@@ -35,6 +41,32 @@ from benchmarks.mydrive_side import MydriveNetwork
 from benchmarks.procs import run_measured
 
 
+def _restart_senders(net: MydriveNetwork, tree: Path) -> None:
+    """Stop every sender of ``net`` and have ``cluster up`` start them again from ``tree``."""
+    pids = [s["pid"] for s in net.services() if s["kind"] == "sender"]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while any(_running(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"senders {pids} still running 15 s after SIGTERM")
+        time.sleep(0.05)
+    saved, net.env = net.env, _env(net, tree)
+    try:
+        net.up()
+    finally:
+        net.env = saved
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_variant_arguments(parser)
@@ -43,6 +75,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--cold", action="store_true",
                         help="drop the stored chunks' pages before every get (read from disk)")
+    parser.add_argument("--senders-from-tree", action="store_true",
+                        help="each variant's senders run its tree (restarted before its turn)")
     args = parser.parse_args()
     trees, extra_env = parse_variants(args)
     work = Path(tempfile.mkdtemp(prefix="get-ab-", dir=args.work_dir))
@@ -60,6 +94,8 @@ def main() -> None:
                 env = {**_env(net, tree), **extra_env[name]}
                 out = work / f"out-{name}"
                 subprocess.run(["rm", "-rf", str(out)], check=False)
+                if args.senders_from_tree:
+                    _restart_senders(net, tree)
                 if args.cold:
                     stored = cache_state.files_under(net.home, "*.chunk", what="mydrive")
                     cache_state.sync_files(stored)
