@@ -23,6 +23,7 @@ from mydrive.crypto import primitives as crypto
 from mydrive.crypto.keys import UserKeys, wrap_file_key
 from mydrive.engine.accounting import TransferLedger
 from mydrive.engine.buffers import ChunkBuffers
+from mydrive.engine.replacement import Layout
 from mydrive.engine.settings import TransferSettings
 from mydrive.errors import (
     BadRequest,
@@ -113,19 +114,34 @@ class _Replicas:
     planned for them, but they are a failed replica's last resort. A probe that fails once
     (a peer restarting, a connection reset) must not leave the upload one peer short for
     its whole length; each standby peer costs at most one failed attempt, since a failure
-    puts it in ``failed`` like any other peer."""
+    puts it in ``failed`` like any other peer.
+
+    ``assigned`` is the plan, read when a chunk's turn comes (``begin``): replicas not begun
+    yet may still move to make room for a failed one (mydrive.engine.replacement); begun ones
+    (in ``started``) never do. ``on_move(chunk, from_peer, to_peer)`` hears of every replica
+    so moved, the substitute itself excepted."""
 
     def __init__(self, file_id: bytes, placement: list[list[str]], eligible: Sequence[str],
-                 standby: Sequence[str] = ()):
+                 standby: Sequence[str] = (),
+                 on_move: Callable[[int, str, str], None] | None = None):
         self.file_id = file_id
         self.chunk_count = len(placement)
         self.assigned = [list(p) for p in placement]
         self.failed: set[str] = set()
+        self.started: set[tuple[int, str]] = set()
         self.eligible = list(eligible)
         self.standby = [p for p in standby if p not in self.eligible]
+        self._on_move = on_move
         self._answered_again: set[str] = set()
         self._probing = {p: threading.Lock() for p in self.standby}
         self._lock = threading.Lock()
+
+    def begin(self, chunk_index: int) -> list[str]:
+        """The peers chunk ``chunk_index`` goes to now; from here on they stay."""
+        with self._lock:
+            peers = list(self.assigned[chunk_index])
+            self.started.update((chunk_index, p) for p in peers)
+            return peers
 
     def usable(self, peer_id: str, answers: Callable[[str], bool]) -> bool:
         """False for a peer failed in this upload. A standby peer is probed again
@@ -148,33 +164,68 @@ class _Replicas:
     @property
     def live(self) -> int:
         """Peers not (yet) failed in this upload, standby ones included."""
-        return len([p for p in (*self.eligible, *self.standby) if p not in self.failed])
+        return len(self._live())
+
+    def _live(self) -> list[str]:
+        return [p for p in (*self.eligible, *self.standby) if p not in self.failed]
 
     def substitute(self, chunk_index: int, failed_peer: str) -> str | None:
+        """A new peer for the replica of ``chunk_index`` that ``failed_peer`` failed (it is
+        begun at once), or None when no rearrangement of the replicas not begun yet frees
+        one. Every other replica still planned on a failed peer is given a new home in the
+        same go when all of them can be (those begun are left to their own failover, but
+        counted), so that a choice made now never corners a later chunk."""
         with self._lock:
             self.failed.add(failed_peer)
-            current = self.assigned[chunk_index]
-            counts: dict[str, int] = {}
-            for peers in self.assigned:
-                for p in peers:
-                    counts[p] = counts.get(p, 0) + 1
-            standby = set(self.standby)
-            # Peers that answered the probe before standby ones; among them the least loaded
-            # live peer first, so a dead peer's chunks spread out instead of filling one or
-            # two peers up to the "not every chunk" limit; ties broken by a hash of (file,
-            # chunk, peer), deterministic like the placement itself.
-            candidates = sorted(
-                (p for p in (*self.eligible, *self.standby)
-                 if p not in current and p not in self.failed
-                 and counts.get(p, 0) + 1 < self.chunk_count),
-                key=lambda p: (p in standby, counts.get(p, 0),
-                               digest(self.file_id + chunk_index.to_bytes(4, "big") + p.encode())),
-            )
-            current.remove(failed_peer)
-            if not candidates:
-                return None
-            current.append(candidates[0])
-            return candidates[0]
+            self.assigned[chunk_index].remove(failed_peer)
+            self.started.discard((chunk_index, failed_peer))
+            # The substitute goes last in the chunk's list, as it always did.
+            base: list[list[str | None]] = [list(p) for p in self.assigned]
+            base[chunk_index].append(None)
+            hole = (chunk_index, len(base[chunk_index]) - 1)
+            orphans = [(c, s) for c, peers in enumerate(base) for s, p in enumerate(peers)
+                       if p in self.failed]
+            layout = self._layout(base, orphans)
+            if layout.fill(hole) is not None and all(layout.fill(h) for h in orphans):
+                # Begun orphans stay with their failed peer: their own thread fails over.
+                for c, s in orphans:
+                    if (c, base[c][s]) in self.started:
+                        layout.slots[c][s] = base[c][s]
+            else:
+                # Some later replica will find no home whatever happens; this one may.
+                layout = self._layout(base, [])
+                if layout.fill(hole) is None:
+                    return None
+            chosen = layout.slots[hole[0]][hole[1]]
+            assert chosen is not None
+            for c, peers in enumerate(layout.slots):
+                for s, peer in enumerate(peers):
+                    before = base[c][s]
+                    if (c, s) != hole and peer != before:
+                        assert peer is not None and before is not None
+                        if self._on_move is not None:
+                            self._on_move(c, before, peer)
+            self.assigned = [[p for p in peers if p is not None] for peers in layout.slots]
+            self.started.add((chunk_index, chosen))
+            return chosen
+
+    def _layout(self, base: list[list[str | None]], holes: list[tuple[int, int]]) -> Layout:
+        """``base`` with ``holes`` opened, for ``Layout.fill``. Preference as the greedy
+        choice always had: peers that answered the probe before standby ones, then the least
+        loaded (a dead peer's chunks spread out instead of filling one or two peers up to
+        the cap), ties broken by a hash of (file, chunk, peer), deterministic like the
+        placement itself."""
+        slots: list[list[str | None]] = [list(p) for p in base]
+        for c, s in holes:
+            slots[c][s] = None
+        standby = set(self.standby)
+
+        def rank(chunk: int, peer: str, load: int) -> tuple[bool, int, bytes]:
+            return (peer in standby, load,
+                    digest(self.file_id + chunk.to_bytes(4, "big") + peer.encode()))
+
+        return Layout(slots, live=self._live(), fixed=self.started,
+                      cap=self.chunk_count - 1, rank=rank)
 
 
 def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | None,
@@ -228,7 +279,9 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
     for index, chunk_peers in enumerate(placement):
         note("upload.placed", chunk=index, replicas=tuple(chunk_peers))
     replicas = _Replicas(file_id, placement, [p.peer_id for p in eligible],
-                         standby=[p.peer_id for p in standby])
+                         standby=[p.peer_id for p in standby],
+                         on_move=lambda chunk, before, after: note(
+                             "upload.moved", chunk=chunk, peer=before, to=after))
     by_id = {p.peer_id: p.address for p in (*eligible, *standby)}
     ledger = TransferLedger()
     records: dict[int, ChunkRecord] = {}
@@ -300,7 +353,8 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
                         f"chunk {chunk.index} lost its replica peer {peer_id} ({exc}); none of "
                         f"the {replicas.live} live peers (of {len(eligible) + len(standby)} "
                         f"known{silent}) can take it: each holds it already or would then "
-                        f"hold all {plan.chunk_count} chunks of the file") from exc
+                        f"hold all {plan.chunk_count} chunks of the file, and no "
+                        f"rearrangement of the replicas not yet sent makes room") from exc
                 peer_id = substitute
 
     workers = settings.max_inflight_chunks * settings.replicas
@@ -323,7 +377,7 @@ def upload_file(source: Path, *, keys: UserKeys | None, owner_peer_id: str | Non
             except BaseException:
                 inflight.release()
                 raise
-            for slot, peer_id in enumerate(list(replicas.assigned[index])):
+            for slot, peer_id in enumerate(replicas.begin(index)):
                 pool.submit(store_replica, job, peer_id, slot)  # its future is not needed
             del job
     # Leaving the executor waited for every replica.
