@@ -4,7 +4,8 @@ Memory stays flat: at most ``max_inflight_chunks`` chunks are read and encrypted
 a chunk's ciphertext is dropped as soon as its last replica is stored (no future, callback or
 list keeps it). A replica peer that fails (unreachable, full, rejecting, or misbehaving: an
 answer no honest receiver gives) is replaced by another eligible peer, still never letting
-one peer hold every chunk of the file. Only the segments a receiver reports bad are resent.
+one peer hold every chunk of the file; replicas not yet sent move to make room when needed
+(mydrive.engine.replacement). Only the segments a receiver reports bad are resent.
 A peer's StoreChunk streams carry chunk after chunk where it offers that (StoreSessions),
 instead of one call per replica.
 A crash leaves nothing locally; receivers discard what they did not commit.
