@@ -14,7 +14,7 @@ breadth-first search finds a shortest path: the fewest replicas moved.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Hole = tuple[int, int]  # (chunk index, slot in that chunk's peer list)
@@ -22,12 +22,12 @@ Rank = Callable[[int, str, int], Any]  # (chunk, peer, peer's load) -> sort key,
 
 
 class Layout:
-    """A working copy of a placement with holes (None) to fill. ``fixed`` are the (chunk,
-    peer) replicas that must stay where they are (started, stored); every other replica on a
-    ``live`` peer may move. Filled holes are movable too: later holes may reroute them."""
+    """A working copy of a placement with holes (None) to fill. ``fixed(chunk, peer)`` says
+    whether a replica must stay where it is (begun, stored); every other replica on a ``live``
+    peer may move. Filled holes are movable too: later holes may reroute them."""
 
     def __init__(self, assigned: Sequence[Sequence[str | None]], *, live: Sequence[str],
-                 fixed: Collection[tuple[int, str]], cap: int, rank: Rank) -> None:
+                 fixed: Callable[[int, str], bool], cap: int, rank: Rank) -> None:
         self.slots: list[list[str | None]] = [list(peers) for peers in assigned]
         self.live = list(live)
         self.cap = cap
@@ -40,7 +40,7 @@ class Layout:
                 if peer is None:
                     continue
                 self.load[peer] = self.load.get(peer, 0) + 1
-                if peer in live_set and (chunk, peer) not in fixed:
+                if peer in live_set and not fixed(chunk, peer):
                     self.movable[peer].add((chunk, slot))
 
     def fill(self, hole: Hole) -> str | None:

@@ -117,10 +117,12 @@ class _Replicas:
     its whole length; each standby peer costs at most one failed attempt, since a failure
     puts it in ``failed`` like any other peer.
 
-    ``assigned`` is the plan, read when a chunk's turn comes (``begin``): replicas not begun
-    yet may still move to make room for a failed one (mydrive.engine.replacement); begun ones
-    (in ``started``) never do. ``on_move(chunk, from_peer, to_peer)`` hears of every replica
-    so moved, the substitute itself excepted."""
+    ``assigned`` is the plan, read when a chunk's turn comes (``begin``, in file order): the
+    replicas of chunks not begun yet may still move to make room for a failed one
+    (mydrive.engine.replacement); those of the first ``begun`` chunks never do (a count, not
+    a set of replicas: memory stays flat however many chunks the file has).
+    ``on_move(chunk, from_peer, to_peer)`` hears of every replica so moved, the substitute
+    itself excepted."""
 
     def __init__(self, file_id: bytes, placement: list[list[str]], eligible: Sequence[str],
                  standby: Sequence[str] = (),
@@ -129,7 +131,7 @@ class _Replicas:
         self.chunk_count = len(placement)
         self.assigned = [list(p) for p in placement]
         self.failed: set[str] = set()
-        self.started: set[tuple[int, str]] = set()
+        self.begun = 0
         self.eligible = list(eligible)
         self.standby = [p for p in standby if p not in self.eligible]
         self._on_move = on_move
@@ -138,11 +140,11 @@ class _Replicas:
         self._lock = threading.Lock()
 
     def begin(self, chunk_index: int) -> list[str]:
-        """The peers chunk ``chunk_index`` goes to now; from here on they stay."""
+        """The peers chunk ``chunk_index`` goes to now; from here on they stay. Chunks begin
+        in file order."""
         with self._lock:
-            peers = list(self.assigned[chunk_index])
-            self.started.update((chunk_index, p) for p in peers)
-            return peers
+            self.begun = max(self.begun, chunk_index + 1)
+            return list(self.assigned[chunk_index])
 
     def usable(self, peer_id: str, answers: Callable[[str], bool]) -> bool:
         """False for a peer failed in this upload. A standby peer is probed again
@@ -179,7 +181,6 @@ class _Replicas:
         with self._lock:
             self.failed.add(failed_peer)
             self.assigned[chunk_index].remove(failed_peer)
-            self.started.discard((chunk_index, failed_peer))
             # The substitute goes last in the chunk's list, as it always did.
             base: list[list[str | None]] = [list(p) for p in self.assigned]
             base[chunk_index].append(None)
@@ -190,7 +191,7 @@ class _Replicas:
             if layout.fill(hole) is not None and all(layout.fill(h) for h in orphans):
                 # Begun orphans stay with their failed peer: their own thread fails over.
                 for c, s in orphans:
-                    if (c, base[c][s]) in self.started:
+                    if c < self.begun:
                         layout.slots[c][s] = base[c][s]
             else:
                 # Some later replica will find no home whatever happens; this one may.
@@ -207,8 +208,10 @@ class _Replicas:
                         if self._on_move is not None:
                             self._on_move(c, before, peer)
             self.assigned = [[p for p in peers if p is not None] for peers in layout.slots]
-            self.started.add((chunk_index, chosen))
             return chosen
+
+    def _fixed(self, chunk_index: int, peer_id: str) -> bool:
+        return chunk_index < self.begun
 
     def _layout(self, base: list[list[str | None]], holes: list[tuple[int, int]]) -> Layout:
         """``base`` with ``holes`` opened, for ``Layout.fill``. Preference as the greedy
@@ -225,7 +228,7 @@ class _Replicas:
             return (peer in standby, load,
                     digest(self.file_id + chunk.to_bytes(4, "big") + peer.encode()))
 
-        return Layout(slots, live=self._live(), fixed=self.started,
+        return Layout(slots, live=self._live(), fixed=self._fixed,
                       cap=self.chunk_count - 1, rank=rank)
 
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from mydrive.engine.download import download_file
+from mydrive.engine.replacement import Layout
 from mydrive.engine.upload import _Replicas, upload_file
 from mydrive.errors import PeerUnavailable
 from mydrive.runtime.events import EventLog
@@ -35,6 +36,10 @@ def _loads(assigned: Sequence[Sequence[str]]) -> dict[str, int]:
         for p in peers:
             loads[p] = loads.get(p, 0) + 1
     return loads
+
+
+def _begun_replicas(replicas: _Replicas) -> set[tuple[int, str]]:
+    return {(c, p) for c in range(replicas.begun) for p in replicas.assigned[c]}
 
 
 def _assert_valid(before: list[list[str]], replicas: _Replicas,
@@ -61,7 +66,7 @@ def test_cornered_failover_moves_a_replica_not_yet_sent() -> None:
     replicas = _Replicas(FILE_ID, plan, ["a", "b", "c", "d"])
     for chunk in range(4):
         replicas.begin(chunk)
-    started = set(replicas.started)
+    started = _begun_replicas(replicas)
 
     assert replicas.substitute(0, "d") == "a"
 
@@ -91,7 +96,7 @@ def test_a_dead_peers_later_replicas_are_rehomed_at_once() -> None:
                          on_move=lambda c, old, new: moved.append((c, old, new)))
     replicas.begin(0)
     replicas.begin(1)
-    started = set(replicas.started)
+    started = _begun_replicas(replicas)
 
     assert replicas.substitute(1, "d") == "a"
 
@@ -105,9 +110,10 @@ def test_a_dead_peers_later_replicas_are_rehomed_at_once() -> None:
 
 def _completable(assigned: Sequence[Sequence[str | None]], holes: Collection[tuple[int, int]],
                  live: Sequence[str], fixed: Collection[tuple[int, str]], cap: int) -> bool:
-    """Exhaustively: can every hole get a live peer, the movable replicas (not begun, on a
-    live peer) going anywhere, with distinct peers per chunk and at most ``cap`` chunks on a
-    live peer? Chunk by chunk over every choice of peer set, memoised on the loads."""
+    """Exhaustively: can every hole in ``holes`` get a live peer, the movable replicas (not
+    in ``fixed``, on a live peer) going anywhere, with distinct peers per chunk and at most
+    ``cap`` chunks on a live peer? Chunk by chunk over every choice of peer set, memoised on
+    the loads."""
     live = sorted(live)
     index = {p: k for k, p in enumerate(live)}
     kept: list[set[str]] = []
@@ -118,7 +124,9 @@ def _completable(assigned: Sequence[Sequence[str | None]], holes: Collection[tup
                 if (c, s) not in holes and p is not None
                 and (p not in index or (c, p) in fixed)}
         kept.append(stay)
-        free.append(len(peers) - len(stay))
+        # Holes to fill and movable replicas; a hole not asked about stays empty.
+        free.append(sum(1 for s, p in enumerate(peers)
+                        if (c, s) in holes or (p is not None and p not in stay)))
         for p in stay:
             if p in index:
                 base[index[p]] += 1
@@ -148,56 +156,64 @@ def _failed_holes(assigned: Sequence[Sequence[str]], failed: Collection[str]
 
 
 @st.composite
-def _cases(draw: st.DrawFn):  # type: ignore[no-untyped-def]
+def _plans(draw: st.DrawFn) -> tuple[list[list[str]], list[str], int]:
+    """A valid placement: 2-8 chunks on R = 2-3 of 3-6 peers, at most C - 1 chunks a peer."""
     chunk_count = draw(st.integers(2, 8))
     peer_count = draw(st.integers(3, 6))
     replication = draw(st.integers(2, 3))
     assume(peer_count >= replication + 1)
     assume(peer_count * (chunk_count - 1) >= chunk_count * replication)
     peers = [f"p{k}" for k in range(peer_count)]
-    cap = chunk_count - 1
     loads = dict.fromkeys(peers, 0)
     plan = []
     for _ in range(chunk_count):
         order = draw(st.permutations(peers))
-        chosen = [p for p in order if loads[p] < cap][:replication]
+        chosen = [p for p in order if loads[p] < chunk_count - 1][:replication]
         assume(len(chosen) == replication)
         for p in chosen:
             loads[p] += 1
         plan.append(chosen)
-    standby = draw(st.lists(st.sampled_from(peers), max_size=1, unique=True))
-    eligible = [p for p in peers if p not in standby or loads[p]]
-    standby = [p for p in standby if p not in eligible]
-    begun = draw(st.integers(0, chunk_count))
-    extra = draw(st.sets(st.tuples(st.integers(0, chunk_count - 1),
-                                   st.integers(0, replication - 1)), max_size=6))
-    failures = draw(st.lists(st.tuples(st.integers(0, chunk_count - 1),
-                                       st.integers(0, replication - 1)),
-                             min_size=1, max_size=4))
-    return plan, eligible, standby, begun, extra, failures, replication
+    return plan, peers, replication
+
+
+_STEPS = st.lists(st.one_of(st.just("begin"), st.tuples(st.integers(0, 7), st.integers(0, 2))),
+                  min_size=1, max_size=14)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(_cases())
-def test_substitute_finds_a_peer_whenever_one_exists(case) -> None:  # type: ignore[no-untyped-def]
-    plan, eligible, standby, begun, extra, failures, replication = case
+@given(_plans(), st.booleans(), _STEPS)
+def test_substitute_finds_a_peer_whenever_one_exists(plan_case, with_standby, steps) -> None:  # type: ignore[no-untyped-def]
+    """An upload's life: chunks begin in order, replicas of begun chunks fail. Each failure
+    gets a peer exactly when the exhaustive search finds any arrangement of the unbegun
+    replicas that houses it; the result keeps the rules; and when the failed peers' other
+    replicas could all be housed before, they still can after."""
+    plan, peers, replication = plan_case
+    # A peer nothing was planned for may stand by (it missed the placement probe).
+    idle = [p for p in peers if not any(p in c for c in plan)]
+    standby = idle[:1] if with_standby else []
+    eligible = [p for p in peers if p not in standby]
     replicas = _Replicas(FILE_ID, plan, eligible, standby=standby)
-    for chunk in range(begun):
-        replicas.begin(chunk)
-    replicas.started.update((c, plan[c][s]) for c, s in extra)
     cap = len(plan) - 1
-    for chunk, slot in failures:
-        peer = replicas.assigned[chunk][slot] if slot < len(replicas.assigned[chunk]) else None
-        if peer is None or peer in replicas.failed:
+    for step in steps:
+        if step == "begin":
+            if replicas.begun < len(plan):
+                replicas.begin(replicas.begun)
+            continue
+        if replicas.begun == 0:
+            continue
+        chunk, slot = step[0] % replicas.begun, step[1] % replication
+        if slot >= len(replicas.assigned[chunk]):
+            continue
+        peer = replicas.assigned[chunk][slot]
+        if peer in replicas.failed:
             continue  # a failed replica fails over once
         before = [list(p) for p in replicas.assigned]
-        started = set(replicas.started)
+        started = _begun_replicas(replicas)
         failed_now = replicas.failed | {peer}
         live = [p for p in (*eligible, *standby) if p not in failed_now]
-        fixed = started - {(chunk, peer)}
         # This hole alone, and this hole with every other replica a failed peer holds.
-        alone = _completable(before, {(chunk, slot)}, live, fixed, cap)
-        everything = _completable(before, _failed_holes(before, failed_now), live, fixed, cap)
+        alone = _completable(before, {(chunk, slot)}, live, started, cap)
+        everything = _completable(before, _failed_holes(before, failed_now), live, started, cap)
 
         chosen = replicas.substitute(chunk, peer)
 
@@ -210,13 +226,46 @@ def test_substitute_finds_a_peer_whenever_one_exists(case) -> None:  # type: ign
             if c != chunk) else "only the failed replica replaced")
         assert alone
         assert chosen in live and chosen in replicas.assigned[chunk]
-        assert (chunk, chosen) in replicas.started
         _assert_valid(before, replicas, started, chunk, peer, replication)
         if everything:
             after = replicas.assigned
             assert _completable(after, _failed_holes(after, replicas.failed), live,
-                                replicas.started, cap), \
+                                _begun_replicas(replicas), cap), \
                 "the choice left a failed peer's other replica without a home"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(_plans(), st.data())
+def test_layout_fills_a_hole_whenever_one_can_be(plan_case, data) -> None:  # type: ignore[no-untyped-def]
+    """The search alone, with any set of replicas fixed (not only whole chunks): the failed
+    peers' replicas are holes, filled one by one; each is filled exactly when the exhaustive
+    search says it can be, and the layout keeps the rules and the fixed replicas."""
+    plan, peers, replication = plan_case
+    cap = len(plan) - 1
+    failed = data.draw(st.sets(st.sampled_from(peers), min_size=1, max_size=2))
+    live = [p for p in peers if p not in failed]
+    every = [(c, p) for c, chunk in enumerate(plan) for p in chunk]
+    fixed = data.draw(st.sets(st.sampled_from(every)))
+    holes = sorted(_failed_holes(plan, failed))
+    slots: list[list[str | None]] = [[None if p in failed else p for p in chunk]
+                                     for chunk in plan]
+    layout = Layout(slots, live=live, fixed=lambda c, p: (c, p) in fixed, cap=cap,
+                    rank=lambda c, p, load: (load, p))
+    for hole in holes:
+        before = [list(chunk) for chunk in layout.slots]
+        possible = _completable(before, {hole}, live, fixed, cap)
+        filled = layout.fill(hole)
+        event("filled" if filled else "not filled")
+        assert (filled is not None) == possible, (before, hole, fixed)
+        if filled is None:
+            assert layout.slots == before
+            continue
+        for c, chunk in enumerate(layout.slots):
+            present = [p for p in chunk if p is not None]
+            assert len(set(present)) == len(present)
+        assert all(n <= cap for n in _loads(
+            [[p for p in chunk if p is not None] for chunk in layout.slots]).values())
+        assert all(p in layout.slots[c] for c, p in fixed if p in live)
 
 
 def test_the_search_agrees_with_itself_on_a_known_case() -> None:
