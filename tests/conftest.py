@@ -3,6 +3,7 @@ conftest.py; the chaos suite's fixtures live in tests/chaos/conftest.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -24,3 +25,16 @@ def pouch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_peers_runtime_dirs_removed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Peers of root's keep their sockets in /run/mydrive/<hash>/ (mydrive/node/
+    nginx_workers.py); once the session's peers have stopped, those of peer directories
+    under this session's temporary base, or already deleted, are removed: /run is on disk
+    on some machines, and a test run must leave nothing behind."""
+    yield
+    if os.name == "posix" and os.geteuid() == 0:
+        from mydrive.node.nginx_workers import prune_stale_runtime_dirs
+
+        prune_stale_runtime_dirs(under=tmp_path_factory.getbasetemp())

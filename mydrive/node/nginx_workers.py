@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mydrive.errors import BadRequest
+from mydrive.runtime.disk import atomic_write_bytes
 
 log = logging.getLogger("mydrive.node.nginx_workers")
 
@@ -41,6 +42,7 @@ RUNTIME_BASE = Path("/run/mydrive")
 RUNTIME_BASE_MODE = 0o711  # others may pass through to a directory they are given, not list
 RUNTIME_DIR_MODE = 0o750   # root's, group the workers': nobody else passes
 TEMP_DIR_MODE = 0o700      # the workers' own (nginx's client body and proxy temp files)
+PEER_RECORD = "peer"       # in each runtime directory: the path of the peer directory it serves
 NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
 # Accounts other daemons run as (nginx's own default among them): never the workers'.
 SHARED_ACCOUNTS = frozenset({"nobody", "nogroup", "www-data", "nginx", "http", "daemon"})
@@ -139,15 +141,50 @@ def _runtime_base() -> None:
 
 
 def prepare_runtime_dir(peer_root: Path, account: WorkerAccount) -> Path:
-    """Create (or put right) the peer's runtime directory and nginx's temp directory in it."""
+    """Create (or put right) the peer's runtime directory and nginx's temp directory in it,
+    record whose it is, and remove those of peer directories that no longer exist."""
     _runtime_base()
+    prune_stale_runtime_dirs()
     path = runtime_dir(peer_root)
     path.mkdir(mode=RUNTIME_DIR_MODE, exist_ok=True)
     _own(path, 0, account.gid, RUNTIME_DIR_MODE)
+    record = path / PEER_RECORD
+    wanted = os.fsencode(peer_root.resolve())
+    if not record.is_file() or record.read_bytes() != wanted:
+        atomic_write_bytes(record, wanted)
     temp = temp_dir(peer_root)
     temp.mkdir(mode=TEMP_DIR_MODE, exist_ok=True)
     _own(temp, account.uid, account.gid, TEMP_DIR_MODE)
     return path
+
+
+def recorded_peer(path: Path) -> Path | None:
+    """The peer directory a runtime directory was made for (its ``peer`` record), if any."""
+    try:
+        return Path(os.fsdecode((path / PEER_RECORD).read_bytes()))
+    except OSError:
+        return None
+
+
+def prune_stale_runtime_dirs(*, under: Path | None = None) -> list[Path]:
+    """Remove the runtime directories whose peer directory is gone (a peer deleted, or
+    killed and never started again); with ``under``, those of every peer directory under it
+    (a test session's, once its peers have stopped). Directories without a record are left
+    alone: nothing says whose they are. The removed ones."""
+    removed: list[Path] = []
+    if not RUNTIME_BASE.is_dir():
+        return removed
+    for path in RUNTIME_BASE.iterdir():
+        if not path.is_dir() or path.is_symlink():
+            continue
+        peer = recorded_peer(path)
+        if peer is None:
+            continue
+        gone = not (peer / "peer.json").is_file()
+        if gone or (under is not None and peer.is_relative_to(under.resolve())):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def release_runtime_dir(peer_root: Path) -> bool:

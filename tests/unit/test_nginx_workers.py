@@ -80,3 +80,43 @@ def test_a_missing_account_is_created_once_as_a_system_account(monkeypatch, capl
         assert len(created) == 1
     finally:
         subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="runtime directories under /run/mydrive: root only")
+def test_runtime_dirs_of_deleted_peers_are_removed(tmp_path: Path) -> None:
+    """Each runtime directory records its peer directory; a root-run peer's start removes
+    those whose peer directory is gone (deleted, or its peer killed and never started again),
+    and a test session removes those of its own peers. One without a record is nobody's to
+    judge and stays."""
+    from mydrive.node.nginx_workers import (
+        RUNTIME_BASE,
+        prepare_runtime_dir,
+        prune_stale_runtime_dirs,
+        recorded_peer,
+        runtime_dir,
+        worker_account,
+    )
+
+    account = worker_account()
+    peers = []
+    for name in ("kept", "deleted"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "peer.json").write_text("{}")
+        peers.append(root)
+    kept, deleted = peers
+    for root in peers:
+        prepare_runtime_dir(root, account)
+        assert recorded_peer(runtime_dir(root)) == root.resolve()
+    unrecorded = RUNTIME_BASE / secrets.token_hex(8)
+    unrecorded.mkdir()
+    try:
+        (deleted / "peer.json").unlink()
+        prepare_runtime_dir(kept, account)  # a start of another root-run peer
+        assert not runtime_dir(deleted).exists()
+        assert runtime_dir(kept).is_dir() and unrecorded.is_dir()
+        assert prune_stale_runtime_dirs(under=tmp_path) == [runtime_dir(kept)]
+        assert not runtime_dir(kept).exists() and unrecorded.is_dir()
+    finally:
+        unrecorded.rmdir()
