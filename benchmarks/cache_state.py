@@ -42,6 +42,15 @@ def drop_pages(paths: Iterable[Path]) -> None:
             os.close(fd)
 
 
+def settle(paths: Iterable[Path]) -> float:
+    """Sync the files, then drop their pages: the state a get meets some time after the
+    put. The seconds the sync took (what "put until durable" adds to a put)."""
+    stored = list(paths)
+    seconds = sync_files(stored)
+    drop_pages(stored)
+    return seconds
+
+
 def files_under(root: Path, pattern: str, *, what: str) -> list[Path]:
     """The stored files of one system; none found means the harness looks in the wrong place
     (a silent no-op would make every get hot again)."""

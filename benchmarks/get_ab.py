@@ -21,11 +21,8 @@ tree: before its turn every sender is stopped and ``cluster up`` starts them aga
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks import cache_state
@@ -39,32 +36,18 @@ from benchmarks.client_ab import (
 from benchmarks.common import print_ab_medians
 from benchmarks.mydrive_side import MydriveNetwork
 from benchmarks.procs import run_measured
+from mydrive.node import cluster
 
 
 def _restart_senders(net: MydriveNetwork, tree: Path) -> None:
-    """Stop every sender of ``net`` and have ``cluster up`` start them again from ``tree``."""
-    pids = [s["pid"] for s in net.services() if s["kind"] == "sender"]
-    for pid in pids:
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while any(_running(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"senders {pids} still running 15 s after SIGTERM")
-        time.sleep(0.05)
+    """Stop every sender of ``net`` (``cluster stop``'s own SIGTERM and wait) and have
+    ``cluster up`` start them again from ``tree``."""
+    cluster.stop(net.home, kinds=("sender",))
     saved, net.env = net.env, _env(net, tree)
     try:
         net.up()
     finally:
         net.env = saved
-
-
-def _running(pid: int) -> bool:
-    """True while ``pid`` is a live process (a zombie waiting to be reaped is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def main() -> None:
@@ -97,9 +80,8 @@ def main() -> None:
                 if args.senders_from_tree:
                     _restart_senders(net, tree)
                 if args.cold:
-                    stored = cache_state.files_under(net.home, "*.chunk", what="mydrive")
-                    cache_state.sync_files(stored)
-                    cache_state.drop_pages(stored)
+                    cache_state.settle(
+                        cache_state.files_under(net.home, "*.chunk", what="mydrive"))
                 before = net.cpu_s_by_kind()
                 get = run_measured([*net.get_args("/ab/file", out), "--local"], env=env)
                 after = net.cpu_s_by_kind()

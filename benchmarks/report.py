@@ -10,10 +10,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from benchmarks.throughput import CPU_FIGURES, FIGURES  # noqa: E402
+
 PLOTS = ("throughput.png", "cpu.png", "memory.png", "faults.png")
-# benchmarks/throughput.py's timed figures and how the plots and tables name them.
-THROUGHPUT_FIGURES = {"put": "put", "put_durable": "put until durable",
-                      "get": "get (from disk)", "get_hot": "get (hot)"}
+# How the plots and tables name benchmarks/throughput.py's timed figures.
+LABELS = {"put": "put", "put_durable": "put until durable", "get": "get (from disk)",
+          "get_hot": "get (hot)"}
 
 
 def _title(results: dict[str, Any]) -> str:
@@ -26,13 +28,11 @@ def plot_throughput(results: dict[str, Any], path: Path) -> None:
     t = results["throughput"]
     names = list(t["systems"])
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    figures = [f for f in THROUGHPUT_FIGURES if all(f"{f}_MBps" in t["systems"][n]
-                                                    for n in names)]
-    width = 0.8 / len(figures)
-    for k, d in enumerate(figures):
+    width = 0.8 / len(FIGURES)
+    for k, d in enumerate(FIGURES):
         values = [t["systems"][n][f"{d}_MBps"] for n in names]
-        bars = ax.bar([i + (k - (len(figures) - 1) / 2) * width for i in range(len(names))],
-                      values, width, label=THROUGHPUT_FIGURES[d])
+        offset = (k - (len(FIGURES) - 1) / 2) * width
+        bars = ax.bar([i + offset for i in range(len(names))], values, width, label=LABELS[d])
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("MB/s (median)")
@@ -140,25 +140,22 @@ def markdown(results: dict[str, Any]) -> str:
                 if "load_average_at_end" in m else ""), ""]
     if "throughput" in results:
         t = results["throughput"]
-        figures = [f for f in THROUGHPUT_FIGURES
-                   if all(f"{f}_MBps" in d for d in t["systems"].values())]
-        cpus = [f for f in ("put", "get", "get_hot")
-                if all(f"{f}_cpu_s_per_gib" in d for d in t["systems"].values())]
+        figures, cpus = FIGURES, CPU_FIGURES
         lines += [f"Throughput, {t['size_bytes'] >> 20} MiB, median of {t['runs']} "
                   f"(MB/s = 10^6 bytes/s); CPU seconds per GiB of file, all processes. "
                   f"Before each get the stored bytes were synced and dropped from the page "
                   f"cache (every system alike); \"get (hot)\" is a second get right after:", "",
-                  "| system | " + " | ".join(f"{THROUGHPUT_FIGURES[f]} MB/s" for f in figures)
-                  + " | " + " | ".join(f"{THROUGHPUT_FIGURES[f]} CPU s/GiB" for f in cpus)
+                  "| system | " + " | ".join(f"{LABELS[f]} MB/s" for f in figures)
+                  + " | " + " | ".join(f"{LABELS[f]} CPU s/GiB" for f in cpus)
                   + " |", "|---" * (1 + len(figures) + len(cpus)) + "|"]
         for name, d in t["systems"].items():
             lines.append(f"| {name} | " + " | ".join(str(d[f"{f}_MBps"]) for f in figures)
                          + " | " + " | ".join(str(d[f"{f}_cpu_s_per_gib"]["total"])
                                               for f in cpus) + " |")
-        lines += ["", "| ratio | " + " | ".join(THROUGHPUT_FIGURES[f] for f in figures) + " |",
+        lines += ["", "| ratio | " + " | ".join(LABELS[f] for f in figures) + " |",
                   "|---" * (1 + len(figures)) + "|"]
         for name, r in t["ratios"].items():
-            lines.append(f"| {name} | " + " | ".join(str(r.get(f, "")) for f in figures) + " |")
+            lines.append(f"| {name} | " + " | ".join(str(r[f]) for f in figures) + " |")
         lines += ["", "CPU seconds per GiB by process kind (in brackets: the part spent in the "
                   "kernel):", "",
                   "| system | direction | " + " | ".join(

@@ -57,14 +57,6 @@ def _figures(m: Measured, size_bytes: int) -> dict[str, float]:
             "client_cpu_s": round(m.cpu_s, 3)}
 
 
-def from_disk(stored: list[Path]) -> None:
-    """Both gets read their stored bytes from disk: a put through mydrive has synced its
-    chunks and dropped their pages, sshd's file sits dirty in memory (docs/benchmarks.md,
-    "The stored bytes' state")."""
-    cache_state.sync_files(stored)
-    cache_state.drop_pages(stored)
-
-
 def openssh_side(work: Path, src: Path, digest: str) -> dict[str, Any]:
     sshd = SshServer(work / "sshd")
     sshd.start()
@@ -75,7 +67,7 @@ def openssh_side(work: Path, src: Path, digest: str) -> dict[str, Any]:
         cpu0 = session_cpu_s(sid)
         put = sshd.sftp_put(src, remote)
         cpu1 = session_cpu_s(sid)
-        from_disk([remote])
+        cache_state.settle([remote])  # read from disk, as mydrive's get is
         get = sshd.sftp_get(remote, back)
         cpu2 = session_cpu_s(sid)
         assert sha256(back) == digest, "OpenSSH round trip is not bit-identical"
@@ -120,7 +112,7 @@ def mydrive_side(work: Path, src: Path, digest: str, *, peers: int,
         cpu_before = net.cpu_s_by_kind()
         put, put_cpu, put_rss = sftp(f'put "{src}" /bench.bin\n')
         cpu_mid = net.cpu_s_by_kind()
-        from_disk(cache_state.files_under(net.home, "*.chunk", what="mydrive"))
+        cache_state.settle(cache_state.files_under(net.home, "*.chunk", what="mydrive"))
         get, get_cpu, get_rss = sftp(f'get /bench.bin "{back}"\n')
         cpu_after = net.cpu_s_by_kind()
         assert sha256(back) == digest, "mydrive SFTP round trip is not bit-identical"
